@@ -1,0 +1,148 @@
+// duplex/protocol/connection.hpp: the sans-I/O WebSocket connection state machine.
+//
+// Bytes in, events out; calls in, bytes out. It never touches a socket, a thread
+// or a clock: the session layer reads into a buffer, passes it to receive(),
+// and writes what the connection queued. Client and server share it; the role
+// decides masking.
+//
+// Thread safety: none; one Connection is used by one thread at a time (the
+// connection's event loop).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include <duplex/message_type.hpp>
+#include <duplex/protocol/frame.hpp>
+#include <duplex/protocol/utf8.hpp>
+
+namespace duplex::protocol {
+
+enum class Role : std::uint8_t { client, server };
+
+/// Where the connection stands in the close handshake (RFC 6455 7).
+enum class ConnectionState : std::uint8_t {
+  open,     ///< data flows both ways
+  closing,  ///< we sent a close frame and wait for the peer's
+  closed,   ///< close frames went both ways, or the connection failed
+};
+
+/// Counters kept by the connection (bandwidth statistics).
+struct ConnectionStats {
+  std::uint64_t bytes_received = 0;     ///< wire bytes, headers included
+  std::uint64_t bytes_sent = 0;         ///< wire bytes queued, headers included
+  std::uint64_t frames_received = 0;
+  std::uint64_t frames_sent = 0;
+  std::uint64_t messages_received = 0;  ///< complete data messages
+  std::uint64_t messages_sent = 0;
+};
+
+struct ConnectionConfig {
+  Role role = Role::client;
+  /// Largest data message accepted, in payload bytes; a larger one fails the
+  /// connection with 1009 as soon as its length is known. 64 MiB by default:
+  /// large enough for files sent as one message, small enough that a hostile
+  /// peer cannot make us reserve gigabytes. `unlimited` turns the check off.
+  std::uint64_t max_message_size = std::uint64_t{64} << 20;
+  static constexpr std::uint64_t unlimited = std::numeric_limits<std::uint64_t>::max();
+  /// Partial receive: deliver each piece of a message as it arrives instead of
+  /// reassembling it (StreamWebSocket, MessageWebSocket partial mode).
+  bool partial_messages = false;
+  /// Answer pings with pongs (RFC 6455 5.5.2 requires it; off only for tests).
+  bool auto_pong = true;
+};
+
+/// Receives the events of Connection::receive(), in wire order, synchronously.
+/// Views passed to a handler stay valid until it returns.
+class ConnectionHandler {
+public:
+  virtual ~ConnectionHandler() = default;
+  /// A data message (full mode: `complete` is always true), or a piece of one
+  /// (partial mode: `complete` is true on the last piece). `data` views the
+  /// receive buffer (unmasked in place) or the connection's reassembly buffer.
+  virtual void on_message(SocketMessageType type, std::span<const std::byte> data,
+                          bool complete) = 0;
+  /// A ping; its pong is already queued when auto_pong is on.
+  virtual void on_ping(std::span<const std::byte> payload) { (void)payload; }
+  /// A pong (solicited or not).
+  virtual void on_pong(std::span<const std::byte> payload) { (void)payload; }
+  /// The peer's close frame (code 1005 when it had none). If we had not sent a
+  /// close yet, the echo of its code is already queued. Nothing more is
+  /// delivered after this.
+  virtual void on_close(std::uint16_t code, std::string_view reason) = 0;
+  /// The peer broke the protocol: a close frame with close_code_for(ec) is
+  /// queued (1002, 1007 or 1009) and the state is `closed`. Nothing more is
+  /// delivered after this.
+  virtual void on_error(std::error_code ec) = 0;
+};
+
+class Connection {
+public:
+  explicit Connection(ConnectionConfig config = {});
+
+  // --- Receiving -------------------------------------------------------------
+  /// Consumes all of `data` (bytes read from the peer), unmasking in place, and
+  /// raises events on `handler`. A frame that spans calls is carried over: a
+  /// split header in a 14-byte spill, a split message in the reassembly
+  /// buffer (full mode) or delivered piece by piece (partial mode). Every
+  /// message complete before a protocol error is delivered before on_error.
+  /// After the connection is closed, bytes are ignored.
+  void receive(std::span<std::byte> data, ConnectionHandler& handler);
+
+  // --- Sending (frames are appended to the output buffer) ---------------------
+  /// Queues a whole message. Errors: `error::closed` once a close was sent or
+  /// received, `error::invalid_utf8` for a utf8 message that is not UTF-8,
+  /// `error::expected_continuation` while a fragmented send is unfinished.
+  std::error_code send_message(SocketMessageType type, std::span<const std::byte> payload);
+  /// Queues one frame of a message sent in pieces; `fin` ends the message. The
+  /// type of the first piece holds for the whole message. UTF-8 is checked
+  /// across pieces (a code point may be split; the message end must be whole).
+  std::error_code send_fragment(SocketMessageType type, std::span<const std::byte> payload,
+                                bool fin);
+  /// Queues a ping or a pong; payload at most 125 bytes (else
+  /// `error::control_too_long`). Control frames may go between fragments.
+  std::error_code send_ping(std::span<const std::byte> payload);
+  std::error_code send_pong(std::span<const std::byte> payload);
+  /// Starts the close handshake: queues a close frame (state `closing`), or,
+  /// after the peer's close, does nothing. Arguments are checked with
+  /// check_close_arguments (std::invalid_argument is the caller's to throw).
+  std::error_code send_close(std::uint16_t code, std::string_view reason);
+
+  // --- Output ------------------------------------------------------------------
+  /// True when frames wait to be written.
+  [[nodiscard]] bool has_output() const noexcept { return !out_.empty(); }
+  /// Bytes queued and not yet handed to the transport.
+  [[nodiscard]] std::size_t buffered_amount() const noexcept { return out_.size(); }
+  /// Hands every queued byte to the transport: the span stays valid and
+  /// unchanged (new frames go to another buffer) until end_write(). One write
+  /// at a time; buffers keep their capacity, so steady state allocates nothing.
+  std::span<const std::byte> begin_write() noexcept;
+  /// The write handed out by begin_write() completed.
+  void end_write() noexcept;
+
+  // --- State -------------------------------------------------------------------
+  [[nodiscard]] ConnectionState state() const noexcept { return state_; }
+  [[nodiscard]] bool close_sent() const noexcept { return close_sent_; }
+  [[nodiscard]] bool close_received() const noexcept { return close_received_; }
+  [[nodiscard]] Role role() const noexcept { return config_.role; }
+  [[nodiscard]] const ConnectionConfig& config() const noexcept { return config_; }
+  [[nodiscard]] const ConnectionStats& stats() const noexcept { return stats_; }
+
+private:
+  // Implementation state; the implementation may add members as it needs.
+  ConnectionConfig config_;
+  ConnectionState state_ = ConnectionState::open;
+  bool close_sent_ = false;
+  bool close_received_ = false;
+  ConnectionStats stats_;
+  std::vector<std::byte> out_;      ///< frames being queued
+  std::vector<std::byte> writing_;  ///< frames handed out by begin_write()
+};
+
+}  // namespace duplex::protocol
