@@ -299,6 +299,20 @@ bool is_valid_key(std::string_view key) {
   return bytes && bytes->size() == key_bytes;
 }
 
+// RFC 9112 3.2 and RFC 3986 3.2.2: Host is uri-host [":" port], where uri-host
+// is a reg-name (unreserved, pct-encoded, sub-delims) or an [IP-literal]. The
+// check is on characters only: enough to keep white space, '/', '@', quotes and
+// controls out of a value we hand on.
+bool is_valid_host(std::string_view host) noexcept {
+  if (host.empty()) return false;
+  for (char c : host) {
+    const bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    if (!alnum && std::string_view("-._~%!$&'()*+,;=:[]").find(c) == std::string_view::npos)
+      return false;
+  }
+  return true;
+}
+
 bool is_absolute_form(std::string_view target) noexcept {
   // RFC 3986 3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then
   // "://" and a non-empty authority for the schemes a WebSocket may use.
@@ -399,9 +413,8 @@ std::string compute_accept(std::string_view key) {
 std::string build_client_request(const ClientHandshakeOptions& options, std::string_view key) {
   // RFC 9112 3.2: Host is a uri-host[:port], no white space or controls.
   if (options.host.empty()) invalid("build_client_request: options.host must not be empty");
-  for (char c : options.host)
-    if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7F)
-      invalid("build_client_request: options.host must be printable ASCII without spaces");
+  if (!is_valid_host(options.host))
+    invalid("build_client_request: options.host must be host[:port] (RFC 3986 characters)");
   // RFC 6455 4.1: the request target is the resource name, origin-form.
   if (options.target.empty() || options.target.front() != '/')
     invalid("build_client_request: options.target must start with '/'");
@@ -512,6 +525,7 @@ std::error_code validate_client_request(const HttpRequest& request, ServerHandsh
   if (hosts > 1) return make_error_code(error::bad_http_message);
   const auto host = find_header(headers, "Host");
   if (!host || host->empty()) return make_error_code(error::missing_host);
+  if (!is_valid_host(*host)) return make_error_code(error::bad_http_message);
   // Item 3: Upgrade holds "websocket".
   if (!header_has_token(headers, "Upgrade", "websocket"))
     return make_error_code(error::bad_upgrade);
