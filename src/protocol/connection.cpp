@@ -275,10 +275,8 @@ std::size_t Connection::read_header(const std::byte* p, std::size_t n, Header& h
   return pos;
 }
 
-// Sets up the frame whose header was just read. Returns false when the
-// connection stopped (it cannot here, but keeps the loop uniform).
-bool Connection::start_frame(const Header& h, ConnectionHandler& handler) {
-  (void)handler;
+// Sets up the frame whose header was just read (and checked).
+void Connection::start_frame(const Header& h) noexcept {
   const std::uint8_t op = h.b0 & 0x0F;
   ++stats_.frames_received;
   rd_opcode_ = op;
@@ -299,7 +297,6 @@ bool Connection::start_frame(const Header& h, ConnectionHandler& handler) {
     rd_msg_size_ += h.length;
     rd_in_message_ = !rd_fin_;
   }
-  return true;
 }
 
 void Connection::fail(std::error_code ec, ConnectionHandler& handler) {
@@ -425,7 +422,7 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
         p += n - old;
         rd_spill_size_ = 0;
       }
-      start_frame(h, handler);
+      start_frame(h);
     }
 
     // Payload: what of the current frame is in this buffer (possibly nothing,

@@ -197,7 +197,7 @@ private:
   struct Header;
   std::size_t read_header(const std::byte* p, std::size_t n, Header& h,
                           std::error_code& ec) const noexcept;
-  bool start_frame(const Header& h, ConnectionHandler& handler);
+  void start_frame(const Header& h) noexcept;
   bool handle_control(std::span<const std::byte> payload, ConnectionHandler& handler);
   void fail(std::error_code ec, ConnectionHandler& handler);
   void queue_frame(std::uint8_t b0, std::span<const std::byte> payload);
