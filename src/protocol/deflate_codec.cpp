@@ -149,13 +149,16 @@ void give_back(ZlibStream* s) noexcept {
   StreamCache* c = cache();
   if (c != nullptr) {
     auto& list = s->deflater ? c->deflaters : c->inflaters;
-    if (list.size() < max_cached_per_kind) {
-      try {
-        list.push_back(s);
-        return;
-      } catch (...) {
-        // No room to cache it: free it instead.
-      }
+    if (list.size() >= max_cached_per_kind) {
+      // Full: the least recently used goes (several settings may be in use).
+      destroy_stream(list.front());
+      list.erase(list.begin());
+    }
+    try {
+      list.push_back(s);
+      return;
+    } catch (...) {
+      // No room to cache it: free it instead.
     }
   }
   destroy_stream(s);
@@ -237,10 +240,25 @@ DeflateEncoder& DeflateEncoder::operator=(DeflateEncoder&& o) noexcept {
   return *this;
 }
 
-void DeflateEncoder::acquire() {
+void DeflateEncoder::acquire(std::size_t whole_message_size) {
   if (stream_ != nullptr) return;
-  stream_ = no_context_takeover_ ? borrow(true, window_bits_, memory_level_, level_)
-                                 : make_stream(true, window_bits_, memory_level_, level_);
+  if (!no_context_takeover_) {
+    stream_ = make_stream(true, window_bits_, memory_level_, level_);
+    return;
+  }
+  // Without takeover a whole message known to be small gets a stream sized to
+  // it: a window just covering it (allowed: the negotiated value is an upper
+  // bound, RFC 7692 7.1.2) and a hash of as many entries. Output is the same,
+  // but deflateReset clears 2^(memLevel+8) bytes of hash per message: 1 KiB
+  // instead of 64 KiB for a 100-byte message.
+  int bits = window_bits_;
+  int mem = memory_level_;
+  if (whole_message_size < (std::size_t{1} << window_bits_)) {
+    bits = 9;
+    while ((std::size_t{1} << bits) < whole_message_size) ++bits;
+    mem = std::clamp(bits - 7, 1, memory_level_);
+  }
+  stream_ = borrow(true, bits, mem, level_);
 }
 
 void DeflateEncoder::release() noexcept {
@@ -268,7 +286,7 @@ void DeflateEncoder::abort_message() noexcept {
 
 void DeflateEncoder::compress(std::span<const std::byte> in, bool fin,
                               std::vector<std::byte>& out) {
-  acquire();
+  if (!in_message_) acquire(fin ? in.size() : std::numeric_limits<std::size_t>::max());
   in_message_ = true;
   z_stream& z = stream_->z;
   const std::size_t start = out.size();

@@ -193,7 +193,7 @@ public:
   [[nodiscard]] std::size_t memory_in_use() const noexcept;
 
 private:
-  void acquire();
+  void acquire(std::size_t whole_message_size);
   void release() noexcept;
 
   detail::ZlibStream* stream_ = nullptr;
