@@ -147,7 +147,12 @@ std::byte* Connection::OutputBuffer::grow(std::size_t n) {
   return p;
 }
 
-Connection::Connection(ConnectionConfig config) : config_(config) {}
+Connection::Connection(ConnectionConfig config) : config_(config) {
+  if (config_.deflate) {
+    wr_deflate_ = DeflateEncoder(*config_.deflate, config_.role);
+    rd_deflate_ = DeflateDecoder(*config_.deflate, config_.role);
+  }
+}
 
 // --- Receiving ------------------------------------------------------------------
 
@@ -165,8 +170,8 @@ std::size_t Connection::read_header(const std::byte* p, std::size_t n, Header& h
     // RFC 6455 5.2: a reserved bit needs a negotiated extension that defines it;
     // RFC 7692 6: permessage-deflate sets RSV1 on the first frame of a data
     // message only.
-    const bool rsv1_ok =
-        config_.rsv1_allowed && (b0 & bits_rsv) == bit_rsv1 && (op == op_text || op == op_binary);
+    const bool rsv1_ok = (config_.rsv1_allowed || config_.deflate) &&
+                         (b0 & bits_rsv) == bit_rsv1 && (op == op_text || op == op_binary);
     if (!rsv1_ok) {
       ec = make_error_code(error::reserved_bits);
       return 0;
@@ -455,6 +460,13 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
     }
 
     const bool message_done = frame_done && rd_fin_;
+    if (rd_compressed_ && config_.deflate) {
+      // RFC 7692 7.2.2: inflated (and UTF-8 checked) as it streams in.
+      if (frame_done) rd_in_payload_ = false;
+      if (!receive_deflated(std::span<const std::byte>(chunk, take), message_done, handler))
+        return;
+      continue;
+    }
     if (rd_text_ && !rd_compressed_) {
       // RFC 6455 8.1: fail as soon as the text can no longer be valid UTF-8,
       // even in the middle of a fragment.
@@ -535,7 +547,7 @@ std::error_code Connection::check_send_data() const noexcept {
 }
 
 std::error_code Connection::send_message(SocketMessageType type,
-                                         std::span<const std::byte> payload) {
+                                         std::span<const std::byte> payload, bool compress) {
   if (close_sent_ || wr_in_message_) [[unlikely]]
     return check_send_data();
   const bool text = type == SocketMessageType::utf8;
@@ -544,6 +556,10 @@ std::error_code Connection::send_message(SocketMessageType type,
   const std::size_t n = payload.size();
   const auto b0 = static_cast<std::uint8_t>(bit_fin | (text ? op_text : op_binary));
   ++stats_.messages_sent;
+  if (compress && wr_deflate_.should_compress(n)) {
+    send_deflated(b0, payload, true);
+    return {};
+  }
   if (n <= 125 && config_.role == Role::server) {
     // The usual small server message: a 2-byte header, no mask.
     std::byte* o = out_.append(2 + n);
@@ -570,13 +586,18 @@ std::error_code Connection::send_compressed_message(SocketMessageType type,
 }
 
 std::error_code Connection::send_fragment(SocketMessageType type,
-                                          std::span<const std::byte> payload, bool fin) {
+                                          std::span<const std::byte> payload, bool fin,
+                                          bool compress) {
   if (close_sent_) return make_error_code(error::closed);
   std::uint8_t op = op_continuation;
   if (!wr_in_message_) {
     wr_text_ = type == SocketMessageType::utf8;
     wr_utf8_.reset();
     op = wr_text_ ? op_text : op_binary;
+    // RFC 7692 6: the first frame decides; a whole message in one piece
+    // follows the size threshold like send_message.
+    wr_deflating_ = compress && (fin ? wr_deflate_.should_compress(payload.size())
+                                     : wr_deflate_.enabled());
   }
   if (wr_text_) {
     // RFC 6455 5.6: text is UTF-8 across the whole message; a code point may be
@@ -587,7 +608,10 @@ std::error_code Connection::send_fragment(SocketMessageType type,
       return make_error_code(error::invalid_utf8);
     wr_utf8_ = next;
   }
-  queue_frame(static_cast<std::uint8_t>((fin ? bit_fin : 0) | op), payload);
+  if (wr_deflating_)
+    send_deflated(static_cast<std::uint8_t>((fin ? bit_fin : 0) | op), payload, fin);
+  else
+    queue_frame(static_cast<std::uint8_t>((fin ? bit_fin : 0) | op), payload);
   wr_in_message_ = !fin;
   if (fin) ++stats_.messages_sent;
   return {};
