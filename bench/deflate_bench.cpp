@@ -124,7 +124,7 @@ void BM_IdleConnectionMemory(benchmark::State& state) {
   p.server_max_window_bits = p.client_max_window_bits = static_cast<std::uint8_t>(window);
   p.memory_level = mem_level;
   auto msg = messages(1024)[0];
-  std::size_t per_connection = 0, in_use_delta = 0;
+  std::size_t per_connection = 0, in_use_delta = 0, enc_bytes = 0, dec_bytes = 0;
   for (auto _ : state) {
     trim_deflate_cache();
     std::size_t before = zlib_memory_in_use();
@@ -138,13 +138,19 @@ void BM_IdleConnectionMemory(benchmark::State& state) {
       enc.back().compress(msg, true, c);
       if (dec.back().inflate(c, true, out, msg.size())) state.SkipWithError("inflate failed");
     }
-    per_connection = 0;
-    for (int i = 0; i < connections; ++i)
-      per_connection += enc[i].memory_in_use() + dec[i].memory_in_use();
-    per_connection /= connections;
+    per_connection = enc_bytes = dec_bytes = 0;
+    for (int i = 0; i < connections; ++i) {
+      enc_bytes += enc[i].memory_in_use();
+      dec_bytes += dec[i].memory_in_use();
+    }
+    enc_bytes /= connections;
+    dec_bytes /= connections;
+    per_connection = enc_bytes + dec_bytes;
     in_use_delta = (zlib_memory_in_use() - before) / connections;
   }
   state.counters["zlib_bytes_per_idle_connection"] = static_cast<double>(per_connection);
+  state.counters["deflate_bytes"] = static_cast<double>(enc_bytes);
+  state.counters["inflate_bytes"] = static_cast<double>(dec_bytes);
   state.counters["zlib_bytes_total_per_connection"] = static_cast<double>(in_use_delta);
   state.counters["object_bytes"] =
       static_cast<double>(sizeof(DeflateEncoder) + sizeof(DeflateDecoder));
@@ -153,6 +159,7 @@ BENCHMARK(BM_IdleConnectionMemory)
     ->Args({0, 15, 8})
     ->Args({1, 15, 8})
     ->Args({0, 10, 4})
+    ->Args({1, 10, 4})
     ->ArgNames({"no_takeover", "window_bits", "mem_level"})
     ->Iterations(1);
 

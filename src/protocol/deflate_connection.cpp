@@ -60,11 +60,13 @@ bool Connection::receive_deflated(std::span<const std::byte> chunk, bool message
   // RFC 6455 10.4 / RFC 7692: max_message_size bounds the inflated size, checked
   // while inflating, so a decompression bomb stops at the limit (1009).
   std::error_code ec = rd_deflate_.inflate(chunk, message_done, out, config_.max_message_size);
-  if (!ec && rd_text_) {
+  if (rd_text_) {
     // RFC 6455 8.1: the inflated text is UTF-8, checked as it streams so that
-    // the connection fails as soon as no continuation could make it valid.
+    // the connection fails as soon as no continuation could make it valid. The
+    // text inflated before a DEFLATE error is checked first: the error that
+    // comes first in the message wins, however the message was split.
     if (!rd_utf8_.feed(std::span<const std::byte>(out.data() + before, out.size() - before)) ||
-        (message_done && !rd_utf8_.complete()))
+        (!ec && message_done && !rd_utf8_.complete()))
       ec = make_error_code(error::invalid_utf8);
   }
   if (ec) {

@@ -42,7 +42,7 @@ Bytes hex(std::string_view s) {
 
 Bytes bytes(std::string_view s) {
   Bytes b(s.size());
-  std::memcpy(b.data(), s.data(), s.size());
+  if (!s.empty()) std::memcpy(b.data(), s.data(), s.size());
   return b;
 }
 

@@ -255,6 +255,22 @@ TEST(DeflateConnection, InflatedTextIsCheckedAsItStreams) {
   e3.compress(test::bytes({'a', 0xC3}), true, cut);
   run = test::run_whole(config(Role::client, params(true)), server_frame(0xC1, cut));
   EXPECT_EQ(run.events, std::vector<std::string>{err(error::invalid_utf8)});
+
+  // Invalid text followed by corrupt DEFLATE data in the same frame: the text
+  // comes first in the message, so it is the error, whole or split.
+  DeflateEncoder e4(params(true), Role::server);
+  Bytes both;
+  e4.compress(test::bytes({'a', 0xFF}), false, both);
+  both = test::cat(both, hex("ff ff ff ff"));
+  for (bool partial : {false, true}) {
+    ConnectionConfig cfg = config(Role::client, params(true));
+    cfg.partial_messages = partial;
+    for (std::size_t at = 0; at < both.size() + 2; ++at) {
+      run = test::run_split(cfg, server_frame(0xC1, both), {at});
+      EXPECT_EQ(test::merge_pieces(run.events), std::vector<std::string>{err(error::invalid_utf8)})
+          << at;
+    }
+  }
 }
 
 // --- Sending -----------------------------------------------------------------------------
