@@ -24,6 +24,10 @@ constexpr std::uint8_t opcode_mask = 0x0F;
 // one huge message must not pin its size for the life of the thread.
 constexpr std::size_t max_kept_capacity = std::size_t{4} << 20;
 
+// The connection's own reassembly buffer is freed above this once a message
+// is delivered (the same bound as for uncompressed messages).
+constexpr std::size_t max_kept_per_connection = 256 * 1024;
+
 struct Scratch {
   std::vector<std::byte> bytes;
   bool busy = false;  ///< lent out (a handler may re-enter another connection)
@@ -85,7 +89,11 @@ bool Connection::receive_deflated(std::span<const std::byte> chunk, bool message
     handler.on_message(type, out, true);
     out.clear();
   }
-  if (scratch != nullptr) give_back(*scratch);
+  if (scratch != nullptr)
+    give_back(*scratch);
+  else if (message_done && rd_message_.capacity() > max_kept_per_connection)
+    // As for plain messages: an idle connection keeps no large buffer.
+    std::vector<std::byte>().swap(rd_message_);
   return !rd_done_;
 }
 
