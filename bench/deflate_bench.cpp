@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -162,5 +163,71 @@ BENCHMARK(BM_IdleConnectionMemory)
     ->Args({1, 10, 4})
     ->ArgNames({"no_takeover", "window_bits", "mem_level"})
     ->Iterations(1);
+
+}  // namespace
+
+namespace {
+
+// One server Connection echoing compressed client messages: receive (inflate),
+// then send_message (compress) and take the output, per iteration. With fixed
+// iteration counts, `valgrind --tool=callgrind` on two counts gives the
+// instructions per echoed message (see docs/deflate.md).
+struct EchoHandler : duplex::protocol::ConnectionHandler {
+  duplex::protocol::Connection* conn = nullptr;
+  void on_message(duplex::SocketMessageType t, std::span<const std::byte> d, bool) override {
+    conn->send_message(t, d);
+  }
+  void on_close(std::uint16_t, std::string_view) override {}
+  void on_error(std::error_code) override {}
+};
+
+void BM_EchoCompressed(benchmark::State& state) {
+  auto size = static_cast<std::size_t>(state.range(0));
+  bool nct = state.range(1) != 0;
+  DeflateParams p = params(nct, 3);
+  // The client's frames, made once: a run of distinct messages, each masked.
+  ConnectionConfig cc;
+  cc.role = Role::client;
+  cc.deflate = p;
+  Connection client(cc);
+  auto msgs = messages(size);
+  std::vector<std::vector<std::byte>> wire;
+  for (const auto& m : msgs) {
+    client.send_message(duplex::SocketMessageType::utf8, m);
+    auto w = client.begin_write();
+    wire.emplace_back(w.begin(), w.end());
+    client.end_write();
+  }
+  ConnectionConfig sc;
+  sc.role = Role::server;
+  sc.deflate = p;
+  auto server = std::make_unique<Connection>(sc);
+  EchoHandler h;
+  h.conn = server.get();
+  std::vector<std::byte> in;
+  std::size_t k = 0;
+  for (auto _ : state) {
+    if (k == wire.size()) {
+      // Start over on a fresh server (takeover history), untimed.
+      state.PauseTiming();
+      server = std::make_unique<Connection>(sc);
+      h.conn = server.get();
+      k = 0;
+      state.ResumeTiming();
+    }
+    in = wire[k++];  // receive() unmasks in place
+    server->receive(in, h);
+    auto out = server->begin_write();
+    benchmark::DoNotOptimize(out.data());
+    server->end_write();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_EchoCompressed)
+    ->Args({100, 0})
+    ->Args({100, 1})
+    ->Args({1024, 0})
+    ->Args({1024, 1})
+    ->ArgNames({"size", "no_takeover"});
 
 }  // namespace
