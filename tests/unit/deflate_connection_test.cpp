@@ -373,10 +373,13 @@ TEST(DeflateConnection, EightBitWindowSendsPlain) {
 // --- Both roles --------------------------------------------------------------------------
 
 TEST(DeflateConnection, ClientAndServerExchangeManyMessages) {
-  for (bool nct : {false, true}) {
+  // 0: takeover both ways, 1: none, 2: only the client keeps its window.
+  for (int nct : {0, 1, 2}) {
     for (bool partial : {false, true}) {
-      ConnectionConfig sc = config(Role::server, params(nct, 16));
-      ConnectionConfig cc = config(Role::client, params(nct, 16));
+      DeflateParams p = params(nct == 1, 16);
+      if (nct == 2) p.server_no_context_takeover = true;
+      ConnectionConfig sc = config(Role::server, p);
+      ConnectionConfig cc = config(Role::client, p);
       sc.partial_messages = partial;
       cc.partial_messages = partial;
       Connection server(sc), client(cc);
