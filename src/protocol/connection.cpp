@@ -415,10 +415,10 @@ bool Connection::handle_control(std::span<const std::byte> payload, ConnectionHa
       rd_done_ = true;
       rd_in_payload_ = false;
       if (!close_sent_) {
-        // RFC 6455 5.5.1: answer a close with a close, echoing its code.
-        std::array<std::byte, 125> body;
-        const std::size_t n = write_close_payload(info.code, {}, body);
-        queue_frame(bit_fin | op_close, std::span<const std::byte>(body.data(), n));
+        // RFC 6455 5.5.1: answer a close with a close. Echoing the whole payload
+        // (code and reason, already validated) is what peers such as browsers,
+        // Python websockets and Node ws do, so the initiator sees its reason.
+        queue_frame(bit_fin | op_close, payload);
         close_sent_ = true;
       }
       state_ = ConnectionState::closed;

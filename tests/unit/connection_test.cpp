@@ -595,7 +595,7 @@ TEST(ConnectionUtf8, CloseReasonInvalidUtf8Fails1007) {
 
 // ================================ Close (5.5.1, 7) ===================================
 
-TEST(ConnectionClose, PeerCloseIsEchoedWithItsCode) {
+TEST(ConnectionClose, PeerCloseIsEchoedWithItsCodeAndReason) {
   Fixture f(Role::server);
   f.feed(client_frame(0x88, cat(bytes({0x03, 0xE8}), test::bytes("bye"))));
   EXPECT_EQ(f.rec.events, std::vector<std::string>{"close:1000:bye"});
@@ -603,7 +603,7 @@ TEST(ConnectionClose, PeerCloseIsEchoedWithItsCode) {
   EXPECT_TRUE(f.conn.close_sent());
   EXPECT_EQ(f.conn.state(), ConnectionState::closed);
   auto w = f.conn.begin_write();
-  EXPECT_EQ(Bytes(w.begin(), w.end()), bytes({0x88, 0x02, 0x03, 0xE8}));
+  EXPECT_EQ(Bytes(w.begin(), w.end()), bytes({0x88, 0x05, 0x03, 0xE8, 'b', 'y', 'e'}));
   f.conn.end_write();
 }
 
@@ -997,7 +997,7 @@ TEST(ConnectionSend, ClientToServerRoundTrip) {
   server.end_write();
   Recorder cr;
   client.receive(back, cr);
-  EXPECT_EQ(cr.events, (std::vector<std::string>{"pong:?", "close:1000:"}));
+  EXPECT_EQ(cr.events, (std::vector<std::string>{"pong:?", "close:1000:done"}));
   EXPECT_EQ(client.state(), ConnectionState::closed);
 }
 

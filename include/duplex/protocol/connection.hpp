@@ -95,7 +95,7 @@ public:
   /// A pong (solicited or not).
   virtual void on_pong(std::span<const std::byte> payload) { (void)payload; }
   /// The peer's close frame (code 1005 when it had none). If we had not sent a
-  /// close yet, the echo of its code is already queued. Nothing more is
+  /// close yet, the echo of its code and reason is already queued. Nothing more is
   /// delivered after this.
   virtual void on_close(std::uint16_t code, std::string_view reason) = 0;
   /// The peer broke the protocol: a close frame with close_code_for(ec) is
