@@ -118,6 +118,10 @@ TEST(ClientRequest, RefusesBadHost) {
   expect_invalid([&] { build_client_request(o, rfc_key); }, "options.host");
   o.host = "a\r\nX-Evil: 1";
   expect_invalid([&] { build_client_request(o, rfc_key); }, "options.host");
+  for (const char* h : {"user@host", "host/path", "\"q\"", "caf\xC3\xA9"}) {
+    o.host = h;
+    expect_invalid([&] { build_client_request(o, rfc_key); }, "options.host");
+  }
 }
 
 TEST(ClientRequest, RefusesBadTarget) {

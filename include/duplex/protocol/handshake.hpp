@@ -114,7 +114,8 @@ struct ClientHandshakeOptions {
 /// Connection, Sec-WebSocket-Key, Sec-WebSocket-Version: 13, then Origin,
 /// Sec-WebSocket-Protocol and Sec-WebSocket-Extensions when set, then the extra
 /// headers in order. Throws std::invalid_argument (naming the field and the
-/// rule) for an empty host or one with white space or controls, a target not
+/// rule) for an empty host or one with characters outside RFC 3986's host and
+/// port (white space, '/', '@', controls...), a target not
 /// starting with '/' or holding white space or controls, a key that is not
 /// base64 of 16 bytes, a protocol that is not a token or is offered twice,
 /// controls in origin or extensions, an extra header failing is_valid_header(),
@@ -156,7 +157,8 @@ struct ServerHandshakeRequest {
 ///     Content-Length other than 0 and no Transfer-Encoding (an upgrade
 ///     request has no body), subprotocols that are tokens, else
 ///     bad_http_message;
-///  4. exactly one non-empty Host, else missing_host (two: bad_http_message);
+///  4. exactly one non-empty Host, else missing_host (two, or characters
+///     outside RFC 3986's host and port: bad_http_message);
 ///  5. Upgrade holding the token "websocket", else bad_upgrade;
 ///  6. Connection holding the token "upgrade", else bad_connection;
 ///  7. exactly one Sec-WebSocket-Version, equal to "13", else bad_version
