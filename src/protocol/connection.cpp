@@ -40,6 +40,10 @@ constexpr std::uint8_t bit_fin = 0x80;
 constexpr std::uint8_t bit_rsv1 = 0x40;
 constexpr std::uint8_t bits_rsv = 0x70;
 
+// Buffers larger than this are freed once empty: small steady-state messages
+// never reach it, so they still allocate nothing.
+constexpr std::size_t retained_capacity = 256 * 1024;
+
 // RFC 6455 5.3: client masking keys come from a strong source of entropy. Keys
 // are drawn 256 at a time per thread so a frame costs no system call.
 class MaskKeyPool {
@@ -476,6 +480,8 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
         rd_message_.insert(rd_message_.end(), chunk, chunk + take);
         handler.on_message(types[rd_text_], rd_message_, true);
         rd_message_.clear();
+        // An idle connection should not keep the memory of its largest message.
+        if (rd_message_.capacity() > retained_capacity) std::vector<std::byte>().swap(rd_message_);
       }
     } else {
       rd_message_.insert(rd_message_.end(), chunk, chunk + take);
@@ -639,6 +645,8 @@ std::span<const std::byte> Connection::begin_write() noexcept {
 
 void Connection::end_write() noexcept {
   writing_.clear();
+  // An idle connection should not keep the memory of its largest burst.
+  writing_.release_above(retained_capacity);
   write_active_ = false;
 }
 
