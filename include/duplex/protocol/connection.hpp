@@ -9,6 +9,7 @@
 // connection's event loop).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -35,8 +36,8 @@ enum class ConnectionState : std::uint8_t {
 
 /// Counters kept by the connection (bandwidth statistics).
 struct ConnectionStats {
-  std::uint64_t bytes_received = 0;     ///< wire bytes, headers included
-  std::uint64_t bytes_sent = 0;         ///< wire bytes queued, headers included
+  std::uint64_t bytes_received = 0;  ///< wire bytes, headers included
+  std::uint64_t bytes_sent = 0;      ///< wire bytes queued, headers included
   std::uint64_t frames_received = 0;
   std::uint64_t frames_sent = 0;
   std::uint64_t messages_received = 0;  ///< complete data messages
@@ -56,6 +57,11 @@ struct ConnectionConfig {
   bool partial_messages = false;
   /// Answer pings with pongs (RFC 6455 5.5.2 requires it; off only for tests).
   bool auto_pong = true;
+  /// RFC 7692 hook, off until permessage-deflate is negotiated: accept RSV1 on
+  /// the first frame of a data message (it marks the message compressed; see
+  /// Connection::message_compressed()). RSV1 elsewhere, RSV2 and RSV3 stay errors
+  /// (RFC 6455 5.2: reserved bits need an extension that defines them).
+  bool rsv1_allowed = false;
 };
 
 /// Receives the events of Connection::receive(), in wire order, synchronously.
@@ -105,6 +111,12 @@ public:
   /// across pieces (a code point may be split; the message end must be whole).
   std::error_code send_fragment(SocketMessageType type, std::span<const std::byte> payload,
                                 bool fin);
+  /// Queues a whole message with RSV1 set (a permessage-deflate message whose
+  /// `payload` is already compressed; UTF-8 is not checked here, the caller
+  /// checked the text before compressing). Needs `rsv1_allowed`, else
+  /// `error::reserved_bits`; other errors as send_message().
+  std::error_code send_compressed_message(SocketMessageType type,
+                                          std::span<const std::byte> payload);
   /// Queues a ping or a pong; payload at most 125 bytes (else
   /// `error::control_too_long`). Control frames may go between fragments.
   std::error_code send_ping(std::span<const std::byte> payload);
@@ -133,16 +145,54 @@ public:
   [[nodiscard]] Role role() const noexcept { return config_.role; }
   [[nodiscard]] const ConnectionConfig& config() const noexcept { return config_; }
   [[nodiscard]] const ConnectionStats& stats() const noexcept { return stats_; }
+  /// During ConnectionHandler::on_message: true when the message's first frame
+  /// had RSV1 (only possible with `rsv1_allowed`); its payload is then the
+  /// compressed bytes and was not checked as UTF-8.
+  [[nodiscard]] bool message_compressed() const noexcept { return rd_compressed_; }
 
 private:
-  // Implementation state; the implementation may add members as it needs.
+  struct Header;
+  std::size_t read_header(const std::byte* p, std::size_t n, Header& h,
+                          std::error_code& ec) const noexcept;
+  bool start_frame(const Header& h, ConnectionHandler& handler);
+  bool handle_control(std::span<const std::byte> payload, ConnectionHandler& handler);
+  void fail(std::error_code ec, ConnectionHandler& handler);
+  void queue_frame(std::uint8_t b0, std::span<const std::byte> payload);
+  std::error_code check_send_data() const noexcept;
+
   ConnectionConfig config_;
   ConnectionState state_ = ConnectionState::open;
   bool close_sent_ = false;
   bool close_received_ = false;
+  bool write_active_ = false;  ///< begin_write() handed out `writing_`
   ConnectionStats stats_;
   std::vector<std::byte> out_;      ///< frames being queued
   std::vector<std::byte> writing_;  ///< frames handed out by begin_write()
+
+  // Receive side: the frame being read and the message it belongs to.
+  std::uint64_t rd_remaining_ = 0;  ///< payload bytes of the current frame not yet read
+  std::uint64_t rd_msg_size_ = 0;   ///< payload bytes of the current data message so far
+  MaskKey rd_key_{};
+  std::uint8_t rd_key_offset_ = 0;
+  std::uint8_t rd_opcode_ = 0;        ///< opcode of the current frame
+  std::uint8_t rd_spill_size_ = 0;    ///< bytes of a split header kept in rd_spill_
+  std::uint8_t rd_control_size_ = 0;  ///< bytes of a split control payload in rd_control_
+  bool rd_in_payload_ = false;        ///< a header was read, its payload is being read
+  bool rd_fin_ = false;               ///< the current frame ends its message
+  bool rd_masked_ = false;
+  bool rd_in_message_ = false;  ///< a fragmented data message is unfinished
+  bool rd_text_ = false;        ///< the current data message is text
+  bool rd_compressed_ = false;  ///< the current data message had RSV1
+  bool rd_done_ = false;        ///< close received or connection failed: ignore input
+  std::array<std::byte, max_frame_header_size> rd_spill_{};
+  std::array<std::byte, max_control_payload> rd_control_{};
+  Utf8Validator rd_utf8_;
+  std::vector<std::byte> rd_message_;  ///< reassembly buffer (full mode)
+
+  // Send side: a message sent in pieces.
+  bool wr_in_message_ = false;
+  bool wr_text_ = false;
+  Utf8Validator wr_utf8_;
 };
 
 }  // namespace duplex::protocol
