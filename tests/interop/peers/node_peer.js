@@ -82,7 +82,9 @@ function serve() {
     },
   };
   if (args['allow-origin'].length) {
-    options.verifyClient = (info) => args['allow-origin'].includes(info.origin);
+    // 403 as the other servers answer (ws's default refusal status is 401).
+    options.verifyClient = (info, done) =>
+      done(args['allow-origin'].includes(info.origin), 403, 'Forbidden');
   }
   let scheme = 'ws';
   if (args['tls-cert']) {
