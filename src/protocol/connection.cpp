@@ -6,8 +6,14 @@
 #include <openssl/rand.h>
 
 #include <cstring>
+#include <limits>
+#include <memory>
 #include <stdexcept>
 #include <system_error>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace duplex::protocol {
 
@@ -57,12 +63,89 @@ private:
   std::size_t pos_ = sizeof(keys_);
 };
 
+// Unmasks a small payload in place (key offset 0; k32 = 0 leaves it as is) and
+// returns the OR of its bytes' top bits: zero when the payload is ASCII.
+inline std::uint64_t unmask_small(std::byte* p, std::size_t n, std::uint32_t k32) noexcept {
+  const std::uint64_t k64 = (std::uint64_t{k32} << 32) | k32;
+  std::uint64_t acc = 0;
+#if defined(__SSE2__)
+  if (n >= 16) {
+    const __m128i k128 = _mm_set1_epi32(static_cast<int>(k32));
+    __m128i acc128 = _mm_setzero_si128();
+    do {
+      __m128i v = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), k128);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(p), v);
+      acc128 = _mm_or_si128(acc128, v);
+      p += 16;
+      n -= 16;
+    } while (n >= 16);
+    acc = static_cast<std::uint64_t>(_mm_movemask_epi8(acc128));
+  }
+#endif
+  for (; n >= 8; n -= 8, p += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p, 8);
+    w ^= k64;
+    std::memcpy(p, &w, 8);
+    acc |= w & 0x8080808080808080ull;
+  }
+  if (n >= 4) {
+    std::uint32_t w;
+    std::memcpy(&w, p, 4);
+    w ^= k32;
+    std::memcpy(p, &w, 4);
+    acc |= w & 0x80808080u;
+    n -= 4;
+    p += 4;
+  }
+  // The remaining 0-3 bytes use the key's first bytes (in memory order).
+  std::byte key[4];
+  std::memcpy(key, &k32, 4);
+  for (std::size_t i = 0; i < n; ++i) {
+    p[i] ^= key[i];
+    acc |= static_cast<std::uint8_t>(p[i]) & 0x80u;
+  }
+  return acc;
+}
+
 MaskKey next_mask_key() {
   thread_local MaskKeyPool pool;
   return pool.next();
 }
 
+// True when `p` is valid UTF-8; short ASCII text (the usual small message)
+// costs a few word tests.
+inline bool text_valid(std::span<const std::byte> p) noexcept {
+  if (p.size() <= 128) {
+    std::uint64_t acc = 0;
+    std::size_t i = 0;
+    for (; i + 8 <= p.size(); i += 8) {
+      std::uint64_t w;
+      std::memcpy(&w, p.data() + i, 8);
+      acc |= w;
+    }
+    for (; i < p.size(); ++i) acc |= static_cast<std::uint8_t>(p[i]);
+    if ((acc & 0x8080808080808080ull) == 0) return true;
+  }
+  return is_valid_utf8(p);
+}
+
 }  // namespace
+
+std::byte* Connection::OutputBuffer::grow(std::size_t n) {
+  std::size_t cap = capacity_ < 256 ? 256 : capacity_;
+  while (cap - size_ < n) {
+    if (cap > std::numeric_limits<std::size_t>::max() / 2) throw std::length_error("output buffer");
+    cap *= 2;
+  }
+  auto bigger = std::make_unique_for_overwrite<std::byte[]>(cap);
+  if (size_ != 0) std::memcpy(bigger.get(), data_.get(), size_);
+  data_ = std::move(bigger);
+  capacity_ = cap;
+  std::byte* p = data_.get() + size_;
+  size_ += n;
+  return p;
+}
 
 Connection::Connection(ConnectionConfig config) : config_(config) {}
 
@@ -271,8 +354,45 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
   std::byte* p = data.data();
   std::byte* const end = p + data.size();
   const SocketMessageType types[2] = {SocketMessageType::binary, SocketMessageType::utf8};
+  const bool server = config_.role == Role::server;
+  const std::uint8_t mask_bit = server ? 0x80 : 0x00;
+  const std::size_t small_header = server ? 6 : 2;
+  // The largest payload the fast path takes: 7-bit lengths within the limit.
+  const std::size_t fast_max =
+      config_.max_message_size < 125 ? static_cast<std::size_t>(config_.max_message_size) : 125;
 
   while (p != end) {
+    // Fast path: whole unfragmented text or binary messages with a 7-bit
+    // length, each frame entirely in this buffer. The frame rules reduce to one
+    // comparison each (FIN set, no RSV bit, opcode 1 or 2, mask bit by role);
+    // handlers cannot change the receive state, so it is checked once.
+    if (!rd_in_payload_ && rd_spill_size_ == 0 && !rd_in_message_) {
+      while (end - p >= 2) {
+        const std::uint8_t b0 = u8(p[0]);
+        // A wrong mask bit makes this 128 or more, above fast_max.
+        const std::size_t len = u8(p[1]) ^ mask_bit;
+        if (len > fast_max || static_cast<std::uint8_t>(b0 - 0x81) >= 2 ||
+            static_cast<std::size_t>(end - p) < small_header + len)
+          break;
+        std::byte* const payload = p + small_header;
+        const bool text = b0 == 0x81;
+        std::uint64_t high = 0;
+        if (server || text) {
+          std::uint32_t k32 = 0;
+          if (server) std::memcpy(&k32, p + 2, 4);
+          high = unmask_small(payload, len, k32);
+        }
+        p = payload + len;
+        ++stats_.frames_received;
+        rd_compressed_ = false;
+        // RFC 6455 8.1: text must be UTF-8 (ASCII needs no further look).
+        if (text && high != 0 && !is_valid_utf8(std::span<const std::byte>(payload, len)))
+          return fail(make_error_code(error::invalid_utf8), handler);
+        ++stats_.messages_received;
+        handler.on_message(types[text], std::span<const std::byte>(payload, len), true);
+      }
+      if (p == end) break;
+    }
     if (!rd_in_payload_) {
       Header h;
       std::error_code ec;
@@ -374,9 +494,7 @@ void Connection::queue_frame(std::uint8_t b0, std::span<const std::byte> payload
     header += 8;
   else if (n > 125)
     header += 2;
-  const std::size_t old = out_.size();
-  out_.resize(old + header + n);
-  std::byte* o = out_.data() + old;
+  std::byte* o = out_.append(header + n);
   o[0] = std::byte{b0};
   const std::uint8_t mbit = mask ? 0x80 : 0x00;
   std::size_t pos = 2;
@@ -418,12 +536,25 @@ std::error_code Connection::check_send_data() const noexcept {
 
 std::error_code Connection::send_message(SocketMessageType type,
                                          std::span<const std::byte> payload) {
-  if (auto ec = check_send_data()) return ec;
+  if (close_sent_ || wr_in_message_) [[unlikely]]
+    return check_send_data();
   const bool text = type == SocketMessageType::utf8;
   // RFC 6455 5.6: text frames carry UTF-8.
-  if (text && !is_valid_utf8(payload)) return make_error_code(error::invalid_utf8);
-  queue_frame(bit_fin | (text ? op_text : op_binary), payload);
+  if (text && !text_valid(payload)) return make_error_code(error::invalid_utf8);
+  const std::size_t n = payload.size();
+  const auto b0 = static_cast<std::uint8_t>(bit_fin | (text ? op_text : op_binary));
   ++stats_.messages_sent;
+  if (n <= 125 && config_.role == Role::server) {
+    // The usual small server message: a 2-byte header, no mask.
+    std::byte* o = out_.append(2 + n);
+    o[0] = std::byte{b0};
+    o[1] = std::byte{static_cast<std::uint8_t>(n)};
+    if (n != 0) std::memcpy(o + 2, payload.data(), n);
+    ++stats_.frames_sent;
+    stats_.bytes_sent += 2 + n;
+    return {};
+  }
+  queue_frame(b0, payload);
   return {};
 }
 
@@ -503,7 +634,7 @@ std::span<const std::byte> Connection::begin_write() noexcept {
     out_.swap(writing_);
     write_active_ = true;
   }
-  return writing_;
+  return writing_.bytes();
 }
 
 void Connection::end_write() noexcept {

@@ -2,6 +2,7 @@
 #include <duplex/error.hpp>
 #include <duplex/protocol/frame.hpp>
 
+#include <bit>
 #include <cstring>
 
 #if defined(__SSE2__)
@@ -18,11 +19,16 @@ inline std::uint8_t u8(std::byte b) noexcept {
 // The four key bytes rotated so that byte 0 of the result masks the byte at
 // key offset `offset`, repeated to fill 64 bits.
 inline std::uint64_t rotated_key64(MaskKey key, std::size_t offset) noexcept {
-  std::uint8_t k[8];
-  for (std::size_t i = 0; i < 8; ++i) k[i] = u8(key[(offset + i) & 3]);
-  std::uint64_t w;
-  std::memcpy(&w, k, 8);
-  return w;
+  std::uint32_t k;
+  std::memcpy(&k, key.data(), 4);
+  if constexpr (std::endian::native == std::endian::little) {
+    const auto shift = static_cast<unsigned>(offset * 8);
+    if (shift != 0) k = (k >> shift) | (k << (32 - shift));
+  } else {
+    const auto shift = static_cast<unsigned>(offset * 8);
+    if (shift != 0) k = (k << shift) | (k >> (32 - shift));
+  }
+  return (std::uint64_t{k} << 32) | k;
 }
 
 // XORs `n` bytes of `src` with the repeating 8-byte pattern `k64` into `dst`;

@@ -153,29 +153,22 @@ std::size_t find_block_end(std::string_view data, std::size_t max_size, std::siz
   return 0;
 }
 
-// Splits a complete block into lines without their CRLF. Every LF in the block
+// The first line of a complete block, without its CRLF. Every LF in the block
 // follows a CR (find_block_end checked it).
-class LineReader {
-public:
-  explicit LineReader(std::string_view block) noexcept : rest_(block) {}
-  std::string_view next() noexcept {
-    const auto lf = rest_.find('\n');
-    const auto line = rest_.substr(0, lf - 1);
-    rest_.remove_prefix(lf + 1);
-    return line;
-  }
+std::string_view first_line(std::string_view block) noexcept {
+  return block.substr(0, block.find('\n') - 1);
+}
 
-private:
-  std::string_view rest_;
-};
+bool malformed(std::error_code& ec) noexcept {
+  ec = make_error_code(error::bad_http_message);
+  return false;
+}
 
 // RFC 9112 2.3: HTTP-version = "HTTP/" DIGIT "." DIGIT, case-sensitive.
 bool parse_version(std::string_view v, int& minor, std::error_code& ec) noexcept {
   if (v.size() != 8 || v.substr(0, 5) != "HTTP/" || v[6] != '.' || v[5] < '0' || v[5] > '9' ||
-      v[7] < '0' || v[7] > '9') {
-    ec = make_error_code(error::bad_http_message);
-    return false;
-  }
+      v[7] < '0' || v[7] > '9')
+    return malformed(ec);
   // RFC 9110 6.2: a different major version is a different protocol.
   if (v[5] != '1') {
     ec = make_error_code(error::bad_http_version);
@@ -185,88 +178,100 @@ bool parse_version(std::string_view v, int& minor, std::error_code& ec) noexcept
   return true;
 }
 
-// Parses the header lines after the start line into `headers`, reusing the
-// strings already there.
-bool parse_fields(LineReader& lines, HttpHeaders& headers, std::error_code& ec) {
+// Skips 8 bytes at a time while none of them is a control or DEL (all value
+// characters; HTAB too is left to the byte loop). Exact: the "has a byte less
+// than n" bit trick can misreport which byte, never whether there is one.
+const char* skip_plain_value_words(const char* p, const char* end) noexcept {
+  constexpr std::uint64_t ones = 0x0101010101010101;
+  constexpr std::uint64_t high = 0x8080808080808080;
+  while (end - p >= 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p, sizeof w);
+    const std::uint64_t del = w ^ (ones * 0x7F);
+    const std::uint64_t below_space = (w - ones * 0x20) & ~w & high;
+    const std::uint64_t is_del = (del - ones) & ~del & high;
+    if ((below_space | is_del) != 0) break;
+    p += 8;
+  }
+  return p;
+}
+
+// Parses the field lines of `block` from offset `pos` (just after the start
+// line) into `headers`, reusing the strings already there. One pass per line:
+// the block ends in CRLF CRLF, so every loop below stops at a CR inside it.
+bool parse_fields(std::string_view block, std::size_t pos, HttpHeaders& headers,
+                  std::error_code& ec) {
+  const char* p = block.data() + pos;
+  const char* const end = block.data() + block.size();
   std::size_t n = 0;
   for (;;) {
-    const auto line = lines.next();
-    if (line.empty()) break;
+    // The first empty line ends the block (find_block_end stopped there), so a
+    // CR opening a line anywhere else is a bare CR.
+    if (*p == '\r') {
+      if (p + 2 != end) return malformed(ec);
+      break;
+    }
+    const char* const name = p;
+    while (is(*p, tchar)) ++p;
     // RFC 9112 5.2: obs-fold (a line starting with white space) may be refused
     // with 400; we refuse it rather than guess how another parser joins it.
     // RFC 9112 5.1: no white space between the field name and the colon.
-    const auto colon = line.find(':');
-    if (colon == std::string_view::npos || !is_token(line.substr(0, colon))) {
-      ec = make_error_code(error::bad_http_message);
-      return false;
-    }
-    const auto value = trim_ows(line.substr(colon + 1));
+    if (p == name || *p != ':') return malformed(ec);
+    const char* const name_end = p++;
+    while (is_ows(*p)) ++p;
+    const char* const value = p;
     // RFC 9110 5.5: CR, LF and NUL in a value are dangerous; we refuse every
-    // control but HTAB.
-    if (!all_of(value, value_char)) {
-      ec = make_error_code(error::bad_http_message);
-      return false;
-    }
+    // control but HTAB (the loop stops at the first one, which must be CRLF).
+    p = skip_plain_value_words(p, end);
+    while (is(*p, value_char)) ++p;
+    if (p[0] != '\r' || p[1] != '\n') return malformed(ec);
+    const char* value_end = p;
+    while (value_end != value && is_ows(value_end[-1])) --value_end;
     if (n == headers.size()) headers.emplace_back();
-    headers[n].name.assign(line.substr(0, colon));
-    headers[n].value.assign(value);
+    headers[n].name.assign(name, name_end);
+    headers[n].value.assign(value, value_end);
     ++n;
+    p += 2;
   }
   headers.resize(n);
   return true;
 }
 
 bool parse_request_block(std::string_view block, HttpRequest& out, std::error_code& ec) {
-  LineReader lines(block);
-  const auto line = lines.next();
+  const auto line = first_line(block);
   // RFC 9112 3: request-line = method SP request-target SP HTTP-version.
   const auto sp1 = line.find(' ');
   const auto sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
-  if (sp2 == std::string_view::npos) {
-    ec = make_error_code(error::bad_http_message);
-    return false;
-  }
+  if (sp2 == std::string_view::npos) return malformed(ec);
   const auto method = line.substr(0, sp1);
   const auto target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  if (!is_token(method) || target.empty() || !all_of(target, target_char)) {
-    ec = make_error_code(error::bad_http_message);
-    return false;
-  }
+  if (!is_token(method) || target.empty() || !all_of(target, target_char)) return malformed(ec);
   if (!parse_version(line.substr(sp2 + 1), out.version_minor, ec)) return false;
   out.method.assign(method);
   out.target.assign(target);
-  return parse_fields(lines, out.headers, ec);
+  return parse_fields(block, line.size() + 2, out.headers, ec);
 }
 
 bool parse_response_block(std::string_view block, HttpResponse& out, std::error_code& ec) {
-  LineReader lines(block);
-  const auto line = lines.next();
+  const auto line = first_line(block);
   // RFC 9112 4: status-line = HTTP-version SP status-code SP [ reason-phrase ].
   // A missing SP before an empty reason is tolerated (seen in the wild, and
   // harmless: the status code already ends at 3 digits).
-  if (line.size() < 12 || line[8] != ' ' || (line.size() > 12 && line[12] != ' ')) {
-    ec = make_error_code(error::bad_http_message);
-    return false;
-  }
+  if (line.size() < 12 || line[8] != ' ' || (line.size() > 12 && line[12] != ' '))
+    return malformed(ec);
   if (!parse_version(line.substr(0, 8), out.version_minor, ec)) return false;
   const auto code = line.substr(9, 3);
   int status = 0;
   for (char c : code) {
-    if (c < '0' || c > '9') {
-      ec = make_error_code(error::bad_http_message);
-      return false;
-    }
+    if (c < '0' || c > '9') return malformed(ec);
     status = status * 10 + (c - '0');
   }
   // RFC 9110 15: the first digit is the class, 1 to 5.
   const auto reason = line.size() > 13 ? line.substr(13) : std::string_view{};
-  if (status < 100 || status > 599 || !all_of(reason, value_char)) {
-    ec = make_error_code(error::bad_http_message);
-    return false;
-  }
+  if (status < 100 || status > 599 || !all_of(reason, value_char)) return malformed(ec);
   out.status = status;
   out.reason.assign(reason);
-  return parse_fields(lines, out.headers, ec);
+  return parse_fields(block, line.size() + 2, out.headers, ec);
 }
 
 template <class Message, class ParseBlock>
@@ -585,6 +590,9 @@ std::string build_error_response(int status, std::string_view body, const HttpHe
   // A 1xx answer has no body and 101 is the success path, so errors are 2xx-5xx
   // (2xx and 3xx allowed for a refusing hook that redirects or answers plainly).
   if (status < 200 || status > 599) invalid("build_error_response: status must be within 200-599");
+  // RFC 9110 15.3.5, 15.4.5: 204 and 304 never carry a body.
+  if (status == 204 || status == 304)
+    invalid("build_error_response: status must allow a body (not 204 or 304)");
   bool has_version = false;
   bool has_allow = false;
   for (const auto& h : extra) {

@@ -340,6 +340,23 @@ TEST(HttpParser, RefusesNulAndControlsInValues) {
   EXPECT_EQ(request_error("GET / HTTP/1.1\r\nX: a\0\r\n\r\n"s), error::bad_http_message);
 }
 
+TEST(HttpParser, RefusesAControlAtEveryPositionOfALongValue) {
+  // Long values are checked a word at a time; a bad byte anywhere must count.
+  const std::string clean = "~ \x80\xFF!az09 " + std::string(40, 'v') + "\x7E";
+  for (std::size_t k = 0; k < clean.size(); ++k) {
+    for (char bad : {'\x00', '\x01', '\x0A', '\x0D', '\x1F', '\x7F'}) {
+      std::string value = clean;
+      value[k] = bad;
+      EXPECT_EQ(request_error(with_header_line("X: " + value)), error::bad_http_message)
+          << k << " " << int(bad);
+    }
+    std::string tabbed = clean;
+    tabbed[k] = '\t';
+    EXPECT_FALSE(request_error(with_header_line("X: " + tabbed))) << k;
+  }
+  EXPECT_FALSE(request_error(with_header_line("X: " + clean)));
+}
+
 // --- start lines -------------------------------------------------------------------------
 
 TEST(HttpParser, RefusesMalformedRequestLines) {

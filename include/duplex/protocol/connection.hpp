@@ -13,10 +13,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include <duplex/message_type.hpp>
@@ -151,6 +153,34 @@ public:
   [[nodiscard]] bool message_compressed() const noexcept { return rd_compressed_; }
 
 private:
+  /// Output bytes: grows without zero-filling what it adds and keeps its
+  /// capacity when cleared, so steady state allocates nothing.
+  class OutputBuffer {
+  public:
+    /// Room for `n` more bytes at the end; returns where they start.
+    std::byte* append(std::size_t n) {
+      if (capacity_ - size_ < n) return grow(n);
+      std::byte* p = data_.get() + size_;
+      size_ += n;
+      return p;
+    }
+    void clear() noexcept { size_ = 0; }
+    [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+    [[nodiscard]] std::size_t size() const noexcept { return size_; }
+    [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return {data_.get(), size_}; }
+    void swap(OutputBuffer& other) noexcept {
+      data_.swap(other.data_);
+      std::swap(size_, other.size_);
+      std::swap(capacity_, other.capacity_);
+    }
+
+  private:
+    std::byte* grow(std::size_t n);
+    std::unique_ptr<std::byte[]> data_;
+    std::size_t size_ = 0;
+    std::size_t capacity_ = 0;
+  };
+
   struct Header;
   std::size_t read_header(const std::byte* p, std::size_t n, Header& h,
                           std::error_code& ec) const noexcept;
@@ -166,8 +196,8 @@ private:
   bool close_received_ = false;
   bool write_active_ = false;  ///< begin_write() handed out `writing_`
   ConnectionStats stats_;
-  std::vector<std::byte> out_;      ///< frames being queued
-  std::vector<std::byte> writing_;  ///< frames handed out by begin_write()
+  OutputBuffer out_;      ///< frames being queued
+  OutputBuffer writing_;  ///< frames handed out by begin_write()
 
   // Receive side: the frame being read and the message it belongs to.
   std::uint64_t rd_remaining_ = 0;  ///< payload bytes of the current frame not yet read
