@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <mutex>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -14,8 +15,12 @@
 #include <asio/ip/v6_only.hpp>
 #include <asio/post.hpp>
 
+#include <duplex/cancellation.hpp>
+#include <duplex/protocol/close.hpp>
+
 #include "transport/listener_impl.hpp"
 #include "transport/server_tls.hpp"
+#include "transport/stream.hpp"
 
 namespace duplex {
 
@@ -185,6 +190,11 @@ namespace {
 // refusal) while fewer than this many are being refused; beyond, it is closed
 // at once, so a flood cannot make the refusals themselves unbounded.
 constexpr std::size_t max_refusing = 256;
+// How often a loop looks for ended sessions to give back their slots: often
+// enough for max_connections, rare enough to cost nothing with many idle ones.
+constexpr auto session_sweep_interval = std::chrono::seconds(1);
+// The same while stop() waits for the 1001 closing handshakes to end.
+constexpr auto drain_sweep_interval = std::chrono::milliseconds(5);
 // After an accept failure (EMFILE, ENOBUFS...) the kernel is out of something;
 // accepting again at once would spin.
 constexpr auto accept_retry_delay = std::chrono::milliseconds(50);
@@ -219,10 +229,23 @@ ListenerImpl::ListenerImpl(WebSocketListenerOptions options) : options_(std::mov
 
 ListenerImpl::~ListenerImpl() {
   stop(std::chrono::milliseconds::zero());
+  for (auto& lp : loops_) {
+    lp->work.reset();
+    lp->ctx.stop();
+  }
+  for (auto& lp : loops_)
+    if (lp->thread.joinable()) lp->thread.join();
   // Acceptors and timers before their io_contexts; each io_context destroys the
   // handlers it still holds (their handshakes unlink themselves) while every
   // member here is alive.
   acceptors_.clear();
+  for (auto& lp : loops_) {
+    // A socket the application still holds needs its loop's io_context (its
+    // socket service) until it is destroyed: keep that loop rather than crash.
+    const bool in_use = std::any_of(lp->sessions.begin(), lp->sessions.end(),
+                                    [](const std::weak_ptr<Session>& w) { return !w.expired(); });
+    if (in_use) (void)lp.release();
+  }
   loops_.clear();
 }
 
@@ -281,6 +304,7 @@ void ListenerImpl::start_loops() {
   for (auto& lp : loops_) {
     ListenerLoop& loop = *lp;
     arm_sweep(loop);
+    arm_session_sweep(loop, session_sweep_interval);
     loop.thread = std::thread([&loop] { loop.ctx.run(); });
   }
 }
@@ -340,6 +364,76 @@ void ListenerImpl::sweep(ListenerLoop& loop) {
   arm_sweep(loop);
 }
 
+void ListenerImpl::arm_session_sweep(ListenerLoop& loop, std::chrono::milliseconds interval) {
+  loop.session_sweep.expires_after(interval);
+  loop.session_sweep.async_wait([this, &loop](std::error_code ec) {
+    if (ec) return;
+    sweep_sessions(loop);
+    arm_session_sweep(loop, draining_ ? drain_sweep_interval : session_sweep_interval);
+  });
+}
+
+std::size_t ListenerImpl::sweep_sessions(ListenerLoop& loop) {
+  auto& v = loop.sessions;
+  for (std::size_t i = 0; i < v.size();) {
+    const auto s = v[i].lock();
+    if (s && s->phase() != Phase::closed) {
+      ++i;
+      continue;
+    }
+    v[i] = std::move(v.back());
+    v.pop_back();
+    release_connection(false);
+  }
+  return v.size();
+}
+
+std::shared_ptr<Session> ListenerImpl::adopt(AcceptedStream& a, const std::string& protocol,
+                                             Session::Kind kind) {
+  if (!a.has_stream())
+    throw std::logic_error("take_*_websocket: the connection was already taken or dropped");
+  transport::Stream stream = a.tls ? transport::Stream(std::move(a.tls), a.tls_context)
+                                   : transport::Stream(std::move(*a.tcp));
+  a.tcp.reset();
+  a.tls.reset();
+  ServerSessionOptions so;
+  so.protocol = protocol;
+  so.max_message_size = options_.max_message_size;
+  so.outbound_buffer_size = options_.outbound_buffer_size;
+  so.keep_alive_interval = options_.keep_alive_interval;
+  so.keep_alive_timeout = options_.keep_alive_timeout;
+  so.send_timeout = options_.send_timeout;
+  so.close_timeout = options_.close_timeout;
+  so.no_delay = options_.no_delay;
+  auto s = std::make_shared<Session>(a.loop->ctx.get_executor(), kind, protocol::Role::server);
+  s->start_server(std::move(stream),
+                  std::span(reinterpret_cast<const std::byte*>(a.leftover.data()),
+                            a.leftover.size()),
+                  so);
+  std::string().swap(a.leftover);
+  // The connection's slot moves to the session; sweep_sessions gives it back.
+  a.counted = false;
+  a.loop->sessions.push_back(s);
+  return s;
+}
+
+template <class F>
+void ListenerImpl::on_each_loop(F f) {
+  std::mutex m;
+  std::condition_variable cv;
+  std::size_t pending = loops_.size();
+  for (auto& lp : loops_) {
+    ListenerLoop& loop = *lp;
+    asio::post(loop.ctx, [&, f] {
+      f(loop);
+      std::lock_guard lock(m);
+      if (--pending == 0) cv.notify_all();
+    });
+  }
+  std::unique_lock lock(m);
+  cv.wait(lock, [&] { return pending == 0; });
+}
+
 void ListenerImpl::run_hook(WebSocketHandshakeContext& context) {
   // RFC 6455 4.1: the client lists subprotocols by preference; take its first
   // one that we speak.
@@ -381,7 +475,6 @@ void ListenerImpl::release_connection(bool busy) noexcept {
 }
 
 std::size_t ListenerImpl::stop(std::chrono::milliseconds timeout) {
-  (void)timeout;
   {
     std::lock_guard lock(mutex_);
     if (stopped_) return 0;
@@ -392,35 +485,48 @@ std::size_t ListenerImpl::stop(std::chrono::milliseconds timeout) {
     if (lp->thread.get_id() == std::this_thread::get_id())
       throw std::logic_error("stop: must not be called on one of the listener's loops");
   stopping_ = true;
+  draining_ = true;
 
-  // Stop accepting and close every handshake, on each loop's own thread.
-  std::mutex m;
-  std::condition_variable cv;
-  std::size_t pending = loops_.size();
-  for (auto& lp : loops_) {
-    ListenerLoop& loop = *lp;
-    asio::post(loop.ctx, [&, this] {
-      for (auto& a : acceptors_) {
-        if (a->loop != &loop) continue;
-        std::error_code ignored;
-        a->socket.close(ignored);
-        a->retry.cancel();
+  // Stop accepting, close every handshake, and start the closing handshake
+  // (RFC 6455 7.4.1: 1001, going away) on every open connection, each on its
+  // own loop. The close operations share one token: cancelling it fails the
+  // connections still closing at the deadline.
+  CancellationSource force;
+  on_each_loop([&, this](ListenerLoop& loop) {
+    for (auto& a : acceptors_) {
+      if (a->loop != &loop) continue;
+      std::error_code ignored;
+      a->socket.close(ignored);
+      a->retry.cancel();
+    }
+    loop.sweep.cancel();
+    while (HandshakeEntry* e = loop.handshakes.front()) e->expire();
+    sweep_sessions(loop);
+    for (auto& w : loop.sessions) {
+      if (auto s = w.lock()) {
+        s->close(protocol::close_code::going_away, "server shutting down", force.token(),
+                 CompletionHandler::make<void(std::error_code)>([](std::error_code) {},
+                                                                 loop.ctx.get_executor()));
       }
-      loop.sweep.cancel();
-      while (HandshakeEntry* e = loop.handshakes.front()) e->expire();
-      std::lock_guard lock(m);
-      if (--pending == 0) cv.notify_all();
-    });
-  }
-  {
-    std::unique_lock lock(m);
-    cv.wait(lock, [&] { return pending == 0; });
-  }
+    }
+    // Wake the session sweep up at the drain interval.
+    arm_session_sweep(loop, drain_sweep_interval);
+  });
 
-  for (auto& lp : loops_) lp->ctx.stop();
-  for (auto& lp : loops_)
-    if (lp->thread.joinable()) lp->thread.join();
-  return 0;
+  const auto open_sessions = [this] { return connections_.load(); };
+  const auto deadline = ListenerClock::now() + timeout;
+  while (open_sessions() != 0 && ListenerClock::now() < deadline)
+    std::this_thread::sleep_for(drain_sweep_interval);
+  const std::size_t cut = open_sessions();
+  if (cut != 0) {
+    force.cancel();
+    // Failing is immediate on each loop; bound the wait all the same.
+    const auto hard = ListenerClock::now() + std::chrono::seconds(2);
+    while (open_sessions() != 0 && ListenerClock::now() < hard)
+      std::this_thread::sleep_for(drain_sweep_interval);
+  }
+  draining_ = false;
+  return cut;
 }
 
 }  // namespace detail

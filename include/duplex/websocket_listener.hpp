@@ -42,7 +42,9 @@
 #include <string_view>
 #include <vector>
 
+#include <duplex/message_websocket.hpp>
 #include <duplex/protocol/handshake.hpp>
+#include <duplex/stream_websocket.hpp>
 #include <duplex/websocket_control.hpp>
 
 namespace duplex {
@@ -212,6 +214,14 @@ public:
 
   /// True while the connection has not been taken by the application.
   [[nodiscard]] bool available() const noexcept;
+  /// Takes the connection as a server-role MessageWebSocket (open, with the
+  /// listener's limits, keep-alive and timeouts; its control() settings are
+  /// fixed). Register its handlers before the event handler returns: reading
+  /// starts after that. Throws std::logic_error if the connection was already
+  /// taken or dropped. The socket must be destroyed before the listener.
+  MessageWebSocket take_message_websocket();
+  /// The same as a StreamWebSocket (binary stream, no message size limit).
+  StreamWebSocket take_stream_websocket();
   /// Closes the connection without a WebSocket close handshake (TCP close). The
   /// same happens when the handler returns without taking the connection.
   void drop() noexcept;
@@ -226,7 +236,10 @@ private:
 /// addresses and hands each one to the application.
 ///
 /// Lifetime: the destructor stops the listener (stop() with a zero timeout:
-/// connections still open get a 1001 close frame queued, then are cut).
+/// connections still open get a 1001 close frame queued, then are cut) and
+/// joins its threads. Sockets taken from it run on its loops: destroy them
+/// before the listener (one that outlives it keeps the loop's memory and its
+/// operations never complete).
 class WebSocketListener {
 public:
   using HandshakeRequestedHandler = std::function<void(WebSocketHandshakeContext&)>;
@@ -262,7 +275,8 @@ public:
   [[nodiscard]] std::uint16_t local_port() const;
   /// Every bound endpoint, in listen() order.
   [[nodiscard]] std::vector<HostEndpoint> local_endpoints() const;
-  /// Connections counted against max_connections: handshaking or open.
+  /// Connections counted against max_connections: handshaking, or handed out
+  /// and not yet closed (a closed one is given back within about a second).
   [[nodiscard]] std::size_t connection_count() const noexcept;
   /// Number of event-loop threads.
   [[nodiscard]] std::size_t thread_count() const noexcept;
@@ -270,8 +284,10 @@ public:
   /// Graceful shutdown: stops accepting, closes handshaking connections, sends
   /// a 1001 (going away) close frame on every open connection, waits up to
   /// `timeout` for them to finish their closing handshakes, then cuts those
-  /// left and stops the loop threads. Returns the number of connections that
-  /// had to be cut. Idempotent (a second call returns 0).
+  /// left (their closed event reports 1006 and operation_aborted). The loops
+  /// keep running for the sockets already handed out until the destructor.
+  /// Returns the number of connections that had to be cut. Idempotent (a
+  /// second call returns 0).
   std::size_t stop(std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
 private:

@@ -15,13 +15,18 @@
 #include <thread>
 #include <vector>
 
+#include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/ssl/context.hpp>
 #include <asio/ssl/stream.hpp>
 #include <asio/steady_timer.hpp>
 
+#include <duplex/message_websocket.hpp>
+#include <duplex/stream_websocket.hpp>
 #include <duplex/websocket_listener.hpp>
+
+#include "detail/session.hpp"
 
 namespace duplex::detail {
 
@@ -93,7 +98,14 @@ struct ListenerLoop {
   std::size_t index;
   HandshakeList handshakes;  // declared before ctx: outlives the handlers ctx destroys
   asio::io_context ctx{1};
-  asio::steady_timer sweep{ctx};
+  /// Keeps run() going while the listener exists (also after stop(): the
+  /// sockets handed out still need their loop).
+  asio::executor_work_guard<asio::io_context::executor_type> work{ctx.get_executor()};
+  asio::steady_timer sweep{ctx};          ///< handshake deadlines
+  asio::steady_timer session_sweep{ctx};  ///< gives back the slots of ended sessions
+  /// The sessions handed out on this loop (one weak reference each, 16 bytes),
+  /// for max_connections and stop().
+  std::vector<std::weak_ptr<Session>> sessions;
   std::thread thread;
 };
 
@@ -129,6 +141,10 @@ public:
                  const std::string& protocol);
   /// A connection counted at accept ended (or was refused).
   void release_connection(bool busy) noexcept;
+  /// Makes a server-role session of `stream` (which must still hold its
+  /// connection; std::logic_error otherwise) and takes over its slot.
+  std::shared_ptr<Session> adopt(AcceptedStream& stream, const std::string& protocol,
+                                 Session::Kind kind);
 
 private:
   struct Acceptor {
@@ -144,6 +160,13 @@ private:
   void on_accepted(ListenerLoop& loop, asio::ip::tcp::socket socket, bool busy);
   void arm_sweep(ListenerLoop& loop);
   void sweep(ListenerLoop& loop);
+  void arm_session_sweep(ListenerLoop& loop, std::chrono::milliseconds interval);
+  /// Drops the ended sessions of `loop`, giving back their slots; returns how
+  /// many are still open.
+  std::size_t sweep_sessions(ListenerLoop& loop);
+  /// Runs `f(loop)` on each loop's thread and waits for all of them.
+  template <class F>
+  void on_each_loop(F f);
 
   WebSocketListenerOptions options_;
   std::shared_ptr<asio::ssl::context> tls_context_;
@@ -160,6 +183,7 @@ private:
   std::atomic<std::size_t> connections_{0};  ///< handshaking + handed out
   std::atomic<std::size_t> refusing_{0};     ///< over the limit, being answered 503
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> draining_{false};  ///< stop(): sweep sessions often
 };
 
 /// Starts the opening handshake of an accepted socket on `loop` (transport/server_handshake.cpp).
