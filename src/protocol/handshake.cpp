@@ -590,6 +590,9 @@ std::string build_error_response(int status, std::string_view body, const HttpHe
   // A 1xx answer has no body and 101 is the success path, so errors are 2xx-5xx
   // (2xx and 3xx allowed for a refusing hook that redirects or answers plainly).
   if (status < 200 || status > 599) invalid("build_error_response: status must be within 200-599");
+  // RFC 9110 15.3.5, 15.4.5: 204 and 304 never carry a body.
+  if (status == 204 || status == 304)
+    invalid("build_error_response: status must allow a body (not 204 or 304)");
   bool has_version = false;
   bool has_allow = false;
   for (const auto& h : extra) {

@@ -307,6 +307,51 @@ TEST(Utf8, EverySplitOfMixedTextGivesSameResult) {
     }
 }
 
+// Long non-ASCII text takes the 16-bytes-at-a-time path: corrupt one byte at
+// every position with every kind of bad byte and compare with the reference.
+TEST(Utf8, LongTextWithOneCorruptionAtEveryPositionMatchesReference) {
+  std::string base;
+  for (int i = 0; base.size() < 260; ++i)
+    base += i % 4 == 0   ? "\xc3\xa9t\xc3\xa9 "
+            : i % 4 == 1 ? "\xe4\xbd\xa0\xe5\xa5\xbd"
+            : i % 4 == 2 ? "\xf0\x9f\x98\x80"
+                         : "\xd0\xbc\xd0\xb8\xd1\x80";
+  ASSERT_TRUE(is_valid_utf8(base));
+  std::mt19937 rng(99);
+  for (std::size_t pos = 0; pos < base.size(); ++pos)
+    for (int r : {0x00, 0x61, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1,
+                  0xC2, 0xDF, 0xE0, 0xED, 0xEF, 0xF0, 0xF4, 0xF5, 0xF8, 0xFF}) {
+      std::string t = base;
+      t[pos] = static_cast<char>(r);
+      bool boundary = false;
+      const std::size_t ref = ref_fail(t, &boundary);
+      const bool expect_valid = ref == test::utf8_ok && boundary;
+      ASSERT_EQ(is_valid_utf8(t), expect_valid) << pos << " " << r;
+      // The same text in two pieces cut at a random point.
+      const std::size_t cut = rng() % (t.size() + 1);
+      Utf8Validator v;
+      const bool first = v.feed(std::string_view(t).substr(0, cut));
+      ASSERT_EQ(first, ref == test::utf8_ok || ref >= cut) << pos << " " << r << " cut " << cut;
+      if (first) {
+        ASSERT_EQ(v.feed(std::string_view(t).substr(cut)), ref == test::utf8_ok)
+            << pos << " " << r << " cut " << cut;
+      }
+    }
+}
+
+TEST(Utf8, LongTextEndingInEveryTruncation) {
+  std::string base;
+  while (base.size() < 200) base += "\xe2\x82\xac\xf0\x9f\x98\x80\xc3\xa9";
+  for (std::size_t len = 64; len <= base.size(); ++len) {
+    const std::string t = base.substr(0, len);
+    bool boundary = false;
+    ASSERT_EQ(ref_fail(t, &boundary), test::utf8_ok);
+    Utf8Validator v;
+    ASSERT_TRUE(v.feed(t)) << len;
+    ASSERT_EQ(v.complete(), boundary) << len;
+  }
+}
+
 TEST(Utf8, ByteSpanOverloadAgreesWithStringView) {
   const std::string t = "\xe2\x82\xac ok";
   EXPECT_TRUE(is_valid_utf8(std::as_bytes(std::span(t.data(), t.size()))));

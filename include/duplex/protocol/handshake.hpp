@@ -182,9 +182,10 @@ std::string build_server_response(std::string_view key, std::string_view protoco
 /// Content-Length, the `extra` headers, then `body`. Headers a client needs
 /// for some statuses are added unless `extra` has them: 426 gets
 /// `Sec-WebSocket-Version: 13` (RFC 6455 4.4), 405 gets `Allow: GET` (RFC 9110
-/// 15.5.6). Throws std::invalid_argument for a status outside 200-599, or an
-/// extra header with an invalid name or value, or one of Connection,
-/// Content-Type, Content-Length, Transfer-Encoding (set here).
+/// 15.5.6). Throws std::invalid_argument for a status outside 200-599 or one
+/// that has no body (204, 304), or an extra header with an invalid name or
+/// value, or one of Connection, Content-Type, Content-Length, Transfer-Encoding
+/// (set here).
 std::string build_error_response(int status, std::string_view body, const HttpHeaders& extra = {});
 
 /// The standard reason phrase for an HTTP status ("Not Found"); "Unknown" if none.
