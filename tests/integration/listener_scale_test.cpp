@@ -226,7 +226,9 @@ TEST(ListenerScale, HoldsTenThousandIdleConnections) {
   // about 4.2 KiB in all, see docs). This bound catches a regression such as
   // a read buffer kept per idle connection (8 KiB or more each).
   // (Under a sanitizer mallinfo2 reports nothing: no bound then.)
-  if (heap1 != 0) EXPECT_LT(heap_per, 6144.0);
+  if (heap1 != 0) {
+    EXPECT_LT(heap_per, 6144.0);
+  }
 
   // Every connection is alive: a sample of them echo.
   send_command("echo\n");
