@@ -40,6 +40,10 @@ constexpr std::uint8_t bit_fin = 0x80;
 constexpr std::uint8_t bit_rsv1 = 0x40;
 constexpr std::uint8_t bits_rsv = 0x70;
 
+// Buffers larger than this are freed once empty: small steady-state messages
+// never reach it, so they still allocate nothing.
+constexpr std::size_t retained_capacity = 256 * 1024;
+
 // RFC 6455 5.3: client masking keys come from a strong source of entropy. Keys
 // are drawn 256 at a time per thread so a frame costs no system call.
 class MaskKeyPool {
@@ -106,6 +110,58 @@ inline std::uint64_t unmask_small(std::byte* p, std::size_t n, std::uint32_t k32
     acc |= static_cast<std::uint8_t>(p[i]) & 0x80u;
   }
   return acc;
+}
+
+// Copies a small payload (at most 125 bytes) and returns the OR of its bytes'
+// top bits (zero when ASCII), in one pass; overlapping block copies cover the
+// tail without a byte loop. Reads and writes stay within the n bytes.
+inline std::uint64_t copy_small(std::byte* dst, const std::byte* src, std::size_t n) noexcept {
+#if defined(__SSE2__)
+  if (n >= 16) {
+    __m128i acc = _mm_setzero_si128();
+    std::size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), v);
+      acc = _mm_or_si128(acc, v);
+    }
+    if (i < n) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + n - 16));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + n - 16), v);
+      acc = _mm_or_si128(acc, v);
+    }
+    return static_cast<std::uint64_t>(_mm_movemask_epi8(acc));
+  }
+#else
+  if (n >= 16) {
+    std::memcpy(dst, src, n);
+    std::uint64_t acc = 0;
+    for (std::size_t i = 0; i < n; ++i) acc |= static_cast<std::uint8_t>(src[i]);
+    return acc & 0x80u;
+  }
+#endif
+  if (n >= 8) {
+    std::uint64_t a, b;
+    std::memcpy(&a, src, 8);
+    std::memcpy(&b, src + n - 8, 8);
+    std::memcpy(dst, &a, 8);
+    std::memcpy(dst + n - 8, &b, 8);
+    return (a | b) & 0x8080808080808080ull;
+  }
+  if (n >= 4) {
+    std::uint32_t a, b;
+    std::memcpy(&a, src, 4);
+    std::memcpy(&b, src + n - 4, 4);
+    std::memcpy(dst, &a, 4);
+    std::memcpy(dst + n - 4, &b, 4);
+    return (a | b) & 0x80808080u;
+  }
+  std::uint64_t acc = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    dst[i] = src[i];
+    acc |= static_cast<std::uint8_t>(src[i]);
+  }
+  return acc & 0x80u;
 }
 
 MaskKey next_mask_key() {
@@ -271,10 +327,8 @@ std::size_t Connection::read_header(const std::byte* p, std::size_t n, Header& h
   return pos;
 }
 
-// Sets up the frame whose header was just read. Returns false when the
-// connection stopped (it cannot here, but keeps the loop uniform).
-bool Connection::start_frame(const Header& h, ConnectionHandler& handler) {
-  (void)handler;
+// Sets up the frame whose header was just read (and checked).
+void Connection::start_frame(const Header& h) noexcept {
   const std::uint8_t op = h.b0 & 0x0F;
   ++stats_.frames_received;
   rd_opcode_ = op;
@@ -295,7 +349,6 @@ bool Connection::start_frame(const Header& h, ConnectionHandler& handler) {
     rd_msg_size_ += h.length;
     rd_in_message_ = !rd_fin_;
   }
-  return true;
 }
 
 void Connection::fail(std::error_code ec, ConnectionHandler& handler) {
@@ -421,7 +474,7 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
         p += n - old;
         rd_spill_size_ = 0;
       }
-      start_frame(h, handler);
+      start_frame(h);
     }
 
     // Payload: what of the current frame is in this buffer (possibly nothing,
@@ -476,6 +529,8 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
         rd_message_.insert(rd_message_.end(), chunk, chunk + take);
         handler.on_message(types[rd_text_], rd_message_, true);
         rd_message_.clear();
+        // An idle connection should not keep the memory of its largest message.
+        if (rd_message_.capacity() > retained_capacity) std::vector<std::byte>().swap(rd_message_);
       }
     } else {
       rd_message_.insert(rd_message_.end(), chunk, chunk + take);
@@ -539,21 +594,28 @@ std::error_code Connection::send_message(SocketMessageType type,
   if (close_sent_ || wr_in_message_) [[unlikely]]
     return check_send_data();
   const bool text = type == SocketMessageType::utf8;
-  // RFC 6455 5.6: text frames carry UTF-8.
-  if (text && !text_valid(payload)) return make_error_code(error::invalid_utf8);
   const std::size_t n = payload.size();
   const auto b0 = static_cast<std::uint8_t>(bit_fin | (text ? op_text : op_binary));
-  ++stats_.messages_sent;
   if (n <= 125 && config_.role == Role::server) {
-    // The usual small server message: a 2-byte header, no mask.
+    // The usual small server message: a 2-byte header, no mask; the payload
+    // is copied and checked for ASCII in one pass.
     std::byte* o = out_.append(2 + n);
     o[0] = std::byte{b0};
     o[1] = std::byte{static_cast<std::uint8_t>(n)};
-    if (n != 0) std::memcpy(o + 2, payload.data(), n);
+    const std::uint64_t high = copy_small(o + 2, payload.data(), n);
+    // RFC 6455 5.6: text frames carry UTF-8.
+    if (text && high != 0 && !is_valid_utf8(payload)) {
+      out_.drop_back(2 + n);
+      return make_error_code(error::invalid_utf8);
+    }
+    ++stats_.messages_sent;
     ++stats_.frames_sent;
     stats_.bytes_sent += 2 + n;
     return {};
   }
+  // RFC 6455 5.6: text frames carry UTF-8.
+  if (text && !text_valid(payload)) return make_error_code(error::invalid_utf8);
+  ++stats_.messages_sent;
   queue_frame(b0, payload);
   return {};
 }
@@ -639,6 +701,8 @@ std::span<const std::byte> Connection::begin_write() noexcept {
 
 void Connection::end_write() noexcept {
   writing_.clear();
+  // An idle connection should not keep the memory of its largest burst.
+  writing_.release_above(retained_capacity);
   write_active_ = false;
 }
 
