@@ -281,6 +281,33 @@ def duplex_client(args, certs):
                     raise Failure(f"events {events}")
 
             scenarios.append(("echo-mode", echo_mode))
+        if args.peer == "duplex":
+            def shutdown_1001():
+                # SIGTERM with a client connected: the client sees 1001 (going
+                # away), the server exits 0.
+                server = Server(peer_server_cmd("duplex", args.duplex, certs, []))
+                client = subprocess.Popen(
+                    [args.duplex, "connect", "--json", *ca, server.url], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                try:
+                    ready, _, _ = select.select([client.stdout], [], [], 15)
+                    first = client.stdout.readline() if ready else b""
+                    if b'"connected"' not in first:
+                        raise Failure(f"client did not connect: {first!r}")
+                    status, err = server.stop()
+                    if status != 0:
+                        raise Failure(f"echo-server exit status {status}: {err[-300:]!r}")
+                    out, cerr = client.communicate(timeout=15)
+                finally:
+                    if client.poll() is None:
+                        os.killpg(client.pid, signal.SIGKILL)
+                        client.wait(timeout=10)
+                    server.stop()
+                events = [json.loads(line) for line in out.decode().splitlines()]
+                if client.returncode != 0 or not events or events[-1].get("code") != 1001:
+                    raise Failure(f"client exit {client.returncode}, events {events}, {cerr!r}")
+
+            scenarios.append(("shutdown-1001", shutdown_1001))
         if certs:
             def untrusted():
                 r = connect(args, main.url, stdin=b"x\n")  # without --ca
