@@ -270,6 +270,21 @@ def duplex_client(args, certs):
         if args.peer != "duplex":  # the "close:CODE:REASON" command is the peers' own
             scenarios.append(("closed-by-peer-4000", closed_by_peer))
         if args.peer == "python":
+            def binary_output():
+                sys.path.insert(0, PEERS)
+                from py_peer import payload
+                r = connect(args, main.url, *ca, stdin=b"binary:0\nbinary:70000\n")
+                expect_ok(r, "connect")
+                expected = "\n" + payload(70000, 70000).hex() + "\n"
+                if r.stdout.decode() != expected:
+                    raise Failure(f"hex output differs: {r.stdout[:80]!r}")
+                r = connect(args, main.url, "--binary", *ca, stdin=b"binary:65536\n")
+                expect_ok(r, "connect --binary")
+                if r.stdout != payload(65536, 65536):
+                    raise Failure(f"raw output differs ({len(r.stdout)} bytes)")
+
+            scenarios.append(("binary-output", binary_output))
+
             def echo_mode():
                 prober = Server(peer_server_cmd("python", args.duplex, certs, ["--probe"]))
                 servers.append(prober)
