@@ -86,8 +86,9 @@ bool for_each_element(std::string_view value, F&& f) {
     if (i < value.size()) {
       const char c = value[i];
       if (quoted) {
-        if (c == '\\')
-          ++i;  // quoted-pair: the next byte is literal
+        // quoted-pair: the next byte, if any, is literal.
+        if (c == '\\' && i + 1 < value.size())
+          ++i;
         else if (c == '"')
           quoted = false;
         continue;

@@ -1001,6 +1001,162 @@ TEST(ConnectionSend, ClientToServerRoundTrip) {
   EXPECT_EQ(client.state(), ConnectionState::closed);
 }
 
+TEST(ConnectionSend, EverySmallLengthIsCopiedExactlyAndInvalidTextLeavesNoTrace) {
+  std::mt19937 rng(125);
+  for (Role r : {Role::server, Role::client})
+    for (std::size_t n = 0; n <= 130; ++n) {
+      Connection c(config(r));
+      Bytes payload(n);
+      for (auto& b : payload) b = static_cast<std::byte>(rng() & 0xFF);
+      Bytes ascii(n);
+      for (auto& b : ascii) b = static_cast<std::byte>('a' + rng() % 26);
+      ASSERT_FALSE(c.send_message(SocketMessageType::binary, payload));
+      ASSERT_FALSE(c.send_message(SocketMessageType::utf8, ascii));
+      const std::size_t before = c.buffered_amount();
+      if (n != 0) {
+        // The same ASCII text with one byte made invalid, at a random place.
+        Bytes bad = ascii;
+        bad[rng() % n] = std::byte{0xFF};
+        ASSERT_EQ(c.send_message(SocketMessageType::utf8, bad), error::invalid_utf8) << n;
+      }
+      EXPECT_EQ(c.buffered_amount(), before) << n;
+      EXPECT_EQ(c.stats().messages_sent, 2u);
+      bool ok = false;
+      auto frames = output_frames(c, &ok);
+      ASSERT_TRUE(ok) << n;
+      ASSERT_EQ(frames.size(), 2u) << n;
+      EXPECT_EQ(frames[0].payload, payload) << n;
+      EXPECT_EQ(frames[1].payload, ascii) << n;
+      EXPECT_EQ(frames[1].b0, 0x81);
+    }
+}
+
+TEST(ConnectionSend, FirstPieceTypeHoldsForTheWholeMessage) {
+  Connection c(config(Role::server));
+  ASSERT_FALSE(c.send_fragment(SocketMessageType::binary, bytes({0xFF}), false));
+  // A later piece named utf8 is still a binary continuation: no UTF-8 check.
+  ASSERT_FALSE(c.send_fragment(SocketMessageType::utf8, bytes({0xFE}), true));
+  auto frames = output_frames(c);
+  ASSERT_EQ(frames.size(), 2u);
+  EXPECT_EQ(frames[0].b0, 0x02);
+  EXPECT_EQ(frames[1].b0, 0x80);
+}
+
+TEST(ConnectionSend, LargeBurstThenSmallMessages) {
+  Connection c(config(Role::client));
+  ASSERT_FALSE(c.send_message(SocketMessageType::binary, Bytes(1 << 20, std::byte{3})));
+  auto frames = output_frames(c);
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0].payload, Bytes(1 << 20, std::byte{3}));
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_FALSE(c.send_message(SocketMessageType::utf8, test::bytes("small")));
+    auto f = output_frames(c);
+    ASSERT_EQ(f.size(), 1u);
+    EXPECT_EQ(test::str(f[0].payload), "small");
+  }
+}
+
+TEST(ConnectionFraming, LargeSplitMessageThenSmallOnes) {
+  Fixture f(Role::server);
+  const Bytes big = client_frame(0x82, Bytes(600000, std::byte{'B'}));
+  f.feed(Bytes(big.begin(), big.begin() + 1000));
+  f.feed(Bytes(big.begin() + 1000, big.end()));
+  f.feed(cat(client_frame(0x81, test::bytes("s1")), client_frame(0x81, test::bytes("s2"))));
+  const Bytes split = client_frame(0x81, test::bytes("split"));
+  f.feed(Bytes(split.begin(), split.begin() + 8));
+  f.feed(Bytes(split.begin() + 8, split.end()));
+  ASSERT_EQ(f.rec.events.size(), 4u);
+  EXPECT_EQ(f.rec.events[0], "binary:" + std::string(600000, 'B'));
+  EXPECT_EQ(f.rec.events[1], "text:s1");
+  EXPECT_EQ(f.rec.events[2], "text:s2");
+  EXPECT_EQ(f.rec.events[3], "text:split");
+}
+
+TEST(ConnectionFraming, ReceiveStatsCountFramesMessagesAndBytes) {
+  Fixture f(Role::server);
+  const Bytes in = cat(cat(client_frame(0x01, test::bytes("a")), client_frame(0x89, {})),
+                       client_frame(0x80, test::bytes("b")));
+  f.feed(in);
+  EXPECT_EQ(f.conn.stats().frames_received, 3u);
+  EXPECT_EQ(f.conn.stats().messages_received, 1u);
+  EXPECT_EQ(f.conn.stats().bytes_received, in.size());
+}
+
+TEST(ConnectionFraming, MovedConnectionKeepsItsState) {
+  Connection a(config(Role::server));
+  Recorder r;
+  const Bytes frame = client_frame(0x81, test::bytes("moved"));
+  Bytes first(frame.begin(), frame.begin() + 4), rest(frame.begin() + 4, frame.end());
+  a.receive(first, r);
+  ASSERT_FALSE(a.send_ping(test::bytes("q")));
+  Connection b(std::move(a));
+  b.receive(rest, r);
+  EXPECT_EQ(r.events, std::vector<std::string>{"text:moved"});
+  auto out = output_frames(b);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].b0, 0x89);
+}
+
+// ================================ Failing at the offending byte =======================
+
+// Feeds `in` one byte at a time; returns the index of the byte during which
+// the error was raised (or -1), and checks no event comes after it.
+long error_index(const ConnectionConfig& cfg, Bytes in) {
+  Connection c(cfg);
+  Recorder r;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    c.receive(std::span(in.data() + i, 1), r);
+    if (r.error) {
+      const std::size_t events = r.events.size();
+      for (std::size_t k = i + 1; k < in.size(); ++k) c.receive(std::span(in.data() + k, 1), r);
+      EXPECT_EQ(r.events.size(), events);
+      return static_cast<long>(i);
+    }
+  }
+  return -1;
+}
+
+TEST(ConnectionFailFast, EachRuleFailsAtItsByteNotEarlierNotLater) {
+  const Bytes ok = client_frame(0x81, test::bytes("ok"));  // 8 bytes
+  const long k = static_cast<long>(ok.size());
+  ConnectionConfig server = config(Role::server);
+  ConnectionConfig small = server;
+  small.max_message_size = 1000;
+  struct Case {
+    const char* name;
+    ConnectionConfig cfg;
+    Bytes input;
+    long index;
+  };
+  const Case cases[] = {
+      {"rsv1", server, cat(ok, client_frame(0xC1, test::bytes("x"))), k},
+      {"reserved opcode", server, cat(ok, client_frame(0x83, test::bytes("x"))), k},
+      {"fragmented ping", server, cat(ok, client_frame(0x09, {})), k},
+      {"unexpected continuation", server, cat(ok, client_frame(0x80, {})), k},
+      {"unmasked", server, cat(ok, server_frame(0x81, test::bytes("x"))), k + 1},
+      {"ping too long", server, cat(ok, client_frame(0x89, Bytes(126))), k + 1},
+      {"non-minimal 16", server, cat(ok, test::make_frame(0x82, Bytes(5), true, {1, 2, 3, 4}, 2)),
+       k + 3},
+      {"non-minimal 64", server, cat(ok, test::make_frame(0x82, Bytes(300), true, {1, 2, 3, 4}, 8)),
+       k + 7},
+      {"length top bit", server,
+       cat(ok, bytes({0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4})), k + 2},
+      {"too big", small, cat(ok, client_frame(0x82, Bytes(1001))), k + 3},
+      {"utf8 surrogate", server, cat(ok, client_frame(0x81, bytes({'a', 0xED, 0xA0, 0x80}))),
+       k + 6 + 2},
+      {"utf8 above max", server, cat(ok, client_frame(0x81, bytes({0xF4, 0x90, 0x80, 0x80}))),
+       k + 6 + 1},
+      {"utf8 truncated at end", server, cat(ok, client_frame(0x81, bytes({'a', 0xE2, 0x82}))),
+       k + 6 + 2},
+      {"utf8 across fragments", server,
+       cat(cat(ok, client_frame(0x01, bytes({'a', 0xE2}))), client_frame(0x80, bytes({'b'}))),
+       k + 8 + 6},
+      {"close one byte", server, cat(ok, client_frame(0x88, bytes({0x03}))), k + 6},
+      {"close bad code", server, cat(ok, client_frame(0x88, bytes({0x03, 0xEC}))), k + 7},
+  };
+  for (const auto& c : cases) EXPECT_EQ(error_index(c.cfg, c.input), c.index) << c.name;
+}
+
 // ================================ Every split =========================================
 
 struct StreamCase {

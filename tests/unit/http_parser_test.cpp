@@ -583,6 +583,8 @@ TEST(HttpHeaderAccess, HeaderListKeepsCommasInsideQuotedStrings) {
             (std::vector<std::string>{"foo; x=\"a,b\"", "permessage-deflate; y=\"q\\\",r\"", "z"}));
   // An unterminated quote runs to the end of the value.
   EXPECT_EQ(header_list({{"X", "a, \"b, c"}}, "X"), (std::vector<std::string>{"a", "\"b, c"}));
+  // A backslash ending the value escapes nothing and the element is kept.
+  EXPECT_EQ(header_list({{"X", "a, \"b\\"}}, "X"), (std::vector<std::string>{"a", "\"b\\"}));
 }
 
 }  // namespace

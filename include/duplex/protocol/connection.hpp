@@ -6,7 +6,11 @@
 // decides masking.
 //
 // Thread safety: none; one Connection is used by one thread at a time (the
-// connection's event loop).
+// connection's event loop). A Connection is movable, not copyable.
+//
+// Client masking keys come from OpenSSL's RAND_bytes (RFC 6455 5.3), drawn 256
+// keys at a time per thread; the send calls throw std::system_error in the
+// (practically impossible) case that the generator fails.
 #pragma once
 
 #include <array>
@@ -135,7 +139,9 @@ public:
   [[nodiscard]] std::size_t buffered_amount() const noexcept { return out_.size(); }
   /// Hands every queued byte to the transport: the span stays valid and
   /// unchanged (new frames go to another buffer) until end_write(). One write
-  /// at a time; buffers keep their capacity, so steady state allocates nothing.
+  /// at a time: called again before end_write(), it returns the same bytes.
+  /// Empty when nothing is queued. Buffers keep their capacity (up to 256 KiB),
+  /// so steady state allocates nothing.
   std::span<const std::byte> begin_write() noexcept;
   /// The write handed out by begin_write() completed.
   void end_write() noexcept;
@@ -165,6 +171,15 @@ private:
       return p;
     }
     void clear() noexcept { size_ = 0; }
+    /// Takes back the last `n` bytes appended.
+    void drop_back(std::size_t n) noexcept { size_ -= n; }
+    /// Frees the storage of an empty buffer whose capacity exceeds `limit`.
+    void release_above(std::size_t limit) noexcept {
+      if (size_ == 0 && capacity_ > limit) {
+        data_.reset();
+        capacity_ = 0;
+      }
+    }
     [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
     [[nodiscard]] std::size_t size() const noexcept { return size_; }
     [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return {data_.get(), size_}; }
@@ -184,7 +199,7 @@ private:
   struct Header;
   std::size_t read_header(const std::byte* p, std::size_t n, Header& h,
                           std::error_code& ec) const noexcept;
-  bool start_frame(const Header& h, ConnectionHandler& handler);
+  void start_frame(const Header& h) noexcept;
   bool handle_control(std::span<const std::byte> payload, ConnectionHandler& handler);
   void fail(std::error_code ec, ConnectionHandler& handler);
   void queue_frame(std::uint8_t b0, std::span<const std::byte> payload);
