@@ -555,7 +555,13 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
   phase_ = Phase::connecting;
   std::vector<std::byte> rest(leftover.begin(), leftover.end());
   asio::post(ex_, [self = shared_from_this(), rest = std::move(rest)]() mutable {
-    if (self->detached_ && self->phase() != Phase::connecting) return;
+    if (self->detached_) {
+      // The socket was destroyed before its first read: drop the connection.
+      self->stream_->close();
+      self->phase_ = Phase::closed;
+      self->closed_raised_ = true;
+      return;
+    }
     self->phase_ = Phase::connecting;
     self->connect_op_ = {};
     self->connecting_.reset();
