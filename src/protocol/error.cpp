@@ -49,7 +49,8 @@ const char* describe(error e) noexcept {
     case error::host_not_resolved: return "host name not resolved";
     case error::cannot_connect: return "cannot connect to any resolved address";
     case error::proxy_failed: return "proxy refused or failed";
-    case error::certificate_rejected: return "server certificate rejected by the validation handler";
+    case error::certificate_rejected:
+      return "server certificate rejected by the validation handler";
   }
   return "unknown duplex error";
 }
@@ -85,8 +86,7 @@ public:
       return code.default_error_condition() == std::error_condition(cv, *this);
     if (static_cast<condition>(cv) == condition::handshake_failed)
       return code.category() == http_category();
-    if (static_cast<condition>(cv) == condition::timed_out)
-      return code == std::errc::timed_out;
+    if (static_cast<condition>(cv) == condition::timed_out) return code == std::errc::timed_out;
     return false;
   }
 };
@@ -94,9 +94,7 @@ public:
 class HttpCategory final : public std::error_category {
 public:
   const char* name() const noexcept override { return "duplex.http"; }
-  std::string message(int ev) const override {
-    return "HTTP status " + std::to_string(ev);
-  }
+  std::string message(int ev) const override { return "HTTP status " + std::to_string(ev); }
 };
 
 }  // namespace
@@ -119,7 +117,9 @@ std::error_code make_error_code(error e) noexcept {
 std::error_condition make_error_condition(condition c) noexcept {
   return {static_cast<int>(c), condition_category()};
 }
-std::error_code make_http_error(int status) noexcept { return {status, http_category()}; }
+std::error_code make_http_error(int status) noexcept {
+  return {status, http_category()};
+}
 
 std::uint16_t close_code_for(error e) noexcept {
   switch (e) {
@@ -127,8 +127,7 @@ std::uint16_t close_code_for(error e) noexcept {
     case error::bad_compressed_data:
       // RFC 6455 7.4.1: 1007 for data inconsistent with the message type.
       return 1007;
-    case error::message_too_big:
-      return 1009;
+    case error::message_too_big: return 1009;
     default:
       if (e >= error::reserved_bits && e <= error::invalid_close_code) return 1002;
       return 1011;

@@ -6,16 +6,23 @@
 // decides masking.
 //
 // Thread safety: none; one Connection is used by one thread at a time (the
-// connection's event loop).
+// connection's event loop). A Connection is movable, not copyable.
+//
+// Client masking keys come from OpenSSL's RAND_bytes (RFC 6455 5.3), drawn 256
+// keys at a time per thread; the send calls throw std::system_error in the
+// (practically impossible) case that the generator fails.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include <duplex/message_type.hpp>
@@ -35,8 +42,8 @@ enum class ConnectionState : std::uint8_t {
 
 /// Counters kept by the connection (bandwidth statistics).
 struct ConnectionStats {
-  std::uint64_t bytes_received = 0;     ///< wire bytes, headers included
-  std::uint64_t bytes_sent = 0;         ///< wire bytes queued, headers included
+  std::uint64_t bytes_received = 0;  ///< wire bytes, headers included
+  std::uint64_t bytes_sent = 0;      ///< wire bytes queued, headers included
   std::uint64_t frames_received = 0;
   std::uint64_t frames_sent = 0;
   std::uint64_t messages_received = 0;  ///< complete data messages
@@ -56,6 +63,11 @@ struct ConnectionConfig {
   bool partial_messages = false;
   /// Answer pings with pongs (RFC 6455 5.5.2 requires it; off only for tests).
   bool auto_pong = true;
+  /// RFC 7692 hook, off until permessage-deflate is negotiated: accept RSV1 on
+  /// the first frame of a data message (it marks the message compressed; see
+  /// Connection::message_compressed()). RSV1 elsewhere, RSV2 and RSV3 stay errors
+  /// (RFC 6455 5.2: reserved bits need an extension that defines them).
+  bool rsv1_allowed = false;
 };
 
 /// Receives the events of Connection::receive(), in wire order, synchronously.
@@ -105,6 +117,12 @@ public:
   /// across pieces (a code point may be split; the message end must be whole).
   std::error_code send_fragment(SocketMessageType type, std::span<const std::byte> payload,
                                 bool fin);
+  /// Queues a whole message with RSV1 set (a permessage-deflate message whose
+  /// `payload` is already compressed; UTF-8 is not checked here, the caller
+  /// checked the text before compressing). Needs `rsv1_allowed`, else
+  /// `error::reserved_bits`; other errors as send_message().
+  std::error_code send_compressed_message(SocketMessageType type,
+                                          std::span<const std::byte> payload);
   /// Queues a ping or a pong; payload at most 125 bytes (else
   /// `error::control_too_long`). Control frames may go between fragments.
   std::error_code send_ping(std::span<const std::byte> payload);
@@ -121,7 +139,9 @@ public:
   [[nodiscard]] std::size_t buffered_amount() const noexcept { return out_.size(); }
   /// Hands every queued byte to the transport: the span stays valid and
   /// unchanged (new frames go to another buffer) until end_write(). One write
-  /// at a time; buffers keep their capacity, so steady state allocates nothing.
+  /// at a time: called again before end_write(), it returns the same bytes.
+  /// Empty when nothing is queued. Buffers keep their capacity (up to 256 KiB),
+  /// so steady state allocates nothing.
   std::span<const std::byte> begin_write() noexcept;
   /// The write handed out by begin_write() completed.
   void end_write() noexcept;
@@ -133,16 +153,89 @@ public:
   [[nodiscard]] Role role() const noexcept { return config_.role; }
   [[nodiscard]] const ConnectionConfig& config() const noexcept { return config_; }
   [[nodiscard]] const ConnectionStats& stats() const noexcept { return stats_; }
+  /// During ConnectionHandler::on_message: true when the message's first frame
+  /// had RSV1 (only possible with `rsv1_allowed`); its payload is then the
+  /// compressed bytes and was not checked as UTF-8.
+  [[nodiscard]] bool message_compressed() const noexcept { return rd_compressed_; }
 
 private:
-  // Implementation state; the implementation may add members as it needs.
+  /// Output bytes: grows without zero-filling what it adds and keeps its
+  /// capacity when cleared, so steady state allocates nothing.
+  class OutputBuffer {
+  public:
+    /// Room for `n` more bytes at the end; returns where they start.
+    std::byte* append(std::size_t n) {
+      if (capacity_ - size_ < n) return grow(n);
+      std::byte* p = data_.get() + size_;
+      size_ += n;
+      return p;
+    }
+    void clear() noexcept { size_ = 0; }
+    /// Frees the storage of an empty buffer whose capacity exceeds `limit`.
+    void release_above(std::size_t limit) noexcept {
+      if (size_ == 0 && capacity_ > limit) {
+        data_.reset();
+        capacity_ = 0;
+      }
+    }
+    [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+    [[nodiscard]] std::size_t size() const noexcept { return size_; }
+    [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return {data_.get(), size_}; }
+    void swap(OutputBuffer& other) noexcept {
+      data_.swap(other.data_);
+      std::swap(size_, other.size_);
+      std::swap(capacity_, other.capacity_);
+    }
+
+  private:
+    std::byte* grow(std::size_t n);
+    std::unique_ptr<std::byte[]> data_;
+    std::size_t size_ = 0;
+    std::size_t capacity_ = 0;
+  };
+
+  struct Header;
+  std::size_t read_header(const std::byte* p, std::size_t n, Header& h,
+                          std::error_code& ec) const noexcept;
+  void start_frame(const Header& h) noexcept;
+  bool handle_control(std::span<const std::byte> payload, ConnectionHandler& handler);
+  void fail(std::error_code ec, ConnectionHandler& handler);
+  void queue_frame(std::uint8_t b0, std::span<const std::byte> payload);
+  std::error_code check_send_data() const noexcept;
+
   ConnectionConfig config_;
   ConnectionState state_ = ConnectionState::open;
   bool close_sent_ = false;
   bool close_received_ = false;
+  bool write_active_ = false;  ///< begin_write() handed out `writing_`
   ConnectionStats stats_;
-  std::vector<std::byte> out_;      ///< frames being queued
-  std::vector<std::byte> writing_;  ///< frames handed out by begin_write()
+  OutputBuffer out_;      ///< frames being queued
+  OutputBuffer writing_;  ///< frames handed out by begin_write()
+
+  // Receive side: the frame being read and the message it belongs to.
+  std::uint64_t rd_remaining_ = 0;  ///< payload bytes of the current frame not yet read
+  std::uint64_t rd_msg_size_ = 0;   ///< payload bytes of the current data message so far
+  MaskKey rd_key_{};
+  std::uint8_t rd_key_offset_ = 0;
+  std::uint8_t rd_opcode_ = 0;        ///< opcode of the current frame
+  std::uint8_t rd_spill_size_ = 0;    ///< bytes of a split header kept in rd_spill_
+  std::uint8_t rd_control_size_ = 0;  ///< bytes of a split control payload in rd_control_
+  bool rd_in_payload_ = false;        ///< a header was read, its payload is being read
+  bool rd_fin_ = false;               ///< the current frame ends its message
+  bool rd_masked_ = false;
+  bool rd_in_message_ = false;  ///< a fragmented data message is unfinished
+  bool rd_text_ = false;        ///< the current data message is text
+  bool rd_compressed_ = false;  ///< the current data message had RSV1
+  bool rd_done_ = false;        ///< close received or connection failed: ignore input
+  std::array<std::byte, max_frame_header_size> rd_spill_{};
+  std::array<std::byte, max_control_payload> rd_control_{};
+  Utf8Validator rd_utf8_;
+  std::vector<std::byte> rd_message_;  ///< reassembly buffer (full mode)
+
+  // Send side: a message sent in pieces.
+  bool wr_in_message_ = false;
+  bool wr_text_ = false;
+  Utf8Validator wr_utf8_;
 };
 
 }  // namespace duplex::protocol

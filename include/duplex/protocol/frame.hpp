@@ -42,7 +42,7 @@ struct FrameHeader {
   bool rsv3 = false;
   Opcode opcode = Opcode::binary;
   bool masked = false;
-  MaskKey mask{};                  ///< meaningful only when `masked`
+  MaskKey mask{};  ///< meaningful only when `masked`
   std::uint64_t payload_length = 0;
 };
 

@@ -35,7 +35,6 @@ public:
 private:
   static constexpr std::uint8_t reject_ = 0xFF;
   std::uint8_t state_ = 0;  ///< 0: at a boundary; reject_: failed; else mid-sequence
-  std::uint8_t pad_[3] = {};
   std::uint32_t partial_ = 0;  ///< implementation state for a split sequence
 };
 

@@ -1,0 +1,104 @@
+// Base64 encoder and strict decoder (RFC 4648 section 4).
+#include "protocol/base64.hpp"
+
+#include <array>
+
+namespace duplex::detail {
+namespace {
+
+constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+// 0-63 for alphabet symbols, 64 for '=', 255 for anything else.
+constexpr std::uint8_t pad_value = 64;
+constexpr std::uint8_t invalid_value = 255;
+constexpr std::array<std::uint8_t, 256> make_decode_table() {
+  std::array<std::uint8_t, 256> t{};
+  for (auto& v : t) v = invalid_value;
+  for (std::uint8_t i = 0; i < 64; ++i) t[static_cast<unsigned char>(alphabet[i])] = i;
+  t['='] = pad_value;
+  return t;
+}
+constexpr auto decode_table = make_decode_table();
+
+}  // namespace
+
+void base64_encode(std::span<const std::uint8_t> bytes, std::string& out) {
+  const std::size_t start = out.size();
+  out.resize(start + base64_encoded_size(bytes.size()));
+  char* p = out.data() + start;
+  std::size_t i = 0;
+  for (; i + 3 <= bytes.size(); i += 3) {
+    const std::uint32_t v = (std::uint32_t{bytes[i]} << 16) | (std::uint32_t{bytes[i + 1]} << 8) |
+                            std::uint32_t{bytes[i + 2]};
+    *p++ = alphabet[(v >> 18) & 63];
+    *p++ = alphabet[(v >> 12) & 63];
+    *p++ = alphabet[(v >> 6) & 63];
+    *p++ = alphabet[v & 63];
+  }
+  // RFC 4648 4: a final group of 1 or 2 bytes is padded with '=' to 4 symbols.
+  const std::size_t rest = bytes.size() - i;
+  if (rest == 1) {
+    const std::uint32_t v = std::uint32_t{bytes[i]} << 16;
+    *p++ = alphabet[(v >> 18) & 63];
+    *p++ = alphabet[(v >> 12) & 63];
+    *p++ = '=';
+    *p++ = '=';
+  } else if (rest == 2) {
+    const std::uint32_t v = (std::uint32_t{bytes[i]} << 16) | (std::uint32_t{bytes[i + 1]} << 8);
+    *p++ = alphabet[(v >> 18) & 63];
+    *p++ = alphabet[(v >> 12) & 63];
+    *p++ = alphabet[(v >> 6) & 63];
+    *p++ = '=';
+  }
+}
+
+std::string base64_encode(std::span<const std::uint8_t> bytes) {
+  std::string out;
+  base64_encode(bytes, out);
+  return out;
+}
+
+std::string base64_encode(std::string_view bytes) {
+  return base64_encode(
+      std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()));
+}
+
+std::optional<std::vector<std::uint8_t>> base64_decode(std::string_view text) {
+  // RFC 4648 3.2: padded text comes in whole groups of 4 symbols.
+  if (text.size() % 4 != 0) return std::nullopt;
+  std::vector<std::uint8_t> out;
+  out.reserve(text.size() / 4 * 3);
+  for (std::size_t i = 0; i < text.size(); i += 4) {
+    const std::uint8_t a = decode_table[static_cast<unsigned char>(text[i])];
+    const std::uint8_t b = decode_table[static_cast<unsigned char>(text[i + 1])];
+    const std::uint8_t c = decode_table[static_cast<unsigned char>(text[i + 2])];
+    const std::uint8_t d = decode_table[static_cast<unsigned char>(text[i + 3])];
+    const bool last = i + 4 == text.size();
+    if (a >= 64 || b >= 64) return std::nullopt;
+    if (c < 64 && d < 64) {
+      const std::uint32_t v = (std::uint32_t{a} << 18) | (std::uint32_t{b} << 12) |
+                              (std::uint32_t{c} << 6) | std::uint32_t{d};
+      out.push_back(static_cast<std::uint8_t>(v >> 16));
+      out.push_back(static_cast<std::uint8_t>(v >> 8));
+      out.push_back(static_cast<std::uint8_t>(v));
+      continue;
+    }
+    // RFC 4648 3.3: padding only ends the text, and is never followed by data.
+    if (!last) return std::nullopt;
+    if (c == pad_value && d == pad_value) {
+      // RFC 4648 3.5: the 4 unused bits must be zero for a canonical encoding.
+      if ((b & 0x0F) != 0) return std::nullopt;
+      out.push_back(static_cast<std::uint8_t>((a << 2) | (b >> 4)));
+    } else if (c < 64 && d == pad_value) {
+      // RFC 4648 3.5: the 2 unused bits must be zero.
+      if ((c & 0x03) != 0) return std::nullopt;
+      out.push_back(static_cast<std::uint8_t>((a << 2) | (b >> 4)));
+      out.push_back(static_cast<std::uint8_t>(((b & 0x0F) << 4) | (c >> 2)));
+    } else {
+      return std::nullopt;
+    }
+  }
+  return out;
+}
+
+}  // namespace duplex::detail

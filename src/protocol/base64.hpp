@@ -1,0 +1,33 @@
+// Base64 (RFC 4648 section 4, the standard alphabet with padding) for the
+// opening handshake: Sec-WebSocket-Key and Sec-WebSocket-Accept.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace duplex::detail {
+
+/// The length of the base64 text for `n` bytes (padding included).
+constexpr std::size_t base64_encoded_size(std::size_t n) noexcept {
+  return (n + 2) / 3 * 4;
+}
+
+/// Appends the base64 text of `bytes` to `out`.
+void base64_encode(std::span<const std::uint8_t> bytes, std::string& out);
+
+/// The base64 text of `bytes`.
+std::string base64_encode(std::span<const std::uint8_t> bytes);
+std::string base64_encode(std::string_view bytes);
+
+/// Decodes canonical base64 text: the standard alphabet only, a length that is
+/// a multiple of 4, padding only at the end, and zero bits in the unused low
+/// bits of the last symbol (RFC 4648 3.5, so each byte string has exactly one
+/// accepted text). Anything else, white space included, gives std::nullopt.
+std::optional<std::vector<std::uint8_t>> base64_decode(std::string_view text);
+
+}  // namespace duplex::detail

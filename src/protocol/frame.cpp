@@ -1,0 +1,183 @@
+// RFC 6455 section 5: frame header codec and masking.
+#include <duplex/error.hpp>
+#include <duplex/protocol/frame.hpp>
+
+#include <bit>
+#include <cstring>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+namespace duplex::protocol {
+namespace {
+
+inline std::uint8_t u8(std::byte b) noexcept {
+  return static_cast<std::uint8_t>(b);
+}
+
+// The four key bytes rotated so that byte 0 of the result masks the byte at
+// key offset `offset`, repeated to fill 64 bits.
+inline std::uint64_t rotated_key64(MaskKey key, std::size_t offset) noexcept {
+  std::uint32_t k;
+  std::memcpy(&k, key.data(), 4);
+  if constexpr (std::endian::native == std::endian::little) {
+    const auto shift = static_cast<unsigned>(offset * 8);
+    if (shift != 0) k = (k >> shift) | (k << (32 - shift));
+  } else {
+    const auto shift = static_cast<unsigned>(offset * 8);
+    if (shift != 0) k = (k << shift) | (k >> (32 - shift));
+  }
+  return (std::uint64_t{k} << 32) | k;
+}
+
+// XORs `n` bytes of `src` with the repeating 8-byte pattern `k64` into `dst`;
+// `dst` may equal `src`. Unaligned loads and stores go through memcpy or
+// unaligned intrinsics, so any alignment is fine.
+inline void xor_pattern(std::byte* dst, const std::byte* src, std::size_t n,
+                        std::uint64_t k64) noexcept {
+  std::size_t i = 0;
+#if defined(__SSE2__)
+  const __m128i k128 = _mm_set1_epi64x(static_cast<long long>(k64));
+  for (; i + 64 <= n; i += 64) {
+    __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+    __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 16));
+    __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 32));
+    __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 48));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm_xor_si128(a, k128));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i + 16), _mm_xor_si128(b, k128));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i + 32), _mm_xor_si128(c, k128));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i + 48), _mm_xor_si128(d, k128));
+  }
+  for (; i + 16 <= n; i += 16) {
+    __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm_xor_si128(a, k128));
+  }
+#endif
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, src + i, 8);
+    w ^= k64;
+    std::memcpy(dst + i, &w, 8);
+  }
+  // Scalar tail: the pattern's byte j masks position i + j (i is a multiple of 8).
+  std::uint8_t k[8];
+  std::memcpy(k, &k64, 8);
+  for (std::size_t j = 0; i < n; ++i, ++j) dst[i] = src[i] ^ std::byte{k[j]};
+}
+
+}  // namespace
+
+std::size_t frame_header_size(const FrameHeader& h) noexcept {
+  std::size_t n = 2;
+  if (h.payload_length > 0xFFFF)
+    n += 8;
+  else if (h.payload_length > 125)
+    n += 2;
+  if (h.masked) n += 4;
+  return n;
+}
+
+std::size_t parse_frame_header(std::span<const std::byte> data, FrameHeader& out,
+                               std::error_code& ec) noexcept {
+  const std::size_t n = data.size();
+  if (n < 2) return 0;
+  const std::uint8_t b0 = u8(data[0]);
+  const std::uint8_t b1 = u8(data[1]);
+  const std::uint8_t len7 = b1 & 0x7F;
+  const bool masked = (b1 & 0x80) != 0;
+  std::uint64_t len = len7;
+  std::size_t pos = 2;
+  if (len7 == 126) {
+    if (n < 4) return 0;
+    len = (std::uint64_t{u8(data[2])} << 8) | u8(data[3]);
+    // RFC 6455 5.2: the minimal number of bytes must encode the length.
+    if (len < 126) {
+      ec = make_error_code(error::non_minimal_length);
+      return 0;
+    }
+    pos = 4;
+  } else if (len7 == 127) {
+    // RFC 6455 5.2: the most significant bit of a 64-bit length must be 0.
+    if (n >= 3 && (u8(data[2]) & 0x80) != 0) {
+      ec = make_error_code(error::length_top_bit);
+      return 0;
+    }
+    // RFC 6455 5.2: minimal encoding; the value is <= 0xFFFF exactly when its
+    // six high bytes are zero, which is known once byte 7 is here.
+    if (n >= 8) {
+      bool high_zero = true;
+      for (std::size_t i = 2; i < 8; ++i) high_zero = high_zero && u8(data[i]) == 0;
+      if (high_zero) {
+        ec = make_error_code(error::non_minimal_length);
+        return 0;
+      }
+    }
+    if (n < 10) return 0;
+    len = 0;
+    for (std::size_t i = 2; i < 10; ++i) len = (len << 8) | u8(data[i]);
+    pos = 10;
+  }
+  if (masked) {
+    if (n < pos + 4) return 0;
+    std::memcpy(out.mask.data(), data.data() + pos, 4);
+    pos += 4;
+  } else {
+    out.mask = {};
+  }
+  out.fin = (b0 & 0x80) != 0;
+  out.rsv1 = (b0 & 0x40) != 0;
+  out.rsv2 = (b0 & 0x20) != 0;
+  out.rsv3 = (b0 & 0x10) != 0;
+  out.opcode = static_cast<Opcode>(b0 & 0x0F);
+  out.masked = masked;
+  out.payload_length = len;
+  return pos;
+}
+
+std::size_t write_frame_header(const FrameHeader& h,
+                               std::span<std::byte, max_frame_header_size> out) noexcept {
+  std::uint8_t b0 = static_cast<std::uint8_t>(h.opcode) & 0x0F;
+  if (h.fin) b0 |= 0x80;
+  if (h.rsv1) b0 |= 0x40;
+  if (h.rsv2) b0 |= 0x20;
+  if (h.rsv3) b0 |= 0x10;
+  const std::uint8_t mbit = h.masked ? 0x80 : 0x00;
+  out[0] = std::byte{b0};
+  std::size_t pos = 2;
+  const std::uint64_t len = h.payload_length;
+  if (len <= 125) {
+    out[1] = std::byte{static_cast<std::uint8_t>(mbit | len)};
+  } else if (len <= 0xFFFF) {
+    out[1] = std::byte{static_cast<std::uint8_t>(mbit | 126)};
+    out[2] = std::byte{static_cast<std::uint8_t>(len >> 8)};
+    out[3] = std::byte{static_cast<std::uint8_t>(len)};
+    pos = 4;
+  } else {
+    out[1] = std::byte{static_cast<std::uint8_t>(mbit | 127)};
+    for (std::size_t i = 0; i < 8; ++i)
+      out[2 + i] = std::byte{static_cast<std::uint8_t>(len >> (56 - 8 * i))};
+    pos = 10;
+  }
+  if (h.masked) {
+    std::memcpy(out.data() + pos, h.mask.data(), 4);
+    pos += 4;
+  }
+  return pos;
+}
+
+std::size_t apply_mask(std::span<std::byte> data, MaskKey key, std::size_t offset) noexcept {
+  offset &= 3;
+  xor_pattern(data.data(), data.data(), data.size(), rotated_key64(key, offset));
+  return (offset + data.size()) & 3;
+}
+
+std::size_t copy_masked(std::span<std::byte> dst, std::span<const std::byte> src, MaskKey key,
+                        std::size_t offset) noexcept {
+  offset &= 3;
+  const std::size_t n = dst.size() < src.size() ? dst.size() : src.size();
+  xor_pattern(dst.data(), src.data(), n, rotated_key64(key, offset));
+  return (offset + n) & 3;
+}
+
+}  // namespace duplex::protocol

@@ -1,0 +1,718 @@
+// The RFC 6455 section 4 opening handshake: HTTP/1.1 header blocks in and out.
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <duplex/error.hpp>
+#include <duplex/protocol/handshake.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+
+#include "protocol/base64.hpp"
+
+namespace duplex::protocol {
+namespace {
+
+// --- character classes ----------------------------------------------------------
+
+enum CharClass : std::uint8_t {
+  // RFC 9110 5.6.2: tchar, the characters of a token (field names, methods).
+  tchar = 1,
+  // RFC 9110 5.5: field-vchar / SP / HTAB (VCHAR and obs-text), what a field
+  // value may hold; every other control, CR, LF and NUL included, is refused.
+  value_char = 2,
+  // RFC 9112 3.2: a request target has no white space or controls. Bytes over
+  // 0x7F are accepted on receipt (some clients send raw UTF-8 paths) though we
+  // never send them.
+  target_char = 4,
+};
+
+constexpr std::array<std::uint8_t, 256> make_char_table() {
+  std::array<std::uint8_t, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    std::uint8_t v = 0;
+    const bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    constexpr std::string_view extra = "!#$%&'*+-.^_`|~";
+    if (alnum || extra.find(static_cast<char>(c)) != std::string_view::npos) v |= tchar;
+    if (c == '\t' || c == ' ' || (c >= 0x21 && c != 0x7F)) v |= value_char;
+    if (c >= 0x21 && c != 0x7F) v |= target_char;
+    t[static_cast<std::size_t>(c)] = v;
+  }
+  return t;
+}
+constexpr auto char_table = make_char_table();
+
+bool is(char c, CharClass cls) noexcept {
+  return (char_table[static_cast<unsigned char>(c)] & cls) != 0;
+}
+bool all_of(std::string_view s, CharClass cls) noexcept {
+  for (char c : s)
+    if (!is(c, cls)) return false;
+  return true;
+}
+bool is_token(std::string_view s) noexcept {
+  return !s.empty() && all_of(s, tchar);
+}
+bool is_ows(char c) noexcept {
+  return c == ' ' || c == '\t';
+}
+
+std::string_view trim_ows(std::string_view s) noexcept {
+  while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+char ascii_lower(char c) noexcept {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+// A field value we write: value characters only, and no white space at either
+// end (a parser trims it, so it would not survive the trip).
+bool is_valid_value(std::string_view v) noexcept {
+  return all_of(v, value_char) && trim_ows(v).size() == v.size();
+}
+
+// Calls f(element) for each trimmed, non-empty element of a comma list
+// (RFC 9110 5.6.1). A comma inside a quoted-string (RFC 9110 5.6.4) does not
+// split; f returns true to stop.
+template <class F>
+bool for_each_element(std::string_view value, F&& f) {
+  std::size_t start = 0;
+  bool quoted = false;
+  for (std::size_t i = 0; i <= value.size(); ++i) {
+    if (i < value.size()) {
+      const char c = value[i];
+      if (quoted) {
+        // quoted-pair: the next byte, if any, is literal.
+        if (c == '\\' && i + 1 < value.size())
+          ++i;
+        else if (c == '"')
+          quoted = false;
+        continue;
+      }
+      if (c == '"') {
+        quoted = true;
+        continue;
+      }
+      if (c != ',') continue;
+    }
+    const auto element = trim_ows(value.substr(start, std::min(i, value.size()) - start));
+    if (!element.empty() && f(element)) return true;
+    start = i + 1;
+  }
+  return false;
+}
+
+std::size_t count_headers(const HttpHeaders& headers, std::string_view name) noexcept {
+  return static_cast<std::size_t>(std::count_if(
+      headers.begin(), headers.end(), [&](const HttpHeader& h) { return iequals(h.name, name); }));
+}
+
+std::string join_values(const HttpHeaders& headers, std::string_view name) {
+  std::string out;
+  for (const auto& h : headers) {
+    if (!iequals(h.name, name) || h.value.empty()) continue;
+    if (!out.empty()) out += ", ";
+    out += h.value;
+  }
+  return out;
+}
+
+// --- header block parsing ---------------------------------------------------------
+
+// Looks for the end of the header block ("\r\n\r\n") within max_size bytes,
+// resuming at `scanned`. Returns the block's size, or 0 (incomplete or error).
+std::size_t find_block_end(std::string_view data, std::size_t max_size, std::size_t& scanned,
+                           std::error_code& ec) noexcept {
+  ec.clear();
+  const std::size_t limit = std::min(data.size(), max_size);
+  std::size_t i = std::min(scanned, limit);
+  while (i < limit) {
+    const void* hit = std::memchr(data.data() + i, '\n', limit - i);
+    if (hit == nullptr) break;
+    const auto p = static_cast<std::size_t>(static_cast<const char*>(hit) - data.data());
+    // RFC 9112 2.2: lines end in CRLF; a bare LF is refused rather than taken
+    // as a line end, so we never read a message differently from a proxy.
+    if (p == 0 || data[p - 1] != '\r') {
+      ec = make_error_code(error::bad_http_message);
+      return 0;
+    }
+    // The LF two bytes back was itself checked to follow a CR: an empty line.
+    if (p >= 3 && data[p - 2] == '\n') {
+      scanned = p + 1;
+      return p + 1;
+    }
+    i = p + 1;
+  }
+  scanned = limit;
+  // RFC 6455 4.2.1 leaves the size to us: past the bound the block cannot end
+  // in time, so refuse it instead of buffering more.
+  if (data.size() >= max_size) ec = make_error_code(error::header_too_large);
+  return 0;
+}
+
+// The first line of a complete block, without its CRLF. Every LF in the block
+// follows a CR (find_block_end checked it).
+std::string_view first_line(std::string_view block) noexcept {
+  return block.substr(0, block.find('\n') - 1);
+}
+
+bool malformed(std::error_code& ec) noexcept {
+  ec = make_error_code(error::bad_http_message);
+  return false;
+}
+
+// RFC 9112 2.3: HTTP-version = "HTTP/" DIGIT "." DIGIT, case-sensitive.
+bool parse_version(std::string_view v, int& minor, std::error_code& ec) noexcept {
+  if (v.size() != 8 || v.substr(0, 5) != "HTTP/" || v[6] != '.' || v[5] < '0' || v[5] > '9' ||
+      v[7] < '0' || v[7] > '9')
+    return malformed(ec);
+  // RFC 9110 6.2: a different major version is a different protocol.
+  if (v[5] != '1') {
+    ec = make_error_code(error::bad_http_version);
+    return false;
+  }
+  minor = v[7] - '0';
+  return true;
+}
+
+// Skips 8 bytes at a time while none of them is a control or DEL (all value
+// characters; HTAB too is left to the byte loop). Exact: the "has a byte less
+// than n" bit trick can misreport which byte, never whether there is one.
+const char* skip_plain_value_words(const char* p, const char* end) noexcept {
+  constexpr std::uint64_t ones = 0x0101010101010101;
+  constexpr std::uint64_t high = 0x8080808080808080;
+  while (end - p >= 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p, sizeof w);
+    const std::uint64_t del = w ^ (ones * 0x7F);
+    const std::uint64_t below_space = (w - ones * 0x20) & ~w & high;
+    const std::uint64_t is_del = (del - ones) & ~del & high;
+    if ((below_space | is_del) != 0) break;
+    p += 8;
+  }
+  return p;
+}
+
+// Parses the field lines of `block` from offset `pos` (just after the start
+// line) into `headers`, reusing the strings already there. One pass per line:
+// the block ends in CRLF CRLF, so every loop below stops at a CR inside it.
+bool parse_fields(std::string_view block, std::size_t pos, HttpHeaders& headers,
+                  std::error_code& ec) {
+  const char* p = block.data() + pos;
+  const char* const end = block.data() + block.size();
+  std::size_t n = 0;
+  for (;;) {
+    // The first empty line ends the block (find_block_end stopped there), so a
+    // CR opening a line anywhere else is a bare CR.
+    if (*p == '\r') {
+      if (p + 2 != end) return malformed(ec);
+      break;
+    }
+    const char* const name = p;
+    while (is(*p, tchar)) ++p;
+    // RFC 9112 5.2: obs-fold (a line starting with white space) may be refused
+    // with 400; we refuse it rather than guess how another parser joins it.
+    // RFC 9112 5.1: no white space between the field name and the colon.
+    if (p == name || *p != ':') return malformed(ec);
+    const char* const name_end = p++;
+    while (is_ows(*p)) ++p;
+    const char* const value = p;
+    // RFC 9110 5.5: CR, LF and NUL in a value are dangerous; we refuse every
+    // control but HTAB (the loop stops at the first one, which must be CRLF).
+    p = skip_plain_value_words(p, end);
+    while (is(*p, value_char)) ++p;
+    if (p[0] != '\r' || p[1] != '\n') return malformed(ec);
+    const char* value_end = p;
+    while (value_end != value && is_ows(value_end[-1])) --value_end;
+    if (n == headers.size()) headers.emplace_back();
+    headers[n].name.assign(name, name_end);
+    headers[n].value.assign(value, value_end);
+    ++n;
+    p += 2;
+  }
+  headers.resize(n);
+  return true;
+}
+
+bool parse_request_block(std::string_view block, HttpRequest& out, std::error_code& ec) {
+  const auto line = first_line(block);
+  // RFC 9112 3: request-line = method SP request-target SP HTTP-version.
+  const auto sp1 = line.find(' ');
+  const auto sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos) return malformed(ec);
+  const auto method = line.substr(0, sp1);
+  const auto target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  if (!is_token(method) || target.empty() || !all_of(target, target_char)) return malformed(ec);
+  if (!parse_version(line.substr(sp2 + 1), out.version_minor, ec)) return false;
+  out.method.assign(method);
+  out.target.assign(target);
+  return parse_fields(block, line.size() + 2, out.headers, ec);
+}
+
+bool parse_response_block(std::string_view block, HttpResponse& out, std::error_code& ec) {
+  const auto line = first_line(block);
+  // RFC 9112 4: status-line = HTTP-version SP status-code SP [ reason-phrase ].
+  // A missing SP before an empty reason is tolerated (seen in the wild, and
+  // harmless: the status code already ends at 3 digits).
+  if (line.size() < 12 || line[8] != ' ' || (line.size() > 12 && line[12] != ' '))
+    return malformed(ec);
+  if (!parse_version(line.substr(0, 8), out.version_minor, ec)) return false;
+  const auto code = line.substr(9, 3);
+  int status = 0;
+  for (char c : code) {
+    if (c < '0' || c > '9') return malformed(ec);
+    status = status * 10 + (c - '0');
+  }
+  // RFC 9110 15: the first digit is the class, 1 to 5.
+  const auto reason = line.size() > 13 ? line.substr(13) : std::string_view{};
+  if (status < 100 || status > 599 || !all_of(reason, value_char)) return malformed(ec);
+  out.status = status;
+  out.reason.assign(reason);
+  return parse_fields(block, line.size() + 2, out.headers, ec);
+}
+
+template <class Message, class ParseBlock>
+std::size_t parse_message(std::string_view data, Message& out, std::error_code& ec,
+                          std::size_t max_size, std::size_t& scanned, ParseBlock parse_block) {
+  const std::size_t size = find_block_end(data, max_size, scanned, ec);
+  if (size == 0) return 0;
+  if (!parse_block(data.substr(0, size), out, ec)) return 0;
+  return size;
+}
+
+// --- building ------------------------------------------------------------------------
+
+void append_header(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name).append(": ").append(value).append("\r\n");
+}
+
+[[noreturn]] void invalid(const char* what) {
+  throw std::invalid_argument(what);
+}
+
+// RFC 6455 1.3: the GUID every server appends to the key.
+constexpr std::string_view websocket_guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+// RFC 6455 4.1: the key is 16 random bytes.
+constexpr std::size_t key_bytes = 16;
+
+bool is_valid_key(std::string_view key) {
+  if (key.size() != detail::base64_encoded_size(key_bytes)) return false;
+  const auto bytes = detail::base64_decode(key);
+  return bytes && bytes->size() == key_bytes;
+}
+
+// RFC 9112 3.2 and RFC 3986 3.2.2: Host is uri-host [":" port], where uri-host
+// is a reg-name (unreserved, pct-encoded, sub-delims) or an [IP-literal]. The
+// check is on characters only: enough to keep white space, '/', '@', quotes and
+// controls out of a value we hand on.
+bool is_valid_host(std::string_view host) noexcept {
+  if (host.empty()) return false;
+  for (char c : host) {
+    const bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    if (!alnum && std::string_view("-._~%!$&'()*+,;=:[]").find(c) == std::string_view::npos)
+      return false;
+  }
+  return true;
+}
+
+bool is_absolute_form(std::string_view target) noexcept {
+  // RFC 3986 3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then
+  // "://" and a non-empty authority for the schemes a WebSocket may use.
+  const auto sep = target.find("://");
+  if (sep == 0 || sep == std::string_view::npos || sep + 3 == target.size()) return false;
+  for (std::size_t i = 0; i < sep; ++i) {
+    const char c = target[i];
+    const bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    const bool other = (c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.';
+    if (!alpha && !(i > 0 && other)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// --- header access --------------------------------------------------------------------
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
+  return true;
+}
+
+std::optional<std::string_view> find_header(const HttpHeaders& headers,
+                                            std::string_view name) noexcept {
+  for (const auto& h : headers)
+    if (iequals(h.name, name)) return std::string_view(h.value);
+  return std::nullopt;
+}
+
+bool header_has_token(const HttpHeaders& headers, std::string_view name,
+                      std::string_view token) noexcept {
+  for (const auto& h : headers) {
+    if (!iequals(h.name, name)) continue;
+    if (for_each_element(h.value, [&](std::string_view e) { return iequals(e, token); }))
+      return true;
+  }
+  return false;
+}
+
+std::vector<std::string> header_list(const HttpHeaders& headers, std::string_view name) {
+  std::vector<std::string> out;
+  for (const auto& h : headers) {
+    if (!iequals(h.name, name)) continue;
+    for_each_element(h.value, [&](std::string_view e) {
+      out.emplace_back(e);
+      return false;
+    });
+  }
+  return out;
+}
+
+// --- parsing ----------------------------------------------------------------------------
+
+std::size_t parse_http_request(std::string_view data, HttpRequest& out, std::error_code& ec,
+                               std::size_t max_size, std::size_t& scanned) {
+  return parse_message(data, out, ec, max_size, scanned, parse_request_block);
+}
+
+std::size_t parse_http_response(std::string_view data, HttpResponse& out, std::error_code& ec,
+                                std::size_t max_size, std::size_t& scanned) {
+  return parse_message(data, out, ec, max_size, scanned, parse_response_block);
+}
+
+std::size_t parse_http_request(std::string_view data, HttpRequest& out, std::error_code& ec,
+                               std::size_t max_size) {
+  std::size_t scanned = 0;
+  return parse_http_request(data, out, ec, max_size, scanned);
+}
+
+std::size_t parse_http_response(std::string_view data, HttpResponse& out, std::error_code& ec,
+                                std::size_t max_size) {
+  std::size_t scanned = 0;
+  return parse_http_response(data, out, ec, max_size, scanned);
+}
+
+// --- client ---------------------------------------------------------------------------------
+
+std::string generate_key() {
+  std::array<std::uint8_t, key_bytes> bytes{};
+  // RFC 6455 4.1 / 10.3: the nonce must be unpredictable, so a CSPRNG.
+  if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1)
+    throw std::runtime_error("generate_key: OpenSSL RAND_bytes failed");
+  return detail::base64_encode(std::span<const std::uint8_t>(bytes));
+}
+
+std::string compute_accept(std::string_view key) {
+  std::string input;
+  input.reserve(key.size() + websocket_guid.size());
+  input.append(key).append(websocket_guid);
+  std::array<std::uint8_t, SHA_DIGEST_LENGTH> digest{};
+  SHA1(reinterpret_cast<const unsigned char*>(input.data()), input.size(), digest.data());
+  return detail::base64_encode(std::span<const std::uint8_t>(digest));
+}
+
+std::string build_client_request(const ClientHandshakeOptions& options, std::string_view key) {
+  // RFC 9112 3.2: Host is a uri-host[:port], no white space or controls.
+  if (options.host.empty()) invalid("build_client_request: options.host must not be empty");
+  if (!is_valid_host(options.host))
+    invalid("build_client_request: options.host must be host[:port] (RFC 3986 characters)");
+  // RFC 6455 4.1: the request target is the resource name, origin-form.
+  if (options.target.empty() || options.target.front() != '/')
+    invalid("build_client_request: options.target must start with '/'");
+  for (char c : options.target)
+    if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7F)
+      invalid(
+          "build_client_request: options.target must be printable ASCII (percent-encode the rest)");
+  if (!is_valid_key(key)) invalid("build_client_request: key must be the base64 text of 16 bytes");
+  if (!is_valid_value(options.origin))
+    invalid("build_client_request: options.origin must not hold control characters");
+  if (!is_valid_value(options.extensions))
+    invalid("build_client_request: options.extensions must not hold control characters");
+  // RFC 6455 4.1: each subprotocol is a token, and each is offered once.
+  for (std::size_t i = 0; i < options.protocols.size(); ++i) {
+    if (!is_token(options.protocols[i]))
+      invalid("build_client_request: options.protocols elements must be HTTP tokens");
+    for (std::size_t j = 0; j < i; ++j)
+      if (options.protocols[j] == options.protocols[i])
+        invalid("build_client_request: options.protocols must not repeat a protocol");
+  }
+  for (const auto& h : options.headers) {
+    if (!is_valid_header(h.name, h.value))
+      invalid(
+          "build_client_request: options.headers must be valid and not set by the library "
+          "(is_valid_header)");
+    if (!options.origin.empty() && iequals(h.name, "Origin"))
+      invalid("build_client_request: Origin given both in options.origin and options.headers");
+  }
+
+  std::string out;
+  out.reserve(256 + options.target.size() + options.host.size() + options.origin.size() +
+              options.extensions.size());
+  out.append("GET ").append(options.target).append(" HTTP/1.1\r\n");
+  append_header(out, "Host", options.host);
+  append_header(out, "Upgrade", "websocket");
+  append_header(out, "Connection", "Upgrade");
+  append_header(out, "Sec-WebSocket-Key", key);
+  append_header(out, "Sec-WebSocket-Version", "13");
+  if (!options.origin.empty()) append_header(out, "Origin", options.origin);
+  if (!options.protocols.empty()) {
+    out.append("Sec-WebSocket-Protocol: ");
+    for (std::size_t i = 0; i < options.protocols.size(); ++i) {
+      if (i != 0) out.append(", ");
+      out.append(options.protocols[i]);
+    }
+    out.append("\r\n");
+  }
+  if (!options.extensions.empty())
+    append_header(out, "Sec-WebSocket-Extensions", options.extensions);
+  for (const auto& h : options.headers) append_header(out, h.name, h.value);
+  out.append("\r\n");
+  return out;
+}
+
+std::error_code validate_server_response(const HttpResponse& response, std::string_view key,
+                                         std::span<const std::string> offered_protocols,
+                                         ClientHandshakeResult& out) {
+  // RFC 6455 4.1 step 1: anything but 101 is handled per HTTP, not as a socket.
+  if (response.status != 101) return make_http_error(response.status);
+  // Step 2: Upgrade must name websocket.
+  if (!header_has_token(response.headers, "Upgrade", "websocket"))
+    return make_error_code(error::bad_upgrade);
+  // Step 3: Connection must name Upgrade.
+  if (!header_has_token(response.headers, "Connection", "upgrade"))
+    return make_error_code(error::bad_connection);
+  // Step 4: one accept value, the hash of our key; a second copy is ambiguous.
+  if (count_headers(response.headers, "Sec-WebSocket-Accept") != 1 ||
+      *find_header(response.headers, "Sec-WebSocket-Accept") != compute_accept(key))
+    return make_error_code(error::bad_accept);
+  // Step 6: the server selects at most one of the protocols we offered.
+  std::string protocol;
+  const auto protocol_headers = count_headers(response.headers, "Sec-WebSocket-Protocol");
+  if (protocol_headers > 1) return make_error_code(error::unexpected_protocol);
+  if (protocol_headers == 1) {
+    const auto selected = *find_header(response.headers, "Sec-WebSocket-Protocol");
+    if (std::find(offered_protocols.begin(), offered_protocols.end(), selected) ==
+        offered_protocols.end())
+      return make_error_code(error::unexpected_protocol);
+    protocol.assign(selected);
+  }
+  // Step 5 belongs to the extension negotiator, which knows what was offered.
+  out.protocol = std::move(protocol);
+  out.extensions = join_values(response.headers, "Sec-WebSocket-Extensions");
+  return {};
+}
+
+// --- server ---------------------------------------------------------------------------------
+
+std::error_code validate_client_request(const HttpRequest& request, ServerHandshakeRequest& out) {
+  const auto& headers = request.headers;
+  // RFC 6455 4.2.1 item 1: the method is GET (methods are case-sensitive).
+  if (request.method != "GET") return make_error_code(error::bad_method);
+  // Item 1: HTTP/1.1 or higher (the parser refuses majors other than 1).
+  if (request.version_minor < 1) return make_error_code(error::bad_http_version);
+  // Item 1: a Request-URI; RFC 9112 3.2.2 makes servers accept absolute-form.
+  if (request.target.empty() ||
+      (request.target.front() != '/' && !is_absolute_form(request.target)))
+    return make_error_code(error::bad_http_message);
+  // An upgrade request has no body: bytes after the block are frames, so a
+  // declared body would make us read one message two ways (RFC 9112 6.3).
+  if (count_headers(headers, "Transfer-Encoding") != 0)
+    return make_error_code(error::bad_http_message);
+  for (const auto& h : headers)
+    if (iequals(h.name, "Content-Length") && h.value != "0")
+      return make_error_code(error::bad_http_message);
+  // Item 2: Host; RFC 9112 3.2: exactly one, else 400.
+  const auto hosts = count_headers(headers, "Host");
+  if (hosts > 1) return make_error_code(error::bad_http_message);
+  const auto host = find_header(headers, "Host");
+  if (!host || host->empty()) return make_error_code(error::missing_host);
+  if (!is_valid_host(*host)) return make_error_code(error::bad_http_message);
+  // Item 3: Upgrade holds "websocket".
+  if (!header_has_token(headers, "Upgrade", "websocket"))
+    return make_error_code(error::bad_upgrade);
+  // Item 4: Connection holds "Upgrade".
+  if (!header_has_token(headers, "Connection", "upgrade"))
+    return make_error_code(error::bad_connection);
+  // Item 6 / 4.4: version 13, else 426 naming the version we speak.
+  if (count_headers(headers, "Sec-WebSocket-Version") != 1 ||
+      *find_header(headers, "Sec-WebSocket-Version") != "13")
+    return make_error_code(error::bad_version);
+  // Item 5: one key, base64 of 16 bytes.
+  if (count_headers(headers, "Sec-WebSocket-Key") != 1) return make_error_code(error::bad_key);
+  const auto key = *find_header(headers, "Sec-WebSocket-Key");
+  if (!is_valid_key(key)) return make_error_code(error::bad_key);
+  // Item 8 / 4.1: each offered subprotocol is a token.
+  auto protocols = header_list(headers, "Sec-WebSocket-Protocol");
+  for (const auto& p : protocols)
+    if (!is_token(p)) return make_error_code(error::bad_http_message);
+
+  out.target = request.target;
+  out.host.assign(*host);
+  out.origin.assign(find_header(headers, "Origin").value_or(std::string_view{}));
+  out.key.assign(key);
+  out.protocols = std::move(protocols);
+  out.extensions = join_values(headers, "Sec-WebSocket-Extensions");
+  return {};
+}
+
+std::string build_server_response(std::string_view key, std::string_view protocol,
+                                  std::string_view extensions, const HttpHeaders& extra) {
+  if (key.empty()) invalid("build_server_response: key must not be empty");
+  if (!is_valid_value(key)) invalid("build_server_response: key must not hold control characters");
+  if (!protocol.empty() && !is_token(protocol))
+    invalid("build_server_response: protocol must be an HTTP token");
+  if (!is_valid_value(extensions))
+    invalid("build_server_response: extensions must not hold control characters");
+  for (const auto& h : extra)
+    if (!is_valid_header(h.name, h.value))
+      invalid(
+          "build_server_response: extra headers must be valid and not set by the library "
+          "(is_valid_header)");
+
+  std::string out;
+  out.reserve(160 + protocol.size() + extensions.size());
+  out.append("HTTP/1.1 101 Switching Protocols\r\n");
+  append_header(out, "Upgrade", "websocket");
+  append_header(out, "Connection", "Upgrade");
+  append_header(out, "Sec-WebSocket-Accept", compute_accept(key));
+  if (!protocol.empty()) append_header(out, "Sec-WebSocket-Protocol", protocol);
+  if (!extensions.empty()) append_header(out, "Sec-WebSocket-Extensions", extensions);
+  for (const auto& h : extra) append_header(out, h.name, h.value);
+  out.append("\r\n");
+  return out;
+}
+
+std::string build_error_response(int status, std::string_view body, const HttpHeaders& extra) {
+  // A 1xx answer has no body and 101 is the success path, so errors are 2xx-5xx
+  // (2xx and 3xx allowed for a refusing hook that redirects or answers plainly).
+  if (status < 200 || status > 599) invalid("build_error_response: status must be within 200-599");
+  // RFC 9110 15.3.5, 15.4.5: 204 and 304 never carry a body.
+  if (status == 204 || status == 304)
+    invalid("build_error_response: status must allow a body (not 204 or 304)");
+  bool has_version = false;
+  bool has_allow = false;
+  for (const auto& h : extra) {
+    if (!is_token(h.name) || !is_valid_value(h.value))
+      invalid("build_error_response: extra header names must be tokens and values printable");
+    if (iequals(h.name, "Connection") || iequals(h.name, "Content-Type") ||
+        iequals(h.name, "Content-Length") || iequals(h.name, "Transfer-Encoding"))
+      invalid(
+          "build_error_response: extra must not hold Connection, Content-Type, Content-Length "
+          "or Transfer-Encoding");
+    has_version = has_version || iequals(h.name, "Sec-WebSocket-Version");
+    has_allow = has_allow || iequals(h.name, "Allow");
+  }
+
+  std::string out;
+  out.reserve(160 + body.size());
+  out.append("HTTP/1.1 ");
+  out.append(std::to_string(status)).append(" ").append(reason_phrase(status)).append("\r\n");
+  append_header(out, "Connection", "close");
+  append_header(out, "Content-Type", "text/plain; charset=utf-8");
+  append_header(out, "Content-Length", std::to_string(body.size()));
+  // RFC 6455 4.4: a 426 names the version(s) the server speaks.
+  if (status == 426 && !has_version) append_header(out, "Sec-WebSocket-Version", "13");
+  // RFC 9110 15.5.6: a 405 lists the allowed methods.
+  if (status == 405 && !has_allow) append_header(out, "Allow", "GET");
+  for (const auto& h : extra) append_header(out, h.name, h.value);
+  out.append("\r\n");
+  out.append(body);
+  return out;
+}
+
+std::string_view reason_phrase(int status) noexcept {
+  // RFC 9110 15: the registered reason phrases.
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 203: return "Non-Authoritative Information";
+    case 204: return "No Content";
+    case 205: return "Reset Content";
+    case 206: return "Partial Content";
+    case 300: return "Multiple Choices";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 305: return "Use Proxy";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 402: return "Payment Required";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 407: return "Proxy Authentication Required";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 421: return "Misdirected Request";
+    case 422: return "Unprocessable Content";
+    case 426: return "Upgrade Required";
+    case 428: return "Precondition Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+  }
+}
+
+int status_for(std::error_code ec) noexcept {
+  if (ec.category() == http_category() && ec.value() >= 400 && ec.value() <= 599) return ec.value();
+  if (ec.category() != error_category()) return 400;
+  switch (static_cast<error>(ec.value())) {
+    // RFC 6455 4.4: an unsupported version is answered 426 Upgrade Required.
+    case error::bad_version: return 426;
+    // RFC 6585 5: header fields too large.
+    case error::header_too_large: return 431;
+    case error::bad_method: return 405;
+    // RFC 9110 15.6.6: the server does not support the request's HTTP version.
+    case error::bad_http_version: return 505;
+    case error::handshake_refused: return 403;
+    default: return 400;
+  }
+}
+
+bool is_reserved_header(std::string_view name) noexcept {
+  constexpr std::string_view reserved[] = {"Host",
+                                           "Upgrade",
+                                           "Connection",
+                                           "Sec-WebSocket-Key",
+                                           "Sec-WebSocket-Version",
+                                           "Sec-WebSocket-Accept",
+                                           "Sec-WebSocket-Protocol",
+                                           "Sec-WebSocket-Extensions",
+                                           "Content-Length",
+                                           "Transfer-Encoding"};
+  for (auto r : reserved)
+    if (iequals(name, r)) return true;
+  return false;
+}
+
+bool is_valid_header(std::string_view name, std::string_view value) noexcept {
+  return is_token(name) && !is_reserved_header(name) && is_valid_value(value);
+}
+
+}  // namespace duplex::protocol
