@@ -903,6 +903,8 @@ void Session::on_message(SocketMessageType type, std::span<const std::byte> data
     }
     return;
   }
+  // Counters first: a handler that reads the statistics sees this message.
+  publish_stats();
   std::lock_guard lock(events_mutex_);
   if (detached_) return;
   MessageWebSocketMessageReceivedEventArgs args(type, data, complete_);

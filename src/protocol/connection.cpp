@@ -112,6 +112,58 @@ inline std::uint64_t unmask_small(std::byte* p, std::size_t n, std::uint32_t k32
   return acc;
 }
 
+// Copies a small payload (at most 125 bytes) and returns the OR of its bytes'
+// top bits (zero when ASCII), in one pass; overlapping block copies cover the
+// tail without a byte loop. Reads and writes stay within the n bytes.
+inline std::uint64_t copy_small(std::byte* dst, const std::byte* src, std::size_t n) noexcept {
+#if defined(__SSE2__)
+  if (n >= 16) {
+    __m128i acc = _mm_setzero_si128();
+    std::size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), v);
+      acc = _mm_or_si128(acc, v);
+    }
+    if (i < n) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + n - 16));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + n - 16), v);
+      acc = _mm_or_si128(acc, v);
+    }
+    return static_cast<std::uint64_t>(_mm_movemask_epi8(acc));
+  }
+#else
+  if (n >= 16) {
+    std::memcpy(dst, src, n);
+    std::uint64_t acc = 0;
+    for (std::size_t i = 0; i < n; ++i) acc |= static_cast<std::uint8_t>(src[i]);
+    return acc & 0x80u;
+  }
+#endif
+  if (n >= 8) {
+    std::uint64_t a, b;
+    std::memcpy(&a, src, 8);
+    std::memcpy(&b, src + n - 8, 8);
+    std::memcpy(dst, &a, 8);
+    std::memcpy(dst + n - 8, &b, 8);
+    return (a | b) & 0x8080808080808080ull;
+  }
+  if (n >= 4) {
+    std::uint32_t a, b;
+    std::memcpy(&a, src, 4);
+    std::memcpy(&b, src + n - 4, 4);
+    std::memcpy(dst, &a, 4);
+    std::memcpy(dst + n - 4, &b, 4);
+    return (a | b) & 0x80808080u;
+  }
+  std::uint64_t acc = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    dst[i] = src[i];
+    acc |= static_cast<std::uint8_t>(src[i]);
+  }
+  return acc & 0x80u;
+}
+
 MaskKey next_mask_key() {
   thread_local MaskKeyPool pool;
   return pool.next();
@@ -542,21 +594,28 @@ std::error_code Connection::send_message(SocketMessageType type,
   if (close_sent_ || wr_in_message_) [[unlikely]]
     return check_send_data();
   const bool text = type == SocketMessageType::utf8;
-  // RFC 6455 5.6: text frames carry UTF-8.
-  if (text && !text_valid(payload)) return make_error_code(error::invalid_utf8);
   const std::size_t n = payload.size();
   const auto b0 = static_cast<std::uint8_t>(bit_fin | (text ? op_text : op_binary));
-  ++stats_.messages_sent;
   if (n <= 125 && config_.role == Role::server) {
-    // The usual small server message: a 2-byte header, no mask.
+    // The usual small server message: a 2-byte header, no mask; the payload
+    // is copied and checked for ASCII in one pass.
     std::byte* o = out_.append(2 + n);
     o[0] = std::byte{b0};
     o[1] = std::byte{static_cast<std::uint8_t>(n)};
-    if (n != 0) std::memcpy(o + 2, payload.data(), n);
+    const std::uint64_t high = copy_small(o + 2, payload.data(), n);
+    // RFC 6455 5.6: text frames carry UTF-8.
+    if (text && high != 0 && !is_valid_utf8(payload)) {
+      out_.drop_back(2 + n);
+      return make_error_code(error::invalid_utf8);
+    }
+    ++stats_.messages_sent;
     ++stats_.frames_sent;
     stats_.bytes_sent += 2 + n;
     return {};
   }
+  // RFC 6455 5.6: text frames carry UTF-8.
+  if (text && !text_valid(payload)) return make_error_code(error::invalid_utf8);
+  ++stats_.messages_sent;
   queue_frame(b0, payload);
   return {};
 }

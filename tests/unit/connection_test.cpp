@@ -1001,6 +1001,36 @@ TEST(ConnectionSend, ClientToServerRoundTrip) {
   EXPECT_EQ(client.state(), ConnectionState::closed);
 }
 
+TEST(ConnectionSend, EverySmallLengthIsCopiedExactlyAndInvalidTextLeavesNoTrace) {
+  std::mt19937 rng(125);
+  for (Role r : {Role::server, Role::client})
+    for (std::size_t n = 0; n <= 130; ++n) {
+      Connection c(config(r));
+      Bytes payload(n);
+      for (auto& b : payload) b = static_cast<std::byte>(rng() & 0xFF);
+      Bytes ascii(n);
+      for (auto& b : ascii) b = static_cast<std::byte>('a' + rng() % 26);
+      ASSERT_FALSE(c.send_message(SocketMessageType::binary, payload));
+      ASSERT_FALSE(c.send_message(SocketMessageType::utf8, ascii));
+      const std::size_t before = c.buffered_amount();
+      if (n != 0) {
+        // The same ASCII text with one byte made invalid, at a random place.
+        Bytes bad = ascii;
+        bad[rng() % n] = std::byte{0xFF};
+        ASSERT_EQ(c.send_message(SocketMessageType::utf8, bad), error::invalid_utf8) << n;
+      }
+      EXPECT_EQ(c.buffered_amount(), before) << n;
+      EXPECT_EQ(c.stats().messages_sent, 2u);
+      bool ok = false;
+      auto frames = output_frames(c, &ok);
+      ASSERT_TRUE(ok) << n;
+      ASSERT_EQ(frames.size(), 2u) << n;
+      EXPECT_EQ(frames[0].payload, payload) << n;
+      EXPECT_EQ(frames[1].payload, ascii) << n;
+      EXPECT_EQ(frames[1].b0, 0x81);
+    }
+}
+
 TEST(ConnectionSend, FirstPieceTypeHoldsForTheWholeMessage) {
   Connection c(config(Role::server));
   ASSERT_FALSE(c.send_fragment(SocketMessageType::binary, bytes({0xFF}), false));

@@ -35,9 +35,13 @@ public:
   static CompletionHandler make(Handler&& handler, const asio::any_io_executor& fallback) {
     using H = std::decay_t<Handler>;
     CompletionHandler box;
-    box.executor_ =
-        asio::prefer(asio::any_io_executor(asio::get_associated_executor(handler, fallback)),
-                     asio::execution::outstanding_work.tracked);
+    auto associated = asio::get_associated_executor(handler, fallback);
+    // Executors an any_io_executor cannot hold (e.g. use_future's) run on ours.
+    if constexpr (std::is_constructible_v<asio::any_io_executor, decltype(associated)>)
+      box.executor_ = asio::prefer(asio::any_io_executor(std::move(associated)),
+                                   asio::execution::outstanding_work.tracked);
+    else
+      box.executor_ = asio::prefer(fallback, asio::execution::outstanding_work.tracked);
     box.slot_ = asio::get_associated_cancellation_slot(handler);
     static constexpr VTable table{&invoke_fn<H, Sig>, &move_fn<H>, &destroy_fn<H>};
     if constexpr (fits_inline<H>) {

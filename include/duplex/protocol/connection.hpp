@@ -171,6 +171,8 @@ private:
       return p;
     }
     void clear() noexcept { size_ = 0; }
+    /// Takes back the last `n` bytes appended.
+    void drop_back(std::size_t n) noexcept { size_ -= n; }
     /// Frees the storage of an empty buffer whose capacity exceeds `limit`.
     void release_above(std::size_t limit) noexcept {
       if (size_ == 0 && capacity_ > limit) {
