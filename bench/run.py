@@ -57,7 +57,7 @@ def server_commands(bin_dir):
     """name -> argv of each server found in the build, in a fixed order."""
     candidates = [
         ("duplex", [os.path.join(bin_dir, "duplex"), "echo-server", "--host", "127.0.0.1",
-                    "--port", "0"]),
+                    "--port", "0", "--threads", "1"]),
         ("beast", [os.path.join(bin_dir, "beast_echo"), "0"]),
         ("websocketpp", [os.path.join(bin_dir, "websocketpp_echo"), "0"]),
     ]
