@@ -210,6 +210,10 @@ def throughput(servers, duplex, rounds, duration, smoke):
                 "messages_per_s": statistics.median(r["messages_per_s"] for r in results),
                 "mb_per_s": statistics.median(r["mb_per_s"] for r in results),
                 "runs": [round(r["messages_per_s"]) for r in results],
+                # What the load generator's core could push (messages per CPU
+                # second it used): it must stay well above messages_per_s.
+                "load_messages_per_cpu_s": statistics.median(
+                    r.get("load_messages_per_cpu_s", 0) for r in results),
             }
             if all("p50_us" in r for r in results):
                 entry["p50_us"] = statistics.median(r["p50_us"] for r in results)
@@ -344,6 +348,7 @@ def chart(data, path, workdir):
                     servers.append(n)
     if not servers:
         return False
+    servers.sort(key=lambda n: (n != "duplex", n))  # duplex first, then the peers
     tp_file = os.path.join(workdir, "throughput.dat")
     cg_file = os.path.join(workdir, "callgrind.dat")
     with open(tp_file, "w") as f:
