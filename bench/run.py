@@ -82,8 +82,11 @@ def duplex_has(duplex, command):
     return re.search(rf"^\s+{re.escape(command)}\b", out.stdout, re.M) is not None
 
 
+PIN = True
+
+
 def pinned(core, argv):
-    if shutil.which("taskset"):
+    if PIN and shutil.which("taskset"):
         return ["taskset", "-c", str(core)] + argv
     return argv
 
@@ -268,7 +271,8 @@ def callgrind(servers, duplex, smoke, workdir):
     table = {}
     for name, argv in servers.items():
         table[name] = {}
-        for scenario, spec in SCENARIOS.items():
+        for scenario in LOAD_SCENARIOS:
+            spec = SCENARIOS[scenario]
             messages = spec["smoke_messages"] if smoke else spec["callgrind_messages"]
             totals = {}
             for label, extra in (("base", ["-k", "0", "-d", "0.001"]),
@@ -299,6 +303,10 @@ def best_peer(values):
     return max(peers.values()) if peers else None
 
 
+def duplex_first(names):
+    return sorted(names, key=lambda n: (n != "duplex", n))
+
+
 def print_tables(data, out=sys.stdout):
     tp = data.get("throughput")
     if tp:
@@ -308,7 +316,8 @@ def print_tables(data, out=sys.stdout):
         for scenario in LOAD_SCENARIOS:
             rows = tp.get(scenario, {})
             best = best_peer({n: r["messages_per_s"] for n, r in rows.items()})
-            for name, r in rows.items():
+            for name in duplex_first(rows):
+                r = rows[name]
                 ratio = f"{r['messages_per_s'] / best:.2f}" if best else "–"
                 p50 = f"{r['p50_us']:.1f}" if "p50_us" in r else "–"
                 p99 = f"{r['p99_us']:.1f}" if "p99_us" in r else "–"
@@ -320,14 +329,15 @@ def print_tables(data, out=sys.stdout):
               "server RSS growth)\n", file=out)
         print("| server | KiB per connection |", file=out)
         print("|---|---:|", file=out)
-        for name, r in mem.items():
-            print(f"| {name} | {r['kib_per_connection']:.2f} |", file=out)
+        for name in duplex_first(mem):
+            print(f"| {name} | {mem[name]['kib_per_connection']:.2f} |", file=out)
     cg = data.get("callgrind")
     if cg:
         print("\nUser-space instructions per echoed message (callgrind, server side)\n", file=out)
         print("| server | pipelined 16 B | ping-pong 16 B | 64 KiB |", file=out)
         print("|---|---:|---:|---:|", file=out)
-        for name, r in cg.items():
+        for name in duplex_first(cg):
+            r = cg[name]
             cells = [f"{r[s]['instructions_per_message']:,.0f}" if s in r else "–"
                      for s in LOAD_SCENARIOS]
             print(f"| {name} | {' | '.join(cells)} |", file=out)
@@ -348,7 +358,7 @@ def chart(data, path, workdir):
                     servers.append(n)
     if not servers:
         return False
-    servers.sort(key=lambda n: (n != "duplex", n))  # duplex first, then the peers
+    servers = duplex_first(servers)
     tp_file = os.path.join(workdir, "throughput.dat")
     cg_file = os.path.join(workdir, "callgrind.dat")
     with open(tp_file, "w") as f:
@@ -419,11 +429,35 @@ def main():
     parser.add_argument("--callgrind", action="store_true",
                         help="instructions per message under callgrind instead of wall clock")
     parser.add_argument("--smoke", action="store_true", help="seconds in all, for CI")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin with taskset (on a machine shared with other jobs, "
+                        "a pinned process waits for its core: ping-pong then measures that wait)")
+    parser.add_argument("--scenarios", help="comma-separated subset of pipelined,pingpong,large,idle")
+    parser.add_argument("--report", action="store_true",
+                        help="only print the tables and redraw the chart from OUT/benchmarks.json")
     parser.add_argument("--duplex", help="the duplex executable (default: BUILD_DIR/bin/duplex)")
     args = parser.parse_args()
 
+    global PIN, LOAD_SCENARIOS
+    PIN = not args.no_pin
+    run_idle = True
+    if args.scenarios:
+        wanted = args.scenarios.split(",")
+        unknown = [w for w in wanted if w not in SCENARIOS and w != "idle"]
+        if unknown:
+            sys.exit(f"run.py: unknown scenario {unknown[0]}")
+        LOAD_SCENARIOS = [s for s in SCENARIOS if s in wanted]
+        run_idle = "idle" in wanted
     if args.smoke:
         args.rounds, args.duration, args.idle_connections = 1, 0.3, 200
+    if args.report:
+        out = args.out or os.path.join(ROOT, "docs")
+        with open(os.path.join(out, "benchmarks.json")) as f:
+            data = json.load(f)
+        print_tables(data)
+        with tempfile.TemporaryDirectory(prefix="duplex-bench-") as workdir:
+            chart(data, os.path.join(out, "benchmarks.svg"), workdir)
+        return
     bin_dir = os.path.join(args.build_dir, "bin")
     duplex = args.duplex or os.path.join(bin_dir, "duplex")
     if not duplex_has(duplex, "bench"):
@@ -450,13 +484,16 @@ def main():
         if args.callgrind:
             if not shutil.which("valgrind"):
                 sys.exit("run.py: valgrind not installed (scripts/setup.sh --tests)")
-            data["callgrind"] = callgrind(servers, duplex, args.smoke, workdir)
+            data.setdefault("callgrind", {})
+            for name, rows in callgrind(servers, duplex, args.smoke, workdir).items():
+                data["callgrind"].setdefault(name, {}).update(rows)
             data["callgrind_command"] = " ".join(["bench/run.py"] + sys.argv[1:])
         else:
-            data["throughput"] = throughput(servers, duplex, args.rounds, args.duration,
-                                            args.smoke)
-            data["memory"] = idle_memory(servers, duplex, args.rounds, args.idle_connections)
-            data["idle_connections"] = args.idle_connections
+            data.setdefault("throughput", {}).update(
+                throughput(servers, duplex, args.rounds, args.duration, args.smoke))
+            if run_idle:
+                data["memory"] = idle_memory(servers, duplex, args.rounds, args.idle_connections)
+                data["idle_connections"] = args.idle_connections
             data["throughput_command"] = " ".join(["bench/run.py"] + sys.argv[1:])
         with open(json_path, "w") as f:
             json.dump(data, f, indent=1, sort_keys=True)
