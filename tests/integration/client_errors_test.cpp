@@ -304,3 +304,32 @@ TEST_F(ClientTls, CustomValidationRejectsAndDefers) {
     ws.close_async().get();
   }
 }
+
+TEST_F(ClientTls, ClientCertificateForMutualTls) {
+  auto server = pki()->issue("mtls-server", "IP:127.0.0.1");
+  auto client = pki()->issue("mtls-client", "", -3600, 86400, false, true);
+  duplex::test::PeerProcess peer(
+      "ws_echo_server.py",
+      {"--cert", server.first, "--key", server.second, "--client-ca", pki()->ca_file()});
+  {
+    MessageWebSocket ws;
+    ws.control().trusted_ca_file(pki()->ca_file());
+    ws.control().client_certificate({client.first, client.second});
+    ws.connect_async(url(peer)).get();
+    ws.close_async().get();
+  }
+  {
+    // Without a certificate the server ends the TLS handshake (TLS 1.3: it may
+    // only show after the handshake, as a failed opening handshake).
+    MessageWebSocket ws;
+    ws.control().trusted_ca_file(pki()->ca_file());
+    auto ec = connect_error(ws, url(peer));
+    EXPECT_TRUE(ec);
+  }
+  {
+    MessageWebSocket ws;
+    ws.control().client_certificate({"/nonexistent/cert.pem", "/nonexistent/key.pem"});
+    auto ec = connect_error(ws, url(peer));
+    EXPECT_TRUE(ec);
+  }
+}
