@@ -258,6 +258,25 @@ def idle_memory(servers, duplex, rounds, connections):
     return {name: {"kib_per_connection": statistics.median(v)} for name, v in table.items()}
 
 
+def self_check(bin_dir, duplex):
+    """`duplex bench` must fail against a server that corrupts its echoes."""
+    beast = os.path.join(bin_dir, "beast_echo")
+    if not os.access(beast, os.X_OK):
+        print("run.py: self-check skipped (no beast_echo)", file=sys.stderr)
+        return
+    server = Server("beast (corrupting)", [beast, "0", "corrupt"])
+    try:
+        run_load(duplex, server.url, ["-c", "2", "-k", "2", "-n", "100"], timeout=30)
+    except RuntimeError as e:
+        if "differs" not in str(e):
+            raise RuntimeError(f"self-check: duplex bench failed for another reason: {e}")
+        print("  self-check: duplex bench caught a corrupted echo", file=sys.stderr)
+        return
+    finally:
+        server.stop()
+    raise RuntimeError("self-check: duplex bench accepted corrupted echoes")
+
+
 def callgrind_total(path):
     with open(path) as f:
         for line in f:
@@ -349,42 +368,38 @@ def chart(data, path, workdir):
     if not gnuplot:
         print("run.py: gnuplot not installed, no chart", file=sys.stderr)
         return False
-    servers = []
-    for section in ("throughput", "callgrind"):
-        for scenario_or_server, rows in data.get(section, {}).items():
-            names = rows.keys() if section == "throughput" else [scenario_or_server]
-            for n in names:
-                if n not in servers:
-                    servers.append(n)
-    if not servers:
-        return False
-    servers = duplex_first(servers)
-    tp_file = os.path.join(workdir, "throughput.dat")
-    cg_file = os.path.join(workdir, "callgrind.dat")
-    with open(tp_file, "w") as f:
-        f.write("scenario " + " ".join(servers) + "\n")
-        for scenario in LOAD_SCENARIOS:
-            rows = data.get("throughput", {}).get(scenario, {})
-            f.write(scenario + " " + " ".join(
-                str(rows[n]["messages_per_s"]) if n in rows else "NaN" for n in servers) + "\n")
-    with open(cg_file, "w") as f:
-        f.write("scenario " + " ".join(servers) + "\n")
-        for scenario in LOAD_SCENARIOS:
-            cg = data.get("callgrind", {})
-            f.write(scenario + " " + " ".join(
-                str(cg[n][scenario]["instructions_per_message"])
-                if n in cg and scenario in cg[n] else "NaN" for n in servers) + "\n")
-    columns = len(servers)
+    def throughput_value(scenario, name):
+        row = data.get("throughput", {}).get(scenario, {}).get(name)
+        return row["messages_per_s"] if row else None
 
-    def plots(file):
-        return ", ".join(f"'{file}' using {i + 2}:xtic(1) title columnheader({i + 2})"
-                         for i in range(columns))
+    def callgrind_value(scenario, name):
+        row = data.get("callgrind", {}).get(name, {}).get(scenario)
+        return row["instructions_per_message"] if row else None
 
+    names = set(data.get("callgrind", {}))
+    for rows in data.get("throughput", {}).values():
+        names.update(rows)
     panels = []
-    if data.get("throughput"):
-        panels.append(("Throughput (messages/s, higher is better)", tp_file))
-    if data.get("callgrind"):
-        panels.append(("User-space instructions per echoed message (lower is better)", cg_file))
+    for title, value, file in (
+            ("Throughput (messages/s, higher is better)", throughput_value, "throughput.dat"),
+            ("User-space instructions per echoed message (lower is better)", callgrind_value,
+             "callgrind.dat")):
+        # gnuplot refuses a column without a single point: keep the servers
+        # with at least one figure in this panel.
+        columns = [n for n in duplex_first(names)
+                   if any(value(sc, n) is not None for sc in SCENARIOS)]
+        if not columns:
+            continue
+        file = os.path.join(workdir, file)
+        with open(file, "w") as f:
+            f.write("scenario " + " ".join(columns) + "\n")
+            for scenario in SCENARIOS:
+                f.write(scenario + " " + " ".join(
+                    "NaN" if value(scenario, n) is None else str(value(scenario, n))
+                    for n in columns) + "\n")
+        plot = ", ".join(f"'{file}' using {i + 2}:xtic(1) title columnheader({i + 2})"
+                         for i in range(len(columns)))
+        panels.append((title, plot))
     if not panels:
         return False
     if path.endswith(".png"):
@@ -392,7 +407,7 @@ def chart(data, path, workdir):
     else:
         terminal = (f"set terminal svg size {500 * len(panels)},420 dynamic font 'sans,11' "
                     "background '#ffffff'")
-    body = "".join(f'set title "{title}"\nplot {plots(file)}\n' for title, file in panels)
+    body = "".join(f'set title "{title}"\nplot {plot}\n' for title, plot in panels)
     script = f"""
 {terminal}
 set output '{path}'
@@ -480,6 +495,8 @@ def main():
             data = json.load(f)
     data["machine"] = f"{os.cpu_count()} cores, " + os.uname().release
     started = time.monotonic()
+    if args.smoke:
+        self_check(bin_dir, duplex)
     with tempfile.TemporaryDirectory(prefix="duplex-bench-") as workdir:
         if args.callgrind:
             if not shutil.which("valgrind"):

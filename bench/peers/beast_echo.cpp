@@ -1,6 +1,9 @@
 // beast_echo: a Boost.Beast WebSocket echo server, the in-repo peer for bench/run.py.
 //
-// Usage: beast_echo [PORT]   (0 or none: an ephemeral port; prints "listening on PORT")
+// Usage: beast_echo [PORT [corrupt]]   (0 or none: an ephemeral port; prints "listening on PORT")
+//
+// `corrupt` flips one bit of the last byte of every echo: bench/run.py --smoke
+// uses it to check that `duplex bench` notices a wrong echo.
 //
 // One thread, one io_context, no permessage-deflate: the configuration the
 // duplex echo-server is compared against. Each connection reads a message into
@@ -21,6 +24,8 @@ namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
 namespace {
+
+bool corrupt_echoes = false;
 
 class Session : public std::enable_shared_from_this<Session> {
 public:
@@ -48,6 +53,10 @@ private:
   void on_read(beast::error_code ec) {
     if (ec) return;  // closed by the peer, or failed: the session ends
     ws_.text(ws_.got_text());
+    if (corrupt_echoes && buffer_.size() != 0) {
+      auto* last = static_cast<unsigned char*>(buffer_.data().data()) + buffer_.size() - 1;
+      *last ^= 1;  // ASCII stays ASCII, so a text echo is still valid UTF-8
+    }
     ws_.async_write(
         buffer_.data(),
         [self = shared_from_this()](beast::error_code wec, std::size_t) { self->on_write(wec); });
@@ -99,6 +108,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "beast_echo: PORT must be 0-65535\n");
       return 2;
     }
+    corrupt_echoes = argc > 2 && std::string(argv[2]) == "corrupt";
     net::io_context ioc(1);
     Listener listener(ioc, static_cast<unsigned short>(port));
     listener.accept();
