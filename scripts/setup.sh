@@ -5,7 +5,8 @@
 #
 # Usage: scripts/setup.sh [--tests] [PRESET]     (PRESET defaults to "release")
 #   --tests  also installs what the test suite's peers need (Python websockets,
-#            Node's ws, headless Chromium, valgrind).
+#            Node's ws, headless Chromium, valgrind; Boost.Beast, websocketpp and
+#            gnuplot for bench/run.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +27,8 @@ if [[ $preset == fuzz ]]; then
 fi
 if (( with_tests )); then
   # Peers we did not write, and the tools the suite drives.
-  pkgs+=(python3 python3-websockets chromium valgrind clang libclang-rt-14-dev)
+  pkgs+=(python3 python3-websockets chromium valgrind clang libclang-rt-14-dev
+         libboost-dev libwebsocketpp-dev gnuplot-nox)
 fi
 
 missing=()

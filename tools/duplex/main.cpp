@@ -6,6 +6,7 @@
 #include <exception>
 #include <iostream>
 
+#include "bench.hpp"
 #include "common.hpp"
 
 int main(int argc, char** argv) {
@@ -23,6 +24,7 @@ int main(int argc, char** argv) {
   duplex::cli::add_demo_command(app, exit_status);
   duplex::cli::add_echo_server_command(app, exit_status);
   duplex::cli::add_connect_command(app, exit_status);
+  add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

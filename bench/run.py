@@ -1,0 +1,526 @@
+#!/usr/bin/python3
+"""Runs the issue-5 scenarios against duplex's echo server and its peers, side by side.
+
+Servers (each single-threaded, no compression, pinned to core 0):
+  duplex       `duplex echo-server` (one event loop)
+  beast        bench/peers/beast_echo.cpp (Boost.Beast)
+  websocketpp  bench/peers/websocketpp_echo.cpp (websocketpp)
+Load: `duplex bench` pinned to core 1, which checks every echo.
+
+Scenarios:
+  pipelined  100 connections x 16 in flight, 16 B text
+  pingpong   1 connection x 1 in flight, 16 B text (round-trip percentiles)
+  large      10 connections x 4 in flight, 64 KiB binary
+  idle       10,000 idle connections: server RSS growth per connection
+
+Modes:
+  (default)    throughput and memory: rounds alternate the servers, medians
+               are reported with ratios against the best peer.
+  --callgrind  the server under `valgrind --tool=callgrind` for a fixed number
+               of echoes; user-space instructions per echoed message are
+               (Ir of the run - Ir of a run with the same connections and no
+               messages) / messages, so start-up and handshakes cancel out.
+  --smoke      seconds in all, tiny counts, for CI: checks that every part
+               runs, asserts nothing about the figures.
+
+Results are merged into OUT/benchmarks.json (one section per mode) and the
+chart OUT/benchmarks.svg is redrawn from it with gnuplot when it is installed.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCENARIOS = {
+    "pipelined": {"args": ["-c", "100", "-k", "16", "-s", "16"], "connections": 100,
+                  "callgrind_messages": 50000, "smoke_messages": 2000},
+    "pingpong": {"args": ["-c", "1", "-k", "1", "-s", "16", "--latency"], "connections": 1,
+                 "callgrind_messages": 5000, "smoke_messages": 200},
+    "large": {"args": ["-c", "10", "-k", "4", "-s", "65536", "--binary"], "connections": 10,
+              "callgrind_messages": 1000, "smoke_messages": 40},
+}
+LOAD_SCENARIOS = list(SCENARIOS)
+
+
+def server_commands(bin_dir):
+    """name -> argv of each server found in the build, in a fixed order."""
+    candidates = [
+        ("duplex", [os.path.join(bin_dir, "duplex"), "echo-server", "--host", "127.0.0.1",
+                    "--port", "0", "--threads", "1"]),
+        ("beast", [os.path.join(bin_dir, "beast_echo"), "0"]),
+        ("websocketpp", [os.path.join(bin_dir, "websocketpp_echo"), "0"]),
+    ]
+    found = {}
+    for name, argv in candidates:
+        if not os.access(argv[0], os.X_OK):
+            print(f"run.py: {name}: {argv[0]} not built, skipped", file=sys.stderr)
+            continue
+        if name == "duplex" and not duplex_has(argv[0], "echo-server"):
+            print("run.py: duplex: no echo-server sub-command in this build, skipped",
+                  file=sys.stderr)
+            continue
+        found[name] = argv
+    return found
+
+
+def duplex_has(duplex, command):
+    try:
+        out = subprocess.run([duplex, "--help"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return re.search(rf"^\s+{re.escape(command)}\b", out.stdout, re.M) is not None
+
+
+PIN = True
+
+
+def pinned(core, argv):
+    if PIN and shutil.which("taskset"):
+        return ["taskset", "-c", str(core)] + argv
+    return argv
+
+
+class Server:
+    """A server process; port read from its `listening on ... PORT` line."""
+
+    def __init__(self, name, argv, wrapper=(), timeout=30.0):
+        self.name = name
+        self.proc = subprocess.Popen(pinned(0, list(wrapper) + argv), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.stderr_lines = []
+        self.port = None
+        found = threading.Event()
+
+        def read_stdout():
+            for line in self.proc.stdout:
+                if self.port is None and "listening on" in line:
+                    numbers = re.findall(r"\d+", line.split("listening on", 1)[1])
+                    if numbers:
+                        self.port = int(numbers[-1])
+                        found.set()
+
+        def read_stderr():
+            for line in self.proc.stderr:
+                self.stderr_lines.append(line)
+
+        threading.Thread(target=read_stdout, daemon=True).start()
+        self.stderr_thread = threading.Thread(target=read_stderr, daemon=True)
+        self.stderr_thread.start()
+        deadline = time.monotonic() + timeout
+        while not found.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{name} did not start: {''.join(self.stderr_lines)[-500:]}")
+
+    @property
+    def url(self):
+        return f"ws://127.0.0.1:{self.port}/"
+
+    def rss_kib(self):
+        """Resident set of the server itself (the wrapper, taskset, has exec'd)."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def stop(self, timeout=60.0):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr_thread.join(5)
+
+
+def run_load(duplex, url, args, timeout, wait_open=None):
+    """Runs `duplex bench URL ARGS --json` on core 1 and returns its JSON object.
+    `wait_open(proc)` is called once every connection is open (idle mode)."""
+    argv = pinned(1, [duplex, "bench", url, "--json"] + args)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err_lines = []
+    opened = threading.Event()
+
+    def read_stderr():
+        for line in proc.stderr:
+            err_lines.append(line)
+            if line.startswith("connections open"):
+                opened.set()
+
+    t = threading.Thread(target=read_stderr, daemon=True)
+    t.start()
+    sample = None
+    if wait_open is not None:
+        if opened.wait(timeout):
+            sample = wait_open()
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise RuntimeError(f"duplex bench timed out: {' '.join(argv)}")
+    t.join(5)
+    lines = [l for l in out.splitlines() if l.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"duplex bench printed no result ({proc.returncode}): "
+                           f"{''.join(err_lines)[-500:]}")
+    result = json.loads(lines[-1])
+    if proc.returncode != 0 or result.get("errors"):
+        raise RuntimeError(f"duplex bench failed against {url}: "
+                           f"{result.get('first_error', ''.join(err_lines)[-300:])}")
+    return result, sample
+
+
+def throughput(servers, duplex, rounds, duration, smoke):
+    """Alternating rounds: for each scenario and round, every server in turn
+    (the order rotates each round), a fresh server process each run."""
+    samples = {s: {n: [] for n in servers} for s in LOAD_SCENARIOS}
+    names = list(servers)
+    for scenario in LOAD_SCENARIOS:
+        for r in range(rounds):
+            order = names[r % len(names):] + names[:r % len(names)]
+            for name in order:
+                server = Server(name, servers[name])
+                try:
+                    args = SCENARIOS[scenario]["args"] + ["-d", str(duration)]
+                    result, _ = run_load(duplex, server.url, args, timeout=duration + 60)
+                finally:
+                    server.stop()
+                samples[scenario][name].append(result)
+                extra = ""
+                if "p50_us" in result:
+                    extra = f"  p50 {result['p50_us']:.1f} us  p99 {result['p99_us']:.1f} us"
+                print(f"  {scenario:10} round {r + 1}  {name:12} "
+                      f"{result['messages_per_s']:12.0f} msg/s{extra}", file=sys.stderr)
+    table = {}
+    for scenario, by_server in samples.items():
+        table[scenario] = {}
+        for name, results in by_server.items():
+            entry = {
+                "messages_per_s": statistics.median(r["messages_per_s"] for r in results),
+                "mb_per_s": statistics.median(r["mb_per_s"] for r in results),
+                "runs": [round(r["messages_per_s"]) for r in results],
+                # What the load generator's core could push (messages per CPU
+                # second it used): it must stay well above messages_per_s.
+                "load_messages_per_cpu_s": statistics.median(
+                    r.get("load_messages_per_cpu_s", 0) for r in results),
+            }
+            if all("p50_us" in r for r in results):
+                entry["p50_us"] = statistics.median(r["p50_us"] for r in results)
+                entry["p99_us"] = statistics.median(r["p99_us"] for r in results)
+            table[scenario][name] = entry
+    return table
+
+
+def idle_memory(servers, duplex, rounds, connections):
+    """Server RSS growth per open idle connection, in KiB (median of rounds)."""
+    table = {}
+    names = list(servers)
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            server = Server(name, servers[name])
+            try:
+                # One connection first, so lazily built state (buffers, the
+                # reactor's tables) is in the baseline and not charged per connection.
+                run_load(duplex, server.url, ["-c", "1", "-k", "1", "-n", "10"], timeout=30)
+                base = server.rss_kib()
+
+                def sample():
+                    time.sleep(0.3)
+                    return server.rss_kib()
+
+                hold = 2.0 if connections > 1000 else 0.6
+                _, peak = run_load(duplex, server.url,
+                                   ["-c", str(connections), "-k", "0", "-d", str(hold)],
+                                   timeout=120, wait_open=sample)
+            finally:
+                server.stop()
+            if peak is None:
+                raise RuntimeError(f"{name}: connections never all opened")
+            per = (peak - base) / connections
+            table.setdefault(name, []).append(per)
+            print(f"  idle       round {r + 1}  {name:12} {per:8.2f} KiB/connection "
+                  f"({base} -> {peak} KiB)", file=sys.stderr)
+    return {name: {"kib_per_connection": statistics.median(v)} for name, v in table.items()}
+
+
+def self_check(bin_dir, duplex):
+    """`duplex bench` must fail against a server that corrupts its echoes."""
+    beast = os.path.join(bin_dir, "beast_echo")
+    if not os.access(beast, os.X_OK):
+        print("run.py: self-check skipped (no beast_echo)", file=sys.stderr)
+        return
+    server = Server("beast (corrupting)", [beast, "0", "corrupt"])
+    try:
+        run_load(duplex, server.url, ["-c", "2", "-k", "2", "-n", "100"], timeout=30)
+    except RuntimeError as e:
+        if "differs" not in str(e):
+            raise RuntimeError(f"self-check: duplex bench failed for another reason: {e}")
+        print("  self-check: duplex bench caught a corrupted echo", file=sys.stderr)
+        return
+    finally:
+        server.stop()
+    raise RuntimeError("self-check: duplex bench accepted corrupted echoes")
+
+
+def callgrind_total(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("totals:") or line.startswith("summary:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")
+
+
+def callgrind(servers, duplex, smoke, workdir):
+    """User-space instructions per echoed message, server side."""
+    table = {}
+    for name, argv in servers.items():
+        table[name] = {}
+        for scenario in LOAD_SCENARIOS:
+            spec = SCENARIOS[scenario]
+            messages = spec["smoke_messages"] if smoke else spec["callgrind_messages"]
+            totals = {}
+            for label, extra in (("base", ["-k", "0", "-d", "0.001"]),
+                                 ("load", ["-n", str(messages)])):
+                out = os.path.join(workdir, f"callgrind.{name}.{scenario}.{label}")
+                wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+                server = Server(name, argv, wrapper=wrapper, timeout=120)
+                try:
+                    args = [a for a in spec["args"] if a != "--latency"]
+                    if label == "base":
+                        k = args.index("-k")
+                        del args[k:k + 2]
+                    run_load(duplex, server.url, args + extra, timeout=600)
+                finally:
+                    server.stop(timeout=120)
+                totals[label] = callgrind_total(out)
+            per = (totals["load"] - totals["base"]) / messages
+            table[name][scenario] = {"instructions_per_message": per, "messages": messages,
+                                     "ir_load": totals["load"], "ir_base": totals["base"]}
+            print(f"  callgrind  {scenario:10} {name:12} {per:10.0f} Ir/message "
+                  f"({messages} messages)", file=sys.stderr)
+    return table
+
+
+def best_peer(values):
+    """The best peer's figure: the highest value among servers other than duplex."""
+    peers = {n: v for n, v in values.items() if n != "duplex"}
+    return max(peers.values()) if peers else None
+
+
+def duplex_first(names):
+    return sorted(names, key=lambda n: (n != "duplex", n))
+
+
+def print_tables(data, out=sys.stdout):
+    tp = data.get("throughput")
+    if tp:
+        print("\nThroughput (median of alternating rounds; ratio = server / best peer)\n", file=out)
+        print("| scenario | server | messages/s | MB/s | p50 µs | p99 µs | vs best peer |", file=out)
+        print("|---|---|---:|---:|---:|---:|---:|", file=out)
+        for scenario in LOAD_SCENARIOS:
+            rows = tp.get(scenario, {})
+            best = best_peer({n: r["messages_per_s"] for n, r in rows.items()})
+            for name in duplex_first(rows):
+                r = rows[name]
+                ratio = f"{r['messages_per_s'] / best:.2f}" if best else "–"
+                p50 = f"{r['p50_us']:.1f}" if "p50_us" in r else "–"
+                p99 = f"{r['p99_us']:.1f}" if "p99_us" in r else "–"
+                print(f"| {scenario} | {name} | {r['messages_per_s']:,.0f} | "
+                      f"{r['mb_per_s']:,.1f} | {p50} | {p99} | {ratio} |", file=out)
+    mem = data.get("memory")
+    if mem:
+        print(f"\nMemory per idle connection ({data.get('idle_connections', '?')} connections, "
+              "server RSS growth)\n", file=out)
+        print("| server | KiB per connection |", file=out)
+        print("|---|---:|", file=out)
+        for name in duplex_first(mem):
+            print(f"| {name} | {mem[name]['kib_per_connection']:.2f} |", file=out)
+    cg = data.get("callgrind")
+    if cg:
+        print("\nUser-space instructions per echoed message (callgrind, server side)\n", file=out)
+        print("| server | pipelined 16 B | ping-pong 16 B | 64 KiB |", file=out)
+        print("|---|---:|---:|---:|", file=out)
+        for name in duplex_first(cg):
+            r = cg[name]
+            cells = [f"{r[s]['instructions_per_message']:,.0f}" if s in r else "–"
+                     for s in LOAD_SCENARIOS]
+            print(f"| {name} | {' | '.join(cells)} |", file=out)
+
+
+def chart(data, path, workdir):
+    """Two panels: messages/s and instructions per message, by scenario and server."""
+    gnuplot = shutil.which("gnuplot")
+    if not gnuplot:
+        print("run.py: gnuplot not installed, no chart", file=sys.stderr)
+        return False
+    def throughput_value(scenario, name):
+        row = data.get("throughput", {}).get(scenario, {}).get(name)
+        return row["messages_per_s"] if row else None
+
+    def callgrind_value(scenario, name):
+        row = data.get("callgrind", {}).get(name, {}).get(scenario)
+        return row["instructions_per_message"] if row else None
+
+    names = set(data.get("callgrind", {}))
+    for rows in data.get("throughput", {}).values():
+        names.update(rows)
+    panels = []
+    for title, value, file in (
+            ("Throughput (messages/s, higher is better)", throughput_value, "throughput.dat"),
+            ("User-space instructions per echoed message (lower is better)", callgrind_value,
+             "callgrind.dat")):
+        # gnuplot refuses a column without a single point: keep the servers
+        # with at least one figure in this panel.
+        columns = [n for n in duplex_first(names)
+                   if any(value(sc, n) is not None for sc in SCENARIOS)]
+        if not columns:
+            continue
+        file = os.path.join(workdir, file)
+        with open(file, "w") as f:
+            f.write("scenario " + " ".join(columns) + "\n")
+            for scenario in SCENARIOS:
+                f.write(scenario + " " + " ".join(
+                    "NaN" if value(scenario, n) is None else str(value(scenario, n))
+                    for n in columns) + "\n")
+        plot = ", ".join(f"'{file}' using {i + 2}:xtic(1) title columnheader({i + 2})"
+                         for i in range(len(columns)))
+        panels.append((title, plot))
+    if not panels:
+        return False
+    if path.endswith(".png"):
+        terminal = f"set terminal pngcairo size {500 * len(panels)},420 font 'sans,10'"
+    else:
+        terminal = (f"set terminal svg size {500 * len(panels)},420 dynamic font 'sans,11' "
+                    "background '#ffffff'")
+    body = "".join(f'set title "{title}"\nplot {plot}\n' for title, plot in panels)
+    script = f"""
+{terminal}
+set output '{path}'
+set multiplot layout 1,{len(panels)} title "Echo servers, one thread each, loopback ({data.get('machine', '')})"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set key outside bottom center horizontal
+set logscale y
+set grid ytics
+set format y "%.0s%c"
+{body}unset multiplot
+"""
+    script_path = os.path.join(workdir, "chart.gp")
+    with open(script_path, "w") as f:
+        f.write(script)
+    res = subprocess.run([gnuplot, script_path], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"gnuplot failed: {res.stderr}")
+    return True
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--build-dir", default=os.path.join(ROOT, "build", "release"))
+    parser.add_argument("--out", help="where benchmarks.json and benchmarks.svg go "
+                        "(default: docs/, or BUILD_DIR/bench-smoke with --smoke)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per load run")
+    parser.add_argument("--idle-connections", type=int, default=10000)
+    parser.add_argument("--servers", help="comma-separated subset of duplex,beast,websocketpp")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="instructions per message under callgrind instead of wall clock")
+    parser.add_argument("--smoke", action="store_true", help="seconds in all, for CI")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin with taskset (on a machine shared with other jobs, "
+                        "a pinned process waits for its core: ping-pong then measures that wait)")
+    parser.add_argument("--scenarios", help="comma-separated subset of pipelined,pingpong,large,idle")
+    parser.add_argument("--report", action="store_true",
+                        help="only print the tables and redraw the chart from OUT/benchmarks.json")
+    parser.add_argument("--duplex", help="the duplex executable (default: BUILD_DIR/bin/duplex)")
+    args = parser.parse_args()
+
+    global PIN, LOAD_SCENARIOS
+    PIN = not args.no_pin
+    run_idle = True
+    if args.scenarios:
+        wanted = args.scenarios.split(",")
+        unknown = [w for w in wanted if w not in SCENARIOS and w != "idle"]
+        if unknown:
+            sys.exit(f"run.py: unknown scenario {unknown[0]}")
+        LOAD_SCENARIOS = [s for s in SCENARIOS if s in wanted]
+        run_idle = "idle" in wanted
+    if args.smoke:
+        args.rounds, args.duration, args.idle_connections = 1, 0.3, 200
+    if args.report:
+        out = args.out or os.path.join(ROOT, "docs")
+        with open(os.path.join(out, "benchmarks.json")) as f:
+            data = json.load(f)
+        print_tables(data)
+        with tempfile.TemporaryDirectory(prefix="duplex-bench-") as workdir:
+            chart(data, os.path.join(out, "benchmarks.svg"), workdir)
+        return
+    bin_dir = os.path.join(args.build_dir, "bin")
+    duplex = args.duplex or os.path.join(bin_dir, "duplex")
+    if not duplex_has(duplex, "bench"):
+        sys.exit(f"run.py: {duplex} has no bench sub-command; build it first")
+    servers = server_commands(bin_dir)
+    if args.servers:
+        wanted = args.servers.split(",")
+        servers = {n: v for n, v in servers.items() if n in wanted}
+    if not servers:
+        sys.exit("run.py: no server to measure")
+
+    if not args.out:
+        args.out = (os.path.join(args.build_dir, "bench-smoke") if args.smoke
+                    else os.path.join(ROOT, "docs"))
+    os.makedirs(args.out, exist_ok=True)
+    json_path = os.path.join(args.out, "benchmarks.json")
+    data = {}
+    if os.path.exists(json_path):
+        with open(json_path) as f:
+            data = json.load(f)
+    data["machine"] = f"{os.cpu_count()} cores, " + os.uname().release
+    started = time.monotonic()
+    if args.smoke:
+        self_check(bin_dir, duplex)
+    with tempfile.TemporaryDirectory(prefix="duplex-bench-") as workdir:
+        if args.callgrind:
+            if not shutil.which("valgrind"):
+                sys.exit("run.py: valgrind not installed (scripts/setup.sh --tests)")
+            data.setdefault("callgrind", {})
+            for name, rows in callgrind(servers, duplex, args.smoke, workdir).items():
+                data["callgrind"].setdefault(name, {}).update(rows)
+            data["callgrind_command"] = " ".join(["bench/run.py"] + sys.argv[1:])
+        else:
+            data.setdefault("throughput", {}).update(
+                throughput(servers, duplex, args.rounds, args.duration, args.smoke))
+            if run_idle:
+                data["memory"] = idle_memory(servers, duplex, args.rounds, args.idle_connections)
+                data["idle_connections"] = args.idle_connections
+            data["throughput_command"] = " ".join(["bench/run.py"] + sys.argv[1:])
+        with open(json_path, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.write("\n")
+        print_tables(data)
+        svg = os.path.join(args.out, "benchmarks.svg")
+        if chart(data, svg, workdir):
+            print(f"\nchart: {svg}", file=sys.stderr)
+    print(f"run.py: done in {time.monotonic() - started:.0f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
