@@ -1,0 +1,388 @@
+#!/usr/bin/python3
+"""duplex conformance gate: RFC 6455 cases organised like the Autobahn|Testsuite,
+run against `duplex echo-server` (the fuzzer is a raw-socket client) and against
+`duplex connect --echo` (the fuzzer is a raw-socket server, one client process
+per case, as Autobahn drives clients).
+
+Usage:
+  run_conformance.py --duplex build/release/bin/duplex [--role server|client|both]
+                     [--cases 1.*,6.4.*] [--json report.json] [--jobs N]
+
+Prints one row per case (id, role, verdict, seconds, description, detail), then
+the summary line `N passed, M failed`; exits 1 if any case FAILED. NON-STRICT
+counts as passed (RFC latitude, see docs/conformance.md).
+"""
+
+import argparse
+import fnmatch
+import json
+import os
+import re
+import select
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import cases as C  # noqa: E402
+import wire  # noqa: E402
+
+STARTUP_TIMEOUT = 10.0
+LISTEN_RE = re.compile(r"listening on ws://([^:/\s]+|\[[^\]]+\]):(\d+)/")
+
+_children = []
+_children_lock = threading.Lock()
+
+
+def track(proc):
+    with _children_lock:
+        _children.append(proc)
+    return proc
+
+
+def stop(proc, grace=3.0):
+    """SIGTERM, then SIGKILL after `grace` seconds; always reaps."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        except ProcessLookupError:
+            pass
+    with _children_lock:
+        if proc in _children:
+            _children.remove(proc)
+
+
+def stop_all():
+    with _children_lock:
+        procs = list(_children)
+    for p in procs:
+        stop(p, 1.0)
+
+
+class Ctx:
+    def __init__(self, role, profile):
+        self.role, self.profile = role, profile
+
+
+def judge(case, role, run_one):
+    """Run a case via run_one(log) and turn the outcome into a verdict row."""
+    log = []
+    t0 = time.monotonic()
+    verdict, detail = "OK", ""
+    try:
+        extra = run_one(log)
+        if extra:
+            verdict, detail = extra
+    except C.NonStrict as e:
+        verdict, detail = "NON-STRICT", str(e)
+    except C.Failed as e:
+        verdict, detail = "FAILED", str(e)
+    except wire.PeerViolation as e:
+        verdict, detail = "FAILED", "peer violated RFC 6455: %s" % e
+    except (OSError, TimeoutError, ConnectionError, ValueError) as e:
+        verdict, detail = "FAILED", "%s: %s" % (type(e).__name__, e)
+    except Exception as e:  # a bug in a case must show, not pass
+        verdict, detail = "FAILED", "harness error %s: %s" % (type(e).__name__, traceback.format_exc(limit=3))
+    took = time.monotonic() - t0
+    if verdict == "OK" and took > case.timeout + 1.0:
+        verdict, detail = "FAILED", "took %.1f s, over its %.0f s bound" % (took, case.timeout)
+    return {"id": case.id, "role": role, "description": case.desc, "verdict": verdict, "detail": detail,
+            "seconds": round(took, 3), "wire": log[-40:]}
+
+
+# ---------------------------------------------------------------- server role
+class ServerUnderTest:
+    """One `duplex echo-server` (or --server-cmd) process; restarted if it dies."""
+
+    def __init__(self, cmd):
+        self.cmd = cmd
+        self.proc = None
+        self.host = self.port = None
+        self.stderr = None
+
+    def start(self):
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = track(subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                           stderr=self.stderr, start_new_session=True))
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        seen = b""
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if r:
+                line = self.proc.stdout.readline()
+                if not line:
+                    break
+                seen += line
+                m = LISTEN_RE.search(line.decode("utf-8", "replace"))
+                if m:
+                    self.host, self.port = m.group(1).strip("[]"), int(m.group(2))
+                    # Keep draining stdout so the server never blocks on a full pipe.
+                    threading.Thread(target=self._drain, daemon=True).start()
+                    return
+            elif self.proc.poll() is not None:
+                break
+        stop(self.proc)
+        raise RuntimeError("server did not print 'listening on ws://HOST:PORT/' within %.0f s: %r %s" % (
+            STARTUP_TIMEOUT, seen[-300:], self.stderr_tail()))
+
+    def _drain(self):
+        try:
+            for _ in iter(lambda: self.proc.stdout.read(65536), b""):
+                pass
+        except (OSError, ValueError):
+            pass
+
+    def stderr_tail(self):
+        if self.stderr is None:
+            return ""
+        self.stderr.seek(0)
+        return self.stderr.read()[-400:].decode("utf-8", "replace")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc is not None:
+            stop(self.proc)
+
+
+def run_server_case(case, server):
+    ctx = Ctx("server", case.profile)
+
+    def one(log):
+        if not server.alive():
+            server.start()
+            log.append("server (re)started")
+        sock, rest, _ = wire.client_handshake(server.host, server.port, "/", timeout=C.CASE_TIMEOUT)
+        c = wire.Conn(sock, True, rest, log)
+        try:
+            run_bounded(case, c, ctx)
+        finally:
+            c.close_tcp()
+        if not server.alive():
+            raise C.Failed("server process exited (status %s) %s" % (server.proc.returncode, server.stderr_tail()))
+    return judge(case, "server", one)
+
+
+def run_bounded(case, c, ctx):
+    """Run case.fn with a hard time bound: a watchdog shuts the socket down, so a
+    blocked read returns and the case fails instead of hanging the gate."""
+    done = threading.Event()
+    fired = []
+
+    def watchdog():
+        if not done.wait(case.timeout):
+            fired.append(True)
+            try:
+                c.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+    t = threading.Thread(target=watchdog, daemon=True)
+    t.start()
+    try:
+        case.fn(c, ctx)
+    except Exception:
+        if fired:
+            raise C.Failed("case exceeded its %.0f s bound" % case.timeout)
+        raise
+    finally:
+        done.set()
+    if fired:
+        raise C.Failed("case exceeded its %.0f s bound" % case.timeout)
+
+
+# ---------------------------------------------------------------- client role
+def run_client_case(case, listener, client_cmd, profile_args):
+    ctx = Ctx("client", case.profile)
+    host, port = listener.getsockname()[:2]
+    url = "ws://127.0.0.1:%d/case/%s" % (port, case.id)
+
+    def one(log):
+        err = tempfile.TemporaryFile()
+        cmd = client_cmd + profile_args.get(case.profile, []) + [url]
+        proc = track(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                      start_new_session=True))
+        log.append("started: %s" % " ".join(shlex.quote(x) for x in cmd))
+        sock = None
+        try:
+            r, _, _ = select.select([listener], [], [], C.CASE_TIMEOUT)
+            if not r:
+                raise C.Failed("client did not connect within %.0f s (status %s) %s" % (
+                    C.CASE_TIMEOUT, proc.poll(), tail(err)))
+            sock, _ = listener.accept()
+            path, _, rest = wire.server_handshake(sock, timeout=C.CASE_TIMEOUT)
+            if path != "/case/%s" % case.id:
+                raise C.Failed("client asked for path %r, not /case/%s" % (path, case.id))
+            c = wire.Conn(sock, False, rest, log)
+            try:
+                run_bounded(case, c, ctx)
+            finally:
+                c.close_tcp()
+            # The close handshake is done and we closed TCP: the client must exit.
+            try:
+                status = proc.wait(3.0)
+            except subprocess.TimeoutExpired:
+                raise C.Failed("client did not exit within 3 s after the close handshake and TCP close")
+            log.append("client exit status %s" % status)
+            return None
+        except BaseException:
+            log.append("client stderr: %s" % tail(err))
+            raise
+        finally:
+            stop(proc, 1.0)
+            err.close()
+    return judge(case, "client", one)
+
+
+def tail(f):
+    try:
+        f.seek(0)
+        return f.read()[-300:].decode("utf-8", "replace").strip()
+    except (OSError, ValueError):
+        return ""
+
+
+# ---------------------------------------------------------------- report
+def print_table(rows, out=sys.stdout):
+    out.write("%-8s %-7s %-10s %7s  %s\n" % ("case", "role", "verdict", "seconds", "description"))
+    for r in rows:
+        out.write("%-8s %-7s %-10s %7.2f  %s\n" % (r["id"], r["role"], r["verdict"], r["seconds"], r["description"]))
+        if r["verdict"] != "OK":
+            out.write("%28s-> %s\n" % ("", r["detail"].replace("\n", "\n" + " " * 31)))
+    out.flush()
+
+
+def section_counts(rows):
+    table = {}
+    for r in rows:
+        sec = r["id"].split(".")[0]
+        t = table.setdefault((r["role"], sec), {"OK": 0, "NON-STRICT": 0, "FAILED": 0})
+        t[r["verdict"]] += 1
+    return table
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duplex", help="path to the duplex executable")
+    ap.add_argument("--role", choices=("server", "client", "both"), default="both")
+    ap.add_argument("--cases", default="*", help="comma-separated id patterns (fnmatch), e.g. '1.*,6.4.*'")
+    ap.add_argument("--json", help="write the JSON report here")
+    ap.add_argument("--server-cmd", help="server command instead of duplex echo-server (harness checks)")
+    ap.add_argument("--client-cmd", help="client command instead of duplex connect --echo (URL appended)")
+    ap.add_argument("--list", action="store_true", help="list the cases and exit")
+    args = ap.parse_args()
+
+    patterns = [p.strip() for p in args.cases.split(",") if p.strip()]
+    selected = [c for c in C.CASES if any(fnmatch.fnmatchcase(c.id, p) or c.id == p for p in patterns)]
+    if args.list:
+        for c in selected:
+            print("%-8s %-14s %s" % (c.id, "/".join(c.roles), c.desc))
+        return 0
+    if not selected:
+        print("no case matches %r" % args.cases)
+        return 2
+    if not args.duplex and not (args.server_cmd or args.client_cmd):
+        ap.error("--duplex is required")
+
+    rows = []
+    roles = ("server", "client") if args.role == "both" else (args.role,)
+    started = time.monotonic()
+
+    def on_signal(signum, frame):
+        stop_all()
+        sys.exit(128 + signum)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    try:
+        if "server" in roles:
+            base = shlex.split(args.server_cmd) if args.server_cmd else [args.duplex, "echo-server", "--host",
+                                                                           "127.0.0.1", "--port", "0"]
+            servers = {"default": ServerUnderTest(base),
+                       "limit": ServerUnderTest(base + ["--max-message-size", str(C.LIMIT)])}
+            try:
+                for case in selected:
+                    if "server" not in case.roles:
+                        continue
+                    srv = servers[case.profile]
+                    if not srv.alive():
+                        try:
+                            srv.start()
+                        except RuntimeError as e:
+                            rows.append({"id": case.id, "role": "server", "description": case.desc,
+                                         "verdict": "FAILED", "detail": str(e), "seconds": 0.0, "wire": []})
+                            continue
+                    rows.append(run_server_case(case, srv))
+                    report_row(rows[-1])
+            finally:
+                for s in servers.values():
+                    s.stop()
+        if "client" in roles:
+            ccmd = shlex.split(args.client_cmd) if args.client_cmd else [args.duplex, "connect", "--echo"]
+            profile_args = {"default": [], "limit": ["--max-message-size", str(C.LIMIT)]}
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(16)
+            try:
+                for case in selected:
+                    if "client" not in case.roles:
+                        continue
+                    rows.append(run_client_case(case, listener, ccmd, profile_args))
+                    report_row(rows[-1])
+                    # A client that connected twice (a retry) must not leak into the next case.
+                    drain_listener(listener)
+            finally:
+                listener.close()
+    finally:
+        stop_all()
+
+    elapsed = time.monotonic() - started
+    print()
+    print_table(rows)
+    counts = section_counts(rows)
+    print()
+    print("by section (OK / NON-STRICT / FAILED):")
+    for (role, sec), t in sorted(counts.items(), key=lambda kv: (kv[0][0], int(kv[0][1]))):
+        print("  %-6s %-3s %3d / %3d / %3d" % (role, sec, t["OK"], t["NON-STRICT"], t["FAILED"]))
+    passed = sum(1 for r in rows if r["verdict"] != "FAILED")
+    failed = len(rows) - passed
+    nonstrict = sum(1 for r in rows if r["verdict"] == "NON-STRICT")
+    print("total %.1f s; %d OK, %d NON-STRICT" % (elapsed, passed - nonstrict, nonstrict))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"seconds": round(elapsed, 2), "passed": passed, "failed": failed,
+                       "non_strict": nonstrict,
+                       "sections": {"%s %s" % k: v for k, v in sorted(counts.items())},
+                       "cases": rows}, f, indent=1)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+def report_row(r):
+    if os.environ.get("CONFORMANCE_VERBOSE"):
+        sys.stderr.write("%s %s %s %.2f %s\n" % (r["id"], r["role"], r["verdict"], r["seconds"], r["detail"][:200]))
+
+
+def drain_listener(listener):
+    while True:
+        r, _, _ = select.select([listener], [], [], 0)
+        if not r:
+            return
+        s, _ = listener.accept()
+        s.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
