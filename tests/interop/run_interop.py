@@ -269,6 +269,18 @@ def duplex_client(args, certs):
                      ("refused-tcp", refused_tcp)]
         if args.peer != "duplex":  # the "close:CODE:REASON" command is the peers' own
             scenarios.append(("closed-by-peer-4000", closed_by_peer))
+        if args.peer == "python":
+            def echo_mode():
+                prober = Server(peer_server_cmd("python", args.duplex, certs, ["--probe"]))
+                servers.append(prober)
+                r = connect(args, prober.url, "--echo", "--json", *ca, stdin=b"ignored\n")
+                expect_ok(r, "connect --echo")
+                events = [json.loads(line) for line in r.stdout.decode().splitlines()]
+                closed = [e for e in events if e["event"] == "closed"]
+                if not closed or closed[0]["code"] != 1000 or closed[0]["reason"] != "probe ok":
+                    raise Failure(f"events {events}")
+
+            scenarios.append(("echo-mode", echo_mode))
         if certs:
             def untrusted():
                 r = connect(args, main.url, stdin=b"x\n")  # without --ca

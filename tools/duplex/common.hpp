@@ -25,6 +25,8 @@ inline constexpr int exit_failure = 1;  ///< the network operation failed
 inline constexpr int exit_usage = 2;    ///< bad arguments
 
 /// Each sub-command adds itself to `app`; its callback stores its exit status.
+void add_demo_command(CLI::App& app, int& exit_status);
+void add_echo_server_command(CLI::App& app, int& exit_status);
 void add_connect_command(CLI::App& app, int& exit_status);
 
 /// One sentence saying what a WebErrorStatus means for the user.

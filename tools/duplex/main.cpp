@@ -14,6 +14,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.failure_message(CLI::FailureMessage::help);
   int exit_status = duplex::cli::exit_ok;
+  duplex::cli::add_demo_command(app, exit_status);
+  duplex::cli::add_echo_server_command(app, exit_status);
   duplex::cli::add_connect_command(app, exit_status);
   try {
     app.parse(argc, argv);
