@@ -149,6 +149,7 @@ def expect_ok(c, ctx, expected, code=1000, reason=b"", send_close=True, timeout=
     if not c.close_sent:
         raise Failed("peer closed with %s although the traffic was valid" % close_ev.code)
     finish_close(c, ctx, close_ev)
+    ctx.outcome = "clean"
     wanted = reply_codes if reply_codes is not None else ((None, 1000) if code is None else (code,))
     if close_ev.code not in wanted:
         text = "close reply code %s, expected %s" % (close_ev.code, " or ".join(str(w) for w in wanted))
@@ -175,6 +176,7 @@ def expect_fail(c, ctx, expected, codes=(1002,), timeout=CASE_TIMEOUT):
     if close_ev.code not in codes:
         raise Failed("close code %s, expected %s" % (close_ev.code, "/".join(map(str, codes))))
     finish_close(c, ctx, close_ev)
+    ctx.outcome = "failed"
 
 
 def expect_quiet(c, seconds):

@@ -73,6 +73,7 @@ def stop_all():
 class Ctx:
     def __init__(self, role, profile):
         self.role, self.profile = role, profile
+        self.outcome = None  # "clean" or "failed" once the case saw the close handshake
 
 
 def judge(case, role, run_one):
@@ -235,6 +236,12 @@ def run_client_case(case, listener, client_cmd, profile_args):
             except subprocess.TimeoutExpired:
                 raise C.Failed("client did not exit within 3 s after the close handshake and TCP close")
             log.append("client exit status %s" % status)
+            # The CLI's contract (issue 3): a clean close by the peer ends with
+            # status 0, a failed connection (an error) with a non-zero status.
+            if ctx.outcome == "clean" and status != 0:
+                raise C.Failed("client exited with status %s after a clean close %s" % (status, tail(err)))
+            if ctx.outcome == "failed" and status == 0:
+                raise C.Failed("client exited with status 0 after failing the connection")
             return None
         except BaseException:
             log.append("client stderr: %s" % tail(err))
