@@ -29,9 +29,13 @@ class NonStrict(Exception):
 
 
 class Case:
-    def __init__(self, cid, desc, fn, roles=("server", "client"), profile="default", timeout=CASE_TIMEOUT):
+    def __init__(self, cid, desc, fn, roles=("server", "client"), profile="default", timeout=CASE_TIMEOUT,
+                 deflate=None):
         self.id, self.desc, self.fn = cid, desc, fn
         self.roles, self.profile, self.timeout = roles, profile, timeout
+        # permessage-deflate: DeflateSpec (what we offer as a client, what we
+        # answer as a server), or None for no extension.
+        self.deflate = deflate
 
     def sort_key(self):
         return tuple(int(x) for x in self.id.split("."))
@@ -768,6 +772,192 @@ def burst_with_pings(c, ctx):
 
 
 add("10.4.2", "Burst of 50 messages with 50 pings mixed in: echoes and pongs each in order (ours)", burst_with_pings)
+
+# =============================================================== 12/13 compression (RFC 7692)
+import os as _os  # noqa: E402
+import random as _random  # noqa: E402
+import zlib as _zlib  # noqa: E402
+
+
+class DeflateSpec:
+    """offer: our Sec-WebSocket-Extensions offer when we are the client.
+    answer(params_offered) -> our answer when we are the server (None: decline).
+    check(params_answered, offered): raise Failed if a server's answer breaks RFC 7692 7.1."""
+
+    def __init__(self, offer, answer):
+        self.offer, self.answer = offer, answer
+
+
+def server_answer_ok(offers, answer):
+    """RFC 7692 7.1: the answer must accept one of our offers as offered."""
+    problems = []
+    for k, v in answer.items():
+        if k not in ("server_no_context_takeover", "client_no_context_takeover", "server_max_window_bits",
+                     "client_max_window_bits"):
+            problems.append("unknown parameter %s" % k)
+    for offer in offers:
+        bad = []
+        # 7.1.1.1: an offered server_no_context_takeover must be in the answer.
+        if "server_no_context_takeover" in offer and "server_no_context_takeover" not in answer:
+            bad.append("server_no_context_takeover offered but not answered")
+        # 7.1.2.1: an offered server_max_window_bits is answered with a value not above it.
+        if "server_max_window_bits" in offer:
+            v = answer.get("server_max_window_bits")
+            if v is None or int(v) > int(offer["server_max_window_bits"]):
+                bad.append("server_max_window_bits %s for an offer of %s" % (v, offer["server_max_window_bits"]))
+        # 7.1.2.2: client_max_window_bits only when offered, not above the offered value.
+        if "client_max_window_bits" in answer:
+            if "client_max_window_bits" not in offer:
+                bad.append("client_max_window_bits answered but not offered")
+            elif offer["client_max_window_bits"] and int(answer["client_max_window_bits"]) > int(
+                    offer["client_max_window_bits"]):
+                bad.append("client_max_window_bits above the offer")
+        for k in ("server_max_window_bits", "client_max_window_bits"):
+            v = answer.get(k)
+            if v is not None and (not v.isdigit() or not 8 <= int(v) <= 15 or v.startswith("0")):
+                bad.append("%s=%r out of range" % (k, v))
+        if not bad:
+            return
+        problems.extend(bad)
+    raise Failed("permessage-deflate answer %r does not fit our offers: %s" % (answer, "; ".join(problems)))
+
+
+def answer_with(**params):
+    """Answer a client's first permessage-deflate offer with `params`; a
+    client_max_window_bits value is sent only if the client offered it."""
+    def answer(offered):
+        parts = ["permessage-deflate"]
+        for k, v in params.items():
+            if k == "client_max_window_bits" and k not in offered:
+                continue
+            parts.append(k if v is True else "%s=%d" % (k, v))
+        return "; ".join(parts)
+    return answer
+
+
+def json_like(n, seed):
+    rnd = _random.Random(seed)
+    words = [b"alpha", b"beta", b"gamma", b"delta", b"value", b"name", b"id", b"true", b"false", b"null"]
+    out = bytearray()
+    while len(out) < n:
+        out += b'{"%s": %d, "%s": "%s"}, ' % (rnd.choice(words), rnd.randint(0, 99999), rnd.choice(words),
+                                             rnd.choice(words))
+    return bytes(out[:n])
+
+
+def random_bytes(n, seed):
+    return _random.Random(seed).randbytes(n)
+
+
+def compressed_echo(gen, op, size, count=20, frag=None, mixed=False):
+    """Send `count` messages of `size` bytes under permessage-deflate (compressed,
+    or alternately plain with mixed=True), expect each echoed (the peer may
+    compress its echo or not; its compressed data must inflate with the
+    negotiated parameters)."""
+    def run(c, ctx):
+        for i in range(count):
+            payload = gen(size, i)
+            compress = c.extensions.can_compress() and not (mixed and i % 2)
+            c.send_frames(c.compressed_frames(op, payload, frag=frag, compress=compress))
+            ev = c.next_event(CASE_TIMEOUT)
+            if ev is None or ev.key() != msg(op, payload):
+                raise Failed("message %d of %d bytes: got %s" % (i, size, ev.describe() if ev else "nothing"))
+        expect_ok(c, ctx, [])
+    return run
+
+
+DEFAULT_DEFLATE = DeflateSpec("permessage-deflate; client_max_window_bits", answer_with())
+SIZES_12 = (16, 64, 256, 1024, 4096, 16384, 65536, 131072)
+for sub, (gen, op, frag, mixed, what) in enumerate((
+        (json_like, TEXT, None, False, "compressible text"),
+        (random_bytes, BINARY, None, False, "incompressible binary"),
+        (json_like, TEXT, 256, False, "compressible text, compressed data in 256-octet fragments"),
+        (random_bytes, BINARY, 1000, False, "incompressible binary in 1000-octet fragments"),
+        (json_like, BINARY, None, True, "binary, alternately compressed and plain (RSV1 clear)"))):
+    for i, size in enumerate(SIZES_12):
+        add("12.%d.%d" % (sub + 1, i + 1), "permessage-deflate: 20 messages of %d octets, %s" % (size, what),
+            compressed_echo(gen, op, size, frag=frag, mixed=mixed), deflate=DEFAULT_DEFLATE, timeout=10.0)
+
+# 13: parameter combinations (our offer as a client; our answer as a server).
+PARAMS_13 = [
+    ("default parameters", "permessage-deflate", answer_with()),
+    ("client_no_context_takeover", "permessage-deflate; client_no_context_takeover",
+     answer_with(client_no_context_takeover=True)),
+    ("server_max_window_bits=8 / client_max_window_bits=9", "permessage-deflate; server_max_window_bits=8",
+     answer_with(client_max_window_bits=9)),
+    ("server_max_window_bits=15 / client_max_window_bits=15", "permessage-deflate; server_max_window_bits=15",
+     answer_with(client_max_window_bits=15)),
+    ("server_no_context_takeover; server_max_window_bits=9",
+     "permessage-deflate; server_no_context_takeover; server_max_window_bits=9",
+     answer_with(server_no_context_takeover=True, server_max_window_bits=9)),
+    ("both no_context_takeover, window bits 9", "permessage-deflate; server_no_context_takeover; "
+     "client_no_context_takeover; server_max_window_bits=9; client_max_window_bits=9",
+     answer_with(server_no_context_takeover=True, client_no_context_takeover=True, client_max_window_bits=9)),
+    ("several offers, first unacceptable-looking", "permessage-deflate; server_max_window_bits=8; "
+     "server_no_context_takeover, permessage-deflate; client_no_context_takeover, permessage-deflate",
+     answer_with(client_no_context_takeover=True, server_max_window_bits=10)),
+]
+for sub, (what, offer, answer) in enumerate(PARAMS_13):
+    spec = DeflateSpec(offer, answer)
+    for i, size in enumerate((16, 1024, 65536)):
+        for j, (gen, op) in enumerate(((json_like, TEXT), (random_bytes, BINARY))):
+            add("13.%d.%d" % (sub + 1, i * 2 + j + 1), "permessage-deflate %s: 20 %s messages of %d octets" % (
+                what, "text" if op == TEXT else "binary", size), compressed_echo(gen, op, size), deflate=spec,
+                timeout=10.0)
+
+
+# 12.6 (ours): compression rules RFC 7692 puts on the receiver.
+def rsv1_on_continuation(c, ctx):
+    # RFC 7692 6.1: RSV1 is set on the first frame of a message only.
+    data = c.extensions.deflate(json_like(200, 1))
+    c.send_frames([c.frame(TEXT, data[:50], fin=False, rsv=4), c.frame(CONT, data[50:], rsv=4)])
+    expect_fail(c, ctx, [], (1002,))
+
+
+def rsv1_on_control(c, ctx):
+    # RFC 7692 6.1: control frames never carry RSV1.
+    c.send_frames([c.frame(PING, HELLO, rsv=4)])
+    expect_fail(c, ctx, [], (1002,))
+
+
+def corrupt_deflate(c, ctx):
+    # A message whose data is not DEFLATE fails the connection (1007, as duplex's design says).
+    c.send_frames([c.frame(BINARY, b"\xff\xff\xff\xff garbage", rsv=4)])
+    expect_fail(c, ctx, [], (1007, 1002))
+
+
+def empty_compressed(c, ctx):
+    # RFC 7692 7.2.3.6: an empty message compresses to a single 00 byte; an
+    # empty RSV1 payload is what zlib senders produce after a previous message.
+    c.send_frames([c.frame(TEXT, b"\x00", rsv=4), c.frame(BINARY, b"", rsv=4)])
+    events, close_ev, how = collect_n(c, 2, CASE_TIMEOUT)
+    compare(events, [msg(TEXT, b""), msg(BINARY, b"")])
+    expect_ok(c, ctx, [])
+
+
+def bomb(c, ctx):
+    # The limit bounds the inflated size (RFC 6455 7.4.1 code 1009): 1 MiB of zeros
+    # compresses to about 1 KiB.
+    data = _zlib.compressobj(9, _zlib.DEFLATED, -15)
+    comp = data.compress(bytes(MIB)) + data.flush(_zlib.Z_SYNC_FLUSH)
+    c.send_frames([c.frame(BINARY, comp[:-4], rsv=4)])
+    expect_fail(c, ctx, [], (1009,))
+
+
+def text_invalid_after_inflate(c, ctx):
+    # UTF-8 is checked on the inflated text (RFC 7692 6, RFC 6455 8.1).
+    c.send_frames(c.compressed_frames(TEXT, b"valid start \xce\xba then \xff invalid"))
+    expect_fail(c, ctx, [], (1007,))
+
+
+for i, (fn, desc, prof) in enumerate((
+        (rsv1_on_continuation, "RSV1 on a continuation frame fails with 1002", "default"),
+        (rsv1_on_control, "RSV1 on a ping fails with 1002", "default"),
+        (corrupt_deflate, "data that does not inflate fails the connection (1007)", "default"),
+        (empty_compressed, "empty compressed messages (00 and empty payload) are empty messages", "default"),
+        (text_invalid_after_inflate, "compressed text that inflates to invalid UTF-8 fails with 1007", "default"),
+        (bomb, "limit 64 KiB: 1 KiB that inflates to 1 MiB fails with 1009", "limit"))):
+    add("12.6.%d" % (i + 1), "permessage-deflate (ours): " + desc, fn, deflate=DEFAULT_DEFLATE, profile=prof)
 
 CASES.sort(key=Case.sort_key)
 _ids = [c.id for c in CASES]

@@ -35,6 +35,7 @@ import cases as C  # noqa: E402
 import wire  # noqa: E402
 
 STARTUP_TIMEOUT = 10.0
+DEFLATE_MODE = "auto"  # --deflate: auto (UNIMPLEMENTED if not negotiated), require, off
 LISTEN_RE = re.compile(r"listening on ws://([^:/\s]+|\[[^\]]+\]):(\d+)/")
 
 _children = []
@@ -85,6 +86,8 @@ def judge(case, role, run_one):
         extra = run_one(log)
         if extra:
             verdict, detail = extra
+    except wire.NotNegotiated as e:
+        verdict, detail = ("FAILED" if DEFLATE_MODE == "require" else "UNIMPLEMENTED"), str(e)
     except C.NonStrict as e:
         verdict, detail = "NON-STRICT", str(e)
     except C.Failed as e:
@@ -165,8 +168,31 @@ def run_server_case(case, server):
         if not server.alive():
             server.start()
             log.append("server (re)started")
-        sock, rest, _ = wire.client_handshake(server.host, server.port, "/", timeout=C.CASE_TIMEOUT)
+        offer = [] if case.deflate is None else ["Sec-WebSocket-Extensions: " + case.deflate.offer]
+        sock, rest, headers = wire.client_handshake(server.host, server.port, "/", timeout=C.CASE_TIMEOUT,
+                                                    extra_headers=offer)
         c = wire.Conn(sock, True, rest, log)
+        answered = wire.parse_extensions(headers.get("sec-websocket-extensions", []))
+        if case.deflate is None and answered:
+            c.close_tcp()
+            # RFC 6455 9.1: a server may only answer extensions the client offered.
+            raise C.Failed("server answered extensions %r that were not offered" % answered)
+        if case.deflate is not None:
+            if not answered:
+                c.close_tcp()
+                raise wire.NotNegotiated("server declined permessage-deflate (offer %r)" % case.deflate.offer)
+            if len(answered) != 1 or answered[0][0] != "permessage-deflate":
+                c.close_tcp()
+                raise C.Failed("extension answer %r is not one permessage-deflate" % answered)
+            offers = [p for n, p in wire.parse_extensions([case.deflate.offer])]
+            try:
+                C.server_answer_ok(offers, answered[0][1])
+            except C.Failed:
+                c.close_tcp()
+                raise
+            c.extensions = wire.Deflate.from_params(answered[0][1], True)
+            c.rsv_allowed = 4
+            log.append("permessage-deflate agreed: %s" % headers["sec-websocket-extensions"])
         try:
             run_bounded(case, c, ctx)
         finally:
@@ -222,10 +248,27 @@ def run_client_case(case, listener, client_cmd, profile_args):
                 raise C.Failed("client did not connect within %.0f s (status %s) %s" % (
                     C.CASE_TIMEOUT, proc.poll(), tail(err)))
             sock, _ = listener.accept()
-            path, _, rest = wire.server_handshake(sock, timeout=C.CASE_TIMEOUT)
+            agreed = []
+
+            def extension_reply(headers):
+                offers = [p for n, p in wire.parse_extensions(headers.get("sec-websocket-extensions", []))
+                          if n == "permessage-deflate"]
+                log.append("client offered extensions: %s" % headers.get("sec-websocket-extensions"))
+                if case.deflate is None or not offers:
+                    return None
+                answer = case.deflate.answer(offers[0])
+                agreed.append(wire.parse_extensions([answer])[0][1])
+                return answer
+            path, _, rest = wire.server_handshake(sock, timeout=C.CASE_TIMEOUT, extension_reply=extension_reply)
             if path != "/case/%s" % case.id:
                 raise C.Failed("client asked for path %r, not /case/%s" % (path, case.id))
             c = wire.Conn(sock, False, rest, log)
+            if case.deflate is not None:
+                if not agreed:
+                    c.close_tcp()
+                    raise wire.NotNegotiated("client did not offer permessage-deflate")
+                c.extensions = wire.Deflate.from_params(agreed[0], False)
+                c.rsv_allowed = 4
             try:
                 run_bounded(case, c, ctx)
             finally:
@@ -274,7 +317,7 @@ def section_counts(rows):
     table = {}
     for r in rows:
         sec = r["id"].split(".")[0]
-        t = table.setdefault((r["role"], sec), {"OK": 0, "NON-STRICT": 0, "FAILED": 0})
+        t = table.setdefault((r["role"], sec), {"OK": 0, "NON-STRICT": 0, "FAILED": 0, "UNIMPLEMENTED": 0})
         t[r["verdict"]] += 1
     return table
 
@@ -288,10 +331,17 @@ def main():
     ap.add_argument("--server-cmd", help="server command instead of duplex echo-server (harness checks)")
     ap.add_argument("--client-cmd", help="client command instead of duplex connect --echo (URL appended)")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
+    ap.add_argument("--deflate", choices=("auto", "require", "off"), default="auto",
+                    help="sections 12/13: auto = UNIMPLEMENTED when the peer does not negotiate "
+                         "permessage-deflate, require = FAILED then, off = skip them")
     args = ap.parse_args()
 
+    global DEFLATE_MODE
+    DEFLATE_MODE = args.deflate
     patterns = [p.strip() for p in args.cases.split(",") if p.strip()]
     selected = [c for c in C.CASES if any(fnmatch.fnmatchcase(c.id, p) or c.id == p for p in patterns)]
+    if args.deflate == "off":
+        selected = [c for c in selected if c.deflate is None]
     if args.list:
         for c in selected:
             print("%-8s %-14s %s" % (c.id, "/".join(c.roles), c.desc))
@@ -360,17 +410,20 @@ def main():
     print_table(rows)
     counts = section_counts(rows)
     print()
-    print("by section (OK / NON-STRICT / FAILED):")
+    print("by section (OK / NON-STRICT / FAILED / UNIMPLEMENTED):")
     for (role, sec), t in sorted(counts.items(), key=lambda kv: (kv[0][0], int(kv[0][1]))):
-        print("  %-6s %-3s %3d / %3d / %3d" % (role, sec, t["OK"], t["NON-STRICT"], t["FAILED"]))
-    passed = sum(1 for r in rows if r["verdict"] != "FAILED")
-    failed = len(rows) - passed
+        print("  %-6s %-3s %3d / %3d / %3d / %3d" % (role, sec, t["OK"], t["NON-STRICT"], t["FAILED"],
+                                                   t["UNIMPLEMENTED"]))
+    unimpl = sum(1 for r in rows if r["verdict"] == "UNIMPLEMENTED")
+    failed = sum(1 for r in rows if r["verdict"] == "FAILED")
+    passed = len(rows) - failed - unimpl
     nonstrict = sum(1 for r in rows if r["verdict"] == "NON-STRICT")
-    print("total %.1f s; %d OK, %d NON-STRICT" % (elapsed, passed - nonstrict, nonstrict))
+    print("total %.1f s; %d OK, %d NON-STRICT, %d UNIMPLEMENTED (permessage-deflate not negotiated; "
+          "not counted)" % (elapsed, passed - nonstrict, nonstrict, unimpl))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"seconds": round(elapsed, 2), "passed": passed, "failed": failed,
-                       "non_strict": nonstrict,
+                       "non_strict": nonstrict, "unimplemented": unimpl,
                        "sections": {"%s %s" % k: v for k, v in sorted(counts.items())},
                        "cases": rows}, f, indent=1)
     print("%d passed, %d failed" % (passed, failed))

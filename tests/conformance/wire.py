@@ -142,6 +142,18 @@ class Conn:
         mask = os.urandom(4) if masked else None
         return build_frame(opcode, payload, fin, rsv, mask, length)
 
+    def compressed_frames(self, opcode, payload, frag=None, compress=True):
+        """One message under permessage-deflate: compressed with RSV1 on its first
+        frame (RFC 7692 6.1), optionally split into fragments of `frag` bytes of
+        compressed data; compress=False sends it plain (RSV1 clear)."""
+        data = self.extensions.deflate(payload) if compress else payload
+        rsv1 = 4 if compress else 0
+        if not frag:
+            return [self.frame(opcode, data, rsv=rsv1)]
+        offs = list(range(0, len(data), frag)) or [0]
+        return [self.frame(opcode if i == 0 else CONT, data[o:o + frag], fin=(i == len(offs) - 1),
+                           rsv=rsv1 if i == 0 else 0) for i, o in enumerate(offs)]
+
     def close_frame(self, code=None, reason=b"", **kw):
         return self.frame(CLOSE, close_payload(code, reason), **kw)
 
@@ -319,7 +331,7 @@ class Conn:
         data = b"".join(self._frag_parts)
         op, count, rsv = self._frag_op, self._frag_count, self._frag_rsv
         self._frag_op, self._frag_parts, self._frag_count = None, [], 0
-        if rsv & 4 and self.extensions is not None:
+        if rsv & 4:
             data = self.extensions.inflate(data)
         if op == TEXT:
             try:
@@ -427,3 +439,75 @@ def server_handshake(sock, timeout=5.0, extension_reply=None):
             resp += "Sec-WebSocket-Extensions: %s\r\n" % ext
     sock.sendall((resp + "\r\n").encode("latin-1"))
     return path, headers, rest
+
+
+# ---------------------------------------------------------------- permessage-deflate (RFC 7692)
+import zlib  # noqa: E402
+
+
+def parse_extensions(values):
+    """Sec-WebSocket-Extensions values -> [(name, {param: value or None})]."""
+    out = []
+    for value in values:
+        for elem in value.split(","):
+            parts = [p.strip() for p in elem.split(";")]
+            if not parts[0]:
+                continue
+            params = {}
+            for p in parts[1:]:
+                if not p:
+                    continue
+                k, eq, v = p.partition("=")
+                params[k.strip().lower()] = v.strip().strip('"') if eq else None
+            out.append((parts[0].lower(), params))
+    return out
+
+
+class NotNegotiated(Exception):
+    """The peer did not agree to permessage-deflate."""
+
+
+class Deflate:
+    """Our side of a negotiated permessage-deflate: our compressor obeys the
+    parameters the peer imposed on us, and our inflater checks the peer obeys
+    the ones imposed on it (its window size, its context takeover)."""
+
+    def __init__(self, tx_wbits, tx_no_ctx, rx_wbits, rx_no_ctx):
+        self.tx_wbits, self.tx_no_ctx = tx_wbits, tx_no_ctx
+        self.rx_wbits, self.rx_no_ctx = rx_wbits, rx_no_ctx
+        self.comp = None
+        self.decomp = None
+
+    @staticmethod
+    def from_params(params, we_are_client):
+        def bits(name):
+            v = params.get(name)
+            return 15 if v is None else int(v)
+        mine, theirs = ("client", "server") if we_are_client else ("server", "client")
+        return Deflate(bits(mine + "_max_window_bits"), (mine + "_no_context_takeover") in params,
+                       bits(theirs + "_max_window_bits"), (theirs + "_no_context_takeover") in params)
+
+    def can_compress(self):
+        # zlib cannot write raw DEFLATE with a 256-byte window: send uncompressed (RFC 7692 allows it).
+        return self.tx_wbits >= 9
+
+    def deflate(self, data):
+        if self.comp is None or self.tx_no_ctx:
+            self.comp = zlib.compressobj(6, zlib.DEFLATED, -self.tx_wbits)
+        out = self.comp.compress(data) + self.comp.flush(zlib.Z_SYNC_FLUSH)
+        # RFC 7692 7.2.1: drop the 00 00 ff ff tail; 7.2.3.6: an empty result is sent as 00.
+        assert out.endswith(b"\x00\x00\xff\xff")
+        out = out[:-4]
+        return out or b"\x00"
+
+    def inflate(self, data):
+        if self.decomp is None or self.rx_no_ctx or self.decomp.eof:
+            # The peer's window is at most rx_wbits: inflating with exactly that
+            # window fails on any reference farther back (zlib needs at least 9).
+            self.decomp = zlib.decompressobj(-max(9, self.rx_wbits))
+        try:
+            return self.decomp.decompress(data + b"\x00\x00\xff\xff")
+        except zlib.error as e:
+            raise PeerViolation("compressed message does not inflate with the negotiated parameters "
+                                "(window %d bits%s): %s" % (self.rx_wbits, ", no context takeover" if self.rx_no_ctx
+                                                            else "", e))
