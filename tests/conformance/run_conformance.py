@@ -243,7 +243,12 @@ def run_client_case(case, listener, client_cmd, profile_args):
         log.append("started: %s" % " ".join(shlex.quote(x) for x in cmd))
         sock = None
         try:
-            r, _, _ = select.select([listener], [], [], C.CASE_TIMEOUT)
+            deadline = time.monotonic() + C.CASE_TIMEOUT
+            r = []
+            while not r and time.monotonic() < deadline and proc.poll() is None:
+                r, _, _ = select.select([listener], [], [], 0.05)
+            if not r:
+                r, _, _ = select.select([listener], [], [], 0)
             if not r:
                 raise C.Failed("client did not connect within %.0f s (status %s) %s" % (
                     C.CASE_TIMEOUT, proc.poll(), tail(err)))
