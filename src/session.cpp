@@ -887,6 +887,8 @@ void Session::do_read(std::span<std::byte> buffer, Op op) {
 // ------------------------------------------------------------------------------
 
 void Session::on_message(SocketMessageType type, std::span<const std::byte> data, bool complete_) {
+  // A handler may have closed or destroyed the socket during this read.
+  if (phase() == Phase::closed) return;
   if (kind_ == Kind::stream) {
     auto rest = data;
     if (read_op_ && in_pos_ == in_.size() && !rest.empty()) {

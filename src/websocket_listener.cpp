@@ -365,8 +365,10 @@ void ListenerImpl::accept_next(Acceptor& a) {
 
 void ListenerImpl::arm_sweep(ListenerLoop& loop) {
   loop.sweep.expires_after(sweep_interval_);
+  // Runs until the loop stops: after stop() it still bounds the connections
+  // that end with a 1001 frame right after their 101.
   loop.sweep.async_wait([this, &loop](std::error_code ec) {
-    if (ec || stopping_) return;
+    if (ec) return;
     sweep(loop);
   });
 }
@@ -532,8 +534,11 @@ std::size_t ListenerImpl::stop(std::chrono::milliseconds timeout) {
       a->socket.close(ignored);
       a->retry.cancel();
     }
-    loop.sweep.cancel();
-    while (HandshakeEntry* e = loop.handshakes.front()) e->expire();
+    for (HandshakeEntry* e = loop.handshakes.front(); e != nullptr;) {
+      HandshakeEntry* next = HandshakeList::next(*e);
+      e->stop();
+      e = next;
+    }
     sweep_sessions(loop);
     for (auto& w : loop.sessions) {
       if (auto s = w.lock()) {
@@ -553,6 +558,9 @@ std::size_t ListenerImpl::stop(std::chrono::milliseconds timeout) {
   const std::size_t cut = open_sessions();
   if (cut != 0) {
     force.cancel();
+    on_each_loop([](ListenerLoop& loop) {
+      while (HandshakeEntry* e = loop.handshakes.front()) e->expire();
+    });
     // Failing is immediate on each loop; bound the wait all the same.
     const auto hard = ListenerClock::now() + std::chrono::seconds(2);
     while (open_sessions() != 0 && ListenerClock::now() < hard)

@@ -16,6 +16,7 @@
 #include <system_error>
 #include <vector>
 
+#include <duplex/data_reader.hpp>
 #include <duplex/message_type.hpp>
 #include <duplex/websocket_control.hpp>
 
@@ -47,6 +48,8 @@ public:
   [[nodiscard]] std::string_view text() const noexcept {
     return {reinterpret_cast<const char*>(data_.data()), data_.size()};
   }
+  /// A DataReader over the payload (valid during the handler, like data()).
+  [[nodiscard]] DataReader get_data_reader() const noexcept { return DataReader(data_); }
 
 private:
   SocketMessageType type_;

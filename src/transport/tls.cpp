@@ -124,6 +124,7 @@ ChainValidationResult classify_x509_error(int e) noexcept {
     case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
     case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
     case X509_V_ERR_CERT_UNTRUSTED: return ChainValidationResult::untrusted;
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT: return ChainValidationResult::incomplete_chain;
     case X509_V_ERR_CERT_SIGNATURE_FAILURE:

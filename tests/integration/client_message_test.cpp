@@ -154,6 +154,27 @@ TEST_F(ClientMessage, SendsOneMessageInPieces) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->type, SocketMessageType::utf8);
   EXPECT_EQ(as_string(r->data), a + b);
+  // A DataReader over a received binary message.
+  ws.control().message_type(SocketMessageType::binary);
+  std::uint32_t value = 0;
+  bool read_past_end_throws = false;
+  duplex::test::Flag read;
+  ws.message_received([&](MessageWebSocket&, const auto& args) {
+    auto reader = args.get_data_reader();
+    reader.set_byte_order(duplex::ByteOrder::big_endian);
+    value = reader.read_uint32();
+    try {
+      reader.read_byte();
+    } catch (const std::out_of_range&) {
+      read_past_end_throws = true;
+    }
+    read.set();
+  });
+  const std::byte be[] = {std::byte{0x01}, std::byte{0x02}, std::byte{0x03}, std::byte{0x04}};
+  ws.send_async(std::span<const std::byte>(be)).get();
+  ASSERT_TRUE(read.wait());
+  EXPECT_EQ(value, 0x01020304u);
+  EXPECT_TRUE(read_past_end_throws);
   ws.close();
 }
 
@@ -301,6 +322,7 @@ TEST_F(ClientMessage, AsioTokensCallbacksFuturesAndCoroutines) {
   inside_call = false;
   ASSERT_TRUE(run_until([&] { return connect_ec.has_value(); }));
   ASSERT_FALSE(*connect_ec) << connect_ec->message();
+#if defined(ASIO_HAS_CO_AWAIT)
   bool sent = false;
   asio::co_spawn(
       ctx,
@@ -322,6 +344,24 @@ TEST_F(ClientMessage, AsioTokensCallbacksFuturesAndCoroutines) {
     std::lock_guard lock(inbox.m);
     return inbox.closed.has_value();
   }));
+#else
+  // This compiler's Asio has no coroutine support: callbacks instead.
+  bool sent = false;
+  ws.send_async("coroutine", [&](std::error_code ec) {
+    EXPECT_FALSE(ec);
+    sent = true;
+  });
+  ASSERT_TRUE(run_until([&] {
+    std::lock_guard lock(inbox.m);
+    return sent && !inbox.messages.empty();
+  }));
+  EXPECT_EQ(as_string(inbox.messages.front().data), "coroutine");
+  ws.close_async(1000, "", [](std::error_code) {});
+  ASSERT_TRUE(run_until([&] {
+    std::lock_guard lock(inbox.m);
+    return inbox.closed.has_value();
+  }));
+#endif
   EXPECT_EQ(inbox.closed->first, 1000);
 }
 

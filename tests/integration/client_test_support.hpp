@@ -138,12 +138,14 @@ public:
   /// Writes NAME.pem and NAME.key: a server certificate for `sans` (e.g.
   /// "IP:127.0.0.1,DNS:localhost"), valid from now+`from_s` to now+`to_s`
   /// seconds, signed by the CA (or self-signed when `self_signed`).
+  /// `client`: a TLS client certificate (extended key usage clientAuth).
   std::pair<std::string, std::string> issue(const std::string& name, const std::string& sans,
                                             long from_s = -3600, long to_s = 86400,
-                                            bool self_signed = false) {
+                                            bool self_signed = false, bool client = false) {
     EVP_PKEY* key = make_key();
-    X509* cert = self_signed ? make_cert(key, name, nullptr, nullptr, sans, from_s, to_s, false)
-                             : make_cert(key, name, ca_, ca_key_, sans, from_s, to_s, false);
+    X509* cert = self_signed
+                     ? make_cert(key, name, nullptr, nullptr, sans, from_s, to_s, false, client)
+                     : make_cert(key, name, ca_, ca_key_, sans, from_s, to_s, false, client);
     auto c = dir_ / (name + ".pem");
     auto k = dir_ / (name + ".key");
     write_cert(cert, c);
@@ -162,7 +164,8 @@ private:
   }
   static EVP_PKEY* make_key() { return EVP_EC_gen("P-256"); }
   static X509* make_cert(EVP_PKEY* key, const std::string& cn, X509* issuer, EVP_PKEY* issuer_key,
-                         const std::string& sans, long from_s, long to_s, bool ca) {
+                         const std::string& sans, long from_s, long to_s, bool ca,
+                         bool client = false) {
     X509* x = X509_new();
     X509_set_version(x, 2);
     static long serial = 1;
@@ -187,7 +190,7 @@ private:
       add(NID_key_usage, "critical,keyCertSign,cRLSign");
     } else {
       add(NID_basic_constraints, "CA:FALSE");
-      add(NID_ext_key_usage, "serverAuth");
+      add(NID_ext_key_usage, client ? "clientAuth" : "serverAuth");
       if (!sans.empty()) add(NID_subject_alt_name, sans);
     }
     X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256());

@@ -171,6 +171,8 @@ private:
       return p;
     }
     void clear() noexcept { size_ = 0; }
+    /// Takes back the last `n` bytes appended.
+    void drop_back(std::size_t n) noexcept { size_ -= n; }
     /// Frees the storage of an empty buffer whose capacity exceeds `limit`.
     void release_above(std::size_t limit) noexcept {
       if (size_ == 0 && capacity_ > limit) {
@@ -197,7 +199,7 @@ private:
   struct Header;
   std::size_t read_header(const std::byte* p, std::size_t n, Header& h,
                           std::error_code& ec) const noexcept;
-  bool start_frame(const Header& h, ConnectionHandler& handler);
+  void start_frame(const Header& h) noexcept;
   bool handle_control(std::span<const std::byte> payload, ConnectionHandler& handler);
   void fail(std::error_code ec, ConnectionHandler& handler);
   void queue_frame(std::uint8_t b0, std::span<const std::byte> payload);

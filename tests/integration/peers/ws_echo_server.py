@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Echo server for duplex's client integration tests (Python `websockets` 10.4).
 
-Usage: ws_echo_server.py [--cert FILE --key FILE] [--protocol P ...]
+Usage: ws_echo_server.py [--cert FILE --key FILE [--client-ca FILE]] [--protocol P ...]
+(--client-ca: require a client certificate issued by that CA)
 Listens on 127.0.0.1, port 0, prints "PORT <n>" on stdout, and serves until
 stdin closes (the test fixture holds the pipe) or 120 s pass.
 
@@ -44,12 +45,16 @@ async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--cert")
     parser.add_argument("--key")
+    parser.add_argument("--client-ca")
     parser.add_argument("--protocol", action="append", default=None)
     args = parser.parse_args()
     context = None
     if args.cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.cert, args.key)
+        if args.client_ca:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(args.client_ca)
     server = await websockets.serve(handler, "127.0.0.1", 0, ssl=context, max_size=None,
                                     max_queue=None, subprotocols=args.protocol,
                                     compression=None, ping_interval=None)

@@ -7,7 +7,8 @@ Run it with /usr/bin/python3: the `python3` on some PATHs lacks websockets.
                     [--tls-cert F --tls-key F] [--lifetime S]
       An echo server: each message goes back with its type; the peer's close
       code and reason go back in the closing handshake. A text message
-      "close:CODE:REASON" makes the server close with CODE and REASON instead.
+      "close:CODE:REASON" makes the server close with CODE and REASON instead,
+      and "binary:N" makes it send payload(N, N) (N bytes) as a binary message.
       Prints "listening on ws[s]://HOST:PORT/" when ready; stops on SIGINT /
       SIGTERM or after --lifetime seconds. With --probe the server speaks first
       instead (to test echo clients): it sends a text and a binary message,
@@ -52,6 +53,10 @@ async def echo(ws):
                 _, code, reason = message.split(":", 2)
                 await ws.close(int(code), reason)
                 return
+            if isinstance(message, str) and message.startswith("binary:"):
+                size = int(message[len("binary:"):])
+                await ws.send(payload(size, size))
+                continue
             await ws.send(message)
     except websockets.exceptions.ConnectionClosed:
         pass
