@@ -624,6 +624,8 @@ for sec, op, gen in ((3, TEXT, text_bytes), (4, BINARY, binary_bytes)):
     for i, f in enumerate((64, 256, 1024, 4096, 16384, 65536, 256 * 1024, MIB, 4 * MIB)):
         add("9.%d.%d" % (sec, i + 1), "Send fragmented %s message of 4 MiB in fragments of %d octets" % (kind, f),
             echo_case(op, gen(4 * MIB), frag=f), timeout=20.0)
+    add("9.%d.10" % sec, "Send fragmented %s message of 16 MiB in fragments of 64 KiB (ours)" % kind,
+        echo_case(op, gen(16 * MIB), frag=65536), timeout=20.0)
 for sec, op, gen in ((5, TEXT, text_bytes), (6, BINARY, binary_bytes)):
     kind = "text" if op == TEXT else "binary"
     for i, ch in enumerate((64, 128, 256, 512, 1024, 2048)):

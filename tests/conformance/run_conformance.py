@@ -335,6 +335,7 @@ def main():
     ap.add_argument("--json", help="write the JSON report here")
     ap.add_argument("--server-cmd", help="server command instead of duplex echo-server (harness checks)")
     ap.add_argument("--client-cmd", help="client command instead of duplex connect --echo (URL appended)")
+    ap.add_argument("--markdown", help="write the results by section as Markdown tables here")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     ap.add_argument("--deflate", choices=("auto", "require", "off"), default="auto",
                     help="sections 12/13: auto = UNIMPLEMENTED when the peer does not negotiate "
@@ -431,8 +432,43 @@ def main():
                        "non_strict": nonstrict, "unimplemented": unimpl,
                        "sections": {"%s %s" % k: v for k, v in sorted(counts.items())},
                        "cases": rows}, f, indent=1)
+    if args.markdown:
+        write_markdown(args.markdown, rows, counts, elapsed)
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
+
+
+SECTION_NAMES = {"1": "framing", "2": "pings/pongs", "3": "reserved bits", "4": "opcodes",
+                 "5": "fragmentation", "6": "UTF-8 handling", "7": "close handling",
+                 "9": "limits/performance (scaled)", "10": "misc", "12": "compression: echo",
+                 "13": "compression: parameters"}
+
+
+def write_markdown(path, rows, counts, elapsed):
+    with open(path, "w") as f:
+        roles = sorted({role for role, _ in counts}, reverse=True)
+        for role in roles:
+            f.write("### duplex %s\n\n| section | cases | OK | NON-STRICT | FAILED | UNIMPLEMENTED |\n"
+                    "|---|---:|---:|---:|---:|---:|\n" % ("echo-server" if role == "server" else "connect --echo"))
+            tot = {"OK": 0, "NON-STRICT": 0, "FAILED": 0, "UNIMPLEMENTED": 0}
+            for (r, sec), t in sorted(counts.items(), key=lambda kv: int(kv[0][1])):
+                if r != role:
+                    continue
+                for k in tot:
+                    tot[k] += t[k]
+                f.write("| %s %s | %d | %d | %d | %d | %d |\n" % (sec, SECTION_NAMES.get(sec, ""), sum(t.values()),
+                                                                  t["OK"], t["NON-STRICT"], t["FAILED"],
+                                                                  t["UNIMPLEMENTED"]))
+            f.write("| **total** | %d | %d | %d | %d | %d |\n\n" % (sum(tot.values()), tot["OK"], tot["NON-STRICT"],
+                                                                    tot["FAILED"], tot["UNIMPLEMENTED"]))
+        odd = [r for r in rows if r["verdict"] not in ("OK", "UNIMPLEMENTED")]
+        if odd:
+            f.write("| case | role | verdict | detail |\n|---|---|---|---|\n")
+            for r in odd:
+                f.write("| %s | %s | %s | %s |\n" % (r["id"], r["role"], r["verdict"],
+                                                     r["detail"].replace("|", "\\|").replace("\n", " ")[:200]))
+            f.write("\n")
+        f.write("Run time: %.1f s.\n" % elapsed)
 
 
 def report_row(r):
