@@ -30,8 +30,11 @@ class NonStrict(Exception):
 
 class Case:
     def __init__(self, cid, desc, fn, roles=("server", "client"), profile="default", timeout=CASE_TIMEOUT,
-                 deflate=None):
+                 deflate=None, raw=False):
         self.id, self.desc, self.fn = cid, desc, fn
+        # raw: the case does the opening handshake itself; fn(sock, ctx) gets the
+        # accepted socket (client role) or None with ctx.host/ctx.port (server role).
+        self.raw = raw
         self.roles, self.profile, self.timeout = roles, profile, timeout
         # permessage-deflate: DeflateSpec (what we offer as a client, what we
         # answer as a server), or None for no extension.
@@ -774,6 +777,144 @@ def burst_with_pings(c, ctx):
 
 
 add("10.4.2", "Burst of 50 messages with 50 pings mixed in: echoes and pongs each in order (ours)", burst_with_pings)
+
+# 10.5 (ours): the client must fail a bad opening handshake answer (RFC 6455 4.1,
+# 4.2.2): no frames, TCP closed, non-zero exit.
+import base64 as _b64  # noqa: E402
+import hashlib as _hashlib  # noqa: E402
+
+import wire as _wire  # noqa: E402
+
+
+def bad_answer(make_response):
+    def run(sock, ctx):
+        deadline = time.monotonic() + CASE_TIMEOUT
+        head, _ = _wire.read_http_head(sock, deadline)
+        headers = _wire.parse_headers(head.split("\r\n")[1:])
+        key = headers.get("sec-websocket-key", [""])[0]
+        sock.sendall(make_response(_wire.accept_for(key)).encode("latin-1"))
+        ctx.outcome = "failed"
+        got = b""
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            r, _, _ = _wire.select.select([sock], [], [], end - time.monotonic())
+            if not r:
+                break
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                if got:
+                    raise NonStrict("client sent %d bytes (%s) before closing a connection it should "
+                                    "have failed in the handshake" % (len(got), got[:16].hex()))
+                return
+            got += data
+        raise Failed("client kept the connection open after a bad handshake answer (%d bytes sent)" % len(got))
+    return run
+
+
+def response(accept, status="101 Switching Protocols", upgrade="websocket", extra=""):
+    r = "HTTP/1.1 %s\r\n" % status
+    if upgrade:
+        r += "Upgrade: %s\r\n" % upgrade
+    return r + "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s\r\n" % (accept, extra)
+
+
+BAD_ANSWERS = [
+    ("wrong Sec-WebSocket-Accept", lambda a: response(_b64.b64encode(_hashlib.sha1(b"x").digest()).decode())),
+    ("101 without Upgrade: websocket", lambda a: response(a, upgrade="")),
+    ("an extension the client did not offer", lambda a: response(a, extra="Sec-WebSocket-Extensions: x-unknown\r\n")),
+    ("a subprotocol the client did not offer", lambda a: response(a, extra="Sec-WebSocket-Protocol: chat\r\n")),
+    ("200 OK instead of 101", lambda a: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"),
+]
+for i, (what, mk) in enumerate(BAD_ANSWERS):
+    add("10.5.%d" % (i + 1), "Opening handshake answer with %s: the client fails it (ours)" % what, bad_answer(mk),
+        roles=("client",), raw=True)
+
+
+def response_and_frame(sock, ctx):
+    # The 101 and the first frame in one TCP segment: the bytes after the head are frames.
+    deadline = time.monotonic() + CASE_TIMEOUT
+    head, rest = _wire.read_http_head(sock, deadline)
+    headers = _wire.parse_headers(head.split("\r\n")[1:])
+    c = _wire.Conn(sock, False, rest)
+    sock.sendall(response(_wire.accept_for(headers["sec-websocket-key"][0])).encode() + c.frame(TEXT, HELLO))
+    expect_ok(c, ctx, [msg(TEXT, HELLO)])
+
+
+add("10.5.6", "The 101 answer and a first frame in one TCP segment (ours)", response_and_frame, roles=("client",),
+    raw=True)
+
+
+# 10.6 (ours): the server refuses bad opening handshakes with an HTTP error (RFC 6455 4.2.1, 4.2.2, 4.4).
+def request(key="dGhlIHNhbXBsZSBub25jZQ==", method="GET", version="HTTP/1.1", upgrade="websocket", ws_version="13",
+            drop=()):
+    lines = ["%s / %s" % (method, version), "Host: 127.0.0.1"]
+    fields = [("Upgrade", upgrade), ("Connection", "Upgrade"), ("Sec-WebSocket-Key", key),
+              ("Sec-WebSocket-Version", ws_version)]
+    lines += ["%s: %s" % (k, v) for k, v in fields if k not in drop]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def refused(req, statuses, want_header=None):
+    def run(_, ctx):
+        sock = _wire.socket.create_connection((ctx.host, ctx.port), timeout=CASE_TIMEOUT)
+        try:
+            sock.sendall(req)
+            head, _ = _wire.read_http_head(sock, time.monotonic() + CASE_TIMEOUT)
+        finally:
+            sock.close()
+        status_line = head.split("\r\n")[0]
+        parts = status_line.split(" ")
+        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        if status == 101:
+            raise Failed("server accepted: %r" % status_line)
+        if not 400 <= status <= 599:
+            raise Failed("expected an HTTP error, got %r" % status_line)
+        if status not in statuses:
+            raise NonStrict("status %d, expected %s" % (status, "/".join(map(str, statuses))))
+        if want_header:
+            name, value = want_header
+            got = _wire.parse_headers(head.split("\r\n")[1:]).get(name.lower(), [])
+            if not any(value in v for v in got):
+                raise Failed("answer lacks %s: %s (RFC 6455 4.4)" % (name, value))
+    return run
+
+
+REFUSALS = [
+    ("Sec-WebSocket-Version: 12", request(ws_version="12"), (426,), ("Sec-WebSocket-Version", "13")),
+    ("no Sec-WebSocket-Key", request(drop=("Sec-WebSocket-Key",)), (400,), None),
+    ("a key of 15 bytes", request(key=_b64.b64encode(b"x" * 15).decode()), (400,), None),
+    ("POST instead of GET", request(method="POST"), (400, 405), None),
+    ("no Upgrade header", request(drop=("Upgrade",)), (400, 426), None),
+    ("HTTP/1.0", request(version="HTTP/1.0"), (400, 505), None),
+]
+for i, (what, req, statuses, hdr) in enumerate(REFUSALS):
+    add("10.6.%d" % (i + 1), "Opening handshake with %s: refused with HTTP %s (ours)" % (
+        what, "/".join(map(str, statuses))), refused(req, statuses, hdr), roles=("server",), raw=True)
+
+
+def request_and_frame(_, ctx):
+    # The request and a first frame in one TCP segment: the server must keep the frame.
+    sock = _wire.socket.create_connection((ctx.host, ctx.port), timeout=CASE_TIMEOUT)
+    sock.settimeout(None)
+    key = _b64.b64encode(b"0123456789abcdef").decode()
+    frame = _wire.build_frame(TEXT, HELLO, mask=b"\x01\x02\x03\x04")
+    sock.sendall(request(key=key) + frame)
+    head, rest = _wire.read_http_head(sock, time.monotonic() + CASE_TIMEOUT)
+    if not head.startswith("HTTP/1.1 101"):
+        sock.close()
+        raise Failed("handshake refused: %r" % head.split("\r\n")[0])
+    c = _wire.Conn(sock, True, rest)
+    try:
+        expect_ok(c, ctx, [msg(TEXT, HELLO)])
+    finally:
+        c.close_tcp()
+
+
+add("10.6.7", "The request and a first frame in one TCP segment (ours)", request_and_frame, roles=("server",),
+    raw=True)
 
 # =============================================================== 12/13 compression (RFC 7692)
 import os as _os  # noqa: E402

@@ -75,6 +75,7 @@ class Ctx:
     def __init__(self, role, profile):
         self.role, self.profile = role, profile
         self.outcome = None  # "clean" or "failed" once the case saw the close handshake
+        self.host = self.port = None  # server role, raw cases
 
 
 def judge(case, role, run_one):
@@ -168,6 +169,14 @@ def run_server_case(case, server):
         if not server.alive():
             server.start()
             log.append("server (re)started")
+        if case.raw:
+            ctx.host, ctx.port = server.host, server.port
+            holder = RawHolder(None)
+            try:
+                run_bounded(case, holder, ctx, arg=None)
+            finally:
+                holder.sock.close()
+            return None
         offer = [] if case.deflate is None else ["Sec-WebSocket-Extensions: " + case.deflate.offer]
         sock, rest, headers = wire.client_handshake(server.host, server.port, "/", timeout=C.CASE_TIMEOUT,
                                                     extra_headers=offer)
@@ -202,7 +211,7 @@ def run_server_case(case, server):
     return judge(case, "server", one)
 
 
-def run_bounded(case, c, ctx):
+def run_bounded(case, c, ctx, arg=False):
     """Run case.fn with a hard time bound: a watchdog shuts the socket down, so a
     blocked read returns and the case fails instead of hanging the gate."""
     done = threading.Event()
@@ -218,7 +227,7 @@ def run_bounded(case, c, ctx):
     t = threading.Thread(target=watchdog, daemon=True)
     t.start()
     try:
-        case.fn(c, ctx)
+        case.fn(c if arg is False else arg, ctx)
     except Exception:
         if fired:
             raise C.Failed("case exceeded its %.0f s bound" % case.timeout)
@@ -253,6 +262,12 @@ def run_client_case(case, listener, client_cmd, profile_args):
                 raise C.Failed("client did not connect within %.0f s (status %s) %s" % (
                     C.CASE_TIMEOUT, proc.poll(), tail(err)))
             sock, _ = listener.accept()
+            if case.raw:
+                try:
+                    run_bounded(case, RawHolder(sock), ctx, arg=sock)
+                finally:
+                    sock.close()
+                return check_client_exit(proc, ctx, log, err)
             agreed = []
 
             def extension_reply(headers):
@@ -278,19 +293,7 @@ def run_client_case(case, listener, client_cmd, profile_args):
                 run_bounded(case, c, ctx)
             finally:
                 c.close_tcp()
-            # The close handshake is done and we closed TCP: the client must exit.
-            try:
-                status = proc.wait(3.0)
-            except subprocess.TimeoutExpired:
-                raise C.Failed("client did not exit within 3 s after the close handshake and TCP close")
-            log.append("client exit status %s" % status)
-            # The CLI's contract (issue 3): a clean close by the peer ends with
-            # status 0, a failed connection (an error) with a non-zero status.
-            if ctx.outcome == "clean" and status != 0:
-                raise C.Failed("client exited with status %s after a clean close %s" % (status, tail(err)))
-            if ctx.outcome == "failed" and status == 0:
-                raise C.Failed("client exited with status 0 after failing the connection")
-            return None
+            return check_client_exit(proc, ctx, log, err)
         except BaseException:
             log.append("client stderr: %s" % tail(err))
             raise
@@ -298,6 +301,29 @@ def run_client_case(case, listener, client_cmd, profile_args):
             stop(proc, 1.0)
             err.close()
     return judge(case, "client", one)
+
+
+def check_client_exit(proc, ctx, log, err):
+    # The close handshake is done (or the handshake failed) and we closed TCP: the client must exit.
+    try:
+        status = proc.wait(3.0)
+    except subprocess.TimeoutExpired:
+        raise C.Failed("client did not exit within 3 s after the close handshake and TCP close")
+    log.append("client exit status %s" % status)
+    # The CLI's contract (issue 3): a clean close by the peer ends with
+    # status 0, a failed connection (an error) with a non-zero status.
+    if ctx.outcome == "clean" and status != 0:
+        raise C.Failed("client exited with status %s after a clean close %s" % (status, tail(err)))
+    if ctx.outcome == "failed" and status == 0:
+        raise C.Failed("client exited with status 0 after failing the connection")
+    return None
+
+
+class RawHolder:
+    """What run_bounded's watchdog shuts down for a raw case."""
+
+    def __init__(self, sock):
+        self.sock = sock if sock is not None else socket.socket()
 
 
 def tail(f):
