@@ -312,6 +312,13 @@ class Conn:
                 raise PeerViolation("close payload of 1 byte (RFC 6455 5.5.1)")
             code = struct.unpack("!H", p[:2])[0] if len(p) >= 2 else None
             reason = p[2:]
+            # RFC 6455 7.4: codes an endpoint may put on the wire (1012-1014 registered since).
+            if code is not None and not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+                raise PeerViolation("close code %d may not be sent (RFC 6455 7.4)" % code)
+            try:
+                reason.decode("utf-8")
+            except UnicodeDecodeError:
+                raise PeerViolation("close reason is not UTF-8 (RFC 6455 5.5.1)")
             self.close_received = (code, reason)
             return Event("close", code=code, reason=reason, t=f.t)
         if f.opcode in (PING, PONG):
