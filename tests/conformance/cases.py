@@ -229,6 +229,11 @@ def frames_case(build, expected, fail=None, mode="one", codes=None):
     return run
 
 
+def frags(c, op, data, size):
+    offs = list(range(0, len(data), size))
+    return [c.frame(op if i == 0 else CONT, data[o:o + size], fin=(i == len(offs) - 1)) for i, o in enumerate(offs)]
+
+
 def text_bytes(n):
     pattern = b"Hello, conformance! *0123456789abcdef"
     return (pattern * (n // len(pattern) + 1))[:n]
@@ -399,6 +404,24 @@ add("5.19", "Text in 5 fragments with 2 pings between; each pong must come befor
     pings_inside_fragments("one"))
 add("5.20", "As 5.19, one write per frame", pings_inside_fragments("frame"))
 
+
+
+def pings_between_big_fragments(c, ctx):
+    data = binary_bytes(MIB)
+    frames = frags(c, BINARY, data, 65536)
+    out = []
+    for i, f in enumerate(frames):
+        out.append(f)
+        out.append(c.frame(PING, b"ping %d" % i))
+    c.send_frames(out)
+    expect_ok(c, ctx, [pong(b"ping %d" % i) for i in range(len(frames) - 1)] + [msg(BINARY, data),
+                                                                                pong(b"ping %d" % (len(frames) - 1))],
+              timeout=10.0)
+
+
+add("5.21", "1 MiB binary in 16 fragments with a ping after each: pongs in order, then the echo (ours)",
+    pings_between_big_fragments, timeout=10.0)
+
 # =============================================================== 6 UTF-8
 add("6.1.1", "Send text message of length 0", echo_case(TEXT, b""))
 add("6.1.2", "Send fragmented text message, 3 fragments each of length 0",
@@ -550,6 +573,28 @@ for group, gdesc, vectors in UTF8_GROUPS:
             add("%s.%d" % (group, i + 1), d,
                 lambda c, ctx, data=data: (c.send_frames([c.frame(TEXT, data)]), expect_fail(c, ctx, [], (1007,))))
 
+# 6.24 (ours): long non-ASCII text, where validators take their word-at-a-time or
+# SIMD paths: valid in one frame and in fragments that split code points, and
+# with one bad byte at positions around 16- and 4096-byte boundaries.
+MIXED = ("aé€𝄞ßκόσμε中文😀" * 40000).encode("utf-8")[:1 << 20]
+while True:
+    try:
+        MIXED.decode("utf-8")
+        break
+    except UnicodeDecodeError:
+        MIXED = MIXED[:-1]
+add("6.24.1", "1 MiB of mixed 1-4 byte UTF-8 in one frame (ours)", echo_case(TEXT, MIXED), timeout=10.0)
+add("6.24.2", "1 MiB of mixed UTF-8 in 999-octet fragments, code points split (ours)",
+    echo_case(TEXT, MIXED, frag=999), timeout=10.0)
+for i, pos in enumerate((0, 15, 16, 17, 31, 4095, 4096, 65535, len(MIXED) // 2, len(MIXED) - 1)):
+    bad = MIXED[:pos] + b"\xff" + MIXED[pos + 1:]
+    add("6.24.%d" % (i + 3), "1 MiB of mixed UTF-8 with byte %d replaced by ff (ours)" % pos,
+        frames_case(lambda c, bad=bad: [c.frame(TEXT, bad)], [], fail=(1007,)), timeout=10.0)
+for i, pos in enumerate((4096, len(MIXED) // 2)):
+    bad = MIXED[:pos] + b"\xed\xa0\x80" + MIXED[pos + 3:]
+    add("6.24.%d" % (i + 13), "1 MiB of mixed UTF-8 with a surrogate at %d, in 4 KiB fragments (ours)" % pos,
+        frames_case(lambda c, bad=bad: frags(c, TEXT, bad, 4096), [], fail=(1007,)), timeout=10.0)
+
 # =============================================================== 7 close handling
 add("7.1.1", "Send a message, then close: echo, then close reply",
     frames_case(lambda c: [c.frame(TEXT, b"Hello World!")], [msg(TEXT, b"Hello World!")]))
@@ -591,6 +636,23 @@ def big_then_close(c, ctx):
 
 
 add("7.1.6", "Send 256 KiB text, close, then ping: echo (else NON-STRICT), close reply, no pong", big_then_close)
+
+
+def huge_then_close(c, ctx):
+    # The close arrives while a 16 MiB echo is still being written: the echo must
+    # not be cut (no data frame may follow the close reply, RFC 6455 5.5.1).
+    data = binary_bytes(16 * MIB)
+    c.send_frames([c.frame(BINARY, data), c.close_frame(1000)])
+    try:
+        expect_ok(c, ctx, [msg(BINARY, data)], send_close=False, timeout=20.0)
+    except Failed as e:
+        if "missing binary" in str(e):
+            raise NonStrict("message not echoed before the close reply: " + str(e))
+        raise
+
+
+add("7.1.7", "Send 16 MiB binary and a close in one write: whole echo (else NON-STRICT), then the close reply (ours)",
+    huge_then_close, timeout=20.0)
 add("7.3.1", "Send close with no payload", lambda c, ctx: expect_ok(c, ctx, [], code=None))
 # RFC 6455 5.5.1: a close body, if any, starts with a 2-byte code.
 add("7.3.2", "Send close with a payload of 1 octet",
@@ -661,11 +723,6 @@ add("9.9.1", "Limit 64 KiB: text message of exactly 65536 octets is echoed",
     echo_case(TEXT, text_bytes(LIMIT)), profile="limit")
 add("9.9.2", "Limit 64 KiB: text message of 65537 octets in one frame fails with 1009",
     frames_case(lambda c: [c.frame(TEXT, text_bytes(LIMIT + 1))], [], fail=(1009,)), profile="limit")
-
-
-def frags(c, op, data, size):
-    offs = list(range(0, len(data), size))
-    return [c.frame(op if i == 0 else CONT, data[o:o + size], fin=(i == len(offs) - 1)) for i, o in enumerate(offs)]
 
 
 add("9.9.3", "Limit 64 KiB: binary message of 65536 octets in 1 KiB fragments is echoed",
