@@ -10,6 +10,7 @@ a known fault is broken.
 
 import argparse
 import os
+import signal
 import socket
 import struct
 import sys
@@ -126,6 +127,8 @@ def main():
         host, _, port = hostport.rpartition(":")
         sock, rest, _ = wire.client_handshake(host, int(port), "/" + path)
         return serve_conn(sock, rest, True, args.fault, args.max_message_size)
+    # Stop cleanly on SIGTERM, as the echo-server does (the gate checks status 0).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((args.host, args.port))
