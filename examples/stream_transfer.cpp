@@ -50,6 +50,7 @@ int main(int argc, char** argv) {
 
   duplex::WebSocketListenerOptions options;
   options.threads = 1;
+  options.socket_type = duplex::ListenerSocketType::stream_websocket;
   duplex::WebSocketListener listener(options);
   std::promise<std::shared_ptr<Sink>> sink_promise;
   listener.connection_received([&](duplex::WebSocketListenerConnectionReceivedEventArgs& e) {
@@ -82,9 +83,9 @@ int main(int argc, char** argv) {
     std::memcpy(&received, answer, sizeof received);
     rusage usage{};
     getrusage(RUSAGE_SELF, &usage);
-    std::cout << "sent " << mib << " MiB, server read " << (received >> 20) << " MiB in "
-              << seconds << " s (" << static_cast<double>(total) / (1 << 20) / seconds
-              << " MiB/s); peak RSS " << usage.ru_maxrss / 1024 << " MiB\n";
+    std::cout << "sent " << mib << " MiB, server read " << (received >> 20) << " MiB in " << seconds
+              << " s (" << static_cast<double>(total) / (1 << 20) / seconds << " MiB/s); peak RSS "
+              << usage.ru_maxrss / 1024 << " MiB\n";
     ws.close_async().get();
     sink->ws.close();
     sink.reset();

@@ -555,7 +555,13 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
   phase_ = Phase::connecting;
   std::vector<std::byte> rest(leftover.begin(), leftover.end());
   asio::post(ex_, [self = shared_from_this(), rest = std::move(rest)]() mutable {
-    if (self->detached_ && self->phase() != Phase::connecting) return;
+    if (self->detached_) {
+      // The socket was destroyed before its first read: drop the connection.
+      self->stream_->close();
+      self->phase_ = Phase::closed;
+      self->closed_raised_ = true;
+      return;
+    }
     self->phase_ = Phase::connecting;
     self->connect_op_ = {};
     self->connecting_.reset();
@@ -615,6 +621,10 @@ void Session::on_read(std::error_code ec, std::size_t n) {
         return finish(close_code_of(failure_), {}, failure_);
       }
       return fail(make_error_code(error::connection_reset));
+    }
+    if (conn_->close_received() && !failure_) {
+      stream_->close();
+      return finish(peer_code_, peer_reason_, {});
     }
     return fail(ec);
   }
@@ -750,7 +760,14 @@ void Session::on_written(std::error_code ec, std::size_t n) {
   write_deadline_ = never;
   if (phase() == Phase::closed) return;
   conn_->end_write();
-  if (ec) return fail(ec);
+  if (ec) {
+    // The peer's close frame arrived: it may drop TCP before our echo lands.
+    if (conn_->close_received() && !failure_) {
+      stream_->close();
+      return finish(peer_code_, peer_reason_, {});
+    }
+    return fail(ec);
+  }
   wire_bytes_sent_ += n;
   publish_stats();
   pump_sends();

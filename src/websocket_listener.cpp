@@ -212,6 +212,9 @@ constexpr std::size_t max_refusing = 256;
 constexpr auto session_sweep_interval = std::chrono::seconds(1);
 // The same while stop() waits for the 1001 closing handshakes to end.
 constexpr auto drain_sweep_interval = std::chrono::milliseconds(5);
+// Turns of each loop the destructor waits for before stopping it: closing a
+// session completes its operations, whose handlers may post once more.
+constexpr int loop_drain_rounds = 3;
 // After an accept failure (EMFILE, ENOBUFS...) the kernel is out of something;
 // accepting again at once would spin.
 constexpr auto accept_retry_delay = std::chrono::milliseconds(50);
@@ -246,10 +249,17 @@ ListenerImpl::ListenerImpl(WebSocketListenerOptions options) : options_(std::mov
 
 ListenerImpl::~ListenerImpl() {
   stop(std::chrono::milliseconds::zero());
-  for (auto& lp : loops_) {
-    lp->work.reset();
-    lp->ctx.stop();
+  // Let each loop run what the stop made ready (the aborted operations of the
+  // closed sessions complete on their own thread, releasing the sessions),
+  // a few rounds for what those post in turn; then stop the loops.
+  bool started = false;
+  {
+    std::lock_guard lock(mutex_);
+    started = started_;
   }
+  if (started)
+    for (int round = 0; round < loop_drain_rounds; ++round) on_each_loop([](ListenerLoop&) {});
+  for (auto& lp : loops_) lp->ctx.stop();
   for (auto& lp : loops_)
     if (lp->thread.joinable()) lp->thread.join();
   // Acceptors and timers before their io_contexts; each io_context destroys the

@@ -370,6 +370,49 @@ TEST(ListenerEcho, ClientThatDoesNotReadIsClosed) {
   sockets.clear();
 }
 
+TEST(ListenerEcho, HookChoosesTheSocketTypePerRequest) {
+  WebSocketListener listener(options());
+  listener.handshake_requested([](duplex::WebSocketHandshakeContext& ctx) {
+    EXPECT_EQ(ctx.socket_type(), duplex::ListenerSocketType::message_websocket);
+    if (ctx.request().path() == "/stream")
+      ctx.socket_type(duplex::ListenerSocketType::stream_websocket);
+  });
+  Inbox<std::string> kinds;
+  std::mutex m;
+  std::vector<MessageWebSocket> messages;
+  std::vector<StreamWebSocket> streams;
+  listener.connection_received([&](duplex::WebSocketListenerConnectionReceivedEventArgs& args) {
+    if (args.socket_type() == duplex::ListenerSocketType::stream_websocket) {
+      EXPECT_THROW(args.take_message_websocket(), std::logic_error);
+      auto ws = args.take_stream_websocket();
+      EXPECT_FALSE(args.available());
+      EXPECT_THROW(args.take_stream_websocket(), std::logic_error);
+      std::lock_guard lock(m);
+      streams.push_back(std::move(ws));
+      kinds.push("stream " + std::string(args.request().path()));
+    } else {
+      EXPECT_THROW(args.take_stream_websocket(), std::logic_error);
+      auto ws = args.take_message_websocket();
+      std::lock_guard lock(m);
+      messages.push_back(std::move(ws));
+      kinds.push("message " + std::string(args.request().path()));
+    }
+  });
+  listener.listen("127.0.0.1", 0);
+  const auto base = "ws://127.0.0.1:" + std::to_string(listener.local_port());
+  Client a, b;
+  a.ws.connect_async(base + "/stream").get();
+  ASSERT_TRUE(kinds.wait_for_count(1, 3s));
+  b.ws.connect_async(base + "/chat").get();
+  ASSERT_TRUE(kinds.wait_for_count(2, 3s));
+  EXPECT_EQ(kinds.items()[0], "stream /stream");
+  EXPECT_EQ(kinds.items()[1], "message /chat");
+  listener.stop(1s);
+  std::lock_guard lock(m);
+  messages.clear();
+  streams.clear();
+}
+
 TEST(ListenerEcho, MaxConnectionsRefusesTheDuplexClientWith503) {
   auto o = options();
   o.max_connections = 2;
