@@ -773,15 +773,15 @@ def split_everywhere(build_one, positions=None):
 
 
 add("10.2.1", "Text frame with a 7-bit length, split into 2 TCP segments at every byte (ours)",
-    split_everywhere(lambda c: ([c.frame(TEXT, b"split me anywhere")], [msg(TEXT, b"split me anywhere")])))
+    split_everywhere(lambda c: ([c.frame(TEXT, b"split me anywhere")], [msg(TEXT, b"split me anywhere")])), timeout=20.0)
 add("10.2.2", "Binary frame with a 16-bit length, split at every byte (ours)",
-    split_everywhere(lambda c: ([c.frame(BINARY, binary_bytes(300))], [msg(BINARY, binary_bytes(300))])))
+    split_everywhere(lambda c: ([c.frame(BINARY, binary_bytes(300))], [msg(BINARY, binary_bytes(300))])), timeout=20.0)
 add("10.2.3", "Binary frame with a 64-bit length, split at every header byte and around the payload edges (ours)",
     split_everywhere(lambda c: ([c.frame(BINARY, binary_bytes(70000))], [msg(BINARY, binary_bytes(70000))]),
-                     positions=lambda n: list(range(1, 20)) + list(range(n - 4, n))))
+                     positions=lambda n: list(range(1, 20)) + list(range(n - 4, n))), timeout=20.0)
 add("10.2.4", "Fragmented text with a ping in between, split at every byte (ours)",
     split_everywhere(lambda c: ([c.frame(TEXT, KOSME[:4], fin=False), c.frame(PING, b"p"),
-                                 c.frame(CONT, KOSME[4:])], [pong(b"p"), msg(TEXT, KOSME)])))
+                                 c.frame(CONT, KOSME[4:])], [pong(b"p"), msg(TEXT, KOSME)])), timeout=20.0)
 
 
 def close_split(c, ctx):
