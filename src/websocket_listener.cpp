@@ -212,6 +212,12 @@ constexpr std::size_t max_refusing = 256;
 constexpr auto session_sweep_interval = std::chrono::seconds(1);
 // The same while stop() waits for the 1001 closing handshakes to end.
 constexpr auto drain_sweep_interval = std::chrono::milliseconds(5);
+// At most this often, a connection over the limit makes every loop sweep its
+// ended sessions at once (a flood of them does not turn into a flood of sweeps).
+constexpr auto forced_sweep_spacing = std::chrono::milliseconds(10);
+// Turns of each loop the destructor waits for before stopping it: closing a
+// session completes its operations, whose handlers may post once more.
+constexpr int loop_drain_rounds = 3;
 // After an accept failure (EMFILE, ENOBUFS...) the kernel is out of something;
 // accepting again at once would spin.
 constexpr auto accept_retry_delay = std::chrono::milliseconds(50);
@@ -246,10 +252,17 @@ ListenerImpl::ListenerImpl(WebSocketListenerOptions options) : options_(std::mov
 
 ListenerImpl::~ListenerImpl() {
   stop(std::chrono::milliseconds::zero());
-  for (auto& lp : loops_) {
-    lp->work.reset();
-    lp->ctx.stop();
+  // Let each loop run what the stop made ready (the aborted operations of the
+  // closed sessions complete on their own thread, releasing the sessions),
+  // a few rounds for what those post in turn; then stop the loops.
+  bool started = false;
+  {
+    std::lock_guard lock(mutex_);
+    started = started_;
   }
+  if (started)
+    for (int round = 0; round < loop_drain_rounds; ++round) on_each_loop([](ListenerLoop&) {});
+  for (auto& lp : loops_) lp->ctx.stop();
   for (auto& lp : loops_)
     if (lp->thread.joinable()) lp->thread.join();
   // Acceptors and timers before their io_contexts; each io_context destroys the
@@ -342,6 +355,9 @@ void ListenerImpl::accept_next(Acceptor& a) {
                           bool busy = false;
                           if (connections_.fetch_add(1) >= options_.max_connections) {
                             connections_.fetch_sub(1);
+                            // Slots of closed sessions may wait for their sweep:
+                            // sweep now, the request may still find one.
+                            request_session_sweep();
                             if (refusing_.fetch_add(1) >= max_refusing) {
                               refusing_.fetch_sub(1);
                               std::error_code ignored;
@@ -365,8 +381,10 @@ void ListenerImpl::accept_next(Acceptor& a) {
 
 void ListenerImpl::arm_sweep(ListenerLoop& loop) {
   loop.sweep.expires_after(sweep_interval_);
+  // Runs until the loop stops: after stop() it still bounds the connections
+  // that end with a 1001 frame right after their 101.
   loop.sweep.async_wait([this, &loop](std::error_code ec) {
-    if (ec || stopping_) return;
+    if (ec) return;
     sweep(loop);
   });
 }
@@ -500,6 +518,28 @@ void ListenerImpl::hand_over(AcceptedStream& stream, WebSocketRequest request, s
   });
 }
 
+void ListenerImpl::request_session_sweep() {
+  const auto now = ListenerClock::now().time_since_epoch().count();
+  auto last = last_forced_sweep_.load();
+  if (now - last <
+      std::chrono::duration_cast<ListenerClock::duration>(forced_sweep_spacing).count())
+    return;
+  if (!last_forced_sweep_.compare_exchange_strong(last, now)) return;
+  for (auto& lp : loops_) {
+    ListenerLoop& loop = *lp;
+    asio::post(loop.ctx, [this, &loop] { sweep_sessions(loop); });
+  }
+}
+
+bool ListenerImpl::claim_connection() noexcept {
+  if (connections_.fetch_add(1) < options_.max_connections) {
+    refusing_.fetch_sub(1);
+    return true;
+  }
+  connections_.fetch_sub(1);
+  return false;
+}
+
 void ListenerImpl::release_connection(bool busy) noexcept {
   if (busy)
     refusing_.fetch_sub(1);
@@ -532,8 +572,11 @@ std::size_t ListenerImpl::stop(std::chrono::milliseconds timeout) {
       a->socket.close(ignored);
       a->retry.cancel();
     }
-    loop.sweep.cancel();
-    while (HandshakeEntry* e = loop.handshakes.front()) e->expire();
+    for (HandshakeEntry* e = loop.handshakes.front(); e != nullptr;) {
+      HandshakeEntry* next = HandshakeList::next(*e);
+      e->stop();
+      e = next;
+    }
     sweep_sessions(loop);
     for (auto& w : loop.sessions) {
       if (auto s = w.lock()) {
@@ -553,6 +596,9 @@ std::size_t ListenerImpl::stop(std::chrono::milliseconds timeout) {
   const std::size_t cut = open_sessions();
   if (cut != 0) {
     force.cancel();
+    on_each_loop([](ListenerLoop& loop) {
+      while (HandshakeEntry* e = loop.handshakes.front()) e->expire();
+    });
     // Failing is immediate on each loop; bound the wait all the same.
     const auto hard = ListenerClock::now() + std::chrono::seconds(2);
     while (open_sessions() != 0 && ListenerClock::now() < hard)

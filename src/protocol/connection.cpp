@@ -5,6 +5,7 @@
 
 #include <openssl/rand.h>
 
+#include <bit>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -63,7 +64,7 @@ private:
                               "RAND_bytes failed to produce masking keys");
     pos_ = 0;
   }
-  unsigned char keys_[256 * 4];
+  unsigned char keys_[256 * 4] = {};
   std::size_t pos_ = sizeof(keys_);
 };
 
@@ -112,54 +113,75 @@ inline std::uint64_t unmask_small(std::byte* p, std::size_t n, std::uint32_t k32
   return acc;
 }
 
-// Copies a small payload (at most 125 bytes) and returns the OR of its bytes'
-// top bits (zero when ASCII), in one pass; overlapping block copies cover the
-// tail without a byte loop. Reads and writes stay within the n bytes.
-inline std::uint64_t copy_small(std::byte* dst, const std::byte* src, std::size_t n) noexcept {
+// The 4-byte key `k32` (in memory order, little-endian) started `offset`
+// bytes later.
+inline std::uint32_t rotate_key(std::uint32_t k32, std::size_t offset) noexcept {
+  const auto shift = static_cast<unsigned>((offset & 3) * 8);
+  return shift == 0 ? k32 : (k32 >> shift) | (k32 << (32 - shift));
+}
+
+// Copies a small payload (at most 125 bytes) XORed with the key `k32` (key
+// offset 0; k32 = 0 copies plainly) and returns the OR of the source bytes' top
+// bits (zero when ASCII), in one pass. The tail is one overlapping block whose
+// key is rotated to its offset, so there is no byte loop; reads and writes stay
+// within the n bytes. Little-endian only (the key rotation).
+inline std::uint64_t copy_small(std::byte* dst, const std::byte* src, std::size_t n,
+                                std::uint32_t k32) noexcept {
+  const std::uint32_t k_tail = rotate_key(k32, n);
 #if defined(__SSE2__)
   if (n >= 16) {
+    const __m128i k = _mm_set1_epi32(static_cast<int>(k32));
     __m128i acc = _mm_setzero_si128();
     std::size_t i = 0;
     for (; i + 16 <= n; i += 16) {
       const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), v);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm_xor_si128(v, k));
       acc = _mm_or_si128(acc, v);
     }
     if (i < n) {
       const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + n - 16));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + n - 16), v);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + n - 16),
+                       _mm_xor_si128(v, _mm_set1_epi32(static_cast<int>(k_tail))));
       acc = _mm_or_si128(acc, v);
     }
     return static_cast<std::uint64_t>(_mm_movemask_epi8(acc));
   }
 #else
   if (n >= 16) {
-    std::memcpy(dst, src, n);
     std::uint64_t acc = 0;
-    for (std::size_t i = 0; i < n; ++i) acc |= static_cast<std::uint8_t>(src[i]);
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto b = static_cast<std::uint8_t>(src[i]);
+      acc |= b;
+      dst[i] = std::byte{static_cast<std::uint8_t>(b ^ (k32 >> (8 * (i & 3))))};
+    }
     return acc & 0x80u;
   }
 #endif
   if (n >= 8) {
+    const std::uint64_t k = (std::uint64_t{k32} << 32) | k32;
+    const std::uint64_t kt = (std::uint64_t{k_tail} << 32) | k_tail;
     std::uint64_t a, b;
     std::memcpy(&a, src, 8);
     std::memcpy(&b, src + n - 8, 8);
-    std::memcpy(dst, &a, 8);
-    std::memcpy(dst + n - 8, &b, 8);
+    const std::uint64_t ma = a ^ k, mb = b ^ kt;
+    std::memcpy(dst, &ma, 8);
+    std::memcpy(dst + n - 8, &mb, 8);
     return (a | b) & 0x8080808080808080ull;
   }
   if (n >= 4) {
     std::uint32_t a, b;
     std::memcpy(&a, src, 4);
     std::memcpy(&b, src + n - 4, 4);
-    std::memcpy(dst, &a, 4);
-    std::memcpy(dst + n - 4, &b, 4);
+    const std::uint32_t ma = a ^ k32, mb = b ^ k_tail;
+    std::memcpy(dst, &ma, 4);
+    std::memcpy(dst + n - 4, &mb, 4);
     return (a | b) & 0x80808080u;
   }
   std::uint64_t acc = 0;
   for (std::size_t i = 0; i < n; ++i) {
-    dst[i] = src[i];
-    acc |= static_cast<std::uint8_t>(src[i]);
+    const auto b = static_cast<std::uint8_t>(src[i]);
+    acc |= b;
+    dst[i] = std::byte{static_cast<std::uint8_t>(b ^ (k32 >> (8 * i)))};
   }
   return acc & 0x80u;
 }
@@ -203,7 +225,12 @@ std::byte* Connection::OutputBuffer::grow(std::size_t n) {
   return p;
 }
 
-Connection::Connection(ConnectionConfig config) : config_(config) {}
+Connection::Connection(ConnectionConfig config) : config_(config) {
+  if (config_.deflate) {
+    wr_deflate_ = DeflateEncoder(*config_.deflate, config_.role);
+    rd_deflate_ = DeflateDecoder(*config_.deflate, config_.role);
+  }
+}
 
 // --- Receiving ------------------------------------------------------------------
 
@@ -221,8 +248,8 @@ std::size_t Connection::read_header(const std::byte* p, std::size_t n, Header& h
     // RFC 6455 5.2: a reserved bit needs a negotiated extension that defines it;
     // RFC 7692 6: permessage-deflate sets RSV1 on the first frame of a data
     // message only.
-    const bool rsv1_ok =
-        config_.rsv1_allowed && (b0 & bits_rsv) == bit_rsv1 && (op == op_text || op == op_binary);
+    const bool rsv1_ok = (config_.rsv1_allowed || config_.deflate) &&
+                         (b0 & bits_rsv) == bit_rsv1 && (op == op_text || op == op_binary);
     if (!rsv1_ok) {
       ec = make_error_code(error::reserved_bits);
       return 0;
@@ -508,6 +535,13 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
     }
 
     const bool message_done = frame_done && rd_fin_;
+    if (rd_compressed_ && config_.deflate) {
+      // RFC 7692 7.2.2: inflated (and UTF-8 checked) as it streams in.
+      if (frame_done) rd_in_payload_ = false;
+      if (!receive_deflated(std::span<const std::byte>(chunk, take), message_done, handler))
+        return;
+      continue;
+    }
     if (rd_text_ && !rd_compressed_) {
       // RFC 6455 8.1: fail as soon as the text can no longer be valid UTF-8,
       // even in the middle of a fragment.
@@ -590,33 +624,47 @@ std::error_code Connection::check_send_data() const noexcept {
 }
 
 std::error_code Connection::send_message(SocketMessageType type,
-                                         std::span<const std::byte> payload) {
+                                         std::span<const std::byte> payload, bool compress) {
   if (close_sent_ || wr_in_message_) [[unlikely]]
     return check_send_data();
   const bool text = type == SocketMessageType::utf8;
   const std::size_t n = payload.size();
   const auto b0 = static_cast<std::uint8_t>(bit_fin | (text ? op_text : op_binary));
-  if (n <= 125 && config_.role == Role::server) {
-    // The usual small server message: a 2-byte header, no mask; the payload
-    // is copied and checked for ASCII in one pass.
-    std::byte* o = out_.append(2 + n);
+  // permessage-deflate: compressed when asked and at least the threshold long.
+  const bool deflate = compress && wr_deflate_.should_compress(n);
+  const bool client = config_.role == Role::client;
+  if (n <= 125 && !deflate && (!client || std::endian::native == std::endian::little)) {
+    // The usual small message: a 2-byte header (6 with the client's mask); the
+    // payload is copied, masked and checked for ASCII in one pass.
+    const std::size_t header = client ? 6 : 2;
+    std::byte* o = out_.append(header + n);
     o[0] = std::byte{b0};
-    o[1] = std::byte{static_cast<std::uint8_t>(n)};
-    const std::uint64_t high = copy_small(o + 2, payload.data(), n);
+    o[1] = std::byte{static_cast<std::uint8_t>((client ? 0x80 : 0x00) | n)};
+    std::uint32_t k32 = 0;
+    if (client) {
+      // RFC 6455 5.3: a fresh unpredictable key for every client frame.
+      const MaskKey key = next_mask_key();
+      std::memcpy(o + 2, key.data(), 4);
+      std::memcpy(&k32, key.data(), 4);
+    }
+    const std::uint64_t high = copy_small(o + header, payload.data(), n, k32);
     // RFC 6455 5.6: text frames carry UTF-8.
     if (text && high != 0 && !is_valid_utf8(payload)) {
-      out_.drop_back(2 + n);
+      out_.drop_back(header + n);
       return make_error_code(error::invalid_utf8);
     }
     ++stats_.messages_sent;
     ++stats_.frames_sent;
-    stats_.bytes_sent += 2 + n;
+    stats_.bytes_sent += header + n;
     return {};
   }
   // RFC 6455 5.6: text frames carry UTF-8.
   if (text && !text_valid(payload)) return make_error_code(error::invalid_utf8);
   ++stats_.messages_sent;
-  queue_frame(b0, payload);
+  if (deflate)
+    send_deflated(b0, payload, true);
+  else
+    queue_frame(b0, payload);
   return {};
 }
 
@@ -632,13 +680,18 @@ std::error_code Connection::send_compressed_message(SocketMessageType type,
 }
 
 std::error_code Connection::send_fragment(SocketMessageType type,
-                                          std::span<const std::byte> payload, bool fin) {
+                                          std::span<const std::byte> payload, bool fin,
+                                          bool compress) {
   if (close_sent_) return make_error_code(error::closed);
   std::uint8_t op = op_continuation;
   if (!wr_in_message_) {
     wr_text_ = type == SocketMessageType::utf8;
     wr_utf8_.reset();
     op = wr_text_ ? op_text : op_binary;
+    // RFC 7692 6: the first frame decides; a whole message in one piece
+    // follows the size threshold like send_message.
+    wr_deflating_ = compress && (fin ? wr_deflate_.should_compress(payload.size())
+                                     : wr_deflate_.enabled());
   }
   if (wr_text_) {
     // RFC 6455 5.6: text is UTF-8 across the whole message; a code point may be
@@ -649,7 +702,10 @@ std::error_code Connection::send_fragment(SocketMessageType type,
       return make_error_code(error::invalid_utf8);
     wr_utf8_ = next;
   }
-  queue_frame(static_cast<std::uint8_t>((fin ? bit_fin : 0) | op), payload);
+  if (wr_deflating_)
+    send_deflated(static_cast<std::uint8_t>((fin ? bit_fin : 0) | op), payload, fin);
+  else
+    queue_frame(static_cast<std::uint8_t>((fin ? bit_fin : 0) | op), payload);
   wr_in_message_ = !fin;
   if (fin) ++stats_.messages_sent;
   return {};

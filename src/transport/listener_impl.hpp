@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -42,8 +43,12 @@ struct ListenerLoop;
 class HandshakeEntry {
 public:
   virtual ~HandshakeEntry() = default;
-  /// The deadline passed (or the listener stops): close the socket now.
+  /// The deadline passed: close the socket now.
   virtual void expire() noexcept = 0;
+  /// The listener stops: close now (returns true), unless the 101 answer is
+  /// already on its way; then the connection ends with a 1001 close frame
+  /// right after it, still bounded by its deadline (returns false).
+  virtual bool stop() noexcept = 0;
 
 private:
   friend class HandshakeList;
@@ -61,6 +66,7 @@ public:
   void push_back(HandshakeEntry& e) noexcept;
   void remove(HandshakeEntry& e) noexcept;
   [[nodiscard]] HandshakeEntry* front() const noexcept { return head_; }
+  [[nodiscard]] static HandshakeEntry* next(const HandshakeEntry& e) noexcept { return e.next_; }
   [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
 
@@ -150,6 +156,12 @@ public:
                  ListenerSocketType type);
   /// A connection counted at accept ended (or was refused).
   void release_connection(bool busy) noexcept;
+  /// A connection refused at accept (busy) takes a slot after all, if one
+  /// came back since; true when it did (it then counts as a connection).
+  bool claim_connection() noexcept;
+  /// Over the limit: every loop gives back its ended sessions' slots now
+  /// (at most every few milliseconds). Any thread.
+  void request_session_sweep();
   /// Makes a server-role session of `stream` (which must still hold its
   /// connection; std::logic_error otherwise) and takes over its slot.
   std::shared_ptr<Session> adopt(AcceptedStream& stream, const std::string& protocol,
@@ -193,6 +205,7 @@ private:
   std::atomic<std::size_t> refusing_{0};     ///< over the limit, being answered 503
   std::atomic<bool> stopping_{false};
   std::atomic<bool> draining_{false};  ///< stop(): sweep sessions often
+  std::atomic<ListenerClock::rep> last_forced_sweep_{0};
 };
 
 /// Starts the opening handshake of an accepted socket on `loop` (transport/server_handshake.cpp).

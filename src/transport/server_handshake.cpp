@@ -71,6 +71,12 @@ public:
     close();
   }
 
+  bool stop() noexcept override {
+    if (answering_) return false;
+    expire();
+    return true;
+  }
+
 private:
   tcp::socket& socket() noexcept { return tls_ ? tls_->next_layer() : tcp_; }
 
@@ -120,6 +126,8 @@ private:
   }
 
   void process(protocol::HttpRequest request, std::size_t consumed) {
+    // Over the limit at accept: a slot may have come back since.
+    if (busy_ && !listener_.stopping() && listener_.claim_connection()) busy_ = false;
     if (busy_ || listener_.stopping())
       return respond_error(503, "server busy, try again later\n", {{"Retry-After", "1"}});
 
@@ -167,6 +175,7 @@ private:
     response_ = protocol::build_server_response(hs.key, protocol_, {}, context.response_headers());
     leftover_.assign(buf_.data() + consumed, used_ - consumed);
     std::string().swap(buf_);
+    answering_ = true;
     write();
   }
 
@@ -211,8 +220,15 @@ private:
   }
 
   void hand_over() {
+    if (listener_.stopping()) {
+      // The client has its 101 and the listener is going away: end the
+      // WebSocket properly (RFC 6455 7.4.1: 1001) instead of dropping it.
+      static constexpr char going_away[] = {'\x88', '\x02', '\x03', '\xE9'};
+      error_answer_ = true;
+      response_.assign(going_away, sizeof going_away);
+      return write();
+    }
     loop_.handshakes.remove(*this);
-    if (listener_.stopping()) return close();
     AcceptedStream accepted(listener_, loop_);
     if (tls_) {
       accepted.tls = std::move(tls_);
@@ -241,6 +257,7 @@ private:
   std::string leftover_;
   bool busy_;
   bool error_answer_ = false;
+  bool answering_ = false;  ///< the 101 is being written
   bool handed_over_ = false;
 };
 

@@ -1097,6 +1097,66 @@ TEST(ConnectionFraming, MovedConnectionKeepsItsState) {
   EXPECT_EQ(out[0].b0, 0x89);
 }
 
+// ================================ Failing at the offending byte =======================
+
+// Feeds `in` one byte at a time; returns the index of the byte during which
+// the error was raised (or -1), and checks no event comes after it.
+long error_index(const ConnectionConfig& cfg, Bytes in) {
+  Connection c(cfg);
+  Recorder r;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    c.receive(std::span(in.data() + i, 1), r);
+    if (r.error) {
+      const std::size_t events = r.events.size();
+      for (std::size_t k = i + 1; k < in.size(); ++k) c.receive(std::span(in.data() + k, 1), r);
+      EXPECT_EQ(r.events.size(), events);
+      return static_cast<long>(i);
+    }
+  }
+  return -1;
+}
+
+TEST(ConnectionFailFast, EachRuleFailsAtItsByteNotEarlierNotLater) {
+  const Bytes ok = client_frame(0x81, test::bytes("ok"));  // 8 bytes
+  const long k = static_cast<long>(ok.size());
+  ConnectionConfig server = config(Role::server);
+  ConnectionConfig small = server;
+  small.max_message_size = 1000;
+  struct Case {
+    const char* name;
+    ConnectionConfig cfg;
+    Bytes input;
+    long index;
+  };
+  const Case cases[] = {
+      {"rsv1", server, cat(ok, client_frame(0xC1, test::bytes("x"))), k},
+      {"reserved opcode", server, cat(ok, client_frame(0x83, test::bytes("x"))), k},
+      {"fragmented ping", server, cat(ok, client_frame(0x09, {})), k},
+      {"unexpected continuation", server, cat(ok, client_frame(0x80, {})), k},
+      {"unmasked", server, cat(ok, server_frame(0x81, test::bytes("x"))), k + 1},
+      {"ping too long", server, cat(ok, client_frame(0x89, Bytes(126))), k + 1},
+      {"non-minimal 16", server, cat(ok, test::make_frame(0x82, Bytes(5), true, {1, 2, 3, 4}, 2)),
+       k + 3},
+      {"non-minimal 64", server, cat(ok, test::make_frame(0x82, Bytes(300), true, {1, 2, 3, 4}, 8)),
+       k + 7},
+      {"length top bit", server,
+       cat(ok, bytes({0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4})), k + 2},
+      {"too big", small, cat(ok, client_frame(0x82, Bytes(1001))), k + 3},
+      {"utf8 surrogate", server, cat(ok, client_frame(0x81, bytes({'a', 0xED, 0xA0, 0x80}))),
+       k + 6 + 2},
+      {"utf8 above max", server, cat(ok, client_frame(0x81, bytes({0xF4, 0x90, 0x80, 0x80}))),
+       k + 6 + 1},
+      {"utf8 truncated at end", server, cat(ok, client_frame(0x81, bytes({'a', 0xE2, 0x82}))),
+       k + 6 + 2},
+      {"utf8 across fragments", server,
+       cat(cat(ok, client_frame(0x01, bytes({'a', 0xE2}))), client_frame(0x80, bytes({'b'}))),
+       k + 8 + 6},
+      {"close one byte", server, cat(ok, client_frame(0x88, bytes({0x03}))), k + 6},
+      {"close bad code", server, cat(ok, client_frame(0x88, bytes({0x03, 0xEC}))), k + 7},
+  };
+  for (const auto& c : cases) EXPECT_EQ(error_index(c.cfg, c.input), c.index) << c.name;
+}
+
 // ================================ Every split =========================================
 
 struct StreamCase {

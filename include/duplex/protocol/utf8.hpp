@@ -34,7 +34,7 @@ public:
 
 private:
   static constexpr std::uint8_t reject_ = 0xFF;
-  std::uint8_t state_ = 0;  ///< 0: at a boundary; reject_: failed; else mid-sequence
+  std::uint8_t state_ = 0;     ///< 0: at a boundary; reject_: failed; else mid-sequence
   std::uint32_t partial_ = 0;  ///< implementation state for a split sequence
 };
 

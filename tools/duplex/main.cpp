@@ -1,0 +1,39 @@
+// duplex: the command-line tool. One file per sub-command (demo.cpp,
+// echo_server.cpp, connect.cpp); this file wires them into one CLI11 app.
+#include <openssl/ssl.h>
+#include <CLI/CLI.hpp>
+
+#include <exception>
+#include <iostream>
+
+#include "common.hpp"
+
+int main(int argc, char** argv) {
+  // Initialise OpenSSL before the library's default event loop exists: exit
+  // handlers run in reverse order of registration, so OpenSSL's cleanup then runs
+  // after the loop thread is joined, not while that thread still frees TLS and
+  // RNG state (which deadlocked on OpenSSL's freed locks at exit).
+  OPENSSL_init_ssl(0, nullptr);
+  CLI::App app{
+      "duplex: WebSocket client and server (the Windows MessageWebSocket / "
+      "StreamWebSocket model in C++20)"};
+  app.require_subcommand(1);
+  app.failure_message(CLI::FailureMessage::help);
+  int exit_status = duplex::cli::exit_ok;
+  duplex::cli::add_demo_command(app, exit_status);
+  duplex::cli::add_echo_server_command(app, exit_status);
+  duplex::cli::add_connect_command(app, exit_status);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : duplex::cli::exit_usage;
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "duplex: " << e.what() << std::endl;
+    return duplex::cli::exit_usage;
+  } catch (const std::exception& e) {
+    std::cerr << "duplex: " << e.what() << std::endl;
+    return duplex::cli::exit_failure;
+  }
+  return exit_status;
+}
