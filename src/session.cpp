@@ -187,6 +187,7 @@ void Session::raise_closed(std::uint16_t code, const std::string& reason, std::e
   std::lock_guard lock(events_mutex_);
   if (detached_) return;
   WebSocketClosedEventArgs args(code, reason, ec);
+  EventLoopScope scope;
   for (std::size_t i = 0; i < closed_handlers_.size() && !detached_; ++i) {
     auto f = closed_handlers_[i].second;
     (*f)(owner_, args);
@@ -393,6 +394,7 @@ void Session::on_tls_handshake(std::error_code ec) {
     });
   };
   WebSocketServerCustomValidationRequestedEventArgs args(v);
+  EventLoopScope scope;
   for (std::size_t i = 0; i < validation_handlers_.size() && !detached_; ++i) {
     auto f = validation_handlers_[i].second;
     try {
@@ -927,6 +929,7 @@ void Session::on_message(SocketMessageType type, std::span<const std::byte> data
   std::lock_guard lock(events_mutex_);
   if (detached_) return;
   MessageWebSocketMessageReceivedEventArgs args(type, data, complete_);
+  EventLoopScope scope;
   for (std::size_t i = 0; i < message_handlers_.size() && !detached_; ++i) {
     auto f = message_handlers_[i].second;
     (*f)(owner_, args);
