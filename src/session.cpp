@@ -782,9 +782,21 @@ void Session::maybe_finish_close() {
   if (conn_->state() != protocol::ConnectionState::closed) return;
   if (writing_ || conn_->has_output()) return;
   if (failure_) {
-    // We failed the connection (RFC 6455 7.1.7): our close frame is out; drop TCP.
-    stream_->close();
-    return finish(close_code_of(failure_), {}, failure_);
+    // We failed the connection (RFC 6455 7.1.7) and our close frame is out.
+    // Closing now, with the peer's bytes unread, would make the kernel send a
+    // reset that can destroy that frame on its way: half-close instead and
+    // discard what arrives until the peer ends TCP (bounded by the close
+    // deadline), so the peer learns the close code.
+    if (!socket_shutdown_) {
+      socket_shutdown_ = true;
+      std::error_code ignored;
+      stream_->socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+      if (close_deadline_ == never)
+        set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
+      read_paused_ = false;
+      start_reading();
+    }
+    return;
   }
   if (role_ == protocol::Role::server) {
     // RFC 6455 7.1.1: the server closes the TCP connection first.
@@ -987,7 +999,15 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
     read_buffer_ = {};
     if (read_op_) complete(read_op_, timed_out);
   }
-  if (close_deadline_ <= now && phase() != Phase::closed) fail(timed_out);
+  if (close_deadline_ <= now && phase() != Phase::closed) {
+    if (failure_ && socket_shutdown_) {
+      // The drain after our failing close frame ran out: the failure stands.
+      stream_->close();
+      finish(close_code_of(failure_), {}, failure_);
+    } else {
+      fail(timed_out);
+    }
+  }
   if (phase() == Phase::open) {
     if (pong_deadline_ <= now) {
       pong_deadline_ = never;
