@@ -11,10 +11,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_tests=0
+build=1
 preset=release
 for arg in "$@"; do
   case "$arg" in
     --tests) with_tests=1 ;;
+    --no-build) build=0 ;;
     *) preset=$arg ;;
   esac
 done
@@ -27,7 +29,7 @@ if [[ $preset == fuzz ]]; then
 fi
 if (( with_tests )); then
   # Peers we did not write, and the tools the suite drives.
-  pkgs+=(python3 python3-websockets chromium valgrind clang libclang-rt-14-dev
+  pkgs+=(python3 python3-websockets chromium valgrind clang clang-format libclang-rt-14-dev
          libboost-dev libwebsocketpp-dev gnuplot-nox)
 fi
 
@@ -65,4 +67,6 @@ fi
 if [[ ! -f build/$preset/CMakeCache.txt ]]; then
   cmake --preset "$preset" >/dev/null
 fi
-cmake --build --preset "$preset"
+if (( build )); then
+  cmake --build --preset "$preset"
+fi
