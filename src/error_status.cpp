@@ -2,9 +2,9 @@
 // X.509 verification category. docs/errors.md mirrors this file.
 #include <duplex/error.hpp>
 
+#include <openssl/x509_vfy.h>
 #include <asio/error.hpp>
 #include <asio/ssl/error.hpp>
-#include <openssl/x509_vfy.h>
 
 #include <string>
 
@@ -15,8 +15,7 @@ class X509Category final : public std::error_category {
 public:
   const char* name() const noexcept override { return "duplex.x509"; }
   std::string message(int ev) const override {
-    return std::string("certificate verification failed: ") +
-           X509_verify_cert_error_string(ev);
+    return std::string("certificate verification failed: ") + X509_verify_cert_error_string(ev);
   }
 };
 
@@ -36,8 +35,7 @@ WebErrorStatus status_of(error e) noexcept {
     case error::buffer_full: return WebErrorStatus::unknown;
     case error::unexpected_status: return WebErrorStatus::unexpected_status_code;
     case error::header_too_large:
-    case error::handshake_refused:
-      return WebErrorStatus::unexpected_server_error;
+    case error::handshake_refused: return WebErrorStatus::unexpected_server_error;
     default:
       // Every other handshake fault is a server answer we cannot accept.
       if (e >= error::bad_http_message && e <= error::bad_extension_offer)
@@ -49,12 +47,37 @@ WebErrorStatus status_of(error e) noexcept {
 
 WebErrorStatus status_of_http(int status) noexcept {
   switch (status) {
-    case 300: case 301: case 302: case 303: case 304: case 305: case 307:
-    case 400: case 401: case 402: case 403: case 404: case 405: case 406: case 407:
-    case 408: case 409: case 410: case 411: case 412: case 413: case 414: case 415:
-    case 416: case 417:
-    case 500: case 501: case 502: case 503: case 504: case 505:
-      return static_cast<WebErrorStatus>(status);
+    case 300:
+    case 301:
+    case 302:
+    case 303:
+    case 304:
+    case 305:
+    case 307:
+    case 400:
+    case 401:
+    case 402:
+    case 403:
+    case 404:
+    case 405:
+    case 406:
+    case 407:
+    case 408:
+    case 409:
+    case 410:
+    case 411:
+    case 412:
+    case 413:
+    case 414:
+    case 415:
+    case 416:
+    case 417:
+    case 500:
+    case 501:
+    case 502:
+    case 503:
+    case 504:
+    case 505: return static_cast<WebErrorStatus>(status);
     default:
       if (status >= 400 && status < 500) return WebErrorStatus::unexpected_client_error;
       if (status >= 500 && status < 600) return WebErrorStatus::unexpected_server_error;
@@ -69,18 +92,15 @@ WebErrorStatus status_of_x509(int v) noexcept {
       return WebErrorStatus::certificate_common_name_is_incorrect;
     case X509_V_ERR_CERT_HAS_EXPIRED:
     case X509_V_ERR_CERT_NOT_YET_VALID:
-    case X509_V_ERR_CRL_HAS_EXPIRED:
-      return WebErrorStatus::certificate_expired;
-    case X509_V_ERR_CERT_REVOKED:
-      return WebErrorStatus::certificate_revoked;
+    case X509_V_ERR_CRL_HAS_EXPIRED: return WebErrorStatus::certificate_expired;
+    case X509_V_ERR_CERT_REVOKED: return WebErrorStatus::certificate_revoked;
     case X509_V_ERR_CERT_SIGNATURE_FAILURE:
     case X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD:
     case X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD:
     case X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY:
     case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE:
     case X509_V_ERR_INVALID_EXTENSION:
-    case X509_V_ERR_INVALID_PURPOSE:
-      return WebErrorStatus::certificate_contains_errors;
+    case X509_V_ERR_INVALID_PURPOSE: return WebErrorStatus::certificate_contains_errors;
     default:
       // Untrusted roots, self-signed and incomplete chains.
       return WebErrorStatus::certificate_is_invalid;

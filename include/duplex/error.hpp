@@ -19,59 +19,59 @@ namespace duplex {
 enum class error {
   // --- RFC 6455 framing and messages (the connection is failed with the
   //     close code given by close_code_for()) --------------------------------
-  reserved_bits = 1,       ///< RSV1-3 set without an extension that claims it (1002)
-  reserved_opcode,         ///< opcode 3-7 or 0xB-0xF (1002)
-  fragmented_control,      ///< control frame without FIN (1002)
-  control_too_long,        ///< control frame payload over 125 bytes (1002)
-  unexpected_continuation, ///< continuation frame outside a fragmented message (1002)
-  expected_continuation,   ///< new data frame inside a fragmented message (1002)
-  non_minimal_length,      ///< length not in its shortest encoding (1002)
-  length_top_bit,          ///< 64-bit length with the most significant bit set (1002)
-  unmasked_client_frame,   ///< a server received an unmasked frame (1002)
-  masked_server_frame,     ///< a client received a masked frame (1002)
-  invalid_close_payload,   ///< close frame with a one-byte payload (1002)
-  invalid_close_code,      ///< close code not allowed on the wire (1002)
-  invalid_utf8,            ///< text message or close reason not valid UTF-8 (1007)
-  message_too_big,         ///< message over the max message size (1009)
-  bad_compressed_data,     ///< permessage-deflate data that does not inflate (1007)
+  reserved_bits = 1,        ///< RSV1-3 set without an extension that claims it (1002)
+  reserved_opcode,          ///< opcode 3-7 or 0xB-0xF (1002)
+  fragmented_control,       ///< control frame without FIN (1002)
+  control_too_long,         ///< control frame payload over 125 bytes (1002)
+  unexpected_continuation,  ///< continuation frame outside a fragmented message (1002)
+  expected_continuation,    ///< new data frame inside a fragmented message (1002)
+  non_minimal_length,       ///< length not in its shortest encoding (1002)
+  length_top_bit,           ///< 64-bit length with the most significant bit set (1002)
+  unmasked_client_frame,    ///< a server received an unmasked frame (1002)
+  masked_server_frame,      ///< a client received a masked frame (1002)
+  invalid_close_payload,    ///< close frame with a one-byte payload (1002)
+  invalid_close_code,       ///< close code not allowed on the wire (1002)
+  invalid_utf8,             ///< text message or close reason not valid UTF-8 (1007)
+  message_too_big,          ///< message over the max message size (1009)
+  bad_compressed_data,      ///< permessage-deflate data that does not inflate (1007)
 
   // --- Opening handshake ------------------------------------------------------
-  bad_http_message,        ///< malformed HTTP request or response
-  header_too_large,        ///< header block over the limit
-  bad_method,              ///< request method is not GET
-  bad_http_version,        ///< not HTTP/1.1 or later
-  missing_host,            ///< request without Host
-  bad_upgrade,             ///< Upgrade header missing or without "websocket"
-  bad_connection,          ///< Connection header missing or without "upgrade"
-  bad_key,                 ///< Sec-WebSocket-Key missing or not 16 bytes in base64
-  bad_version,             ///< Sec-WebSocket-Version is not 13
-  bad_accept,              ///< Sec-WebSocket-Accept does not match the key
-  unexpected_status,       ///< server answered with a status other than 101
-  unexpected_protocol,     ///< server selected a subprotocol that was not offered
-  unexpected_extension,    ///< server accepted an extension that was not offered
-  bad_extension_offer,     ///< malformed or invalid extension parameters
-  handshake_refused,       ///< the server side refused the request (hook or limit)
+  bad_http_message,      ///< malformed HTTP request or response
+  header_too_large,      ///< header block over the limit
+  bad_method,            ///< request method is not GET
+  bad_http_version,      ///< not HTTP/1.1 or later
+  missing_host,          ///< request without Host
+  bad_upgrade,           ///< Upgrade header missing or without "websocket"
+  bad_connection,        ///< Connection header missing or without "upgrade"
+  bad_key,               ///< Sec-WebSocket-Key missing or not 16 bytes in base64
+  bad_version,           ///< Sec-WebSocket-Version is not 13
+  bad_accept,            ///< Sec-WebSocket-Accept does not match the key
+  unexpected_status,     ///< server answered with a status other than 101
+  unexpected_protocol,   ///< server selected a subprotocol that was not offered
+  unexpected_extension,  ///< server accepted an extension that was not offered
+  bad_extension_offer,   ///< malformed or invalid extension parameters
+  handshake_refused,     ///< the server side refused the request (hook or limit)
 
   // --- Session ------------------------------------------------------------------
-  closed,                  ///< the WebSocket is closed (normal close handshake done)
-  not_connected,           ///< operation needs an open connection
-  already_connected,       ///< connect or a control setter after connect
-  timed_out,               ///< an operation's timeout expired
-  operation_aborted,       ///< the socket was destroyed or the operation cancelled
-  connection_reset,        ///< the peer dropped the TCP connection (close 1006)
-  buffer_full,             ///< the outbound buffer is full (backpressure)
-  dead_peer,               ///< no pong within the keep-alive pong timeout
-  host_not_resolved,       ///< the host name did not resolve
-  cannot_connect,          ///< no resolved address accepted the TCP connection
-  proxy_failed,            ///< the proxy refused or answered badly
-  certificate_rejected,    ///< the custom validation handler rejected the certificate
+  closed,                ///< the WebSocket is closed (normal close handshake done)
+  not_connected,         ///< operation needs an open connection
+  already_connected,     ///< connect or a control setter after connect
+  timed_out,             ///< an operation's timeout expired
+  operation_aborted,     ///< the socket was destroyed or the operation cancelled
+  connection_reset,      ///< the peer dropped the TCP connection (close 1006)
+  buffer_full,           ///< the outbound buffer is full (backpressure)
+  dead_peer,             ///< no pong within the keep-alive pong timeout
+  host_not_resolved,     ///< the host name did not resolve
+  cannot_connect,        ///< no resolved address accepted the TCP connection
+  proxy_failed,          ///< the proxy refused or answered badly
+  certificate_rejected,  ///< the custom validation handler rejected the certificate
 };
 
 /// Groups of errors, for `ec == condition::protocol_violation` tests.
 enum class condition {
-  protocol_violation = 1, ///< the peer broke RFC 6455 / RFC 7692 framing rules
-  handshake_failed,       ///< the opening handshake did not succeed
-  timed_out,              ///< any timeout
+  protocol_violation = 1,  ///< the peer broke RFC 6455 / RFC 7692 framing rules
+  handshake_failed,        ///< the opening handshake did not succeed
+  timed_out,               ///< any timeout
 };
 
 /// The error category of `duplex::error`. Name: "duplex".
