@@ -248,8 +248,8 @@ std::size_t Connection::read_header(const std::byte* p, std::size_t n, Header& h
     // RFC 6455 5.2: a reserved bit needs a negotiated extension that defines it;
     // RFC 7692 6: permessage-deflate sets RSV1 on the first frame of a data
     // message only.
-    const bool rsv1_ok = (config_.rsv1_allowed || config_.deflate) &&
-                         (b0 & bits_rsv) == bit_rsv1 && (op == op_text || op == op_binary);
+    const bool rsv1_ok = (config_.rsv1_allowed || config_.deflate) && (b0 & bits_rsv) == bit_rsv1 &&
+                         (op == op_text || op == op_binary);
     if (!rsv1_ok) {
       ec = make_error_code(error::reserved_bits);
       return 0;
@@ -538,8 +538,7 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
     if (rd_compressed_ && config_.deflate) {
       // RFC 7692 7.2.2: inflated (and UTF-8 checked) as it streams in.
       if (frame_done) rd_in_payload_ = false;
-      if (!receive_deflated(std::span<const std::byte>(chunk, take), message_done, handler))
-        return;
+      if (!receive_deflated(std::span<const std::byte>(chunk, take), message_done, handler)) return;
       continue;
     }
     if (rd_text_ && !rd_compressed_) {
@@ -623,8 +622,8 @@ std::error_code Connection::check_send_data() const noexcept {
   return {};
 }
 
-std::error_code Connection::send_message(SocketMessageType type,
-                                         std::span<const std::byte> payload, bool compress) {
+std::error_code Connection::send_message(SocketMessageType type, std::span<const std::byte> payload,
+                                         bool compress) {
   if (close_sent_ || wr_in_message_) [[unlikely]]
     return check_send_data();
   const bool text = type == SocketMessageType::utf8;
@@ -690,8 +689,8 @@ std::error_code Connection::send_fragment(SocketMessageType type,
     op = wr_text_ ? op_text : op_binary;
     // RFC 7692 6: the first frame decides; a whole message in one piece
     // follows the size threshold like send_message.
-    wr_deflating_ = compress && (fin ? wr_deflate_.should_compress(payload.size())
-                                     : wr_deflate_.enabled());
+    wr_deflating_ =
+        compress && (fin ? wr_deflate_.should_compress(payload.size()) : wr_deflate_.enabled());
   }
   if (wr_text_) {
     // RFC 6455 5.6: text is UTF-8 across the whole message; a code point may be
