@@ -225,7 +225,12 @@ std::byte* Connection::OutputBuffer::grow(std::size_t n) {
   return p;
 }
 
-Connection::Connection(ConnectionConfig config) : config_(config) {}
+Connection::Connection(ConnectionConfig config) : config_(config) {
+  if (config_.deflate) {
+    wr_deflate_ = DeflateEncoder(*config_.deflate, config_.role);
+    rd_deflate_ = DeflateDecoder(*config_.deflate, config_.role);
+  }
+}
 
 // --- Receiving ------------------------------------------------------------------
 
@@ -243,8 +248,8 @@ std::size_t Connection::read_header(const std::byte* p, std::size_t n, Header& h
     // RFC 6455 5.2: a reserved bit needs a negotiated extension that defines it;
     // RFC 7692 6: permessage-deflate sets RSV1 on the first frame of a data
     // message only.
-    const bool rsv1_ok =
-        config_.rsv1_allowed && (b0 & bits_rsv) == bit_rsv1 && (op == op_text || op == op_binary);
+    const bool rsv1_ok = (config_.rsv1_allowed || config_.deflate) &&
+                         (b0 & bits_rsv) == bit_rsv1 && (op == op_text || op == op_binary);
     if (!rsv1_ok) {
       ec = make_error_code(error::reserved_bits);
       return 0;
@@ -530,6 +535,13 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
     }
 
     const bool message_done = frame_done && rd_fin_;
+    if (rd_compressed_ && config_.deflate) {
+      // RFC 7692 7.2.2: inflated (and UTF-8 checked) as it streams in.
+      if (frame_done) rd_in_payload_ = false;
+      if (!receive_deflated(std::span<const std::byte>(chunk, take), message_done, handler))
+        return;
+      continue;
+    }
     if (rd_text_ && !rd_compressed_) {
       // RFC 6455 8.1: fail as soon as the text can no longer be valid UTF-8,
       // even in the middle of a fragment.
@@ -612,14 +624,16 @@ std::error_code Connection::check_send_data() const noexcept {
 }
 
 std::error_code Connection::send_message(SocketMessageType type,
-                                         std::span<const std::byte> payload) {
+                                         std::span<const std::byte> payload, bool compress) {
   if (close_sent_ || wr_in_message_) [[unlikely]]
     return check_send_data();
   const bool text = type == SocketMessageType::utf8;
   const std::size_t n = payload.size();
   const auto b0 = static_cast<std::uint8_t>(bit_fin | (text ? op_text : op_binary));
   const bool client = config_.role == Role::client;
-  if (n <= 125 && (!client || std::endian::native == std::endian::little)) {
+  // permessage-deflate: compressed when asked and at least the threshold long.
+  const bool deflate = compress && wr_deflate_.should_compress(n);
+  if (n <= 125 && !deflate && (!client || std::endian::native == std::endian::little)) {
     // The usual small message: a 2-byte header (6 with the client's mask); the
     // payload is copied, masked and checked for ASCII in one pass.
     const std::size_t header = client ? 6 : 2;
@@ -647,7 +661,10 @@ std::error_code Connection::send_message(SocketMessageType type,
   // RFC 6455 5.6: text frames carry UTF-8.
   if (text && !text_valid(payload)) return make_error_code(error::invalid_utf8);
   ++stats_.messages_sent;
-  queue_frame(b0, payload);
+  if (deflate)
+    send_deflated(b0, payload, true);
+  else
+    queue_frame(b0, payload);
   return {};
 }
 
@@ -663,13 +680,18 @@ std::error_code Connection::send_compressed_message(SocketMessageType type,
 }
 
 std::error_code Connection::send_fragment(SocketMessageType type,
-                                          std::span<const std::byte> payload, bool fin) {
+                                          std::span<const std::byte> payload, bool fin,
+                                          bool compress) {
   if (close_sent_) return make_error_code(error::closed);
   std::uint8_t op = op_continuation;
   if (!wr_in_message_) {
     wr_text_ = type == SocketMessageType::utf8;
     wr_utf8_.reset();
     op = wr_text_ ? op_text : op_binary;
+    // RFC 7692 6: the first frame decides; a whole message in one piece
+    // follows the size threshold like send_message.
+    wr_deflating_ = compress && (fin ? wr_deflate_.should_compress(payload.size())
+                                     : wr_deflate_.enabled());
   }
   if (wr_text_) {
     // RFC 6455 5.6: text is UTF-8 across the whole message; a code point may be
@@ -680,7 +702,10 @@ std::error_code Connection::send_fragment(SocketMessageType type,
       return make_error_code(error::invalid_utf8);
     wr_utf8_ = next;
   }
-  queue_frame(static_cast<std::uint8_t>((fin ? bit_fin : 0) | op), payload);
+  if (wr_deflating_)
+    send_deflated(static_cast<std::uint8_t>((fin ? bit_fin : 0) | op), payload, fin);
+  else
+    queue_frame(static_cast<std::uint8_t>((fin ? bit_fin : 0) | op), payload);
   wr_in_message_ = !fin;
   if (fin) ++stats_.messages_sent;
   return {};

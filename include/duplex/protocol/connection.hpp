@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -26,6 +27,7 @@
 #include <vector>
 
 #include <duplex/message_type.hpp>
+#include <duplex/protocol/deflate.hpp>
 #include <duplex/protocol/frame.hpp>
 #include <duplex/protocol/utf8.hpp>
 
@@ -68,6 +70,14 @@ struct ConnectionConfig {
   /// Connection::message_compressed()). RSV1 elsewhere, RSV2 and RSV3 stay errors
   /// (RFC 6455 5.2: reserved bits need an extension that defines them).
   bool rsv1_allowed = false;
+  /// permessage-deflate (RFC 7692) as negotiated in the opening handshake
+  /// (negotiate_deflate / accept_deflate_response); empty: no extension. When
+  /// set, the connection compresses what it sends (messages of at least
+  /// `compress_threshold` bytes, unless the send asks otherwise) and inflates
+  /// what it receives: on_message sees the inflated bytes, max_message_size
+  /// bounds the inflated size (checked while inflating, 1009), and data that
+  /// does not inflate fails the connection with 1007. Implies rsv1_allowed.
+  std::optional<DeflateParams> deflate;
 };
 
 /// Receives the events of Connection::receive(), in wire order, synchronously.
@@ -111,16 +121,23 @@ public:
   /// Queues a whole message. Errors: `error::closed` once a close was sent or
   /// received, `error::invalid_utf8` for a utf8 message that is not UTF-8,
   /// `error::expected_continuation` while a fragmented send is unfinished.
-  std::error_code send_message(SocketMessageType type, std::span<const std::byte> payload);
+  /// With permessage-deflate, the message is compressed when `compress` and it
+  /// is at least the threshold long (RSV1 on its frame).
+  std::error_code send_message(SocketMessageType type, std::span<const std::byte> payload,
+                               bool compress = true);
   /// Queues one frame of a message sent in pieces; `fin` ends the message. The
   /// type of the first piece holds for the whole message. UTF-8 is checked
   /// across pieces (a code point may be split; the message end must be whole).
+  /// With permessage-deflate, `compress` on the first piece decides for the
+  /// whole message (RSV1 on its first frame only; every piece is flushed so
+  /// the peer can inflate it as it arrives).
   std::error_code send_fragment(SocketMessageType type, std::span<const std::byte> payload,
-                                bool fin);
+                                bool fin, bool compress = true);
   /// Queues a whole message with RSV1 set (a permessage-deflate message whose
   /// `payload` is already compressed; UTF-8 is not checked here, the caller
   /// checked the text before compressing). Needs `rsv1_allowed`, else
-  /// `error::reserved_bits`; other errors as send_message().
+  /// `error::reserved_bits`; other errors as send_message(). Not for use with
+  /// `deflate` (the connection's compressor would lose step with the peer's).
   std::error_code send_compressed_message(SocketMessageType type,
                                           std::span<const std::byte> payload);
   /// Queues a ping or a pong; payload at most 125 bytes (else
@@ -154,8 +171,9 @@ public:
   [[nodiscard]] const ConnectionConfig& config() const noexcept { return config_; }
   [[nodiscard]] const ConnectionStats& stats() const noexcept { return stats_; }
   /// During ConnectionHandler::on_message: true when the message's first frame
-  /// had RSV1 (only possible with `rsv1_allowed`); its payload is then the
-  /// compressed bytes and was not checked as UTF-8.
+  /// had RSV1 (only possible with `rsv1_allowed` or `deflate`); without
+  /// `deflate` its payload is then the compressed bytes and was not checked as
+  /// UTF-8; with `deflate` it was inflated (and checked) before delivery.
   [[nodiscard]] bool message_compressed() const noexcept { return rd_compressed_; }
 
 private:
@@ -204,6 +222,10 @@ private:
   void fail(std::error_code ec, ConnectionHandler& handler);
   void queue_frame(std::uint8_t b0, std::span<const std::byte> payload);
   std::error_code check_send_data() const noexcept;
+  // permessage-deflate (src/protocol/deflate_connection.cpp).
+  bool receive_deflated(std::span<const std::byte> chunk, bool message_done,
+                        ConnectionHandler& handler);
+  void send_deflated(std::uint8_t b0, std::span<const std::byte> payload, bool fin);
 
   ConnectionConfig config_;
   ConnectionState state_ = ConnectionState::open;
@@ -238,6 +260,13 @@ private:
   bool wr_in_message_ = false;
   bool wr_text_ = false;
   Utf8Validator wr_utf8_;
+
+  // permessage-deflate: compressor and decompressor (no zlib state while idle
+  // without context takeover), and whether the message being sent in pieces
+  // is compressed.
+  DeflateEncoder wr_deflate_;
+  DeflateDecoder rd_deflate_;
+  bool wr_deflating_ = false;
 };
 
 }  // namespace duplex::protocol

@@ -1,0 +1,111 @@
+// permessage-deflate inside the Connection state machine (RFC 7692 6, 7.2):
+// the receive and send hooks that connection.cpp calls when a message is
+// compressed. Kept apart from connection.cpp so the frame logic stays readable.
+//
+// Buffers: a message that arrives whole in one receive() call, and every piece
+// in partial mode, inflates into a buffer owned by the thread (the event loop)
+// and is handed out as a view; only a compressed message spread over several
+// calls (full mode) is assembled in the connection's own buffer. Compressed
+// output goes through a per-thread buffer before framing. So an idle
+// connection holds no decompression or compression buffers of its own.
+#include <duplex/error.hpp>
+#include <duplex/protocol/connection.hpp>
+#include <duplex/protocol/deflate.hpp>
+
+#include <vector>
+
+namespace duplex::protocol {
+namespace {
+
+constexpr std::uint8_t bit_rsv1 = 0x40;
+constexpr std::uint8_t opcode_mask = 0x0F;
+
+// Beyond this, a thread's scratch buffer is freed after use rather than kept:
+// one huge message must not pin its size for the life of the thread.
+constexpr std::size_t max_kept_capacity = std::size_t{4} << 20;
+
+// The connection's own reassembly buffer is freed above this once a message
+// is delivered (the same bound as for uncompressed messages).
+constexpr std::size_t max_kept_per_connection = 256 * 1024;
+
+struct Scratch {
+  std::vector<std::byte> bytes;
+  bool busy = false;  ///< lent out (a handler may re-enter another connection)
+};
+
+thread_local Scratch t_inflated;
+thread_local Scratch t_compressed;
+
+void give_back(Scratch& s) noexcept {
+  s.bytes.clear();
+  if (s.bytes.capacity() > max_kept_capacity) std::vector<std::byte>().swap(s.bytes);
+  s.busy = false;
+}
+
+}  // namespace
+
+bool Connection::receive_deflated(std::span<const std::byte> chunk, bool message_done,
+                                  ConnectionHandler& handler) {
+  // Nothing to inflate yet (a header at the end of a read).
+  if (chunk.empty() && !message_done) return true;
+  const SocketMessageType type = rd_text_ ? SocketMessageType::utf8 : SocketMessageType::binary;
+  const bool partial = config_.partial_messages;
+  // The whole message is in this chunk, or pieces are delivered as they come:
+  // inflate into the thread's buffer when it is free.
+  const bool transient = partial || (message_done && !rd_deflate_.in_message());
+  Scratch* scratch = nullptr;
+  if (transient && !t_inflated.busy) {
+    scratch = &t_inflated;
+    scratch->busy = true;
+  }
+  std::vector<std::byte>& out = scratch != nullptr ? scratch->bytes : rd_message_;
+  const std::size_t before = out.size();
+
+  // RFC 6455 10.4 / RFC 7692: max_message_size bounds the inflated size, checked
+  // while inflating, so a decompression bomb stops at the limit (1009).
+  std::error_code ec = rd_deflate_.inflate(chunk, message_done, out, config_.max_message_size);
+  if (rd_text_) {
+    // RFC 6455 8.1: the inflated text is UTF-8, checked as it streams so that
+    // the connection fails as soon as no continuation could make it valid. The
+    // text inflated before a DEFLATE error is checked first: the error that
+    // comes first in the message wins, however the message was split.
+    if (!rd_utf8_.feed(std::span<const std::byte>(out.data() + before, out.size() - before)) ||
+        (!ec && message_done && !rd_utf8_.complete()))
+      ec = make_error_code(error::invalid_utf8);
+  }
+  if (ec) {
+    if (scratch != nullptr) give_back(*scratch);
+    rd_message_.clear();
+    fail(ec, handler);
+    return false;
+  }
+
+  if (partial) {
+    if (message_done) ++stats_.messages_received;
+    if (!out.empty() || message_done) handler.on_message(type, out, message_done);
+    out.clear();
+  } else if (message_done) {
+    ++stats_.messages_received;
+    handler.on_message(type, out, true);
+    out.clear();
+  }
+  if (scratch != nullptr)
+    give_back(*scratch);
+  else if (message_done && rd_message_.capacity() > max_kept_per_connection)
+    // As for plain messages: an idle connection keeps no large buffer.
+    std::vector<std::byte>().swap(rd_message_);
+  return !rd_done_;
+}
+
+void Connection::send_deflated(std::uint8_t b0, std::span<const std::byte> payload, bool fin) {
+  // No handler runs while compressing, so the buffer cannot be re-entered.
+  Scratch& s = t_compressed;
+  s.bytes.clear();
+  wr_deflate_.compress(payload, fin, s.bytes);
+  // RFC 7692 6: RSV1 on the first frame of a compressed message only.
+  const bool first = (b0 & opcode_mask) != 0;
+  queue_frame(first ? static_cast<std::uint8_t>(b0 | bit_rsv1) : b0, s.bytes);
+  give_back(s);
+}
+
+}  // namespace duplex::protocol
