@@ -108,8 +108,11 @@ WebErrorStatus get_status(std::error_code ec) noexcept {
   }
   if (cat == asio::error::get_ssl_category() || cat == asio::ssl::error::get_stream_category())
     return WebErrorStatus::connection_aborted;
-  if (cat == std::system_category() || cat == std::generic_category()) {
-    auto cond = ec.default_error_condition();
+  // Asio's system category is its own object, not std::system_category(); on
+  // POSIX both carry errno values, which are the generic conditions.
+  if (cat == std::system_category() || cat == std::generic_category() ||
+      cat == asio::error::get_system_category()) {
+    std::error_condition cond(ec.value(), std::generic_category());
     if (cond == std::errc::operation_canceled) return WebErrorStatus::operation_canceled;
     if (cond == std::errc::timed_out) return WebErrorStatus::timeout;
     if (cond == std::errc::connection_refused || cond == std::errc::network_unreachable ||

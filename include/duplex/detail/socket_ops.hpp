@@ -1,0 +1,71 @@
+// duplex/detail/socket_ops.hpp: the compiled operations behind the public
+// initiating function templates, and the helper that builds a CompletionHandler
+// from any Asio completion token. Not for applications.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/io_context.hpp>
+
+#include <duplex/cancellation.hpp>
+#include <duplex/detail/completion_handler.hpp>
+#include <duplex/message_type.hpp>
+
+namespace duplex::detail {
+
+class Session;
+
+/// Which part of a message a send carries.
+enum class SendKind : std::uint8_t {
+  whole,     ///< a complete message
+  nonfinal,  ///< a piece, more follow
+  final,     ///< the last piece
+};
+
+/// The executor of the session's event loop.
+asio::any_io_executor session_executor(const Session& s) noexcept;
+
+/// Throws std::invalid_argument for a bad URI or scheme, std::logic_error when
+/// the socket is not in a state to connect.
+void check_connect(Session& s, std::string_view uri);
+/// Throws std::invalid_argument for text that is not UTF-8 when the message
+/// type is utf8, std::logic_error for a server... never for state (state
+/// errors complete the operation with a code). Returns the type to send.
+SocketMessageType check_send(Session& s, SendKind kind, std::span<const std::byte> data);
+/// Throws std::invalid_argument for a close code or reason not allowed.
+void check_close(std::uint16_t code, std::string_view reason);
+
+void start_connect(std::shared_ptr<Session> s, std::string uri, CancellationToken ct,
+                   CompletionHandler h);
+/// Copies `data` before returning.
+void start_send(std::shared_ptr<Session> s, SendKind kind, SocketMessageType type,
+                std::span<const std::byte> data, CancellationToken ct, CompletionHandler h);
+void start_close(std::shared_ptr<Session> s, std::uint16_t code, std::string reason,
+                 CancellationToken ct, CompletionHandler h);
+/// `buffer` must stay valid until completion.
+void start_read(std::shared_ptr<Session> s, std::span<std::byte> buffer, CancellationToken ct,
+                CompletionHandler h);
+/// `data` must stay valid until completion.
+void start_write(std::shared_ptr<Session> s, std::span<const std::byte> data, CancellationToken ct,
+                 CompletionHandler h);
+
+/// Runs `start(CompletionHandler)` through Asio's async_initiate for `token`.
+template <class Sig, class Token, class Start>
+auto initiate(asio::any_io_executor ex, Token&& token, Start start) {
+  return asio::async_initiate<Token, Sig>(
+      [ex = std::move(ex)](auto handler, Start st) {
+        std::move(st)(CompletionHandler::make<Sig>(std::move(handler), ex));
+      },
+      token, std::move(start));
+}
+
+}  // namespace duplex::detail

@@ -1,0 +1,225 @@
+// duplex/message_websocket.hpp: MessageWebSocket, a WebSocket that sends and
+// receives whole messages (or, in partial mode, pieces of messages).
+//
+//   duplex::MessageWebSocket ws;
+//   ws.control().message_type(duplex::SocketMessageType::utf8);
+//   ws.message_received([](duplex::MessageWebSocket&, const auto& args) {
+//     std::cout << args.text() << '\n';
+//   });
+//   ws.connect_async("ws://127.0.0.1:9000/").get();
+//   ws.send_async("Hello, world!").get();
+//   ws.close();
+//
+// Event loop: a socket runs on the io_context given to its constructor, or, by
+// default, on a library-wide io_context run by a background thread (started on
+// first use, joined at exit). Events and completion handlers (without an
+// associated executor of their own) run on that loop's thread.
+//
+// Thread safety: every member may be called from any thread; calls from other
+// threads are posted to the loop. Handlers may call any member, including the
+// destructor.
+//
+// Lifetime: destroying the socket fails the connection if it is open, completes
+// pending operations with `error::operation_aborted`, and no event handler
+// starts after the destructor returns.
+//
+// Async operations: each takes an optional CancellationToken and a completion
+// token (default duplex::use_task, returning duplex::Task). Handlers never run
+// inside the initiating call.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include <asio/io_context.hpp>
+
+#include <duplex/cancellation.hpp>
+#include <duplex/detail/socket_ops.hpp>
+#include <duplex/error.hpp>
+#include <duplex/message_type.hpp>
+#include <duplex/task.hpp>
+#include <duplex/websocket_control.hpp>
+#include <duplex/websocket_events.hpp>
+
+namespace duplex {
+
+class MessageWebSocket;
+
+namespace detail {
+MessageWebSocket make_message_websocket(std::shared_ptr<Session> s);
+}
+
+class MessageWebSocket {
+public:
+  using MessageReceivedHandler =
+      std::function<void(MessageWebSocket&, const MessageWebSocketMessageReceivedEventArgs&)>;
+  using ClosedHandler = std::function<void(MessageWebSocket&, const WebSocketClosedEventArgs&)>;
+  using ServerCustomValidationRequestedHandler = std::function<void(
+      MessageWebSocket&, const WebSocketServerCustomValidationRequestedEventArgs&)>;
+
+  /// A client socket on the library's default event loop.
+  MessageWebSocket();
+  /// A client socket on `context` (run it with one thread).
+  explicit MessageWebSocket(asio::io_context& context);
+  MessageWebSocket(MessageWebSocket&& other) noexcept;
+  MessageWebSocket& operator=(MessageWebSocket&& other) noexcept;
+  MessageWebSocket(const MessageWebSocket&) = delete;
+  MessageWebSocket& operator=(const MessageWebSocket&) = delete;
+  ~MessageWebSocket();
+
+  /// The settings (a handle; see websocket_control.hpp).
+  [[nodiscard]] MessageWebSocketControl control() const;
+  /// The read-only facts about the connection.
+  [[nodiscard]] MessageWebSocketInformation information() const;
+  /// The executor of the socket's event loop.
+  [[nodiscard]] asio::any_io_executor get_executor() const noexcept;
+
+  /// Adds a header to the opening handshake request. Only before connect
+  /// (std::logic_error after). std::invalid_argument if `name` is not an HTTP
+  /// token, `value` holds CR, LF or NUL, or the header is one the handshake
+  /// sets itself (Host, Upgrade, Connection, Sec-WebSocket-*).
+  void set_request_header(std::string_view name, std::string_view value);
+
+  /// Connects to a `ws://` or `wss://` URI: resolve, TCP (racing up to 5
+  /// addresses, RFC 8305), proxy, TLS, opening handshake; bounded by
+  /// control().connect_timeout(). Throws std::invalid_argument for a bad URI
+  /// or scheme, std::logic_error if connect was already called. Completes with
+  /// an error mapped by get_status(): host_not_resolved, cannot_connect,
+  /// timed_out, an HTTP status (http_category), handshake errors, X.509
+  /// errors (x509_category), certificate_rejected, operation_aborted.
+  template <class CompletionToken = UseTask>
+  auto connect_async(std::string_view uri, CompletionToken&& token = {}) {
+    return connect_async(uri, CancellationToken{}, std::forward<CompletionToken>(token));
+  }
+  template <class CompletionToken = UseTask>
+  auto connect_async(std::string_view uri, CancellationToken ct, CompletionToken&& token = {}) {
+    detail::check_connect(*session_, uri);
+    return detail::initiate<void(std::error_code)>(
+        get_executor(), std::forward<CompletionToken>(token),
+        [s = session_, u = std::string(uri),
+         ct = std::move(ct)](detail::CompletionHandler h) mutable {
+          detail::start_connect(std::move(s), std::move(u), std::move(ct), std::move(h));
+        });
+  }
+
+  /// Sends one message of type control().message_type(). The data is copied
+  /// before the call returns. Completes when the message is accepted into the
+  /// outbound buffer (at once while it has room). Throws std::invalid_argument
+  /// for a utf8 message that is not valid UTF-8. Errors: not_connected,
+  /// closed (a close was sent or received), timed_out, operation_aborted.
+  /// Cancelling a send still waiting for room leaves the socket usable.
+  template <class CompletionToken = UseTask>
+  auto send_async(std::span<const std::byte> data, CompletionToken&& token = {}) {
+    return send_impl(detail::SendKind::whole, data, CancellationToken{},
+                     std::forward<CompletionToken>(token));
+  }
+  template <class CompletionToken = UseTask>
+  auto send_async(std::span<const std::byte> data, CancellationToken ct,
+                  CompletionToken&& token = {}) {
+    return send_impl(detail::SendKind::whole, data, std::move(ct),
+                     std::forward<CompletionToken>(token));
+  }
+  /// Sends `text`'s bytes as one message of type control().message_type().
+  template <class CompletionToken = UseTask>
+  auto send_async(std::string_view text, CompletionToken&& token = {}) {
+    return send_impl(detail::SendKind::whole, as_bytes(text), CancellationToken{},
+                     std::forward<CompletionToken>(token));
+  }
+  template <class CompletionToken = UseTask>
+  auto send_async(std::string_view text, CancellationToken ct, CompletionToken&& token = {}) {
+    return send_impl(detail::SendKind::whole, as_bytes(text), std::move(ct),
+                     std::forward<CompletionToken>(token));
+  }
+
+  /// Sends one piece of a message that more pieces follow (a frame without
+  /// FIN); the first piece's type (control().message_type()) holds for the
+  /// message. UTF-8 is checked across pieces. Otherwise as send_async.
+  template <class CompletionToken = UseTask>
+  auto send_nonfinal_frame_async(std::span<const std::byte> data, CompletionToken&& token = {}) {
+    return send_impl(detail::SendKind::nonfinal, data, CancellationToken{},
+                     std::forward<CompletionToken>(token));
+  }
+  template <class CompletionToken = UseTask>
+  auto send_nonfinal_frame_async(std::span<const std::byte> data, CancellationToken ct,
+                                 CompletionToken&& token = {}) {
+    return send_impl(detail::SendKind::nonfinal, data, std::move(ct),
+                     std::forward<CompletionToken>(token));
+  }
+  /// Sends the last piece of a message sent in pieces (or a whole message).
+  template <class CompletionToken = UseTask>
+  auto send_final_frame_async(std::span<const std::byte> data, CompletionToken&& token = {}) {
+    return send_impl(detail::SendKind::final, data, CancellationToken{},
+                     std::forward<CompletionToken>(token));
+  }
+  template <class CompletionToken = UseTask>
+  auto send_final_frame_async(std::span<const std::byte> data, CancellationToken ct,
+                              CompletionToken&& token = {}) {
+    return send_impl(detail::SendKind::final, data, std::move(ct),
+                     std::forward<CompletionToken>(token));
+  }
+
+  /// Starts the close handshake (RFC 6455 7.1.2) and returns at once; the
+  /// closed event follows when the peer answers, or after close_timeout().
+  /// Throws std::invalid_argument for a code not allowed (RFC 6455 7.4) or a
+  /// reason over 123 bytes or not UTF-8. Without a connection: nothing.
+  void close(std::uint16_t code = 1000, std::string_view reason = {});
+  /// Like close(), completing when the connection is closed (peer's close
+  /// frame received and TCP closed, or failed after close_timeout():
+  /// timed_out). Cancelling it fails the connection at once.
+  template <class CompletionToken = UseTask>
+  auto close_async(std::uint16_t code = 1000, std::string_view reason = {},
+                   CompletionToken&& token = {}) {
+    return close_async(code, reason, CancellationToken{}, std::forward<CompletionToken>(token));
+  }
+  template <class CompletionToken = UseTask>
+  auto close_async(std::uint16_t code, std::string_view reason, CancellationToken ct,
+                   CompletionToken&& token = {}) {
+    detail::check_close(code, reason);
+    return detail::initiate<void(std::error_code)>(
+        get_executor(), std::forward<CompletionToken>(token),
+        [s = session_, code, r = std::string(reason),
+         ct = std::move(ct)](detail::CompletionHandler h) mutable {
+          detail::start_close(std::move(s), code, std::move(r), std::move(ct), std::move(h));
+        });
+  }
+
+  /// Registers a handler for each received message (or piece, in partial
+  /// mode). Register before connect_async to see the first message.
+  EventToken message_received(MessageReceivedHandler handler);
+  void message_received(EventToken token) noexcept;
+  /// Registers a handler for the end of the connection (once).
+  EventToken closed(ClosedHandler handler);
+  void closed(EventToken token) noexcept;
+  /// Registers a certificate validation handler (wss), run during connect.
+  EventToken server_custom_validation_requested(ServerCustomValidationRequestedHandler handler);
+  void server_custom_validation_requested(EventToken token) noexcept;
+
+private:
+  friend MessageWebSocket detail::make_message_websocket(std::shared_ptr<detail::Session> s);
+  explicit MessageWebSocket(std::shared_ptr<detail::Session> s);
+
+  static std::span<const std::byte> as_bytes(std::string_view t) noexcept {
+    return {reinterpret_cast<const std::byte*>(t.data()), t.size()};
+  }
+  template <class CompletionToken>
+  auto send_impl(detail::SendKind kind, std::span<const std::byte> data, CancellationToken ct,
+                 CompletionToken&& token) {
+    auto type = detail::check_send(*session_, kind, data);
+    return detail::initiate<void(std::error_code)>(
+        get_executor(), std::forward<CompletionToken>(token),
+        [s = session_, kind, type, data, ct = std::move(ct)](detail::CompletionHandler h) mutable {
+          detail::start_send(std::move(s), kind, type, data, std::move(ct), std::move(h));
+        });
+  }
+
+  std::shared_ptr<detail::Session> session_;
+};
+
+}  // namespace duplex

@@ -1,0 +1,234 @@
+// duplex/task.hpp: the default completion token `use_task` and `Task<T>`.
+//
+// Every async operation of duplex is one initiating function template taking an
+// Asio completion token of signature void(std::error_code) or
+// void(std::error_code, T). Without a token it returns a `Task<T>`:
+//
+//   ws.connect_async("ws://127.0.0.1:9000/").get();        // block (throws)
+//   co_await ws.send_async("hello");                        // C++20 coroutine (throws)
+//   auto [ec] = co_await ws.send_async("hi").as_result();   // or get the code
+//   ws.close_async().then([](std::error_code ec) { ... });  // callback
+//
+// Asio users pass `asio::use_awaitable`, a callback, `asio::use_future`, ...
+//
+// Thread safety: a Task may be waited on, awaited or given a continuation from any
+// thread, once (one consumer). Lifetime: dropping a Task does not cancel its
+// operation; the operation completes and its result is discarded.
+#pragma once
+
+#include <condition_variable>
+#include <coroutine>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+#include <asio/async_result.hpp>
+
+namespace duplex {
+
+/// The completion token type of `use_task`.
+struct UseTask {
+  constexpr UseTask() noexcept = default;
+};
+/// The default completion token: the initiating function returns a Task.
+inline constexpr UseTask use_task{};
+
+namespace detail {
+struct Unit {};
+template <class T>
+using TaskValue = std::conditional_t<std::is_void_v<T>, Unit, T>;
+
+template <class T>
+struct TaskState {
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool done = false;
+  std::error_code ec;
+  std::optional<TaskValue<T>> value;
+  std::function<void()> continuation;
+
+  void set(std::error_code e, TaskValue<T> v) {
+    std::function<void()> next;
+    {
+      std::lock_guard lock(mutex);
+      ec = e;
+      value.emplace(std::move(v));
+      done = true;
+      next.swap(continuation);
+    }
+    cv.notify_all();
+    if (next) next();
+  }
+};
+
+template <class T>
+struct TaskHandler {
+  std::shared_ptr<TaskState<T>> state;
+  void operator()(std::error_code ec) { state->set(ec, Unit{}); }
+  template <class V>
+  void operator()(std::error_code ec, V&& v) {
+    state->set(ec, TaskValue<T>(std::forward<V>(v)));
+  }
+};
+}  // namespace detail
+
+/// The outcome of an operation as a value: the error code and, on success, the
+/// result (T = void: only the code).
+template <class T>
+struct Result {
+  std::error_code ec;
+  T value{};
+  explicit operator bool() const noexcept { return !ec; }
+};
+template <>
+struct Result<void> {
+  std::error_code ec;
+  explicit operator bool() const noexcept { return !ec; }
+};
+
+/// The eventual result of one async operation: T (or nothing for T = void) or
+/// an error code. Move-only; one consumer.
+template <class T = void>
+class Task {
+public:
+  using value_type = T;
+
+  Task() = default;
+  explicit Task(std::shared_ptr<detail::TaskState<T>> state) : state_(std::move(state)) {}
+
+  /// True when the task holds a state (not default-constructed or moved-from).
+  [[nodiscard]] bool valid() const noexcept { return state_ != nullptr; }
+  /// True once the operation completed.
+  [[nodiscard]] bool is_ready() const {
+    std::lock_guard lock(state_->mutex);
+    return state_->done;
+  }
+
+  /// Blocks until the operation completes; returns its value or throws
+  /// std::system_error with its code. Never call it on the thread that runs the
+  /// socket's event loop (the default loop's thread, or your io_context's): the
+  /// operation could not complete (deadlock).
+  T get() {
+    auto r = get_result();
+    if (r.ec) throw std::system_error(r.ec);
+    if constexpr (!std::is_void_v<T>) return std::move(r.value);
+  }
+
+  /// Blocks like get(), but returns the code instead of throwing.
+  Result<T> get_result() {
+    std::unique_lock lock(state_->mutex);
+    state_->cv.wait(lock, [&] { return state_->done; });
+    return take_locked();
+  }
+
+  /// Calls `f(std::error_code)` (T = void) or `f(std::error_code, T)` when the
+  /// operation completes, on the thread that completes it (the socket's event
+  /// loop), or at once on this thread if it already completed.
+  template <class F>
+  void then(F f) {
+    std::unique_lock lock(state_->mutex);
+    if (!state_->done) {
+      state_->continuation = [s = state_, f = std::move(f)]() mutable {
+        invoke(f, s->ec, std::move(*s->value));
+      };
+      return;
+    }
+    lock.unlock();
+    invoke(f, state_->ec, std::move(*state_->value));
+  }
+
+  /// Awaiter that returns Result<T> instead of throwing.
+  auto as_result() && { return ResultAwaiter{std::move(state_)}; }
+
+  /// `co_await task` returns the value or throws std::system_error. The
+  /// coroutine resumes on the thread that completes the operation (the socket's
+  /// event loop).
+  auto operator co_await() && { return ValueAwaiter{std::move(state_)}; }
+
+private:
+  template <class F, class V>
+  static void invoke(F& f, std::error_code ec, V&& v) {
+    if constexpr (std::is_void_v<T>)
+      f(ec);
+    else
+      f(ec, std::forward<V>(v));
+  }
+
+  Result<T> take_locked() {
+    Result<T> r;
+    r.ec = state_->ec;
+    if constexpr (!std::is_void_v<T>) r.value = std::move(*state_->value);
+    return r;
+  }
+
+  struct AwaiterBase {
+    std::shared_ptr<detail::TaskState<T>> state;
+    bool await_ready() const {
+      std::lock_guard lock(state->mutex);
+      return state->done;
+    }
+    bool await_suspend(std::coroutine_handle<> h) {
+      std::lock_guard lock(state->mutex);
+      if (state->done) return false;
+      state->continuation = [h] { h.resume(); };
+      return true;
+    }
+    Result<T> result() {
+      std::lock_guard lock(state->mutex);
+      Result<T> r;
+      r.ec = state->ec;
+      if constexpr (!std::is_void_v<T>) r.value = std::move(*state->value);
+      return r;
+    }
+  };
+  struct ValueAwaiter : AwaiterBase {
+    T await_resume() {
+      auto r = this->result();
+      if (r.ec) throw std::system_error(r.ec);
+      if constexpr (!std::is_void_v<T>) return std::move(r.value);
+    }
+  };
+  struct ResultAwaiter : AwaiterBase {
+    Result<T> await_resume() { return this->result(); }
+  };
+
+  std::shared_ptr<detail::TaskState<T>> state_;
+};
+
+}  // namespace duplex
+
+namespace asio {
+
+/// use_task with void(std::error_code): returns Task<void>.
+template <>
+class async_result<duplex::UseTask, void(std::error_code)> {
+public:
+  using return_type = duplex::Task<void>;
+  template <class Initiation, class... Args>
+  static return_type initiate(Initiation&& initiation, duplex::UseTask, Args&&... args) {
+    auto state = std::make_shared<duplex::detail::TaskState<void>>();
+    std::forward<Initiation>(initiation)(duplex::detail::TaskHandler<void>{state},
+                                         std::forward<Args>(args)...);
+    return return_type(std::move(state));
+  }
+};
+
+/// use_task with void(std::error_code, T): returns Task<T>.
+template <class T>
+class async_result<duplex::UseTask, void(std::error_code, T)> {
+public:
+  using return_type = duplex::Task<T>;
+  template <class Initiation, class... Args>
+  static return_type initiate(Initiation&& initiation, duplex::UseTask, Args&&... args) {
+    auto state = std::make_shared<duplex::detail::TaskState<T>>();
+    std::forward<Initiation>(initiation)(duplex::detail::TaskHandler<T>{state},
+                                         std::forward<Args>(args)...);
+    return return_type(std::move(state));
+  }
+};
+
+}  // namespace asio

@@ -1,0 +1,243 @@
+// duplex/websocket_control.hpp: the settings (controls) and read-only facts
+// (information) of a MessageWebSocket or StreamWebSocket, and the certificate
+// types they use.
+//
+// Controls and information are small handles (like the Windows projections):
+// `ws.control()` returns one by value; it refers to the socket's shared state and
+// stays usable after the socket is gone (setters then throw std::logic_error).
+//
+// Thread safety: every member may be called from any thread. Setters throw
+// std::logic_error once connect_async was called (or on a server-role socket),
+// except MessageWebSocketControl::message_type; setters throw
+// std::invalid_argument for an invalid value, naming the rule.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <duplex/message_type.hpp>
+
+namespace duplex {
+
+namespace detail {
+class Session;
+}
+
+/// A user name and a password (HTTP Basic authentication, RFC 7617).
+struct Credential {
+  std::string user_name;
+  std::string password;
+};
+
+/// A client certificate for mutual TLS: PEM files of the certificate (chain)
+/// and of its private key (unencrypted).
+struct ClientCertificate {
+  std::string certificate_file;
+  std::string private_key_file;
+};
+
+/// Kinds of server certificate failure (Windows: ChainValidationResult).
+enum class ChainValidationResult : std::uint8_t {
+  success = 0,
+  untrusted,                ///< the chain does not end at a trusted root (self-signed, unknown CA)
+  revoked,                  ///< a certificate of the chain was revoked
+  expired,                  ///< outside its validity period (expired or not yet valid)
+  incomplete_chain,         ///< an intermediate certificate is missing
+  invalid_signature,        ///< a signature does not verify
+  wrong_usage,              ///< the certificate may not be used for a TLS server
+  invalid_name,             ///< the certificate is not for the host name connected to
+  basic_constraints_error,  ///< a CA constraint is broken (path length, CA flag)
+  other_errors,             ///< anything else OpenSSL reports
+};
+
+/// How bad the server certificate's errors are (Windows: SocketSslErrorSeverity).
+enum class SocketSslErrorSeverity : std::uint8_t {
+  none,       ///< no error
+  ignorable,  ///< only errors listed in ignorable_server_certificate_errors
+  fatal,      ///< at least one error that is not ignored
+};
+
+/// A certificate, decoded for display and pinning.
+struct Certificate {
+  std::string pem;      ///< the certificate in PEM
+  std::string subject;  ///< one-line distinguished name, e.g. "CN=example.com"
+  std::string issuer;
+  std::chrono::system_clock::time_point valid_from;
+  std::chrono::system_clock::time_point valid_to;
+  std::string sha256_fingerprint;  ///< lowercase hex of SHA-256 over the DER form
+};
+
+/// Receive mode of a MessageWebSocket (Windows: MessageWebSocketReceiveMode).
+enum class MessageWebSocketReceiveMode : std::uint8_t {
+  full_message,     ///< message_received fires once per complete message
+  partial_message,  ///< it fires for each piece as it arrives; is_message_complete() on the last
+};
+
+/// Counters and rates of one connection (Windows: BandwidthStatistics, extended).
+struct BandwidthStatistics {
+  std::uint64_t bytes_sent = 0;      ///< wire bytes written, frame headers included
+  std::uint64_t bytes_received = 0;  ///< wire bytes read, frame headers included
+  std::uint64_t messages_sent = 0;
+  std::uint64_t messages_received = 0;
+  std::uint64_t frames_sent = 0;
+  std::uint64_t frames_received = 0;
+  std::uint64_t outbound_bits_per_second = 0;  ///< estimate over the last second or so
+  std::uint64_t inbound_bits_per_second = 0;
+};
+
+/// A host (name or numeric address) and a port.
+struct HostEndpoint {
+  std::string host;
+  std::uint16_t port = 0;
+};
+
+/// Settings shared by both socket types (Windows: IWebSocketControl(2)).
+class WebSocketControl {
+public:
+  /// Subprotocols offered in Sec-WebSocket-Protocol, in preference order. Each
+  /// must be a non-empty HTTP token (RFC 6455 4.1), no duplicates.
+  [[nodiscard]] std::vector<std::string> supported_protocols() const;
+  void supported_protocols(std::vector<std::string> protocols);
+  void add_supported_protocol(std::string protocol);
+
+  /// Credential sent to the server with HTTP Basic (Authorization header).
+  [[nodiscard]] std::optional<Credential> server_credential() const;
+  void server_credential(Credential credential);
+
+  /// Proxy to tunnel through: "http://host:port" (HTTP CONNECT) or
+  /// "socks5://host:port" (SOCKS5, RFC 1928); empty: connect directly.
+  [[nodiscard]] std::string proxy() const;
+  void proxy(std::string uri);
+  /// Credential for the proxy (HTTP Basic, or SOCKS5 user/password, RFC 1929).
+  [[nodiscard]] std::optional<Credential> proxy_credential() const;
+  void proxy_credential(Credential credential);
+
+  /// Outbound buffer: a send completes once its data is accepted into this
+  /// buffer; while more than this many bytes wait to be written, sends wait
+  /// (backpressure). 1 MiB by default: deep enough to keep a fast link busy,
+  /// small enough to bound memory per connection. Must be > 0.
+  [[nodiscard]] std::size_t outbound_buffer_size_in_bytes() const;
+  void outbound_buffer_size_in_bytes(std::size_t bytes);
+
+  /// Interval of unsolicited pongs (RFC 6455 5.5.3 heartbeat, as on Windows);
+  /// zero (default): none.
+  [[nodiscard]] std::chrono::milliseconds desired_unsolicited_pong_interval() const;
+  void desired_unsolicited_pong_interval(std::chrono::milliseconds interval);
+
+  /// Keep-alive: a ping after this much time without any received data; zero
+  /// (default): none. With keep_alive_timeout: if no pong (or any data) arrives
+  /// within it, the peer is dead and the connection is failed (closed event
+  /// with 1006 and `error::dead_peer`).
+  [[nodiscard]] std::chrono::milliseconds keep_alive_interval() const;
+  void keep_alive_interval(std::chrono::milliseconds interval);
+  /// Pong timeout of the keep-alive; 10 s by default. Must be > 0.
+  [[nodiscard]] std::chrono::milliseconds keep_alive_timeout() const;
+  void keep_alive_timeout(std::chrono::milliseconds timeout);
+
+  /// Certificate errors to accept anyway (wss). Default: none (secure).
+  [[nodiscard]] std::vector<ChainValidationResult> ignorable_server_certificate_errors() const;
+  void ignorable_server_certificate_errors(std::vector<ChainValidationResult> errors);
+  /// Extra trust anchors (PEM file) in addition to the system store.
+  [[nodiscard]] std::string trusted_ca_file() const;
+  void trusted_ca_file(std::string path);
+  /// Client certificate for mutual TLS.
+  [[nodiscard]] std::optional<ClientCertificate> client_certificate() const;
+  void client_certificate(ClientCertificate certificate);
+
+  /// TCP_NODELAY; on by default: messages leave at once (frames are already
+  /// gathered per loop turn, so Nagle only adds latency).
+  [[nodiscard]] bool no_delay() const;
+  void no_delay(bool value);
+
+  /// Bound on the whole connect (resolve, TCP, proxy, TLS, opening handshake).
+  /// 60 s by default. Must be > 0.
+  [[nodiscard]] std::chrono::milliseconds connect_timeout() const;
+  void connect_timeout(std::chrono::milliseconds timeout);
+  /// A send that waits longer than this for room in the outbound buffer, or
+  /// whose bytes are not written within it, fails the connection with
+  /// `error::timed_out`. 30 s by default. Must be > 0.
+  [[nodiscard]] std::chrono::milliseconds send_timeout() const;
+  void send_timeout(std::chrono::milliseconds timeout);
+  /// A read_async (StreamWebSocket) that gets no data within this completes
+  /// with `error::timed_out`; the socket stays usable. 30 s by default. > 0.
+  [[nodiscard]] std::chrono::milliseconds receive_timeout() const;
+  void receive_timeout(std::chrono::milliseconds timeout);
+  /// Bound on the close handshake (waiting for the peer's close frame and
+  /// the end of the TCP connection). 5 s by default. Must be > 0.
+  [[nodiscard]] std::chrono::milliseconds close_timeout() const;
+  void close_timeout(std::chrono::milliseconds timeout);
+
+protected:
+  explicit WebSocketControl(std::shared_ptr<detail::Session> s) : session_(std::move(s)) {}
+  std::shared_ptr<detail::Session> session_;
+};
+
+/// Settings of a MessageWebSocket (Windows: MessageWebSocketControl).
+class MessageWebSocketControl : public WebSocketControl {
+public:
+  explicit MessageWebSocketControl(std::shared_ptr<detail::Session> s)
+      : WebSocketControl(std::move(s)) {}
+
+  /// Type of the messages sent by send_async (binary by default, as on
+  /// Windows). May change at any time, also after connect.
+  [[nodiscard]] SocketMessageType message_type() const;
+  void message_type(SocketMessageType type);
+
+  /// Largest received message, in bytes; a larger one fails the connection
+  /// with close code 1009. 64 MiB by default; `unlimited_message_size` for none.
+  [[nodiscard]] std::uint64_t max_message_size() const;
+  void max_message_size(std::uint64_t bytes);
+  static constexpr std::uint64_t unlimited_message_size = ~std::uint64_t{0};
+
+  /// Full messages (default) or pieces as they arrive.
+  [[nodiscard]] MessageWebSocketReceiveMode receive_mode() const;
+  void receive_mode(MessageWebSocketReceiveMode mode);
+};
+
+/// Settings of a StreamWebSocket (Windows: StreamWebSocketControl). Messages of
+/// any size are streamed, so there is no max message size.
+class StreamWebSocketControl : public WebSocketControl {
+public:
+  explicit StreamWebSocketControl(std::shared_ptr<detail::Session> s)
+      : WebSocketControl(std::move(s)) {}
+};
+
+/// Read-only facts about a connection (Windows: MessageWebSocketInformation,
+/// StreamWebSocketInformation). Values are snapshots, valid at any time (empty
+/// or zero before they are known).
+class WebSocketInformation {
+public:
+  explicit WebSocketInformation(std::shared_ptr<detail::Session> s) : session_(std::move(s)) {}
+
+  /// Local address and port of the TCP connection.
+  [[nodiscard]] HostEndpoint local_address() const;
+  /// Remote address (numeric) and port of the TCP connection (the proxy's when
+  /// tunnelling).
+  [[nodiscard]] HostEndpoint remote_address() const;
+  /// Negotiated subprotocol; empty if none.
+  [[nodiscard]] std::string protocol() const;
+  /// Negotiated extensions (Sec-WebSocket-Extensions answer); empty if none.
+  [[nodiscard]] std::string extensions() const;
+  [[nodiscard]] BandwidthStatistics bandwidth_statistics() const;
+  /// Round-trip time of the last keep-alive ping answered; nullopt if none yet.
+  [[nodiscard]] std::optional<std::chrono::microseconds> ping_round_trip_time() const;
+  /// The server certificate (wss, client role); nullopt otherwise.
+  [[nodiscard]] std::optional<Certificate> server_certificate() const;
+  [[nodiscard]] std::vector<ChainValidationResult> server_certificate_errors() const;
+  [[nodiscard]] SocketSslErrorSeverity server_certificate_error_severity() const;
+  /// The chain the server sent after its own certificate.
+  [[nodiscard]] std::vector<Certificate> server_intermediate_certificates() const;
+
+private:
+  std::shared_ptr<detail::Session> session_;
+};
+
+using MessageWebSocketInformation = WebSocketInformation;
+using StreamWebSocketInformation = WebSocketInformation;
+
+}  // namespace duplex

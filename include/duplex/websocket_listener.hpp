@@ -1,0 +1,297 @@
+// duplex/websocket_listener.hpp: WebSocketListener, the server side.
+//
+//   duplex::WebSocketListenerOptions options;
+//   options.supported_protocols = {"chat"};
+//   duplex::WebSocketListener listener(options);
+//   listener.connection_received([](duplex::WebSocketListenerConnectionReceivedEventArgs& args) {
+//     auto ws = args.take_message_websocket();   // server-role MessageWebSocket
+//     ...                                         // keep `ws` alive as long as needed
+//   });
+//   listener.listen("127.0.0.1", 0);
+//   std::cout << listener.local_port() << '\n';
+//   ...
+//   listener.stop(std::chrono::seconds(5));      // 1001 to every connection
+//
+// The listener runs its own event loops: `threads` threads, each running one
+// asio::io_context. Accepted connections are spread over the loops round-robin;
+// each connection lives on one loop, and its events (the hooks, the
+// connection_received event, and then every event of the socket handed over) run
+// on that loop's thread.
+//
+// Before a connection becomes a WebSocket, the listener runs the TLS handshake
+// (wss), reads the HTTP request (bounded by max_header_size and by
+// handshake_timeout from the accept), validates it (RFC 6455 4.2.1), checks the
+// Origin, selects a subprotocol, runs the handshake_requested hook, and answers 101
+// or an HTTP error (400, 403, 405, 426, 431, 503, or the hook's status) followed
+// by a clean close. No timer object exists per connection: each loop sweeps its
+// handshakes in deadline order.
+//
+// Thread safety: every member may be called from any thread, except that stop()
+// and the destructor must not be called from a handler running on one of the
+// listener's loops (they wait for those loops). Handlers are set before the first
+// listen() (std::logic_error after).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <duplex/message_websocket.hpp>
+#include <duplex/protocol/handshake.hpp>
+#include <duplex/stream_websocket.hpp>
+#include <duplex/websocket_control.hpp>
+
+namespace duplex {
+
+namespace detail {
+class ListenerImpl;
+struct AcceptedStream;
+}  // namespace detail
+
+/// TLS settings of a wss:// listener (OpenSSL; TLS 1.2 or later).
+struct ListenerTlsOptions {
+  /// PEM file holding the server certificate first, then its intermediates.
+  std::string certificate_chain_file;
+  /// PEM file of the certificate's private key (unencrypted).
+  std::string private_key_file;
+  /// PEM file of the CA certificates that client certificates must chain to.
+  /// Empty: no client certificate is requested.
+  std::string client_ca_file;
+  /// With client_ca_file: refuse (fail the TLS handshake) a client that sends no
+  /// valid certificate. Without it, a client certificate is optional but, when
+  /// sent, must verify.
+  bool require_client_certificate = false;
+};
+
+/// The settings of a WebSocketListener, fixed at construction.
+struct WebSocketListenerOptions {
+  /// Event-loop threads; 0: std::thread::hardware_concurrency() (one per core),
+  /// at least 1.
+  std::size_t threads = 0;
+  /// wss:// when set; ws:// otherwise.
+  std::optional<ListenerTlsOptions> tls;
+
+  /// Bound on everything before the 101 answer leaves (TLS handshake, reading
+  /// the request, hooks, writing the answer), counted from the accept. 10 s: a
+  /// real client needs one round trip; a client trickling its request byte by
+  /// byte (slowloris) holds a socket no longer than this. Must be > 0.
+  std::chrono::milliseconds handshake_timeout{std::chrono::seconds(10)};
+  /// Largest request header block (request line included); a larger one is
+  /// answered 431. 16 KiB: browsers send under 2 KiB, cookies included. At
+  /// least 256.
+  std::size_t max_header_size = protocol::default_max_header_size;
+  /// Connections (handshaking or open) beyond which a new one is answered 503
+  /// and closed. 100,000: above what one process is usually given file
+  /// descriptors for, so the kernel limit, not this, is the usual bound. > 0.
+  std::size_t max_connections = 100'000;
+
+  /// Largest message a handed-over MessageWebSocket accepts (close 1009
+  /// beyond). 64 MiB, as for the client. Must be > 0.
+  std::uint64_t max_message_size = std::uint64_t{64} << 20;
+  /// Keep-alive: a ping after this long without received data; if no data
+  /// arrives within keep_alive_timeout after it, the peer is dead and the
+  /// connection is failed (idle timeout). 30 s: under the usual NAT and proxy
+  /// idle limits (60 s and more). Zero: no pings, no idle timeout.
+  std::chrono::milliseconds keep_alive_interval{std::chrono::seconds(30)};
+  /// Wait for the keep-alive pong. 10 s. Must be > 0.
+  std::chrono::milliseconds keep_alive_timeout{std::chrono::seconds(10)};
+  /// Outbound buffer per connection: sends wait while more than this is queued.
+  /// 256 KiB: a server holds many connections, so a smaller per-connection
+  /// bound than the client's 1 MiB. Must be > 0.
+  std::size_t outbound_buffer_size = 256 * 1024;
+  /// A send not written within this fails the connection (a client that does
+  /// not read is closed, so its queued data does not stay). 30 s. Must be > 0.
+  std::chrono::milliseconds send_timeout{std::chrono::seconds(30)};
+  /// Bound on the closing handshake of a connection. 5 s. Must be > 0.
+  std::chrono::milliseconds close_timeout{std::chrono::seconds(5)};
+  /// TCP_NODELAY on accepted sockets; on: frames are already gathered per loop
+  /// turn, so Nagle only adds latency.
+  bool no_delay = true;
+
+  /// Subprotocols this server speaks. The first one the client offers (RFC 6455
+  /// 4.1: the client lists them by preference) is selected before the hook
+  /// runs; none when empty or nothing matches. Each must be an HTTP token.
+  std::vector<std::string> supported_protocols;
+  /// Origins allowed to connect (exact, case-insensitive, e.g.
+  /// "https://example.com"); a request with another Origin is answered 403.
+  /// Empty: any origin. Requests without Origin (non-browser clients) pass.
+  std::vector<std::string> allowed_origins;
+  /// Listen backlog; 0: the system's maximum (SOMAXCONN).
+  int backlog = 0;
+};
+
+/// The opening handshake request of a connection, as the hooks and the
+/// connection_received event see it. Values are copies (valid as long as the
+/// object).
+struct WebSocketRequest {
+  std::string method;                  ///< always "GET" when the hooks see it
+  std::string target;                  ///< request target, e.g. "/chat?room=1"
+  protocol::HttpHeaders headers;       ///< every header, in order, as received
+  std::string host;                    ///< Host header
+  std::string origin;                  ///< Origin header; empty: none
+  std::vector<std::string> protocols;  ///< offered subprotocols, in order
+  std::string extensions;              ///< Sec-WebSocket-Extensions offer (raw)
+  HostEndpoint remote_address;         ///< the client's address (numeric) and port
+  HostEndpoint local_address;          ///< our address and port of the connection
+  bool secure = false;                 ///< wss:// (TLS)
+  /// With TLS and a verified client certificate: its subject in one line
+  /// ("CN=alice,O=example"); empty otherwise.
+  std::string client_certificate_subject;
+
+  /// The target's path (before '?').
+  [[nodiscard]] std::string_view path() const noexcept;
+  /// The target's query (after '?', without it); empty if none.
+  [[nodiscard]] std::string_view query() const noexcept;
+  /// The first header named `name` (case-insensitive), if any.
+  [[nodiscard]] std::optional<std::string_view> header(std::string_view name) const noexcept;
+};
+
+/// What the handshake_requested hook sees and decides: accept (default) with a
+/// subprotocol and extra response headers, or refuse with an HTTP status.
+/// Lives for the hook call only. Not thread-safe (used on the connection's loop).
+class WebSocketHandshakeContext {
+public:
+  explicit WebSocketHandshakeContext(const WebSocketRequest& request) noexcept
+      : request_(&request) {}
+
+  [[nodiscard]] const WebSocketRequest& request() const noexcept { return *request_; }
+
+  /// The subprotocol the 101 answer selects; empty: none. Preset from
+  /// WebSocketListenerOptions::supported_protocols.
+  [[nodiscard]] const std::string& selected_protocol() const noexcept { return protocol_; }
+  /// Selects `protocol` (RFC 6455 4.2.2: one of those the client offered), or
+  /// none when empty. Throws std::invalid_argument if it was not offered.
+  void select_protocol(std::string_view protocol);
+
+  /// Adds a header to the 101 answer. Throws std::invalid_argument for a name
+  /// that is not an HTTP token, a value holding CR, LF or NUL, or a header the
+  /// handshake sets itself (protocol::is_valid_header).
+  void add_response_header(std::string_view name, std::string_view value);
+  [[nodiscard]] const protocol::HttpHeaders& response_headers() const noexcept { return headers_; }
+
+  /// Refuses the connection: the answer is `status` (200-599, e.g. 401, 403,
+  /// 404) with `body` as text/plain and `headers`, then the connection closes.
+  /// Throws std::invalid_argument for a status outside 200-599 or a header
+  /// that is invalid or one the answer sets (Connection, Content-Type,
+  /// Content-Length, Transfer-Encoding).
+  void reject(int status, std::string_view body = {}, protocol::HttpHeaders headers = {});
+  /// The status given to reject(); 0 while accepted.
+  [[nodiscard]] int rejected_status() const noexcept { return reject_status_; }
+  [[nodiscard]] const std::string& rejected_body() const noexcept { return reject_body_; }
+  [[nodiscard]] const protocol::HttpHeaders& rejected_headers() const noexcept {
+    return reject_headers_;
+  }
+
+private:
+  friend class detail::ListenerImpl;
+  const WebSocketRequest* request_;
+  std::string protocol_;
+  protocol::HttpHeaders headers_;
+  int reject_status_ = 0;
+  std::string reject_body_;
+  protocol::HttpHeaders reject_headers_;
+};
+
+/// The event raised when a connection completed its opening handshake (the 101
+/// answer is written). Lives for the handler call only.
+class WebSocketListenerConnectionReceivedEventArgs {
+public:
+  WebSocketListenerConnectionReceivedEventArgs(const WebSocketRequest& request,
+                                               const std::string& protocol,
+                                               detail::AcceptedStream& stream) noexcept
+      : request_(&request), protocol_(&protocol), stream_(&stream) {}
+
+  /// The request the connection was opened with.
+  [[nodiscard]] const WebSocketRequest& request() const noexcept { return *request_; }
+  /// The subprotocol the 101 answer selected; empty: none.
+  [[nodiscard]] const std::string& protocol() const noexcept { return *protocol_; }
+
+  /// True while the connection has not been taken by the application.
+  [[nodiscard]] bool available() const noexcept;
+  /// Takes the connection as a server-role MessageWebSocket (open, with the
+  /// listener's limits, keep-alive and timeouts; its control() settings are
+  /// fixed). Register its handlers before the event handler returns: reading
+  /// starts after that. Throws std::logic_error if the connection was already
+  /// taken or dropped. The socket must be destroyed before the listener.
+  MessageWebSocket take_message_websocket();
+  /// The same as a StreamWebSocket (binary stream, no message size limit).
+  StreamWebSocket take_stream_websocket();
+  /// Closes the connection without a WebSocket close handshake (TCP close). The
+  /// same happens when the handler returns without taking the connection.
+  void drop() noexcept;
+
+private:
+  const WebSocketRequest* request_;
+  const std::string* protocol_;
+  detail::AcceptedStream* stream_;
+};
+
+/// A WebSocket server: accepts ws:// or wss:// connections on one or more
+/// addresses and hands each one to the application.
+///
+/// Lifetime: the destructor stops the listener (stop() with a zero timeout:
+/// connections still open get a 1001 close frame queued, then are cut) and
+/// joins its threads. Sockets taken from it run on its loops: destroy them
+/// before the listener (one that outlives it keeps the loop's memory and its
+/// operations never complete).
+class WebSocketListener {
+public:
+  using HandshakeRequestedHandler = std::function<void(WebSocketHandshakeContext&)>;
+  using ConnectionReceivedHandler =
+      std::function<void(WebSocketListenerConnectionReceivedEventArgs&)>;
+
+  /// Checks `options` (std::invalid_argument naming the field and the rule)
+  /// and, for TLS, loads the certificate, key and CA files (std::system_error
+  /// if one cannot be loaded or the key does not match). Starts no thread.
+  explicit WebSocketListener(WebSocketListenerOptions options = {});
+  WebSocketListener(const WebSocketListener&) = delete;
+  WebSocketListener& operator=(const WebSocketListener&) = delete;
+  ~WebSocketListener();
+
+  /// The hook run for each valid WebSocket request before it is answered, on
+  /// the connection's loop. An exception from it refuses the request with 500.
+  /// Only before the first listen() (std::logic_error after).
+  void handshake_requested(HandshakeRequestedHandler handler);
+  /// The handler receiving each opened connection, on the connection's loop.
+  /// Only before the first listen() (std::logic_error after).
+  void connection_received(ConnectionReceivedHandler handler);
+
+  /// Binds `address` (numeric IPv4 or IPv6, e.g. "127.0.0.1", "::1", "0.0.0.0",
+  /// "::"; an IPv6 listener accepts IPv6 only) and `port` (0: an ephemeral port)
+  /// and starts accepting; the first call starts the loop threads. May be
+  /// called several times for several addresses. Returns the bound endpoint.
+  /// Throws std::invalid_argument for an address that is not numeric,
+  /// std::system_error if the bind or listen fails, std::logic_error after
+  /// stop().
+  HostEndpoint listen(std::string_view address, std::uint16_t port);
+
+  /// The port of the first listen(); 0 before.
+  [[nodiscard]] std::uint16_t local_port() const;
+  /// Every bound endpoint, in listen() order.
+  [[nodiscard]] std::vector<HostEndpoint> local_endpoints() const;
+  /// Connections counted against max_connections: handshaking, or handed out
+  /// and not yet closed (a closed one is given back within about a second).
+  [[nodiscard]] std::size_t connection_count() const noexcept;
+  /// Number of event-loop threads.
+  [[nodiscard]] std::size_t thread_count() const noexcept;
+
+  /// Graceful shutdown: stops accepting, closes handshaking connections, sends
+  /// a 1001 (going away) close frame on every open connection, waits up to
+  /// `timeout` for them to finish their closing handshakes, then cuts those
+  /// left (their closed event reports 1006 and operation_aborted). The loops
+  /// keep running for the sockets already handed out until the destructor.
+  /// Returns the number of connections that had to be cut. Idempotent (a
+  /// second call returns 0).
+  std::size_t stop(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+private:
+  std::shared_ptr<detail::ListenerImpl> impl_;
+};
+
+}  // namespace duplex

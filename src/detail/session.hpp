@@ -1,0 +1,327 @@
+// detail/session.hpp: one WebSocket connection's life (connect, handshake, open,
+// closing, closed) on one event loop: the read loop into the loop's buffer, the
+// corked write queue with backpressure, deadlines through the loop's timer
+// sweep, keep-alive, events, and the state behind controls and information.
+// Used by MessageWebSocket and StreamWebSocket, client and server role.
+//
+// Threading: members marked [loop] are used only on the loop's thread; the
+// others are guarded as noted.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+
+#include <duplex/cancellation.hpp>
+#include <duplex/detail/completion_handler.hpp>
+#include <duplex/detail/socket_ops.hpp>
+#include <duplex/message_websocket.hpp>
+#include <duplex/protocol/connection.hpp>
+#include <duplex/protocol/handshake.hpp>
+#include <duplex/websocket_control.hpp>
+#include <duplex/websocket_events.hpp>
+
+#include "detail/event_loop.hpp"
+#include "transport/connect.hpp"
+#include "transport/stream.hpp"
+
+namespace duplex::detail {
+
+using std::chrono::milliseconds;
+
+/// Everything the controls set.
+struct SessionConfig {
+  std::vector<std::string> protocols;
+  std::optional<Credential> server_credential;
+  std::string proxy;
+  std::optional<Credential> proxy_credential;
+  std::size_t outbound_buffer_size = std::size_t{1} << 20;
+  milliseconds unsolicited_pong_interval{0};
+  milliseconds keep_alive_interval{0};
+  milliseconds keep_alive_timeout{10'000};
+  std::vector<ChainValidationResult> ignorable_errors;
+  std::string trusted_ca_file;
+  std::optional<ClientCertificate> client_certificate;
+  bool no_delay = true;
+  milliseconds connect_timeout{60'000};
+  milliseconds send_timeout{30'000};
+  milliseconds receive_timeout{30'000};
+  milliseconds close_timeout{5'000};
+  std::uint64_t max_message_size = std::uint64_t{64} << 20;
+  MessageWebSocketReceiveMode receive_mode = MessageWebSocketReceiveMode::full_message;
+  protocol::HttpHeaders request_headers;
+};
+
+/// Shared state of a custom certificate validation (event args, deferrals).
+struct ValidationState {
+  Certificate certificate;
+  std::vector<ChainValidationResult> errors;
+  SocketSslErrorSeverity severity = SocketSslErrorSeverity::none;
+  std::vector<Certificate> intermediates;
+  std::atomic<bool> rejected{false};
+  std::atomic<int> deferrals{0};
+  std::function<void()> on_all_complete;  ///< posts the decision to the loop
+};
+
+/// Settings of a server-role session created by the listener.
+struct ServerSessionOptions {
+  std::string protocol;    ///< negotiated subprotocol ("" if none)
+  std::string extensions;  ///< negotiated extensions answer ("" if none)
+  std::uint64_t max_message_size = std::uint64_t{64} << 20;
+  std::size_t outbound_buffer_size = std::size_t{1} << 20;
+  milliseconds keep_alive_interval{0};
+  milliseconds keep_alive_timeout{10'000};
+  milliseconds send_timeout{30'000};
+  milliseconds close_timeout{5'000};
+  bool no_delay = true;
+};
+
+enum class Phase : std::uint8_t { idle, connecting, open, closing, closed };
+
+class Session final : public std::enable_shared_from_this<Session>,
+                      public TimerClient,
+                      private protocol::ConnectionHandler {
+public:
+  enum class Kind : std::uint8_t { message, stream };
+
+  Session(asio::io_context::executor_type ex, Kind kind, protocol::Role role);
+  ~Session() override;
+
+  [[nodiscard]] const asio::io_context::executor_type& executor() const noexcept { return ex_; }
+  [[nodiscard]] Kind kind() const noexcept { return kind_; }
+  [[nodiscard]] Phase phase() const noexcept { return phase_.load(std::memory_order_acquire); }
+
+  // --- Controls (any thread) -------------------------------------------------------
+  /// Runs f(config) under the lock after checking the socket is not connected.
+  template <class F>
+  void configure(F&& f) {
+    std::lock_guard lock(config_mutex_);
+    check_configurable();
+    f(config_);
+  }
+  template <class F>
+  auto read_config(F&& f) const {
+    std::lock_guard lock(config_mutex_);
+    return f(config_);
+  }
+  std::atomic<SocketMessageType> message_type{SocketMessageType::binary};
+
+  // --- Information (any thread) --------------------------------------------------------
+  struct Info {
+    HostEndpoint local, remote;
+    std::string protocol, extensions;
+    std::optional<std::chrono::microseconds> rtt;
+    std::optional<Certificate> certificate;
+    std::vector<ChainValidationResult> certificate_errors;
+    SocketSslErrorSeverity severity = SocketSslErrorSeverity::none;
+    std::vector<Certificate> intermediates;
+  };
+  Info info() const {
+    std::lock_guard lock(info_mutex_);
+    return info_;
+  }
+  BandwidthStatistics statistics() const;
+
+  // --- Events (any thread) -------------------------------------------------------
+  using MessageFn =
+      std::function<void(void* owner, const MessageWebSocketMessageReceivedEventArgs&)>;
+  using ClosedFn = std::function<void(void* owner, const WebSocketClosedEventArgs&)>;
+  using ValidationFn =
+      std::function<void(void* owner, const WebSocketServerCustomValidationRequestedEventArgs&)>;
+  EventToken add_message_handler(MessageFn f);
+  EventToken add_closed_handler(ClosedFn f);
+  EventToken add_validation_handler(ValidationFn f);
+  void remove_handler(EventToken t) noexcept;
+  /// The public object events are raised with; updated on move.
+  void set_owner(void* owner) noexcept;
+  /// The public object is being destroyed: no event starts after this returns;
+  /// the connection is aborted and pending operations complete as aborted.
+  void detach() noexcept;
+
+  // --- Operations (any thread; see socket_ops.hpp) ---------------------------------
+  void check_connect(std::string_view uri);
+  void set_request_header(std::string_view name, std::string_view value);
+  void connect(std::string uri, CancellationToken ct, CompletionHandler h);
+  void send(SendKind kind, SocketMessageType type, std::span<const std::byte> data, bool copy,
+            CancellationToken ct, CompletionHandler h);
+  void close(std::uint16_t code, std::string reason, CancellationToken ct, CompletionHandler h);
+  void read(std::span<std::byte> buffer, CancellationToken ct, CompletionHandler h);
+
+  /// Server role: adopt an accepted, handshaken stream and start reading
+  /// (after the current handler returns). `leftover` is what followed the
+  /// request's header block.
+  void start_server(transport::Stream stream, std::span<const std::byte> leftover,
+                    const ServerSessionOptions& options);
+
+private:
+  struct Op {
+    CompletionHandler handler;
+    CancellationToken token;
+    std::uint64_t token_id = 0;
+    std::uint64_t id = 0;
+    explicit operator bool() const noexcept { return static_cast<bool>(handler); }
+  };
+  struct PendingSend {
+    Op op;
+    SendKind kind;
+    SocketMessageType type;
+    bool stream_write;                ///< write_async: chunked, `view` not owned
+    std::vector<std::byte> data;      ///< copy (message sends)
+    std::span<const std::byte> view;  ///< the bytes to send (into data or the user's)
+    std::size_t offset = 0;           ///< bytes already accepted
+    Clock::time_point deadline;
+  };
+  struct ConnectState;
+
+  // Loop-side operations.
+  void do_connect(std::string uri, Op op);
+  void do_send(PendingSend p);
+  void do_close(std::uint16_t code, std::string reason, Op op);
+  void do_read(std::span<std::byte> buffer, Op op);
+  Op make_op(CompletionHandler h, CancellationToken ct);
+  void cancel_op(std::uint64_t id);
+  void complete(Op& op, std::error_code ec, std::size_t n = 0);
+  template <class F>
+  void run_on_loop(F&& f);
+
+  // Connect steps [loop].
+  void on_tcp_connected(std::error_code ec, asio::ip::tcp::socket socket);
+  void on_tunnel_ready(std::error_code ec);
+  void start_tls();
+  void on_tls_handshake(std::error_code ec);
+  void after_validation();
+  void send_request();
+  void read_response();
+  void on_response_bytes(std::error_code ec, std::size_t n);
+  void connect_failed(std::error_code ec);
+  void become_open(std::span<const std::byte> leftover);
+
+  // Data path [loop].
+  void start_reading();
+  void read_some();
+  void on_readable(std::error_code ec);
+  void on_read(std::error_code ec, std::size_t n);
+  void process(std::span<std::byte> data);
+  void pump_sends();
+  std::error_code send_one(SendKind kind, SocketMessageType type, std::span<const std::byte> data);
+  void schedule_flush();
+  void flush();
+  void on_written(std::error_code ec, std::size_t n);
+  [[nodiscard]] std::size_t unsent() const noexcept {
+    return (conn_ ? conn_->buffered_amount() : 0) + inflight_;
+  }
+  void deliver_input();
+  void maybe_finish_close();
+  void fail(std::error_code ec);
+  void finish(std::uint16_t code, std::string reason, std::error_code ec);
+  void set_deadline(Clock::time_point& slot, Clock::time_point at);
+  Clock::time_point on_deadline(Clock::time_point now) override;
+  void publish_stats();
+  void note_activity();
+
+  // ConnectionHandler [loop].
+  void on_message(SocketMessageType type, std::span<const std::byte> data, bool complete) override;
+  void on_ping(std::span<const std::byte> payload) override;
+  void on_pong(std::span<const std::byte> payload) override;
+  void on_close(std::uint16_t code, std::string_view reason) override;
+  void on_error(std::error_code ec) override;
+
+  void check_configurable() const;
+  void raise_closed(std::uint16_t code, const std::string& reason, std::error_code ec);
+
+  const asio::io_context::executor_type ex_;
+  const Kind kind_;
+  const protocol::Role role_;
+  std::atomic<Phase> phase_{Phase::idle};
+  std::atomic<bool> connect_called_{false};
+  std::atomic<bool> detached_{false};
+
+  mutable std::mutex config_mutex_;
+  SessionConfig config_;
+  SessionConfig cfg_;  ///< [loop] copy taken at connect
+
+  mutable std::mutex info_mutex_;
+  Info info_;
+
+  // Events: handlers run with events_mutex_ held (recursive: a handler may
+  // register, revoke or destroy on the loop thread).
+  mutable std::recursive_mutex events_mutex_;
+  void* owner_ = nullptr;
+  std::uint64_t next_token_ = 1;
+  std::vector<std::pair<std::uint64_t, std::shared_ptr<const MessageFn>>> message_handlers_;
+  std::vector<std::pair<std::uint64_t, std::shared_ptr<const ClosedFn>>> closed_handlers_;
+  std::vector<std::pair<std::uint64_t, std::shared_ptr<const ValidationFn>>> validation_handlers_;
+
+  // [loop] connection.
+  std::optional<protocol::Connection> conn_;
+  std::optional<transport::Stream> stream_;
+  std::unique_ptr<ConnectState> connecting_;
+  Op connect_op_;
+  std::vector<std::byte> tls_buffer_;  ///< TLS connections read here (not shared)
+  bool reading_ = false;               ///< a read or wait is pending
+  bool read_paused_ = false;           ///< stream input full
+  bool in_process_ = false;            ///< inside conn_.receive: cork writes
+  bool flush_scheduled_ = false;
+  bool writing_ = false;
+  std::size_t inflight_ = 0;
+  bool closed_raised_ = false;
+  bool socket_shutdown_ = false;
+  std::uint64_t next_op_id_ = 1;
+
+  std::deque<PendingSend> sends_;
+  std::vector<Op> close_ops_;
+  std::uint16_t peer_code_ = 1005;
+  std::string peer_reason_;
+  std::error_code failure_;
+
+  // Stream input [loop].
+  std::vector<std::byte> in_;
+  std::size_t in_pos_ = 0;
+  bool in_eof_ = false;
+  Op read_op_;
+  std::span<std::byte> read_buffer_;
+
+  // Deadlines [loop]; max() when unset.
+  Clock::time_point connect_deadline_ = Clock::time_point::max();
+  Clock::time_point write_deadline_ = Clock::time_point::max();
+  Clock::time_point read_deadline_ = Clock::time_point::max();
+  Clock::time_point ping_due_ = Clock::time_point::max();
+  Clock::time_point pong_deadline_ = Clock::time_point::max();
+  Clock::time_point unsolicited_pong_due_ = Clock::time_point::max();
+  Clock::time_point close_deadline_ = Clock::time_point::max();
+  Clock::time_point ping_sent_at_{};
+  bool activity_ = false;
+
+  // Statistics (written on the loop, read anywhere).
+  struct AtomicStats {
+    std::atomic<std::uint64_t> bytes_sent{0}, bytes_received{0}, messages_sent{0},
+        messages_received{0}, frames_sent{0}, frames_received{0}, out_bps{0}, in_bps{0};
+  } stats_;
+  std::uint64_t wire_bytes_sent_ = 0;  ///< [loop] bytes the transport wrote
+  std::uint64_t wire_bytes_received_ = 0;
+  Clock::time_point rate_window_start_{};
+  std::uint64_t rate_sent_at_start_ = 0, rate_received_at_start_ = 0;
+
+  // Handshake [loop].
+  std::string request_;
+  std::string key_;
+  std::vector<char> response_;
+  std::size_t response_size_ = 0;
+  bool send_one_failed_ = false;
+  std::vector<std::byte> leftover_;
+};
+
+}  // namespace duplex::detail

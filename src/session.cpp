@@ -1,0 +1,1093 @@
+// The session: one connection's life on its event loop. See detail/session.hpp.
+#include "detail/session.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#include <openssl/ssl.h>
+#include <asio/post.hpp>
+#include <asio/write.hpp>
+
+#include <duplex/protocol/close.hpp>
+#include <duplex/protocol/utf8.hpp>
+
+#include "transport/tls.hpp"
+#include "transport/uri.hpp"
+
+namespace duplex::detail {
+
+namespace {
+constexpr auto never = Clock::time_point::max();
+// Unread stream input above which the socket is not read (the peer is slowed
+// by TCP flow control): bounds memory per StreamWebSocket.
+constexpr std::size_t stream_input_limit = std::size_t{1} << 20;
+// TLS records are at most 16 KiB of plaintext (RFC 8446 5.1).
+constexpr std::size_t tls_read_size = 16 * 1024;
+
+// The code reported in the closed event after we failed the connection.
+std::uint16_t close_code_of(std::error_code ec) {
+  if (ec.category() == error_category()) {
+    auto e = static_cast<error>(ec.value());
+    if (e >= error::reserved_bits && e <= error::bad_compressed_data) return close_code_for(e);
+  }
+  return protocol::close_code::abnormal;
+}
+}  // namespace
+
+struct Session::ConnectState {
+  transport::WebSocketUri uri;
+  std::optional<transport::ProxyUri> proxy;
+  std::shared_ptr<transport::Connector> connector;
+  std::vector<int> tls_errors;
+  std::shared_ptr<ValidationState> validation;
+};
+
+Session::Session(asio::io_context::executor_type ex, Kind kind, protocol::Role role)
+    : ex_(ex), kind_(kind), role_(role) {}
+
+Session::~Session() = default;
+
+// --- plumbing --------------------------------------------------------------------------
+
+template <class F>
+void Session::run_on_loop(F&& f) {
+  if (ex_.running_in_this_thread()) {
+    f();
+  } else {
+    asio::post(ex_, [self = shared_from_this(), f = std::forward<F>(f)]() mutable { f(); });
+  }
+}
+
+Session::Op Session::make_op(CompletionHandler h, CancellationToken ct) {
+  Op op;
+  op.id = next_op_id_++;
+  if (!h) return op;
+  std::weak_ptr<Session> weak = weak_from_this();
+  const auto id = op.id;
+  auto cancel = [weak, id] {
+    if (auto s = weak.lock()) asio::post(s->ex_, [s, id] { s->cancel_op(id); });
+  };
+  auto slot = h.cancellation_slot();
+  if (slot.is_connected()) slot.assign([cancel](asio::cancellation_type) { cancel(); });
+  op.handler = std::move(h);
+  if (ct.can_be_cancelled()) {
+    op.token = ct;
+    op.token_id = ct.register_callback(cancel);
+  }
+  return op;
+}
+
+void Session::complete(Op& op, std::error_code ec, std::size_t n) {
+  if (op.token_id) op.token.unregister(op.token_id);
+  op.token_id = 0;
+  op.token = {};
+  if (op.handler) op.handler.post(ec, n);
+  op.id = 0;
+}
+
+void Session::cancel_op(std::uint64_t id) {
+  const auto aborted = make_error_code(error::operation_aborted);
+  if (connect_op_.id == id && connect_op_) return connect_failed(aborted);
+  if (read_op_.id == id && read_op_) {
+    // Nothing of a read is on the wire: the socket stays usable.
+    read_deadline_ = never;
+    read_buffer_ = {};
+    return complete(read_op_, aborted);
+  }
+  for (auto it = sends_.begin(); it != sends_.end(); ++it) {
+    if (it->op.id != id) continue;
+    if (it->offset == 0) {
+      // Not a byte accepted: drop it, the socket stays usable.
+      auto p = std::move(*it);
+      sends_.erase(it);
+      complete(p.op, aborted);
+      return;
+    }
+    // Half of the data is on its way: the stream cannot be resumed.
+    return fail(aborted);
+  }
+  for (auto& op : close_ops_) {
+    if (op.id == id) return fail(aborted);
+  }
+}
+
+void Session::set_deadline(Clock::time_point& slot, Clock::time_point at) {
+  slot = at;
+  if (at != never) asio::use_service<LoopTimers>(ex_.context()).schedule(shared_from_this(), at);
+}
+
+void Session::check_configurable() const {
+  if (role_ == protocol::Role::server)
+    throw std::logic_error("control: a server-role socket takes its settings from the listener");
+  if (connect_called_.load())
+    throw std::logic_error("control: settings can change only before connect_async");
+}
+
+// --- events --------------------------------------------------------------------------------
+
+EventToken Session::add_message_handler(MessageFn f) {
+  if (!f) throw std::invalid_argument("message_received: handler must not be empty");
+  std::lock_guard lock(events_mutex_);
+  auto id = next_token_++;
+  message_handlers_.emplace_back(id, std::make_shared<const MessageFn>(std::move(f)));
+  return EventToken{id};
+}
+EventToken Session::add_closed_handler(ClosedFn f) {
+  if (!f) throw std::invalid_argument("closed: handler must not be empty");
+  std::lock_guard lock(events_mutex_);
+  auto id = next_token_++;
+  closed_handlers_.emplace_back(id, std::make_shared<const ClosedFn>(std::move(f)));
+  return EventToken{id};
+}
+EventToken Session::add_validation_handler(ValidationFn f) {
+  if (!f)
+    throw std::invalid_argument("server_custom_validation_requested: handler must not be empty");
+  std::lock_guard lock(events_mutex_);
+  auto id = next_token_++;
+  validation_handlers_.emplace_back(id, std::make_shared<const ValidationFn>(std::move(f)));
+  return EventToken{id};
+}
+void Session::remove_handler(EventToken t) noexcept {
+  std::lock_guard lock(events_mutex_);
+  auto drop = [&](auto& v) { std::erase_if(v, [&](const auto& p) { return p.first == t.value; }); };
+  drop(message_handlers_);
+  drop(closed_handlers_);
+  drop(validation_handlers_);
+}
+void Session::set_owner(void* owner) noexcept {
+  std::lock_guard lock(events_mutex_);
+  owner_ = owner;
+}
+
+void Session::detach() noexcept {
+  {
+    std::lock_guard lock(events_mutex_);
+    detached_ = true;
+    owner_ = nullptr;
+    message_handlers_.clear();
+    closed_handlers_.clear();
+    validation_handlers_.clear();
+  }
+  try {
+    run_on_loop([this] {
+      const auto aborted = make_error_code(error::operation_aborted);
+      if (connect_op_ || connecting_) return connect_failed(aborted);
+      if (phase() == Phase::open || phase() == Phase::closing) fail(aborted);
+    });
+  } catch (...) {
+    // Posting can only fail when memory is exhausted; the loop's shutdown
+    // then destroys the session with its operations.
+  }
+}
+
+void Session::raise_closed(std::uint16_t code, const std::string& reason, std::error_code ec) {
+  if (closed_raised_) return;
+  closed_raised_ = true;
+  std::lock_guard lock(events_mutex_);
+  if (detached_) return;
+  WebSocketClosedEventArgs args(code, reason, ec);
+  for (std::size_t i = 0; i < closed_handlers_.size() && !detached_; ++i) {
+    auto f = closed_handlers_[i].second;
+    (*f)(owner_, args);
+  }
+}
+
+// --- operations: entry points ----------------------------------------------------------------
+
+void Session::check_connect(std::string_view uri) {
+  (void)transport::parse_websocket_uri(uri);
+  if (role_ == protocol::Role::server)
+    throw std::logic_error("connect_async: a server-role socket is already connected");
+  {
+    std::lock_guard lock(config_mutex_);
+    if (!config_.proxy.empty()) (void)transport::parse_proxy_uri(config_.proxy);
+  }
+  if (connect_called_.exchange(true))
+    throw std::logic_error("connect_async: already called; a socket connects once");
+}
+
+void Session::set_request_header(std::string_view name, std::string_view value) {
+  if (!protocol::is_valid_header(name, value))
+    throw std::invalid_argument(
+        "set_request_header: name must be an HTTP token and value must not hold CR, LF or NUL");
+  // RFC 6455 4.1: these headers belong to the handshake itself.
+  for (std::string_view reserved :
+       {"host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
+        "sec-websocket-extensions", "sec-websocket-protocol", "sec-websocket-accept"}) {
+    if (protocol::iequals(name, reserved))
+      throw std::invalid_argument("set_request_header: '" + std::string(name) +
+                                  "' is set by the opening handshake");
+  }
+  configure([&](SessionConfig& c) {
+    c.request_headers.push_back({std::string(name), std::string(value)});
+  });
+}
+
+void Session::connect(std::string uri, CancellationToken ct, CompletionHandler h) {
+  run_on_loop([this, uri = std::move(uri), ct = std::move(ct), h = std::move(h)]() mutable {
+    do_connect(std::move(uri), make_op(std::move(h), std::move(ct)));
+  });
+}
+
+void Session::send(SendKind kind, SocketMessageType type, std::span<const std::byte> data,
+                   bool copy, CancellationToken ct, CompletionHandler h) {
+  PendingSend p{Op{}, kind, type, !copy, {}, data, 0, {}};
+  if (ex_.running_in_this_thread()) {
+    p.op = make_op(std::move(h), std::move(ct));
+    return do_send(std::move(p));
+  }
+  if (copy) {
+    p.data.assign(data.begin(), data.end());
+    p.view = p.data;
+  }
+  asio::post(ex_, [self = shared_from_this(), p = std::move(p), ct = std::move(ct),
+                   h = std::move(h)]() mutable {
+    if (!p.data.empty()) p.view = p.data;  // the vector moved: re-point the view
+    p.op = self->make_op(std::move(h), std::move(ct));
+    self->do_send(std::move(p));
+  });
+}
+
+void Session::close(std::uint16_t code, std::string reason, CancellationToken ct,
+                    CompletionHandler h) {
+  run_on_loop(
+      [this, code, reason = std::move(reason), ct = std::move(ct), h = std::move(h)]() mutable {
+        do_close(code, std::move(reason), make_op(std::move(h), std::move(ct)));
+      });
+}
+
+void Session::read(std::span<std::byte> buffer, CancellationToken ct, CompletionHandler h) {
+  run_on_loop([this, buffer, ct = std::move(ct), h = std::move(h)]() mutable {
+    do_read(buffer, make_op(std::move(h), std::move(ct)));
+  });
+}
+
+// --- connect ---------------------------------------------------------------------------------
+
+void Session::do_connect(std::string uri, Op op) {
+  {
+    std::lock_guard lock(config_mutex_);
+    cfg_ = config_;
+  }
+  if (detached_) return complete(op, make_error_code(error::operation_aborted));
+  phase_ = Phase::connecting;
+  connecting_ = std::make_unique<ConnectState>();
+  connecting_->uri = transport::parse_websocket_uri(uri);
+  if (!cfg_.proxy.empty()) connecting_->proxy = transport::parse_proxy_uri(cfg_.proxy);
+  connect_op_ = std::move(op);
+  set_deadline(connect_deadline_, Clock::now() + cfg_.connect_timeout);
+  protocol::ConnectionConfig cc;
+  cc.role = protocol::Role::client;
+  cc.max_message_size =
+      kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : cfg_.max_message_size;
+  cc.partial_messages =
+      kind_ == Kind::stream || cfg_.receive_mode == MessageWebSocketReceiveMode::partial_message;
+  conn_.emplace(cc);
+  const auto& target = connecting_->proxy ? connecting_->proxy->host : connecting_->uri.host;
+  const auto port = connecting_->proxy ? connecting_->proxy->port : connecting_->uri.port;
+  connecting_->connector = std::make_shared<transport::Connector>(ex_);
+  std::weak_ptr<Session> weak = weak_from_this();
+  connecting_->connector->start(target, port, [weak](std::error_code ec, asio::ip::tcp::socket s) {
+    if (auto self = weak.lock()) self->on_tcp_connected(ec, std::move(s));
+  });
+}
+
+void Session::on_tcp_connected(std::error_code ec, asio::ip::tcp::socket socket) {
+  if (!connecting_) return;
+  if (ec) return connect_failed(ec);
+  std::error_code ignored;
+  socket.set_option(asio::ip::tcp::no_delay(cfg_.no_delay), ignored);
+  {
+    std::lock_guard lock(info_mutex_);
+    auto l = socket.local_endpoint(ignored);
+    auto r = socket.remote_endpoint(ignored);
+    info_.local = {l.address().to_string(), l.port()};
+    info_.remote = {r.address().to_string(), r.port()};
+  }
+  stream_.emplace(std::move(socket));
+  if (connecting_->proxy) {
+    std::weak_ptr<Session> weak = weak_from_this();
+    transport::async_proxy_handshake(stream_->socket(), *connecting_->proxy, connecting_->uri.host,
+                                     connecting_->uri.port, cfg_.proxy_credential,
+                                     [weak](std::error_code e) {
+                                       if (auto self = weak.lock()) self->on_tunnel_ready(e);
+                                     });
+    return;
+  }
+  on_tunnel_ready({});
+}
+
+void Session::on_tunnel_ready(std::error_code ec) {
+  if (!connecting_) return;
+  if (ec) return connect_failed(ec);
+  if (connecting_->uri.secure) return start_tls();
+  send_request();
+}
+
+void Session::start_tls() {
+  std::error_code ec;
+  auto ctx = transport::make_client_context(cfg_.trusted_ca_file, cfg_.client_certificate, ec);
+  if (ec) return connect_failed(ec);
+  auto tls = std::make_unique<transport::TlsStream>(std::move(stream_->socket()), *ctx);
+  transport::prepare_client_tls(*tls, connecting_->uri.host, &connecting_->tls_errors);
+  stream_.emplace(std::move(tls), std::move(ctx));
+  std::weak_ptr<Session> weak = weak_from_this();
+  stream_->tls().async_handshake(asio::ssl::stream_base::client, [weak](std::error_code e) {
+    if (auto self = weak.lock()) self->on_tls_handshake(e);
+  });
+}
+
+void Session::on_tls_handshake(std::error_code ec) {
+  if (!connecting_) return;
+  SSL* ssl = stream_->tls().native_handle();
+  // The error list dies with the connect state; later verifications (none in
+  // TLS 1.3, renegotiation is off by default in 1.2) must not reach it.
+  transport::forget_tls_errors(stream_->tls());
+  if (ec) {
+    // A verification failure that aborted the handshake still names its cause.
+    if (!connecting_->tls_errors.empty())
+      return connect_failed(std::error_code(connecting_->tls_errors.front(), x509_category()));
+    return connect_failed(ec);
+  }
+  auto v = std::make_shared<ValidationState>();
+  if (X509* leaf = SSL_get1_peer_certificate(ssl)) {
+    v->certificate = transport::decode_certificate(leaf);
+    X509_free(leaf);
+  }
+  if (STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl)) {
+    for (int i = 1; i < sk_X509_num(chain); ++i)
+      v->intermediates.push_back(transport::decode_certificate(sk_X509_value(chain, i)));
+  }
+  int fatal = 0;
+  for (int e : connecting_->tls_errors) {
+    auto kind = transport::classify_x509_error(e);
+    v->errors.push_back(kind);
+    const bool ignorable = std::find(cfg_.ignorable_errors.begin(), cfg_.ignorable_errors.end(),
+                                     kind) != cfg_.ignorable_errors.end();
+    if (!ignorable && fatal == 0) fatal = e;
+  }
+  v->severity = v->errors.empty() ? SocketSslErrorSeverity::none
+                : fatal           ? SocketSslErrorSeverity::fatal
+                                  : SocketSslErrorSeverity::ignorable;
+  {
+    std::lock_guard lock(info_mutex_);
+    info_.certificate = v->certificate;
+    info_.certificate_errors = v->errors;
+    info_.severity = v->severity;
+    info_.intermediates = v->intermediates;
+  }
+  if (fatal) return connect_failed(std::error_code(fatal, x509_category()));
+  std::unique_lock lock(events_mutex_);
+  if (validation_handlers_.empty() || detached_) {
+    lock.unlock();
+    return send_request();
+  }
+  connecting_->validation = v;
+  std::weak_ptr<Session> weak = weak_from_this();
+  auto ex = ex_;
+  v->deferrals = 1;  // held by the handler call itself
+  v->on_all_complete = [weak, ex] {
+    asio::post(ex, [weak] {
+      if (auto self = weak.lock()) self->after_validation();
+    });
+  };
+  WebSocketServerCustomValidationRequestedEventArgs args(v);
+  for (std::size_t i = 0; i < validation_handlers_.size() && !detached_; ++i) {
+    auto f = validation_handlers_[i].second;
+    try {
+      (*f)(owner_, args);
+    } catch (...) {
+      // A throwing validator rejects: failing closed is the secure default.
+      v->rejected = true;
+    }
+  }
+  lock.unlock();
+  Deferral(v).complete();
+}
+
+void Session::after_validation() {
+  if (!connecting_) return;
+  if (connecting_->validation && connecting_->validation->rejected)
+    return connect_failed(make_error_code(error::certificate_rejected));
+  send_request();
+}
+
+void Session::send_request() {
+  protocol::ClientHandshakeOptions o;
+  o.host = connecting_->uri.host_header;
+  o.target = connecting_->uri.target;
+  o.protocols = cfg_.protocols;
+  o.headers = cfg_.request_headers;
+  if (cfg_.server_credential) {
+    // RFC 7617 2: Basic credentials are base64("user:password").
+    o.headers.push_back(
+        {"Authorization", "Basic " + transport::base64(cfg_.server_credential->user_name + ":" +
+                                                       cfg_.server_credential->password)});
+  }
+  key_ = protocol::generate_key();
+  request_ = protocol::build_client_request(o, key_);
+  std::weak_ptr<Session> weak = weak_from_this();
+  stream_->visit([&](auto& s) {
+    asio::async_write(s, asio::buffer(request_), [weak](std::error_code ec, std::size_t) {
+      auto self = weak.lock();
+      if (!self || !self->connecting_) return;
+      if (ec) return self->connect_failed(ec);
+      self->read_response();
+    });
+  });
+}
+
+void Session::read_response() {
+  constexpr std::size_t chunk = 4096;
+  if (response_.size() < response_size_ + chunk) response_.resize(response_size_ + chunk);
+  std::weak_ptr<Session> weak = weak_from_this();
+  stream_->visit([&](auto& s) {
+    s.async_read_some(asio::buffer(response_.data() + response_size_, chunk),
+                      [weak](std::error_code ec, std::size_t n) {
+                        if (auto self = weak.lock()) self->on_response_bytes(ec, n);
+                      });
+  });
+}
+
+void Session::on_response_bytes(std::error_code ec, std::size_t n) {
+  if (!connecting_) return;
+  if (ec) {
+    // A server that closes before answering did not speak WebSocket.
+    if (ec == asio::error::eof) ec = make_error_code(error::bad_http_message);
+    return connect_failed(ec);
+  }
+  response_size_ += n;
+  protocol::HttpResponse response;
+  std::error_code pec;
+  auto used = protocol::parse_http_response(std::string_view(response_.data(), response_size_),
+                                            response, pec);
+  if (pec) return connect_failed(pec);
+  if (used == 0) return read_response();
+  protocol::ClientHandshakeResult result;
+  if (auto vec = protocol::validate_server_response(response, key_, cfg_.protocols, result))
+    return connect_failed(vec);
+  // RFC 6455 4.1: an extension the client did not offer fails the connection.
+  if (!result.extensions.empty())
+    return connect_failed(make_error_code(error::unexpected_extension));
+  {
+    std::lock_guard lock(info_mutex_);
+    info_.protocol = result.protocol;
+    info_.extensions = result.extensions;
+  }
+  std::span<const std::byte> rest(reinterpret_cast<const std::byte*>(response_.data()) + used,
+                                  response_size_ - used);
+  become_open(rest);
+}
+
+void Session::connect_failed(std::error_code ec) {
+  if (connecting_ && connecting_->connector) connecting_->connector->cancel();
+  if (stream_) stream_->close();
+  connecting_.reset();
+  connect_deadline_ = never;
+  phase_ = Phase::closed;
+  closed_raised_ = true;  // a failed connect raises no closed event (as on Windows)
+  complete(connect_op_, ec);
+}
+
+void Session::become_open(std::span<const std::byte> leftover) {
+  leftover_.assign(leftover.begin(), leftover.end());
+  connecting_.reset();
+  request_ = {};
+  response_ = {};
+  response_size_ = 0;
+  connect_deadline_ = never;
+  phase_ = Phase::open;
+  std::error_code ignored;
+  if (!stream_->is_tls()) stream_->socket().non_blocking(true, ignored);
+  const auto now = Clock::now();
+  rate_window_start_ = now;
+  if (cfg_.keep_alive_interval.count() > 0) set_deadline(ping_due_, now + cfg_.keep_alive_interval);
+  if (cfg_.unsolicited_pong_interval.count() > 0)
+    set_deadline(unsolicited_pong_due_, now + cfg_.unsolicited_pong_interval);
+  complete(connect_op_, {});
+  // After the connect completion (posted first, same loop): bytes that came
+  // with the handshake answer, then the read loop.
+  asio::post(ex_, [self = shared_from_this()] {
+    if (self->phase() == Phase::closed) return;
+    if (!self->leftover_.empty()) {
+      auto bytes = std::move(self->leftover_);
+      self->wire_bytes_received_ += bytes.size();
+      self->process(bytes);
+      if (self->phase() == Phase::closed) return;
+    }
+    self->start_reading();
+  });
+}
+
+void Session::start_server(transport::Stream stream, std::span<const std::byte> leftover,
+                           const ServerSessionOptions& o) {
+  connect_called_ = true;
+  cfg_.max_message_size = o.max_message_size;
+  cfg_.outbound_buffer_size = o.outbound_buffer_size;
+  cfg_.keep_alive_interval = o.keep_alive_interval;
+  cfg_.keep_alive_timeout = o.keep_alive_timeout;
+  cfg_.send_timeout = o.send_timeout;
+  cfg_.close_timeout = o.close_timeout;
+  cfg_.no_delay = o.no_delay;
+  {
+    std::lock_guard lock(config_mutex_);
+    config_ = cfg_;
+  }
+  protocol::ConnectionConfig cc;
+  cc.role = protocol::Role::server;
+  cc.max_message_size =
+      kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : o.max_message_size;
+  cc.partial_messages = kind_ == Kind::stream;
+  conn_.emplace(cc);
+  std::error_code ignored;
+  stream.socket().set_option(asio::ip::tcp::no_delay(o.no_delay), ignored);
+  {
+    std::lock_guard lock(info_mutex_);
+    auto l = stream.socket().local_endpoint(ignored);
+    auto r = stream.socket().remote_endpoint(ignored);
+    info_.local = {l.address().to_string(), l.port()};
+    info_.remote = {r.address().to_string(), r.port()};
+    info_.protocol = o.protocol;
+    info_.extensions = o.extensions;
+  }
+  stream_.emplace(std::move(stream));
+  phase_ = Phase::connecting;
+  std::vector<std::byte> rest(leftover.begin(), leftover.end());
+  asio::post(ex_, [self = shared_from_this(), rest = std::move(rest)]() mutable {
+    if (self->detached_ && self->phase() != Phase::connecting) return;
+    self->phase_ = Phase::connecting;
+    self->connect_op_ = {};
+    self->connecting_.reset();
+    self->become_open(rest);
+  });
+}
+
+// --- data path ------------------------------------------------------------------------------
+
+void Session::start_reading() {
+  if (reading_ || read_paused_ || !stream_ || phase() == Phase::closed) return;
+  reading_ = true;
+  if (stream_->is_tls()) {
+    if (tls_buffer_.size() != tls_read_size) tls_buffer_.resize(tls_read_size);
+    stream_->tls().async_read_some(
+        asio::buffer(tls_buffer_),
+        [self = shared_from_this()](std::error_code ec, std::size_t n) { self->on_read(ec, n); });
+    return;
+  }
+  read_some();
+}
+
+void Session::read_some() {
+  auto buf = thread_read_buffer();
+  std::error_code ec;
+  const std::size_t n = stream_->socket().read_some(asio::buffer(buf.data(), buf.size()), ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) {
+    stream_->socket().async_wait(
+        asio::socket_base::wait_read,
+        [self = shared_from_this()](std::error_code e) { self->on_readable(e); });
+    return;
+  }
+  on_read(ec, n);
+}
+
+void Session::on_readable(std::error_code ec) {
+  if (phase() == Phase::closed) {
+    reading_ = false;
+    return;
+  }
+  if (ec) return on_read(ec, 0);
+  read_some();
+}
+
+void Session::on_read(std::error_code ec, std::size_t n) {
+  reading_ = false;
+  if (phase() == Phase::closed) return;
+  if (ec) {
+    if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
+      // The peer ended TCP: clean if both close frames went, else a drop.
+      if (conn_->close_received() && conn_->close_sent()) {
+        stream_->close();
+        return finish(peer_code_, peer_reason_, failure_);
+      }
+      if (failure_) {
+        stream_->close();
+        return finish(close_code_of(failure_), {}, failure_);
+      }
+      return fail(make_error_code(error::connection_reset));
+    }
+    return fail(ec);
+  }
+  wire_bytes_received_ += n;
+  std::span<std::byte> data = stream_->is_tls() ? std::span<std::byte>(tls_buffer_.data(), n)
+                                                : thread_read_buffer().first(n);
+  const bool full = !stream_->is_tls() && n == thread_read_buffer().size();
+  auto self = shared_from_this();  // handlers may drop the last outside reference
+  process(data);
+  if (phase() == Phase::closed || reading_ || read_paused_) return;
+  if (full) {
+    // More is likely waiting: read again after other connections had a turn.
+    reading_ = true;
+    asio::post(ex_, [self] {
+      self->reading_ = false;
+      self->start_reading();
+    });
+    return;
+  }
+  if (stream_->is_tls()) return start_reading();
+  // The kernel buffer was drained by this read; wait for the next arrival.
+  reading_ = true;
+  stream_->socket().async_wait(asio::socket_base::wait_read,
+                               [self](std::error_code e) { self->on_readable(e); });
+}
+
+void Session::process(std::span<std::byte> data) {
+  note_activity();
+  in_process_ = true;
+  conn_->receive(data, *this);
+  in_process_ = false;
+  publish_stats();
+  if (phase() == Phase::closed) return;
+  pump_sends();
+  if (conn_->has_output()) flush();
+  maybe_finish_close();
+}
+
+void Session::note_activity() {
+  activity_ = true;
+}
+
+std::error_code Session::send_one(SendKind kind, SocketMessageType type,
+                                  std::span<const std::byte> data) {
+  switch (kind) {
+    case SendKind::whole: return conn_->send_message(type, data);
+    case SendKind::nonfinal: return conn_->send_fragment(type, data, false);
+    case SendKind::final: return conn_->send_fragment(type, data, true);
+  }
+  return {};
+}
+
+void Session::do_send(PendingSend p) {
+  const auto ph = phase();
+  if (ph == Phase::idle || ph == Phase::connecting)
+    return complete(p.op, make_error_code(error::not_connected));
+  if (ph == Phase::closed || (conn_ && conn_->close_sent()))
+    return complete(p.op, failure_ ? failure_ : make_error_code(error::closed));
+  if (p.stream_write && p.view.empty()) return complete(p.op, {}, 0);
+  if (sends_.empty() && unsent() < cfg_.outbound_buffer_size && !p.stream_write) {
+    // Fast path: the connection copies (and masks) the payload into its buffer.
+    auto ec = send_one(p.kind, p.type, p.view);
+    complete(p.op, ec);
+    if (!ec) schedule_flush();
+    return;
+  }
+  if (!p.stream_write && p.data.empty()) {
+    p.data.assign(p.view.begin(), p.view.end());
+    p.view = p.data;
+  }
+  p.deadline = Clock::now() + cfg_.send_timeout;
+  const auto d = p.deadline;
+  sends_.push_back(std::move(p));
+  asio::use_service<LoopTimers>(ex_.context()).schedule(shared_from_this(), d);
+  pump_sends();
+}
+
+void Session::pump_sends() {
+  bool queued = false;
+  while (!sends_.empty() && unsent() < cfg_.outbound_buffer_size &&
+         (phase() == Phase::open || phase() == Phase::closing)) {
+    auto& p = sends_.front();
+    std::error_code ec;
+    if (p.stream_write) {
+      const auto chunk = std::min(p.view.size() - p.offset, cfg_.outbound_buffer_size);
+      ec = conn_->send_message(SocketMessageType::binary, p.view.subspan(p.offset, chunk));
+      if (!ec) {
+        p.offset += chunk;
+        queued = true;
+        if (p.offset < p.view.size()) continue;
+      }
+      auto op = std::move(p.op);
+      const auto n = p.offset;
+      sends_.pop_front();
+      complete(op, ec, n);
+      continue;
+    }
+    ec = send_one(p.kind, p.type, p.view);
+    queued = queued || !ec;
+    auto op = std::move(p.op);
+    sends_.pop_front();
+    complete(op, ec);
+  }
+  if (queued) schedule_flush();
+}
+
+void Session::schedule_flush() {
+  if (in_process_ || writing_ || flush_scheduled_) return;
+  flush_scheduled_ = true;
+  // Cork: everything queued during this turn of the loop leaves in one write.
+  asio::post(ex_, [self = shared_from_this()] {
+    self->flush_scheduled_ = false;
+    self->flush();
+  });
+}
+
+void Session::flush() {
+  if (writing_ || !stream_ || !conn_ || !conn_->has_output() || phase() == Phase::closed) return;
+  auto bytes = conn_->begin_write();
+  inflight_ = bytes.size();
+  writing_ = true;
+  set_deadline(write_deadline_, Clock::now() + cfg_.send_timeout);
+  auto self = shared_from_this();
+  stream_->visit([&](auto& s) {
+    asio::async_write(s, asio::buffer(bytes.data(), bytes.size()),
+                      [self](std::error_code ec, std::size_t n) { self->on_written(ec, n); });
+  });
+}
+
+void Session::on_written(std::error_code ec, std::size_t n) {
+  writing_ = false;
+  inflight_ = 0;
+  write_deadline_ = never;
+  if (phase() == Phase::closed) return;
+  conn_->end_write();
+  if (ec) return fail(ec);
+  wire_bytes_sent_ += n;
+  publish_stats();
+  pump_sends();
+  if (conn_->has_output()) flush();
+  maybe_finish_close();
+}
+
+void Session::maybe_finish_close() {
+  if (phase() == Phase::closed || !conn_) return;
+  if (conn_->state() != protocol::ConnectionState::closed) return;
+  if (writing_ || conn_->has_output()) return;
+  if (failure_) {
+    // We failed the connection (RFC 6455 7.1.7): our close frame is out; drop TCP.
+    stream_->close();
+    return finish(close_code_of(failure_), {}, failure_);
+  }
+  if (role_ == protocol::Role::server) {
+    // RFC 6455 7.1.1: the server closes the TCP connection first.
+    stream_->close();
+    return finish(peer_code_, peer_reason_, {});
+  }
+  // Client: wait (bounded by the close deadline) for the server to end TCP.
+  if (!socket_shutdown_) {
+    socket_shutdown_ = true;
+    if (!stream_->is_tls()) {
+      std::error_code ignored;
+      stream_->socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    }
+    if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
+    read_paused_ = false;
+    start_reading();
+  }
+}
+
+void Session::fail(std::error_code ec) {
+  if (phase() == Phase::closed) return;
+  if (!failure_) failure_ = ec;
+  if (stream_) stream_->close();
+  finish(protocol::close_code::abnormal, {}, failure_);
+}
+
+void Session::finish(std::uint16_t code, std::string reason, std::error_code ec) {
+  if (phase() == Phase::closed && closed_raised_) return;
+  phase_ = Phase::closed;
+  if (stream_) stream_->close();
+  connect_deadline_ = write_deadline_ = read_deadline_ = ping_due_ = pong_deadline_ =
+      unsolicited_pong_due_ = close_deadline_ = never;
+  publish_stats();
+  auto self = shared_from_this();
+  const auto send_error = ec ? ec : make_error_code(error::closed);
+  while (!sends_.empty()) {
+    auto op = std::move(sends_.front().op);
+    sends_.pop_front();
+    complete(op, send_error);
+  }
+  if (read_op_) {
+    read_buffer_ = {};
+    if (ec)
+      complete(read_op_, ec);
+    else
+      complete(read_op_, {}, 0);
+  }
+  in_eof_ = true;
+  auto closes = std::move(close_ops_);
+  close_ops_.clear();
+  for (auto& op : closes) complete(op, ec);
+  if (connect_op_) complete(connect_op_, ec ? ec : make_error_code(error::closed));
+  raise_closed(code, reason, ec);
+}
+
+// --- close -------------------------------------------------------------------------------------
+
+void Session::do_close(std::uint16_t code, std::string reason, Op op) {
+  switch (phase()) {
+    case Phase::idle: return complete(op, {});
+    case Phase::connecting:
+      if (connect_op_) connect_failed(make_error_code(error::operation_aborted));
+      return complete(op, {});
+    case Phase::closed: return complete(op, failure_);
+    default: break;
+  }
+  if (!conn_->close_sent()) {
+    // A send that waits for room would break the close frame's order: refuse it.
+    while (!sends_.empty()) {
+      auto& p = sends_.front();
+      if (p.offset != 0) break;
+      auto pop = std::move(p.op);
+      sends_.pop_front();
+      complete(pop, make_error_code(error::closed));
+    }
+    conn_->send_close(code, reason);
+  }
+  phase_ = Phase::closing;
+  if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
+  close_ops_.push_back(std::move(op));
+  schedule_flush();
+  maybe_finish_close();
+}
+
+// --- stream input -------------------------------------------------------------------------------
+
+void Session::do_read(std::span<std::byte> buffer, Op op) {
+  if (kind_ != Kind::stream) return complete(op, make_error_code(error::not_connected));
+  if (read_op_) return complete(op, std::make_error_code(std::errc::operation_in_progress));
+  const auto ph = phase();
+  if (ph == Phase::idle || ph == Phase::connecting)
+    return complete(op, make_error_code(error::not_connected));
+  if (in_pos_ < in_.size()) {
+    const auto n = std::min(buffer.size(), in_.size() - in_pos_);
+    std::memcpy(buffer.data(), in_.data() + in_pos_, n);
+    in_pos_ += n;
+    if (in_pos_ == in_.size()) {
+      in_.clear();
+      in_pos_ = 0;
+    } else if (in_pos_ > in_.size() / 2) {
+      in_.erase(in_.begin(), in_.begin() + static_cast<std::ptrdiff_t>(in_pos_));
+      in_pos_ = 0;
+    }
+    complete(op, {}, n);
+    if (read_paused_ && in_.size() - in_pos_ < stream_input_limit) {
+      read_paused_ = false;
+      start_reading();
+    }
+    return;
+  }
+  if (in_eof_ || ph == Phase::closed) return complete(op, failure_, 0);
+  if (buffer.empty()) return complete(op, {}, 0);
+  read_op_ = std::move(op);
+  read_buffer_ = buffer;
+  set_deadline(read_deadline_, Clock::now() + cfg_.receive_timeout);
+}
+
+// --- connection events
+// ------------------------------------------------------------------------------
+
+void Session::on_message(SocketMessageType type, std::span<const std::byte> data, bool complete_) {
+  // A handler may have closed or destroyed the socket during this read.
+  if (phase() == Phase::closed) return;
+  if (kind_ == Kind::stream) {
+    auto rest = data;
+    if (read_op_ && in_pos_ == in_.size() && !rest.empty()) {
+      const auto n = std::min(rest.size(), read_buffer_.size());
+      std::memcpy(read_buffer_.data(), rest.data(), n);
+      rest = rest.subspan(n);
+      read_buffer_ = {};
+      read_deadline_ = never;
+      complete(read_op_, {}, n);
+    }
+    if (!rest.empty()) {
+      in_.insert(in_.end(), rest.begin(), rest.end());
+      if (in_.size() - in_pos_ >= stream_input_limit) read_paused_ = true;
+    }
+    return;
+  }
+  // Counters first: a handler that reads the statistics sees this message.
+  publish_stats();
+  std::lock_guard lock(events_mutex_);
+  if (detached_) return;
+  MessageWebSocketMessageReceivedEventArgs args(type, data, complete_);
+  for (std::size_t i = 0; i < message_handlers_.size() && !detached_; ++i) {
+    auto f = message_handlers_[i].second;
+    (*f)(owner_, args);
+  }
+}
+
+void Session::on_ping(std::span<const std::byte>) {}
+
+void Session::on_pong(std::span<const std::byte>) {
+  if (pong_deadline_ == never) return;
+  const auto now = Clock::now();
+  {
+    std::lock_guard lock(info_mutex_);
+    info_.rtt = std::chrono::duration_cast<std::chrono::microseconds>(now - ping_sent_at_);
+  }
+  pong_deadline_ = never;
+  if (cfg_.keep_alive_interval.count() > 0) set_deadline(ping_due_, now + cfg_.keep_alive_interval);
+}
+
+void Session::on_close(std::uint16_t code, std::string_view reason) {
+  peer_code_ = code;
+  peer_reason_ = std::string(reason);
+  phase_ = Phase::closing;
+  in_eof_ = true;
+  if (read_op_ && in_pos_ == in_.size()) {
+    read_buffer_ = {};
+    read_deadline_ = never;
+    complete(read_op_, {}, 0);
+  }
+  if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
+}
+
+void Session::on_error(std::error_code ec) {
+  if (!failure_) failure_ = ec;
+  phase_ = Phase::closing;
+  if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
+}
+
+// --- deadlines
+// ------------------------------------------------------------------------------------------
+
+Clock::time_point Session::on_deadline(Clock::time_point now) {
+  auto self = shared_from_this();
+  const auto timed_out = make_error_code(error::timed_out);
+  if (connect_deadline_ <= now) {
+    connect_deadline_ = never;
+    if (connecting_ || connect_op_) connect_failed(timed_out);
+  }
+  if (phase() == Phase::open || phase() == Phase::closing) {
+    if (write_deadline_ <= now || (!sends_.empty() && sends_.front().deadline <= now))
+      fail(timed_out);
+  }
+  if (read_deadline_ <= now) {
+    read_deadline_ = never;
+    read_buffer_ = {};
+    if (read_op_) complete(read_op_, timed_out);
+  }
+  if (close_deadline_ <= now && phase() != Phase::closed) fail(timed_out);
+  if (phase() == Phase::open) {
+    if (pong_deadline_ <= now) {
+      pong_deadline_ = never;
+      if (activity_) {
+        // Data arrived since the ping: the peer is alive, its pong may follow.
+        activity_ = false;
+        ping_due_ = now + cfg_.keep_alive_interval;
+      } else {
+        fail(make_error_code(error::dead_peer));
+      }
+    }
+    if (phase() == Phase::open && ping_due_ <= now) {
+      if (activity_) {
+        activity_ = false;
+        ping_due_ = now + cfg_.keep_alive_interval;
+      } else {
+        ping_due_ = never;
+        ping_sent_at_ = now;
+        pong_deadline_ = now + cfg_.keep_alive_timeout;
+        if (!conn_->send_ping({})) schedule_flush();
+      }
+    }
+    if (phase() == Phase::open && unsolicited_pong_due_ <= now) {
+      // RFC 6455 5.5.3: an unsolicited pong is a heartbeat that needs no answer.
+      unsolicited_pong_due_ = now + cfg_.unsolicited_pong_interval;
+      if (!conn_->send_pong({})) schedule_flush();
+    }
+  }
+  auto next = std::min({connect_deadline_, write_deadline_, read_deadline_, ping_due_,
+                        pong_deadline_, unsolicited_pong_due_, close_deadline_});
+  if (!sends_.empty()) next = std::min(next, sends_.front().deadline);
+  if (phase() == Phase::closed && !connect_op_) return never;
+  return next;
+}
+
+// --- statistics
+// --------------------------------------------------------------------------------------------
+
+void Session::publish_stats() {
+  if (!conn_) return;
+  const auto& s = conn_->stats();
+  stats_.bytes_sent.store(wire_bytes_sent_, std::memory_order_relaxed);
+  stats_.bytes_received.store(wire_bytes_received_, std::memory_order_relaxed);
+  stats_.messages_sent.store(s.messages_sent, std::memory_order_relaxed);
+  stats_.messages_received.store(s.messages_received, std::memory_order_relaxed);
+  stats_.frames_sent.store(s.frames_sent, std::memory_order_relaxed);
+  stats_.frames_received.store(s.frames_received, std::memory_order_relaxed);
+  const auto now = Clock::now();
+  const auto elapsed = now - rate_window_start_;
+  if (elapsed >= std::chrono::seconds(1)) {
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count();
+    const auto rate = [&](std::uint64_t now_bytes, std::uint64_t start_bytes) {
+      return (now_bytes - start_bytes) * 8 * 1'000'000 / static_cast<std::uint64_t>(us);
+    };
+    stats_.out_bps.store(rate(wire_bytes_sent_, rate_sent_at_start_), std::memory_order_relaxed);
+    stats_.in_bps.store(rate(wire_bytes_received_, rate_received_at_start_),
+                        std::memory_order_relaxed);
+    rate_window_start_ = now;
+    rate_sent_at_start_ = wire_bytes_sent_;
+    rate_received_at_start_ = wire_bytes_received_;
+  }
+}
+
+BandwidthStatistics Session::statistics() const {
+  BandwidthStatistics b;
+  b.bytes_sent = stats_.bytes_sent.load(std::memory_order_relaxed);
+  b.bytes_received = stats_.bytes_received.load(std::memory_order_relaxed);
+  b.messages_sent = stats_.messages_sent.load(std::memory_order_relaxed);
+  b.messages_received = stats_.messages_received.load(std::memory_order_relaxed);
+  b.frames_sent = stats_.frames_sent.load(std::memory_order_relaxed);
+  b.frames_received = stats_.frames_received.load(std::memory_order_relaxed);
+  b.outbound_bits_per_second = stats_.out_bps.load(std::memory_order_relaxed);
+  b.inbound_bits_per_second = stats_.in_bps.load(std::memory_order_relaxed);
+  return b;
+}
+
+// --- the compiled operations behind the public templates
+// ------------------------------------------------------
+
+asio::any_io_executor session_executor(const Session& s) noexcept {
+  return s.executor();
+}
+
+void check_connect(Session& s, std::string_view uri) {
+  s.check_connect(uri);
+}
+
+SocketMessageType check_send(Session& s, SendKind kind, std::span<const std::byte> data) {
+  const auto type = s.message_type.load();
+  // RFC 6455 5.6: a text message must be UTF-8; a whole one is checked here, at
+  // the call; pieces are checked across frames by the connection.
+  if (type == SocketMessageType::utf8 && kind == SendKind::whole && !protocol::is_valid_utf8(data))
+    throw std::invalid_argument("send_async: a utf8 message must be valid UTF-8 (RFC 6455 5.6)");
+  return type;
+}
+
+void check_close(std::uint16_t code, std::string_view reason) {
+  auto rule = protocol::check_close_arguments(code, reason);
+  if (!rule.empty()) throw std::invalid_argument("close: " + std::string(rule));
+}
+
+void start_connect(std::shared_ptr<Session> s, std::string uri, CancellationToken ct,
+                   CompletionHandler h) {
+  s->connect(std::move(uri), std::move(ct), std::move(h));
+}
+void start_send(std::shared_ptr<Session> s, SendKind kind, SocketMessageType type,
+                std::span<const std::byte> data, CancellationToken ct, CompletionHandler h) {
+  s->send(kind, type, data, true, std::move(ct), std::move(h));
+}
+void start_close(std::shared_ptr<Session> s, std::uint16_t code, std::string reason,
+                 CancellationToken ct, CompletionHandler h) {
+  s->close(code, std::move(reason), std::move(ct), std::move(h));
+}
+void start_read(std::shared_ptr<Session> s, std::span<std::byte> buffer, CancellationToken ct,
+                CompletionHandler h) {
+  s->read(buffer, std::move(ct), std::move(h));
+}
+void start_write(std::shared_ptr<Session> s, std::span<const std::byte> data, CancellationToken ct,
+                 CompletionHandler h) {
+  s->send(SendKind::whole, SocketMessageType::binary, data, false, std::move(ct), std::move(h));
+}
+
+}  // namespace duplex::detail

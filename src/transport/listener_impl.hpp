@@ -1,0 +1,194 @@
+// transport/listener_impl.hpp: the inside of WebSocketListener: event loops,
+// acceptors, the per-loop handshake sweep, connection accounting and shutdown.
+// Internal; used on the listener's loops except where noted.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/ssl/context.hpp>
+#include <asio/ssl/stream.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <duplex/message_websocket.hpp>
+#include <duplex/stream_websocket.hpp>
+#include <duplex/websocket_listener.hpp>
+
+#include "detail/session.hpp"
+
+namespace duplex::detail {
+
+using ListenerClock = std::chrono::steady_clock;
+using TlsServerStream = asio::ssl::stream<asio::ip::tcp::socket>;
+
+class ListenerImpl;
+struct ListenerLoop;
+
+/// A connection between accept and its 101 (or error) answer. Linked into its
+/// loop's handshake list, which is in deadline order because every handshake
+/// gets the same timeout from its accept: the sweep looks at the head only.
+class HandshakeEntry {
+public:
+  virtual ~HandshakeEntry() = default;
+  /// The deadline passed (or the listener stops): close the socket now.
+  virtual void expire() noexcept = 0;
+
+private:
+  friend class HandshakeList;
+  HandshakeEntry* prev_ = nullptr;
+  HandshakeEntry* next_ = nullptr;
+  bool linked_ = false;
+
+public:
+  ListenerClock::time_point deadline{};
+};
+
+/// Intrusive FIFO of handshakes (no allocation per link).
+class HandshakeList {
+public:
+  void push_back(HandshakeEntry& e) noexcept;
+  void remove(HandshakeEntry& e) noexcept;
+  [[nodiscard]] HandshakeEntry* front() const noexcept { return head_; }
+  [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+private:
+  HandshakeEntry* head_ = nullptr;
+  HandshakeEntry* tail_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+/// A connection that finished its opening handshake, before the application
+/// takes it: the stream (TCP, or TLS over TCP) and the bytes read after the
+/// request. Destroying it untaken closes the socket and gives back its slot.
+struct AcceptedStream {
+  AcceptedStream(ListenerImpl& l, ListenerLoop& lp) noexcept : listener(&l), loop(&lp) {}
+  AcceptedStream(const AcceptedStream&) = delete;
+  AcceptedStream& operator=(const AcceptedStream&) = delete;
+  ~AcceptedStream();
+
+  [[nodiscard]] bool has_stream() const noexcept { return tcp.has_value() || tls != nullptr; }
+  void close() noexcept;
+
+  ListenerImpl* listener;
+  ListenerLoop* loop;
+  std::optional<asio::ip::tcp::socket> tcp;
+  std::unique_ptr<TlsServerStream> tls;
+  std::shared_ptr<asio::ssl::context> tls_context;
+  std::string leftover;  ///< frames the client sent right after its request
+  bool counted = true;   ///< holds one of max_connections' slots
+};
+
+/// One event loop: an io_context run by one thread, its handshakes and sweep.
+struct ListenerLoop {
+  explicit ListenerLoop(std::size_t i) : index(i) {}
+
+  std::size_t index;
+  HandshakeList handshakes;  // declared before ctx: outlives the handlers ctx destroys
+  asio::io_context ctx{1};
+  /// Keeps run() going while the listener exists (also after stop(): the
+  /// sockets handed out still need their loop).
+  asio::executor_work_guard<asio::io_context::executor_type> work{ctx.get_executor()};
+  asio::steady_timer sweep{ctx};          ///< handshake deadlines
+  asio::steady_timer session_sweep{ctx};  ///< gives back the slots of ended sessions
+  /// The sessions handed out on this loop (one weak reference each, 16 bytes),
+  /// for max_connections and stop().
+  std::vector<std::weak_ptr<Session>> sessions;
+  std::thread thread;
+};
+
+/// Shared state of a listener. Owned by WebSocketListener; kept alive by the
+/// connections it handed out.
+class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
+public:
+  explicit ListenerImpl(WebSocketListenerOptions options);
+  ~ListenerImpl();
+
+  // --- configuration (before the first listen) --------------------------------
+  void set_handshake_handler(WebSocketListener::HandshakeRequestedHandler h);
+  void set_connection_handler(WebSocketListener::ConnectionReceivedHandler h);
+
+  // --- public operations (any thread) ------------------------------------------
+  HostEndpoint listen(std::string_view address, std::uint16_t port);
+  std::uint16_t local_port() const;
+  std::vector<HostEndpoint> local_endpoints() const;
+  std::size_t connection_count() const noexcept { return connections_.load(); }
+  std::size_t thread_count() const noexcept { return loops_.size(); }
+  std::size_t stop(std::chrono::milliseconds timeout);
+
+  // --- used by the handshakes (on their loop) ----------------------------------
+  [[nodiscard]] const WebSocketListenerOptions& options() const noexcept { return options_; }
+  [[nodiscard]] const std::shared_ptr<asio::ssl::context>& tls_context() const noexcept {
+    return tls_context_;
+  }
+  [[nodiscard]] bool stopping() const noexcept { return stopping_.load(); }
+  /// Runs the hook on a valid request; fills the context's decision.
+  void run_hook(WebSocketHandshakeContext& context);
+  /// The 101 is written: hands the connection to the application.
+  void hand_over(AcceptedStream& stream, const WebSocketRequest& request,
+                 const std::string& protocol);
+  /// A connection counted at accept ended (or was refused).
+  void release_connection(bool busy) noexcept;
+  /// Makes a server-role session of `stream` (which must still hold its
+  /// connection; std::logic_error otherwise) and takes over its slot.
+  std::shared_ptr<Session> adopt(AcceptedStream& stream, const std::string& protocol,
+                                 Session::Kind kind);
+
+private:
+  struct Acceptor {
+    Acceptor(ListenerLoop& lp) : loop(&lp), socket(lp.ctx), retry(lp.ctx) {}
+    ListenerLoop* loop;
+    asio::ip::tcp::acceptor socket;
+    asio::steady_timer retry;
+    HostEndpoint endpoint;
+  };
+
+  void start_loops();
+  void accept_next(Acceptor& a);
+  void on_accepted(ListenerLoop& loop, asio::ip::tcp::socket socket, bool busy);
+  void arm_sweep(ListenerLoop& loop);
+  void sweep(ListenerLoop& loop);
+  void arm_session_sweep(ListenerLoop& loop, std::chrono::milliseconds interval);
+  /// Drops the ended sessions of `loop`, giving back their slots; returns how
+  /// many are still open.
+  std::size_t sweep_sessions(ListenerLoop& loop);
+  /// Runs `f(loop)` on each loop's thread and waits for all of them.
+  template <class F>
+  void on_each_loop(F f);
+
+  WebSocketListenerOptions options_;
+  std::shared_ptr<asio::ssl::context> tls_context_;
+  WebSocketListener::HandshakeRequestedHandler on_handshake_;
+  WebSocketListener::ConnectionReceivedHandler on_connection_;
+  std::chrono::milliseconds sweep_interval_;
+
+  std::vector<std::unique_ptr<ListenerLoop>> loops_;
+  mutable std::mutex mutex_;  // acceptors_, started_, stopped_
+  std::vector<std::unique_ptr<Acceptor>> acceptors_;
+  bool started_ = false;
+  bool stopped_ = false;
+  std::atomic<std::size_t> next_loop_{0};
+  std::atomic<std::size_t> connections_{0};  ///< handshaking + handed out
+  std::atomic<std::size_t> refusing_{0};     ///< over the limit, being answered 503
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> draining_{false};  ///< stop(): sweep sessions often
+};
+
+/// Starts the opening handshake of an accepted socket on `loop` (transport/server_handshake.cpp).
+/// `busy`: over max_connections, answer 503 once the request is read.
+void start_server_handshake(ListenerImpl& listener, ListenerLoop& loop,
+                            asio::ip::tcp::socket socket, bool busy);
+
+}  // namespace duplex::detail

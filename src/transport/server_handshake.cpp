@@ -1,0 +1,280 @@
+// The server's side of one connection from accept to the 101 answer: TLS
+// handshake, reading the request (bounded in size and time), validation, hooks,
+// and the answer: 101 and hand-over, or an HTTP error and a clean close.
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+#include <asio/buffer.hpp>
+#include <asio/write.hpp>
+
+#include <duplex/error.hpp>
+#include <duplex/protocol/handshake.hpp>
+
+#include "transport/listener_impl.hpp"
+#include "transport/server_tls.hpp"
+
+namespace duplex::detail {
+
+namespace {
+
+using asio::ip::tcp;
+
+// Room for the first read: a typical browser request fits; grown by doubling.
+constexpr std::size_t initial_buffer_size = 1024;
+// After an error answer the client may still be sending (a header block over
+// the limit): read and drop this much at most before closing, so the close does
+// not turn into a reset that destroys the answer in the client's receive queue.
+constexpr std::size_t linger_discard_limit = 64 * 1024;
+
+HostEndpoint to_host_endpoint(const tcp::endpoint& e) {
+  return HostEndpoint{e.address().to_string(), e.port()};
+}
+
+class ServerHandshake final : public HandshakeEntry,
+                              public std::enable_shared_from_this<ServerHandshake> {
+public:
+  ServerHandshake(ListenerImpl& listener, ListenerLoop& loop, tcp::socket socket, bool busy)
+      : listener_(listener), loop_(loop), tcp_(std::move(socket)), busy_(busy) {}
+
+  ServerHandshake(const ServerHandshake&) = delete;
+  ServerHandshake& operator=(const ServerHandshake&) = delete;
+
+  ~ServerHandshake() override {
+    loop_.handshakes.remove(*this);
+    if (!handed_over_) listener_.release_connection(busy_);
+  }
+
+  void start() {
+    const auto& options = listener_.options();
+    deadline = ListenerClock::now() + options.handshake_timeout;
+    loop_.handshakes.push_back(*this);
+    std::error_code ignored;
+    if (options.no_delay) tcp_.set_option(tcp::no_delay(true), ignored);
+    if (const auto& ctx = listener_.tls_context()) {
+      tls_ = std::make_unique<TlsServerStream>(std::move(tcp_), *ctx);
+      tls_->async_handshake(asio::ssl::stream_base::server,
+                            [self = shared_from_this()](std::error_code ec) {
+                              if (ec) return self->close();
+                              self->read();
+                            });
+      return;
+    }
+    read();
+  }
+
+  void expire() noexcept override {
+    loop_.handshakes.remove(*this);
+    close();
+  }
+
+private:
+  tcp::socket& socket() noexcept { return tls_ ? tls_->next_layer() : tcp_; }
+
+  template <class F>
+  void visit(F&& f) {
+    if (tls_)
+      f(*tls_);
+    else
+      f(tcp_);
+  }
+
+  void close() noexcept {
+    std::error_code ignored;
+    socket().close(ignored);
+  }
+
+  void read() {
+    const std::size_t cap = listener_.options().max_header_size + initial_buffer_size;
+    if (used_ == buf_.size()) {
+      if (buf_.size() >= cap) return respond_error(431, "request header too large\n");
+      buf_.resize(std::min(cap, std::max(initial_buffer_size, buf_.size() * 2)));
+    }
+    auto buffer = asio::buffer(buf_.data() + used_, buf_.size() - used_);
+    visit([&](auto& stream) {
+      stream.async_read_some(
+          buffer,
+          [self = shared_from_this()](std::error_code ec, std::size_t n) { self->on_read(ec, n); });
+    });
+  }
+
+  void on_read(std::error_code ec, std::size_t n) {
+    // The client left, or the sweep closed the socket.
+    if (ec) return close();
+    used_ += n;
+    protocol::HttpRequest request;
+    std::error_code parse_ec;
+    const std::size_t consumed =
+        protocol::parse_http_request(std::string_view(buf_.data(), used_), request, parse_ec,
+                                     listener_.options().max_header_size);
+    if (parse_ec) {
+      const int status = protocol::status_for(parse_ec);
+      return respond_error(
+          status, status == 431 ? "request header too large\n" : "malformed HTTP request\n");
+    }
+    if (consumed == 0) return read();
+    process(std::move(request), consumed);
+  }
+
+  void process(protocol::HttpRequest request, std::size_t consumed) {
+    if (busy_ || listener_.stopping())
+      return respond_error(503, "server busy, try again later\n", {{"Retry-After", "1"}});
+
+    protocol::ServerHandshakeRequest hs;
+    if (const auto ec = protocol::validate_client_request(request, hs)) {
+      // A plain HTTP request (no Upgrade at all) is told what this resource
+      // speaks: RFC 9110 15.5.22, 426 with the Upgrade header it needs.
+      if ((ec == error::bad_upgrade || ec == error::bad_connection) &&
+          !protocol::find_header(request.headers, "Upgrade"))
+        return respond_error(426, "this resource speaks WebSocket only\n",
+                             {{"Upgrade", "websocket"}});
+      return respond_error(protocol::status_for(ec), "not a valid WebSocket request\n");
+    }
+
+    request_.method = std::move(request.method);
+    request_.target = std::move(hs.target);
+    request_.headers = std::move(request.headers);
+    request_.host = std::move(hs.host);
+    request_.origin = std::move(hs.origin);
+    request_.protocols = std::move(hs.protocols);
+    request_.extensions = std::move(hs.extensions);
+    std::error_code ignored;
+    request_.remote_address = to_host_endpoint(socket().remote_endpoint(ignored));
+    request_.local_address = to_host_endpoint(socket().local_endpoint(ignored));
+    request_.secure = tls_ != nullptr;
+    if (tls_)
+      request_.client_certificate_subject =
+          transport::client_certificate_subject(tls_->native_handle());
+
+    // Browsers send Origin; a server that only serves its own pages refuses
+    // the others (RFC 6455 10.2), answering 403 (4.2.2 item 4).
+    const auto& allowed = listener_.options().allowed_origins;
+    if (!allowed.empty() && !request_.origin.empty() &&
+        std::none_of(allowed.begin(), allowed.end(),
+                     [&](const std::string& o) { return protocol::iequals(o, request_.origin); }))
+      return respond_error(403, "origin not allowed\n");
+
+    WebSocketHandshakeContext context(request_);
+    listener_.run_hook(context);
+    if (const int status = context.rejected_status())
+      return respond_error(status, context.rejected_body(), context.rejected_headers());
+
+    protocol_ = context.selected_protocol();
+    response_ = protocol::build_server_response(hs.key, protocol_, {}, context.response_headers());
+    leftover_.assign(buf_.data() + consumed, used_ - consumed);
+    std::string().swap(buf_);
+    write();
+  }
+
+  void respond_error(int status, std::string_view body, const protocol::HttpHeaders& extra = {}) {
+    error_answer_ = true;
+    response_ = protocol::build_error_response(status, body, extra);
+    write();
+  }
+
+  void write() {
+    visit([&](auto& stream) {
+      asio::async_write(stream, asio::buffer(response_),
+                        [self = shared_from_this()](std::error_code ec, std::size_t) {
+                          if (ec) return self->close();
+                          if (self->error_answer_) return self->linger();
+                          self->hand_over();
+                        });
+    });
+  }
+
+  // After an error answer: a graceful end (TLS close_notify, or FIN then
+  // reading what the client still sends), bounded by the same deadline.
+  void linger() {
+    std::string().swap(response_);
+    if (tls_) {
+      tls_->async_shutdown([self = shared_from_this()](std::error_code) { self->close(); });
+      return;
+    }
+    std::error_code ignored;
+    tcp_.shutdown(tcp::socket::shutdown_send, ignored);
+    buf_.resize(initial_buffer_size);
+    discard();
+  }
+
+  void discard() {
+    tcp_.async_read_some(asio::buffer(buf_),
+                         [self = shared_from_this()](std::error_code ec, std::size_t n) {
+                           self->discarded_ += n;
+                           if (ec || self->discarded_ > linger_discard_limit) return self->close();
+                           self->discard();
+                         });
+  }
+
+  void hand_over() {
+    loop_.handshakes.remove(*this);
+    if (listener_.stopping()) return close();
+    AcceptedStream accepted(listener_, loop_);
+    if (tls_) {
+      accepted.tls = std::move(tls_);
+      accepted.tls_context = listener_.tls_context();
+    } else {
+      accepted.tcp.emplace(std::move(tcp_));
+    }
+    accepted.leftover = std::move(leftover_);
+    // The connection's slot moves to `accepted` (then to the session).
+    handed_over_ = true;
+    std::string().swap(response_);
+    listener_.hand_over(accepted, request_, protocol_);
+  }
+
+  ListenerImpl& listener_;
+  ListenerLoop& loop_;
+  tcp::socket tcp_;
+  std::unique_ptr<TlsServerStream> tls_;
+  std::string buf_;
+  std::size_t used_ = 0;
+  std::size_t discarded_ = 0;
+  WebSocketRequest request_;
+  std::string protocol_;
+  std::string response_;
+  std::string leftover_;
+  bool busy_;
+  bool error_answer_ = false;
+  bool handed_over_ = false;
+};
+
+}  // namespace
+
+void HandshakeList::push_back(HandshakeEntry& e) noexcept {
+  if (e.linked_) return;
+  e.prev_ = tail_;
+  e.next_ = nullptr;
+  if (tail_)
+    tail_->next_ = &e;
+  else
+    head_ = &e;
+  tail_ = &e;
+  e.linked_ = true;
+  ++size_;
+}
+
+void HandshakeList::remove(HandshakeEntry& e) noexcept {
+  if (!e.linked_) return;
+  if (e.prev_)
+    e.prev_->next_ = e.next_;
+  else
+    head_ = e.next_;
+  if (e.next_)
+    e.next_->prev_ = e.prev_;
+  else
+    tail_ = e.prev_;
+  e.prev_ = e.next_ = nullptr;
+  e.linked_ = false;
+  --size_;
+}
+
+void start_server_handshake(ListenerImpl& listener, ListenerLoop& loop, tcp::socket socket,
+                            bool busy) {
+  std::make_shared<ServerHandshake>(listener, loop, std::move(socket), busy)->start();
+}
+
+}  // namespace duplex::detail

@@ -1,0 +1,279 @@
+// Controls, information and event arguments: thin views of the session.
+#include <duplex/websocket_control.hpp>
+#include <duplex/websocket_events.hpp>
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "detail/session.hpp"
+#include "transport/uri.hpp"
+
+namespace duplex {
+namespace {
+
+using detail::SessionConfig;
+using std::chrono::milliseconds;
+
+// RFC 9110 5.6.2: a token is one or more tchar.
+bool is_token(std::string_view s) {
+  if (s.empty()) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    if (u >= '0' && u <= '9') return true;
+    if ((u | 0x20) >= 'a' && (u | 0x20) <= 'z') return true;
+    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+  });
+}
+
+void check_positive(milliseconds d, const char* what) {
+  if (d.count() <= 0)
+    throw std::invalid_argument(std::string(what) + ": must be greater than zero");
+}
+void check_not_negative(milliseconds d, const char* what) {
+  if (d.count() < 0) throw std::invalid_argument(std::string(what) + ": must not be negative");
+}
+
+void check_protocols(const std::vector<std::string>& ps) {
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    // RFC 6455 4.1: each subprotocol is a token, offered once.
+    if (!is_token(ps[i]))
+      throw std::invalid_argument("supported_protocols: '" + ps[i] + "' is not an HTTP token");
+    for (std::size_t j = 0; j < i; ++j)
+      if (ps[j] == ps[i])
+        throw std::invalid_argument("supported_protocols: '" + ps[i] + "' is listed twice");
+  }
+}
+
+void check_credential(const Credential& c, const char* what) {
+  // RFC 7617 2: the user-id of Basic authentication cannot contain a colon.
+  if (c.user_name.find(':') != std::string::npos)
+    throw std::invalid_argument(std::string(what) + ": user name must not contain ':'");
+  for (char ch : c.user_name + c.password)
+    if (ch == '\r' || ch == '\n' || ch == '\0')
+      throw std::invalid_argument(std::string(what) + ": must not contain CR, LF or NUL");
+}
+
+}  // namespace
+
+#define DUPLEX_GET(expr) \
+  return session_->read_config([&](const SessionConfig& c) { return (expr); })
+#define DUPLEX_SET(stmt) session_->configure([&](SessionConfig& c) { stmt; })
+
+std::vector<std::string> WebSocketControl::supported_protocols() const {
+  DUPLEX_GET(c.protocols);
+}
+void WebSocketControl::supported_protocols(std::vector<std::string> protocols) {
+  check_protocols(protocols);
+  DUPLEX_SET(c.protocols = std::move(protocols));
+}
+void WebSocketControl::add_supported_protocol(std::string protocol) {
+  session_->configure([&](SessionConfig& c) {
+    auto next = c.protocols;
+    next.push_back(protocol);
+    check_protocols(next);
+    c.protocols = std::move(next);
+  });
+}
+
+std::optional<Credential> WebSocketControl::server_credential() const {
+  DUPLEX_GET(c.server_credential);
+}
+void WebSocketControl::server_credential(Credential credential) {
+  check_credential(credential, "server_credential");
+  DUPLEX_SET(c.server_credential = std::move(credential));
+}
+
+std::string WebSocketControl::proxy() const {
+  DUPLEX_GET(c.proxy);
+}
+void WebSocketControl::proxy(std::string uri) {
+  if (!uri.empty()) (void)transport::parse_proxy_uri(uri);
+  DUPLEX_SET(c.proxy = std::move(uri));
+}
+std::optional<Credential> WebSocketControl::proxy_credential() const {
+  DUPLEX_GET(c.proxy_credential);
+}
+void WebSocketControl::proxy_credential(Credential credential) {
+  check_credential(credential, "proxy_credential");
+  DUPLEX_SET(c.proxy_credential = std::move(credential));
+}
+
+std::size_t WebSocketControl::outbound_buffer_size_in_bytes() const {
+  DUPLEX_GET(c.outbound_buffer_size);
+}
+void WebSocketControl::outbound_buffer_size_in_bytes(std::size_t bytes) {
+  if (bytes == 0)
+    throw std::invalid_argument("outbound_buffer_size_in_bytes: must be greater than zero");
+  DUPLEX_SET(c.outbound_buffer_size = bytes);
+}
+
+milliseconds WebSocketControl::desired_unsolicited_pong_interval() const {
+  DUPLEX_GET(c.unsolicited_pong_interval);
+}
+void WebSocketControl::desired_unsolicited_pong_interval(milliseconds interval) {
+  check_not_negative(interval, "desired_unsolicited_pong_interval");
+  DUPLEX_SET(c.unsolicited_pong_interval = interval);
+}
+milliseconds WebSocketControl::keep_alive_interval() const {
+  DUPLEX_GET(c.keep_alive_interval);
+}
+void WebSocketControl::keep_alive_interval(milliseconds interval) {
+  check_not_negative(interval, "keep_alive_interval");
+  DUPLEX_SET(c.keep_alive_interval = interval);
+}
+milliseconds WebSocketControl::keep_alive_timeout() const {
+  DUPLEX_GET(c.keep_alive_timeout);
+}
+void WebSocketControl::keep_alive_timeout(milliseconds timeout) {
+  check_positive(timeout, "keep_alive_timeout");
+  DUPLEX_SET(c.keep_alive_timeout = timeout);
+}
+
+std::vector<ChainValidationResult> WebSocketControl::ignorable_server_certificate_errors() const {
+  DUPLEX_GET(c.ignorable_errors);
+}
+void WebSocketControl::ignorable_server_certificate_errors(
+    std::vector<ChainValidationResult> errors) {
+  DUPLEX_SET(c.ignorable_errors = std::move(errors));
+}
+std::string WebSocketControl::trusted_ca_file() const {
+  DUPLEX_GET(c.trusted_ca_file);
+}
+void WebSocketControl::trusted_ca_file(std::string path) {
+  DUPLEX_SET(c.trusted_ca_file = std::move(path));
+}
+std::optional<ClientCertificate> WebSocketControl::client_certificate() const {
+  DUPLEX_GET(c.client_certificate);
+}
+void WebSocketControl::client_certificate(ClientCertificate certificate) {
+  if (certificate.certificate_file.empty() || certificate.private_key_file.empty())
+    throw std::invalid_argument("client_certificate: both file names are required");
+  DUPLEX_SET(c.client_certificate = std::move(certificate));
+}
+
+bool WebSocketControl::no_delay() const {
+  DUPLEX_GET(c.no_delay);
+}
+void WebSocketControl::no_delay(bool value) {
+  DUPLEX_SET(c.no_delay = value);
+}
+
+milliseconds WebSocketControl::connect_timeout() const {
+  DUPLEX_GET(c.connect_timeout);
+}
+void WebSocketControl::connect_timeout(milliseconds timeout) {
+  check_positive(timeout, "connect_timeout");
+  DUPLEX_SET(c.connect_timeout = timeout);
+}
+milliseconds WebSocketControl::send_timeout() const {
+  DUPLEX_GET(c.send_timeout);
+}
+void WebSocketControl::send_timeout(milliseconds timeout) {
+  check_positive(timeout, "send_timeout");
+  DUPLEX_SET(c.send_timeout = timeout);
+}
+milliseconds WebSocketControl::receive_timeout() const {
+  DUPLEX_GET(c.receive_timeout);
+}
+void WebSocketControl::receive_timeout(milliseconds timeout) {
+  check_positive(timeout, "receive_timeout");
+  DUPLEX_SET(c.receive_timeout = timeout);
+}
+milliseconds WebSocketControl::close_timeout() const {
+  DUPLEX_GET(c.close_timeout);
+}
+void WebSocketControl::close_timeout(milliseconds timeout) {
+  check_positive(timeout, "close_timeout");
+  DUPLEX_SET(c.close_timeout = timeout);
+}
+
+SocketMessageType MessageWebSocketControl::message_type() const {
+  return session_->message_type.load();
+}
+void MessageWebSocketControl::message_type(SocketMessageType type) {
+  if (type != SocketMessageType::binary && type != SocketMessageType::utf8)
+    throw std::invalid_argument("message_type: must be binary or utf8");
+  session_->message_type.store(type);
+}
+std::uint64_t MessageWebSocketControl::max_message_size() const {
+  DUPLEX_GET(c.max_message_size);
+}
+void MessageWebSocketControl::max_message_size(std::uint64_t bytes) {
+  if (bytes == 0) throw std::invalid_argument("max_message_size: must be greater than zero");
+  DUPLEX_SET(c.max_message_size = bytes);
+}
+MessageWebSocketReceiveMode MessageWebSocketControl::receive_mode() const {
+  DUPLEX_GET(c.receive_mode);
+}
+void MessageWebSocketControl::receive_mode(MessageWebSocketReceiveMode mode) {
+  DUPLEX_SET(c.receive_mode = mode);
+}
+
+#undef DUPLEX_GET
+#undef DUPLEX_SET
+
+// --- information ---------------------------------------------------------------------------
+
+HostEndpoint WebSocketInformation::local_address() const {
+  return session_->info().local;
+}
+HostEndpoint WebSocketInformation::remote_address() const {
+  return session_->info().remote;
+}
+std::string WebSocketInformation::protocol() const {
+  return session_->info().protocol;
+}
+std::string WebSocketInformation::extensions() const {
+  return session_->info().extensions;
+}
+BandwidthStatistics WebSocketInformation::bandwidth_statistics() const {
+  return session_->statistics();
+}
+std::optional<std::chrono::microseconds> WebSocketInformation::ping_round_trip_time() const {
+  return session_->info().rtt;
+}
+std::optional<Certificate> WebSocketInformation::server_certificate() const {
+  return session_->info().certificate;
+}
+std::vector<ChainValidationResult> WebSocketInformation::server_certificate_errors() const {
+  return session_->info().certificate_errors;
+}
+SocketSslErrorSeverity WebSocketInformation::server_certificate_error_severity() const {
+  return session_->info().severity;
+}
+std::vector<Certificate> WebSocketInformation::server_intermediate_certificates() const {
+  return session_->info().intermediates;
+}
+
+// --- custom validation -------------------------------------------------------------------------
+
+void Deferral::complete() noexcept {
+  auto s = std::move(state_);
+  state_.reset();
+  if (s && s->deferrals.fetch_sub(1) == 1 && s->on_all_complete) s->on_all_complete();
+}
+
+const Certificate& WebSocketServerCustomValidationRequestedEventArgs::server_certificate() const {
+  return state_->certificate;
+}
+const std::vector<ChainValidationResult>&
+WebSocketServerCustomValidationRequestedEventArgs::server_certificate_errors() const {
+  return state_->errors;
+}
+SocketSslErrorSeverity
+WebSocketServerCustomValidationRequestedEventArgs::server_certificate_error_severity() const {
+  return state_->severity;
+}
+const std::vector<Certificate>&
+WebSocketServerCustomValidationRequestedEventArgs::server_intermediate_certificates() const {
+  return state_->intermediates;
+}
+void WebSocketServerCustomValidationRequestedEventArgs::reject() const noexcept {
+  state_->rejected = true;
+}
+Deferral WebSocketServerCustomValidationRequestedEventArgs::get_deferral() const {
+  state_->deferrals.fetch_add(1);
+  return Deferral(state_);
+}
+
+}  // namespace duplex

@@ -1,0 +1,533 @@
+// WebSocketListener: event loops, acceptors, hooks, hand-over and shutdown.
+#include <duplex/websocket_listener.hpp>
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+#include <asio/ip/address.hpp>
+#include <asio/ip/v6_only.hpp>
+#include <asio/post.hpp>
+
+#include <duplex/cancellation.hpp>
+#include <duplex/protocol/close.hpp>
+
+#include "transport/listener_impl.hpp"
+#include "transport/server_tls.hpp"
+#include "transport/stream.hpp"
+
+namespace duplex {
+
+namespace {
+
+// RFC 9110 5.6.2: tchar, the characters of a token.
+bool is_tchar(char c) noexcept {
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+bool is_token(std::string_view s) noexcept {
+  return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar);
+}
+
+bool has_control(std::string_view s) noexcept {
+  return std::any_of(s.begin(), s.end(),
+                     [](char c) { return c == '\r' || c == '\n' || c == '\0'; });
+}
+
+void check_options(const WebSocketListenerOptions& o) {
+  using std::chrono::milliseconds;
+  if (o.handshake_timeout <= milliseconds::zero())
+    throw std::invalid_argument("handshake_timeout: must be > 0");
+  if (o.max_header_size < 256) throw std::invalid_argument("max_header_size: must be >= 256");
+  if (o.max_connections == 0) throw std::invalid_argument("max_connections: must be > 0");
+  if (o.max_message_size == 0) throw std::invalid_argument("max_message_size: must be > 0");
+  if (o.keep_alive_interval < milliseconds::zero())
+    throw std::invalid_argument("keep_alive_interval: must be >= 0");
+  if (o.keep_alive_timeout <= milliseconds::zero())
+    throw std::invalid_argument("keep_alive_timeout: must be > 0");
+  if (o.outbound_buffer_size == 0) throw std::invalid_argument("outbound_buffer_size: must be > 0");
+  if (o.send_timeout <= milliseconds::zero())
+    throw std::invalid_argument("send_timeout: must be > 0");
+  if (o.close_timeout <= milliseconds::zero())
+    throw std::invalid_argument("close_timeout: must be > 0");
+  if (o.backlog < 0) throw std::invalid_argument("backlog: must be >= 0");
+  // RFC 6455 4.1: subprotocol names are tokens, each offered once.
+  for (std::size_t i = 0; i < o.supported_protocols.size(); ++i) {
+    if (!is_token(o.supported_protocols[i]))
+      throw std::invalid_argument("supported_protocols: each must be a non-empty HTTP token");
+    for (std::size_t j = 0; j < i; ++j)
+      if (o.supported_protocols[j] == o.supported_protocols[i])
+        throw std::invalid_argument("supported_protocols: must not hold duplicates");
+  }
+  for (const auto& origin : o.allowed_origins)
+    if (origin.empty() || has_control(origin))
+      throw std::invalid_argument("allowed_origins: each must be non-empty, without CR, LF or NUL");
+}
+
+}  // namespace
+
+// --- WebSocketRequest ------------------------------------------------------------
+
+std::string_view WebSocketRequest::path() const noexcept {
+  std::string_view t = target;
+  return t.substr(0, t.find('?'));
+}
+
+std::string_view WebSocketRequest::query() const noexcept {
+  std::string_view t = target;
+  const auto q = t.find('?');
+  return q == std::string_view::npos ? std::string_view{} : t.substr(q + 1);
+}
+
+std::optional<std::string_view> WebSocketRequest::header(std::string_view name) const noexcept {
+  return protocol::find_header(headers, name);
+}
+
+// --- WebSocketHandshakeContext ------------------------------------------------------
+
+void WebSocketHandshakeContext::select_protocol(std::string_view protocol) {
+  // RFC 6455 4.2.2 item 5.4: the server selects one of the client's values.
+  if (!protocol.empty() && std::find(request_->protocols.begin(), request_->protocols.end(),
+                                     protocol) == request_->protocols.end())
+    throw std::invalid_argument("select_protocol: protocol must be one the client offered");
+  protocol_.assign(protocol);
+}
+
+void WebSocketHandshakeContext::add_response_header(std::string_view name, std::string_view value) {
+  if (!protocol::is_valid_header(name, value))
+    throw std::invalid_argument(
+        "add_response_header: name must be an HTTP token not set by the handshake, value "
+        "without CR, LF or NUL");
+  headers_.push_back({std::string(name), std::string(value)});
+}
+
+void WebSocketHandshakeContext::reject(int status, std::string_view body,
+                                       protocol::HttpHeaders headers) {
+  if (status < 200 || status > 599) throw std::invalid_argument("reject: status must be 200-599");
+  for (const auto& h : headers) {
+    if (!is_token(h.name) || has_control(h.value))
+      throw std::invalid_argument(
+          "reject: header names must be HTTP tokens, values without CR, LF or NUL");
+    if (protocol::iequals(h.name, "Connection") || protocol::iequals(h.name, "Content-Type") ||
+        protocol::iequals(h.name, "Content-Length") ||
+        protocol::iequals(h.name, "Transfer-Encoding"))
+      throw std::invalid_argument(
+          "reject: headers must not hold Connection, Content-Type, Content-Length or "
+          "Transfer-Encoding (the answer sets them)");
+  }
+  reject_status_ = status;
+  reject_body_.assign(body);
+  reject_headers_ = std::move(headers);
+}
+
+// --- WebSocketListenerConnectionReceivedEventArgs ---------------------------------------
+
+bool WebSocketListenerConnectionReceivedEventArgs::available() const noexcept {
+  return stream_->has_stream();
+}
+
+void WebSocketListenerConnectionReceivedEventArgs::drop() noexcept {
+  stream_->close();
+}
+
+// --- WebSocketListener ------------------------------------------------------------------
+
+WebSocketListener::WebSocketListener(WebSocketListenerOptions options)
+    : impl_(std::make_shared<detail::ListenerImpl>(std::move(options))) {}
+
+WebSocketListener::~WebSocketListener() {
+  impl_->stop(std::chrono::milliseconds::zero());
+}
+
+void WebSocketListener::handshake_requested(HandshakeRequestedHandler handler) {
+  impl_->set_handshake_handler(std::move(handler));
+}
+
+void WebSocketListener::connection_received(ConnectionReceivedHandler handler) {
+  impl_->set_connection_handler(std::move(handler));
+}
+
+HostEndpoint WebSocketListener::listen(std::string_view address, std::uint16_t port) {
+  return impl_->listen(address, port);
+}
+
+std::uint16_t WebSocketListener::local_port() const {
+  return impl_->local_port();
+}
+
+std::vector<HostEndpoint> WebSocketListener::local_endpoints() const {
+  return impl_->local_endpoints();
+}
+
+std::size_t WebSocketListener::connection_count() const noexcept {
+  return impl_->connection_count();
+}
+
+std::size_t WebSocketListener::thread_count() const noexcept {
+  return impl_->thread_count();
+}
+
+std::size_t WebSocketListener::stop(std::chrono::milliseconds timeout) {
+  return impl_->stop(timeout);
+}
+
+// --- detail ---------------------------------------------------------------------------------
+
+namespace detail {
+
+using asio::ip::tcp;
+
+namespace {
+
+// Over max_connections, a connection is still read and answered 503 (a clean
+// refusal) while fewer than this many are being refused; beyond, it is closed
+// at once, so a flood cannot make the refusals themselves unbounded.
+constexpr std::size_t max_refusing = 256;
+// How often a loop looks for ended sessions to give back their slots: often
+// enough for max_connections, rare enough to cost nothing with many idle ones.
+constexpr auto session_sweep_interval = std::chrono::seconds(1);
+// The same while stop() waits for the 1001 closing handshakes to end.
+constexpr auto drain_sweep_interval = std::chrono::milliseconds(5);
+// After an accept failure (EMFILE, ENOBUFS...) the kernel is out of something;
+// accepting again at once would spin.
+constexpr auto accept_retry_delay = std::chrono::milliseconds(50);
+
+}  // namespace
+
+AcceptedStream::~AcceptedStream() {
+  close();
+  if (counted) listener->release_connection(false);
+}
+
+void AcceptedStream::close() noexcept {
+  std::error_code ignored;
+  if (tls) tls->next_layer().close(ignored);
+  if (tcp) tcp->close(ignored);
+  tls.reset();
+  tcp.reset();
+}
+
+ListenerImpl::ListenerImpl(WebSocketListenerOptions options) : options_(std::move(options)) {
+  check_options(options_);
+  if (options_.tls) tls_context_ = transport::make_server_context(*options_.tls);
+  std::size_t n = options_.threads;
+  if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
+  options_.threads = n;
+  // The sweep closes an expired handshake within an eighth of the timeout.
+  sweep_interval_ = std::clamp(options_.handshake_timeout / 8, std::chrono::milliseconds(5),
+                               std::chrono::milliseconds(250));
+  loops_.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) loops_.push_back(std::make_unique<ListenerLoop>(i));
+}
+
+ListenerImpl::~ListenerImpl() {
+  stop(std::chrono::milliseconds::zero());
+  for (auto& lp : loops_) {
+    lp->work.reset();
+    lp->ctx.stop();
+  }
+  for (auto& lp : loops_)
+    if (lp->thread.joinable()) lp->thread.join();
+  // Acceptors and timers before their io_contexts; each io_context destroys the
+  // handlers it still holds (their handshakes unlink themselves) while every
+  // member here is alive.
+  acceptors_.clear();
+  for (auto& lp : loops_) {
+    // A socket the application still holds needs its loop's io_context (its
+    // socket service) until it is destroyed: keep that loop rather than crash.
+    const bool in_use = std::any_of(lp->sessions.begin(), lp->sessions.end(),
+                                    [](const std::weak_ptr<Session>& w) { return !w.expired(); });
+    if (in_use) (void)lp.release();
+  }
+  loops_.clear();
+}
+
+void ListenerImpl::set_handshake_handler(WebSocketListener::HandshakeRequestedHandler h) {
+  std::lock_guard lock(mutex_);
+  if (started_) throw std::logic_error("handshake_requested: set handlers before listen()");
+  on_handshake_ = std::move(h);
+}
+
+void ListenerImpl::set_connection_handler(WebSocketListener::ConnectionReceivedHandler h) {
+  std::lock_guard lock(mutex_);
+  if (started_) throw std::logic_error("connection_received: set handlers before listen()");
+  on_connection_ = std::move(h);
+}
+
+HostEndpoint ListenerImpl::listen(std::string_view address, std::uint16_t port) {
+  std::error_code ec;
+  const auto addr = asio::ip::make_address(std::string(address), ec);
+  if (ec) throw std::invalid_argument("address: must be a numeric IPv4 or IPv6 address");
+
+  std::lock_guard lock(mutex_);
+  if (stopped_) throw std::logic_error("listen: the listener was stopped");
+  auto& loop = *loops_[acceptors_.size() % loops_.size()];
+  auto a = std::make_unique<Acceptor>(loop);
+  const tcp::endpoint endpoint(addr, port);
+  a->socket.open(endpoint.protocol());
+  a->socket.set_option(tcp::acceptor::reuse_address(true));
+  // "::" means IPv6 only; listen on "0.0.0.0" as well for both families.
+  if (addr.is_v6()) a->socket.set_option(asio::ip::v6_only(true));
+  a->socket.bind(endpoint);
+  a->socket.listen(options_.backlog > 0 ? options_.backlog
+                                        : static_cast<int>(tcp::acceptor::max_listen_connections));
+  const auto local = a->socket.local_endpoint();
+  a->endpoint = HostEndpoint{local.address().to_string(), local.port()};
+  Acceptor& ref = *a;
+  acceptors_.push_back(std::move(a));
+  if (!started_) start_loops();
+  asio::post(loop.ctx, [this, &ref] { accept_next(ref); });
+  return ref.endpoint;
+}
+
+std::uint16_t ListenerImpl::local_port() const {
+  std::lock_guard lock(mutex_);
+  return acceptors_.empty() ? 0 : acceptors_.front()->endpoint.port;
+}
+
+std::vector<HostEndpoint> ListenerImpl::local_endpoints() const {
+  std::lock_guard lock(mutex_);
+  std::vector<HostEndpoint> out;
+  for (const auto& a : acceptors_) out.push_back(a->endpoint);
+  return out;
+}
+
+void ListenerImpl::start_loops() {
+  started_ = true;
+  for (auto& lp : loops_) {
+    ListenerLoop& loop = *lp;
+    arm_sweep(loop);
+    arm_session_sweep(loop, session_sweep_interval);
+    loop.thread = std::thread([&loop] { loop.ctx.run(); });
+  }
+}
+
+void ListenerImpl::accept_next(Acceptor& a) {
+  if (stopping_) return;
+  ListenerLoop& target = *loops_[next_loop_.fetch_add(1) % loops_.size()];
+  a.socket.async_accept(asio::any_io_executor(target.ctx.get_executor()),
+                        [this, &a, &target](std::error_code ec, tcp::socket socket) {
+                          if (ec == asio::error::operation_aborted || stopping_) return;
+                          if (ec) {
+                            a.retry.expires_after(accept_retry_delay);
+                            a.retry.async_wait([this, &a](std::error_code wait_ec) {
+                              if (!wait_ec) accept_next(a);
+                            });
+                            return;
+                          }
+                          bool busy = false;
+                          if (connections_.fetch_add(1) >= options_.max_connections) {
+                            connections_.fetch_sub(1);
+                            if (refusing_.fetch_add(1) >= max_refusing) {
+                              refusing_.fetch_sub(1);
+                              std::error_code ignored;
+                              socket.close(ignored);
+                              return accept_next(a);
+                            }
+                            busy = true;
+                          }
+                          asio::post(target.ctx,
+                                     [this, &target, s = std::move(socket), busy]() mutable {
+                                       if (stopping_) {
+                                         std::error_code ignored;
+                                         s.close(ignored);
+                                         return release_connection(busy);
+                                       }
+                                       start_server_handshake(*this, target, std::move(s), busy);
+                                     });
+                          accept_next(a);
+                        });
+}
+
+void ListenerImpl::arm_sweep(ListenerLoop& loop) {
+  loop.sweep.expires_after(sweep_interval_);
+  loop.sweep.async_wait([this, &loop](std::error_code ec) {
+    if (ec || stopping_) return;
+    sweep(loop);
+  });
+}
+
+void ListenerImpl::sweep(ListenerLoop& loop) {
+  // The list is in deadline order: stop at the first handshake still in time.
+  const auto now = ListenerClock::now();
+  while (HandshakeEntry* e = loop.handshakes.front()) {
+    if (e->deadline > now) break;
+    e->expire();
+  }
+  arm_sweep(loop);
+}
+
+void ListenerImpl::arm_session_sweep(ListenerLoop& loop, std::chrono::milliseconds interval) {
+  loop.session_sweep.expires_after(interval);
+  loop.session_sweep.async_wait([this, &loop](std::error_code ec) {
+    if (ec) return;
+    sweep_sessions(loop);
+    arm_session_sweep(loop, draining_ ? drain_sweep_interval : session_sweep_interval);
+  });
+}
+
+std::size_t ListenerImpl::sweep_sessions(ListenerLoop& loop) {
+  auto& v = loop.sessions;
+  for (std::size_t i = 0; i < v.size();) {
+    const auto s = v[i].lock();
+    if (s && s->phase() != Phase::closed) {
+      ++i;
+      continue;
+    }
+    v[i] = std::move(v.back());
+    v.pop_back();
+    release_connection(false);
+  }
+  return v.size();
+}
+
+std::shared_ptr<Session> ListenerImpl::adopt(AcceptedStream& a, const std::string& protocol,
+                                             Session::Kind kind) {
+  if (!a.has_stream())
+    throw std::logic_error("take_*_websocket: the connection was already taken or dropped");
+  transport::Stream stream = a.tls ? transport::Stream(std::move(a.tls), a.tls_context)
+                                   : transport::Stream(std::move(*a.tcp));
+  a.tcp.reset();
+  a.tls.reset();
+  ServerSessionOptions so;
+  so.protocol = protocol;
+  so.max_message_size = options_.max_message_size;
+  so.outbound_buffer_size = options_.outbound_buffer_size;
+  so.keep_alive_interval = options_.keep_alive_interval;
+  so.keep_alive_timeout = options_.keep_alive_timeout;
+  so.send_timeout = options_.send_timeout;
+  so.close_timeout = options_.close_timeout;
+  so.no_delay = options_.no_delay;
+  auto s = std::make_shared<Session>(a.loop->ctx.get_executor(), kind, protocol::Role::server);
+  s->start_server(std::move(stream),
+                  std::span(reinterpret_cast<const std::byte*>(a.leftover.data()),
+                            a.leftover.size()),
+                  so);
+  std::string().swap(a.leftover);
+  // The connection's slot moves to the session; sweep_sessions gives it back.
+  a.counted = false;
+  a.loop->sessions.push_back(s);
+  return s;
+}
+
+template <class F>
+void ListenerImpl::on_each_loop(F f) {
+  std::mutex m;
+  std::condition_variable cv;
+  std::size_t pending = loops_.size();
+  for (auto& lp : loops_) {
+    ListenerLoop& loop = *lp;
+    asio::post(loop.ctx, [&, f] {
+      f(loop);
+      std::lock_guard lock(m);
+      if (--pending == 0) cv.notify_all();
+    });
+  }
+  std::unique_lock lock(m);
+  cv.wait(lock, [&] { return pending == 0; });
+}
+
+void ListenerImpl::run_hook(WebSocketHandshakeContext& context) {
+  // RFC 6455 4.1: the client lists subprotocols by preference; take its first
+  // one that we speak.
+  for (const auto& offered : context.request().protocols) {
+    const auto& ours = options_.supported_protocols;
+    if (std::find(ours.begin(), ours.end(), offered) != ours.end()) {
+      context.protocol_ = offered;
+      break;
+    }
+  }
+  if (!on_handshake_) return;
+  try {
+    on_handshake_(context);
+  } catch (...) {
+    // The hook could not decide: refuse rather than accept unchecked.
+    context.reject_headers_.clear();
+    context.reject_status_ = 500;
+    context.reject_body_ = "internal server error\n";
+  }
+}
+
+void ListenerImpl::hand_over(AcceptedStream& stream, const WebSocketRequest& request,
+                             const std::string& protocol) {
+  if (!on_connection_) return;
+  WebSocketListenerConnectionReceivedEventArgs args(request, protocol, stream);
+  try {
+    on_connection_(args);
+  } catch (...) {
+    // The application failed to take the connection: it cannot be served.
+    stream.close();
+  }
+}
+
+void ListenerImpl::release_connection(bool busy) noexcept {
+  if (busy)
+    refusing_.fetch_sub(1);
+  else
+    connections_.fetch_sub(1);
+}
+
+std::size_t ListenerImpl::stop(std::chrono::milliseconds timeout) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopped_) return 0;
+    stopped_ = true;
+    if (!started_) return 0;
+  }
+  for (const auto& lp : loops_)
+    if (lp->thread.get_id() == std::this_thread::get_id())
+      throw std::logic_error("stop: must not be called on one of the listener's loops");
+  stopping_ = true;
+  draining_ = true;
+
+  // Stop accepting, close every handshake, and start the closing handshake
+  // (RFC 6455 7.4.1: 1001, going away) on every open connection, each on its
+  // own loop. The close operations share one token: cancelling it fails the
+  // connections still closing at the deadline.
+  CancellationSource force;
+  on_each_loop([&, this](ListenerLoop& loop) {
+    for (auto& a : acceptors_) {
+      if (a->loop != &loop) continue;
+      std::error_code ignored;
+      a->socket.close(ignored);
+      a->retry.cancel();
+    }
+    loop.sweep.cancel();
+    while (HandshakeEntry* e = loop.handshakes.front()) e->expire();
+    sweep_sessions(loop);
+    for (auto& w : loop.sessions) {
+      if (auto s = w.lock()) {
+        s->close(protocol::close_code::going_away, "server shutting down", force.token(),
+                 CompletionHandler::make<void(std::error_code)>([](std::error_code) {},
+                                                                 loop.ctx.get_executor()));
+      }
+    }
+    // Wake the session sweep up at the drain interval.
+    arm_session_sweep(loop, drain_sweep_interval);
+  });
+
+  const auto open_sessions = [this] { return connections_.load(); };
+  const auto deadline = ListenerClock::now() + timeout;
+  while (open_sessions() != 0 && ListenerClock::now() < deadline)
+    std::this_thread::sleep_for(drain_sweep_interval);
+  const std::size_t cut = open_sessions();
+  if (cut != 0) {
+    force.cancel();
+    // Failing is immediate on each loop; bound the wait all the same.
+    const auto hard = ListenerClock::now() + std::chrono::seconds(2);
+    while (open_sessions() != 0 && ListenerClock::now() < hard)
+      std::this_thread::sleep_for(drain_sweep_interval);
+  }
+  draining_ = false;
+  return cut;
+}
+
+}  // namespace detail
+}  // namespace duplex
