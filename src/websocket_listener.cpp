@@ -129,12 +129,29 @@ void WebSocketHandshakeContext::reject(int status, std::string_view body,
 
 // --- WebSocketListenerConnectionReceivedEventArgs ---------------------------------------
 
-bool WebSocketListenerConnectionReceivedEventArgs::available() const noexcept {
-  return stream_->has_stream();
+void WebSocketListenerConnectionReceivedEventArgs::drop() noexcept {
+  message_->reset();
+  stream_->reset();
 }
 
-void WebSocketListenerConnectionReceivedEventArgs::drop() noexcept {
-  stream_->close();
+MessageWebSocket WebSocketListenerConnectionReceivedEventArgs::take_message_websocket() {
+  if (!message_->has_value())
+    throw std::logic_error(
+        "take_message_websocket: no MessageWebSocket here (taken, dropped, or the socket type "
+        "is stream_websocket)");
+  MessageWebSocket ws = std::move(**message_);
+  message_->reset();
+  return ws;
+}
+
+StreamWebSocket WebSocketListenerConnectionReceivedEventArgs::take_stream_websocket() {
+  if (!stream_->has_value())
+    throw std::logic_error(
+        "take_stream_websocket: no StreamWebSocket here (taken, dropped, or the socket type is "
+        "message_websocket)");
+  StreamWebSocket ws = std::move(**stream_);
+  stream_->reset();
+  return ws;
 }
 
 // --- WebSocketListener ------------------------------------------------------------------
@@ -406,10 +423,9 @@ std::shared_ptr<Session> ListenerImpl::adopt(AcceptedStream& a, const std::strin
   so.close_timeout = options_.close_timeout;
   so.no_delay = options_.no_delay;
   auto s = std::make_shared<Session>(a.loop->ctx.get_executor(), kind, protocol::Role::server);
-  s->start_server(std::move(stream),
-                  std::span(reinterpret_cast<const std::byte*>(a.leftover.data()),
-                            a.leftover.size()),
-                  so);
+  s->start_server(
+      std::move(stream),
+      std::span(reinterpret_cast<const std::byte*>(a.leftover.data()), a.leftover.size()), so);
   std::string().swap(a.leftover);
   // The connection's slot moves to the session; sweep_sessions gives it back.
   a.counted = false;
@@ -435,6 +451,7 @@ void ListenerImpl::on_each_loop(F f) {
 }
 
 void ListenerImpl::run_hook(WebSocketHandshakeContext& context) {
+  context.socket_type_ = options_.socket_type;
   // RFC 6455 4.1: the client lists subprotocols by preference; take its first
   // one that we speak.
   for (const auto& offered : context.request().protocols) {
@@ -455,16 +472,32 @@ void ListenerImpl::run_hook(WebSocketHandshakeContext& context) {
   }
 }
 
-void ListenerImpl::hand_over(AcceptedStream& stream, const WebSocketRequest& request,
-                             const std::string& protocol) {
+void ListenerImpl::hand_over(AcceptedStream& stream, WebSocketRequest request, std::string protocol,
+                             ListenerSocketType type) {
+  // Nobody to take it: the connection closes with `stream`.
   if (!on_connection_) return;
-  WebSocketListenerConnectionReceivedEventArgs args(request, protocol, stream);
-  try {
-    on_connection_(args);
-  } catch (...) {
-    // The application failed to take the connection: it cannot be served.
-    stream.close();
-  }
+  auto conn = std::make_shared<AcceptedConnection>();
+  conn->request = std::move(request);
+  conn->protocol = std::move(protocol);
+  if (type == ListenerSocketType::stream_websocket)
+    conn->stream.emplace(
+        make_stream_websocket(adopt(stream, conn->protocol, Session::Kind::stream)));
+  else
+    conn->message.emplace(
+        make_message_websocket(adopt(stream, conn->protocol, Session::Kind::message)));
+  // The session opens in a handler it posted; raising the event after it
+  // gives the application an open socket, and its reading starts only after
+  // this event (posted in turn), so no message can come before its handlers.
+  asio::post(stream.loop->ctx, [this, conn] {
+    WebSocketListenerConnectionReceivedEventArgs args(conn->request, conn->protocol, conn->message,
+                                                      conn->stream);
+    try {
+      on_connection_(args);
+    } catch (...) {
+      // The application failed to take the connection: it cannot be served.
+      args.drop();
+    }
+  });
 }
 
 void ListenerImpl::release_connection(bool busy) noexcept {
@@ -506,7 +539,7 @@ std::size_t ListenerImpl::stop(std::chrono::milliseconds timeout) {
       if (auto s = w.lock()) {
         s->close(protocol::close_code::going_away, "server shutting down", force.token(),
                  CompletionHandler::make<void(std::error_code)>([](std::error_code) {},
-                                                                 loop.ctx.get_executor()));
+                                                                loop.ctx.get_executor()));
       }
     }
     // Wake the session sweep up at the drain interval.

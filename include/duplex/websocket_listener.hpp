@@ -4,7 +4,8 @@
 //   options.supported_protocols = {"chat"};
 //   duplex::WebSocketListener listener(options);
 //   listener.connection_received([](duplex::WebSocketListenerConnectionReceivedEventArgs& args) {
-//     auto ws = args.take_message_websocket();   // server-role MessageWebSocket
+//     auto ws = args.take_message_websocket();   // open, server-role MessageWebSocket
+//     ws.message_received(...);                   // its first message comes after this
 //     ...                                         // keep `ws` alive as long as needed
 //   });
 //   listener.listen("127.0.0.1", 0);
@@ -51,8 +52,14 @@ namespace duplex {
 
 namespace detail {
 class ListenerImpl;
-struct AcceptedStream;
 }  // namespace detail
+
+/// The socket type a listener hands over for a connection (decided before the
+/// 101 answer, so that the socket is open when the application gets it).
+enum class ListenerSocketType : std::uint8_t {
+  message_websocket,  ///< MessageWebSocket: whole messages (or pieces, partial mode)
+  stream_websocket,   ///< StreamWebSocket: a binary byte stream
+};
 
 /// TLS settings of a wss:// listener (OpenSSL; TLS 1.2 or later).
 struct ListenerTlsOptions {
@@ -124,6 +131,8 @@ struct WebSocketListenerOptions {
   std::vector<std::string> allowed_origins;
   /// Listen backlog; 0: the system's maximum (SOMAXCONN).
   int backlog = 0;
+  /// The socket type handed over; the hook may choose per request.
+  ListenerSocketType socket_type = ListenerSocketType::message_websocket;
 };
 
 /// The opening handshake request of a connection, as the hooks and the
@@ -175,6 +184,11 @@ public:
   void add_response_header(std::string_view name, std::string_view value);
   [[nodiscard]] const protocol::HttpHeaders& response_headers() const noexcept { return headers_; }
 
+  /// The socket type the connection will be handed over as; preset from
+  /// WebSocketListenerOptions::socket_type.
+  [[nodiscard]] ListenerSocketType socket_type() const noexcept { return socket_type_; }
+  void socket_type(ListenerSocketType type) noexcept { socket_type_ = type; }
+
   /// Refuses the connection: the answer is `status` (200-599, e.g. 401, 403,
   /// 404) with `body` as text/plain and `headers`, then the connection closes.
   /// Throws std::invalid_argument for a status outside 200-599 or a header
@@ -193,43 +207,55 @@ private:
   const WebSocketRequest* request_;
   std::string protocol_;
   protocol::HttpHeaders headers_;
+  ListenerSocketType socket_type_ = ListenerSocketType::message_websocket;
   int reject_status_ = 0;
   std::string reject_body_;
   protocol::HttpHeaders reject_headers_;
 };
 
-/// The event raised when a connection completed its opening handshake (the 101
-/// answer is written). Lives for the handler call only.
+/// The event raised when a connection completed its opening handshake: the 101
+/// answer is written and the socket is open. Lives for the handler call only.
 class WebSocketListenerConnectionReceivedEventArgs {
 public:
   WebSocketListenerConnectionReceivedEventArgs(const WebSocketRequest& request,
                                                const std::string& protocol,
-                                               detail::AcceptedStream& stream) noexcept
-      : request_(&request), protocol_(&protocol), stream_(&stream) {}
+                                               std::optional<MessageWebSocket>& message,
+                                               std::optional<StreamWebSocket>& stream) noexcept
+      : request_(&request), protocol_(&protocol), message_(&message), stream_(&stream) {}
 
   /// The request the connection was opened with.
   [[nodiscard]] const WebSocketRequest& request() const noexcept { return *request_; }
   /// The subprotocol the 101 answer selected; empty: none.
   [[nodiscard]] const std::string& protocol() const noexcept { return *protocol_; }
+  /// The type of the socket (WebSocketListenerOptions::socket_type, or the
+  /// hook's choice).
+  [[nodiscard]] ListenerSocketType socket_type() const noexcept {
+    return stream_->has_value() ? ListenerSocketType::stream_websocket
+                                : ListenerSocketType::message_websocket;
+  }
+  /// True while the socket has not been taken or dropped.
+  [[nodiscard]] bool available() const noexcept {
+    return message_->has_value() || stream_->has_value();
+  }
 
-  /// True while the connection has not been taken by the application.
-  [[nodiscard]] bool available() const noexcept;
-  /// Takes the connection as a server-role MessageWebSocket (open, with the
-  /// listener's limits, keep-alive and timeouts; its control() settings are
-  /// fixed). Register its handlers before the event handler returns: reading
-  /// starts after that. Throws std::logic_error if the connection was already
-  /// taken or dropped. The socket must be destroyed before the listener.
+  /// Takes the server-role MessageWebSocket: open, with the listener's limits,
+  /// keep-alive and timeouts (its control() settings are fixed, except the
+  /// message type). Its first message event comes after this handler returns,
+  /// so register handlers here; operations may start here too. Throws
+  /// std::logic_error if the socket type is stream_websocket or the socket was
+  /// already taken or dropped. Destroy the socket before the listener.
   MessageWebSocket take_message_websocket();
-  /// The same as a StreamWebSocket (binary stream, no message size limit).
+  /// The same for a StreamWebSocket (binary stream, no message size limit).
   StreamWebSocket take_stream_websocket();
-  /// Closes the connection without a WebSocket close handshake (TCP close). The
-  /// same happens when the handler returns without taking the connection.
+  /// Destroys the untaken socket: the connection is failed (TCP closed, no
+  /// close frame). The same happens when the handler returns without taking it.
   void drop() noexcept;
 
 private:
   const WebSocketRequest* request_;
   const std::string* protocol_;
-  detail::AcceptedStream* stream_;
+  std::optional<MessageWebSocket>* message_;
+  std::optional<StreamWebSocket>* stream_;
 };
 
 /// A WebSocket server: accepts ws:// or wss:// connections on one or more

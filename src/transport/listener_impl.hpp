@@ -91,6 +91,14 @@ struct AcceptedStream {
   bool counted = true;   ///< holds one of max_connections' slots
 };
 
+/// A connection handed over, while the connection_received event runs.
+struct AcceptedConnection {
+  WebSocketRequest request;
+  std::string protocol;
+  std::optional<MessageWebSocket> message;
+  std::optional<StreamWebSocket> stream;
+};
+
 /// One event loop: an io_context run by one thread, its handshakes and sweep.
 struct ListenerLoop {
   explicit ListenerLoop(std::size_t i) : index(i) {}
@@ -136,9 +144,10 @@ public:
   [[nodiscard]] bool stopping() const noexcept { return stopping_.load(); }
   /// Runs the hook on a valid request; fills the context's decision.
   void run_hook(WebSocketHandshakeContext& context);
-  /// The 101 is written: hands the connection to the application.
-  void hand_over(AcceptedStream& stream, const WebSocketRequest& request,
-                 const std::string& protocol);
+  /// The 101 is written: makes the socket of `type` and raises
+  /// connection_received once the socket is open (after this handler).
+  void hand_over(AcceptedStream& stream, WebSocketRequest request, std::string protocol,
+                 ListenerSocketType type);
   /// A connection counted at accept ended (or was refused).
   void release_connection(bool busy) noexcept;
   /// Makes a server-role session of `stream` (which must still hold its

@@ -163,6 +163,7 @@ private:
       return respond_error(status, context.rejected_body(), context.rejected_headers());
 
     protocol_ = context.selected_protocol();
+    socket_type_ = context.socket_type();
     response_ = protocol::build_server_response(hs.key, protocol_, {}, context.response_headers());
     leftover_.assign(buf_.data() + consumed, used_ - consumed);
     std::string().swap(buf_);
@@ -223,7 +224,7 @@ private:
     // The connection's slot moves to `accepted` (then to the session).
     handed_over_ = true;
     std::string().swap(response_);
-    listener_.hand_over(accepted, request_, protocol_);
+    listener_.hand_over(accepted, std::move(request_), std::move(protocol_), socket_type_);
   }
 
   ListenerImpl& listener_;
@@ -235,6 +236,7 @@ private:
   std::size_t discarded_ = 0;
   WebSocketRequest request_;
   std::string protocol_;
+  ListenerSocketType socket_type_ = ListenerSocketType::message_websocket;
   std::string response_;
   std::string leftover_;
   bool busy_;

@@ -1,0 +1,387 @@
+// WebSocketListener with the sockets it hands over: echo through the listener
+// with the duplex client (ws and wss, message and stream sockets), graceful
+// shutdown with 1001, and the protections that live past the handshake (max
+// message size, keep-alive idle timeout, a client that does not read).
+#include <duplex/message_websocket.hpp>
+#include <duplex/stream_websocket.hpp>
+#include <duplex/websocket_listener.hpp>
+
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "listener_test_util.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using duplex::MessageWebSocket;
+using duplex::SocketMessageType;
+using duplex::StreamWebSocket;
+using duplex::WebSocketListener;
+using duplex::WebSocketListenerOptions;
+using duplex::test::RawClient;
+using duplex::test::upgrade_request;
+
+struct ClosedRecord {
+  std::uint16_t code;
+  std::string reason;
+  std::error_code error;
+};
+
+// Events collected from loop threads, waited on with deadlines.
+template <class T>
+class Inbox {
+public:
+  void push(T v) {
+    std::lock_guard lock(m_);
+    items_.push_back(std::move(v));
+    cv_.notify_all();
+  }
+  bool wait_for_count(std::size_t n, std::chrono::milliseconds timeout) {
+    std::unique_lock lock(m_);
+    return cv_.wait_for(lock, timeout, [&] { return items_.size() >= n; });
+  }
+  std::vector<T> items() {
+    std::lock_guard lock(m_);
+    return items_;
+  }
+
+private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::vector<T> items_;
+};
+
+// An echo server on the listener: every message goes back with its type; the
+// closed events of the server-side sockets are recorded.
+class EchoServer {
+public:
+  explicit EchoServer(WebSocketListenerOptions o, bool stream = false)
+      : listener(with_type(std::move(o), stream)) {
+    listener.connection_received([this, stream](auto& args) {
+      if (stream) return adopt_stream(args.take_stream_websocket());
+      auto ws = args.take_message_websocket();
+      ws.message_received([](MessageWebSocket& s, const auto& a) {
+        s.control().message_type(a.message_type());
+        s.send_async(a.data(), [](std::error_code) {});
+      });
+      ws.closed([this](MessageWebSocket&, const duplex::WebSocketClosedEventArgs& a) {
+        closed.push({a.code(), a.reason(), a.error()});
+      });
+      protocols.push(ws.information().protocol());
+      std::lock_guard lock(m);
+      sockets.push_back(std::move(ws));
+    });
+    listener.listen("127.0.0.1", 0);
+  }
+  ~EchoServer() {
+    listener.stop(1s);
+    std::lock_guard lock(m);
+    sockets.clear();
+    streams.clear();
+  }
+  std::string url(const char* scheme = "ws") const {
+    return std::string(scheme) + "://127.0.0.1:" + std::to_string(listener.local_port()) + "/";
+  }
+
+  WebSocketListener listener;
+  Inbox<ClosedRecord> closed;
+  Inbox<std::string> protocols;
+
+private:
+  static WebSocketListenerOptions with_type(WebSocketListenerOptions o, bool stream) {
+    if (stream) o.socket_type = duplex::ListenerSocketType::stream_websocket;
+    return o;
+  }
+  // Stream echo: read what is there, write it back, repeat.
+  struct StreamEcho : std::enable_shared_from_this<StreamEcho> {
+    explicit StreamEcho(StreamWebSocket& s) : ws(&s) {}
+    StreamWebSocket* ws;
+    std::vector<std::byte> buf = std::vector<std::byte>(64 * 1024);
+    void read() {
+      ws->input_stream().read_async(
+          buf, [self = shared_from_this()](std::error_code ec, std::size_t n) {
+            if (ec || n == 0) return;
+            self->ws->output_stream().write_async(std::span<const std::byte>(self->buf.data(), n),
+                                                  [self](std::error_code wec, std::size_t) {
+                                                    if (!wec) self->read();
+                                                  });
+          });
+    }
+  };
+  void adopt_stream(StreamWebSocket ws) {
+    std::lock_guard lock(m);
+    streams.push_back(std::make_unique<StreamWebSocket>(std::move(ws)));
+    std::make_shared<StreamEcho>(*streams.back())->read();
+  }
+
+  std::mutex m;
+  std::vector<MessageWebSocket> sockets;
+  std::vector<std::unique_ptr<StreamWebSocket>> streams;
+};
+
+// A duplex client that records what it receives.
+struct Client {
+  Client() {
+    ws.message_received([this](MessageWebSocket&, const auto& a) {
+      messages.push({a.message_type(), std::string(a.text())});
+    });
+    ws.closed([this](MessageWebSocket&, const duplex::WebSocketClosedEventArgs& a) {
+      closed.push({a.code(), a.reason(), a.error()});
+    });
+  }
+  MessageWebSocket ws;
+  Inbox<std::pair<SocketMessageType, std::string>> messages;
+  Inbox<ClosedRecord> closed;
+};
+
+WebSocketListenerOptions options() {
+  WebSocketListenerOptions o;
+  o.threads = 2;
+  o.handshake_timeout = 3s;
+  return o;
+}
+
+TEST(ListenerEcho, MessageEchoWithDuplexClient) {
+  auto o = options();
+  o.supported_protocols = {"chat"};
+  EchoServer server(o);
+  Client c;
+  c.ws.control().supported_protocols({"chat"});
+  c.ws.connect_async(server.url()).get();
+  EXPECT_EQ(c.ws.information().protocol(), "chat");
+  ASSERT_TRUE(server.protocols.wait_for_count(1, 3s));
+  EXPECT_EQ(server.protocols.items()[0], "chat");
+
+  c.ws.control().message_type(SocketMessageType::utf8);
+  c.ws.send_async("Hello, world! \xC3\xA9\xE2\x9C\x93").get();
+  c.ws.control().message_type(SocketMessageType::binary);
+  std::string big(70000, '\0');
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7);
+  c.ws.send_async(big).get();
+  c.ws.send_async(std::string_view{}).get();
+  ASSERT_TRUE(c.messages.wait_for_count(3, 5s));
+  const auto got = c.messages.items();
+  EXPECT_EQ(got[0].first, SocketMessageType::utf8);
+  EXPECT_EQ(got[0].second, "Hello, world! \xC3\xA9\xE2\x9C\x93");
+  EXPECT_EQ(got[1].first, SocketMessageType::binary);
+  EXPECT_EQ(got[1].second, big);
+  EXPECT_EQ(got[2].second, "");
+
+  c.ws.close_async(4000, "bye").get();
+  ASSERT_TRUE(server.closed.wait_for_count(1, 3s));
+  EXPECT_EQ(server.closed.items()[0].code, 4000);
+  EXPECT_EQ(server.closed.items()[0].reason, "bye");
+  ASSERT_TRUE(c.closed.wait_for_count(1, 3s));
+  EXPECT_EQ(c.closed.items()[0].code, 4000);
+  EXPECT_FALSE(c.closed.items()[0].error);
+  EXPECT_TRUE(
+      duplex::test::wait_until([&] { return server.listener.connection_count() == 0; }, 3s));
+}
+
+TEST(ListenerEcho, StreamEchoWithDuplexClient) {
+  EchoServer server(options(), /*stream=*/true);
+  StreamWebSocket c;
+  c.connect_async(server.url()).get();
+  std::vector<std::byte> out(1 << 20);
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<std::byte>(i % 251);
+  auto write = c.output_stream().write_async(out);
+  std::vector<std::byte> in(out.size());
+  std::size_t got = 0;
+  const auto end = duplex::test::Clock::now() + 10s;
+  while (got < in.size() && duplex::test::Clock::now() < end) {
+    const std::size_t n =
+        c.input_stream().read_async(std::span(in.data() + got, in.size() - got)).get();
+    if (n == 0) break;
+    got += n;
+  }
+  write.get();
+  ASSERT_EQ(got, in.size());
+  EXPECT_EQ(std::memcmp(in.data(), out.data(), in.size()), 0);
+  c.close_async().get();
+}
+
+TEST(ListenerEcho, EchoOverTlsWithDuplexClient) {
+  static const duplex::test::TestCertificates certs;
+  ASSERT_TRUE(certs.ok());
+  auto o = options();
+  duplex::ListenerTlsOptions tls;
+  tls.certificate_chain_file = certs.file("server.pem");
+  tls.private_key_file = certs.file("server.key");
+  o.tls = tls;
+  EchoServer server(o);
+  Client c;
+  c.ws.control().trusted_ca_file(certs.file("ca.pem"));
+  c.ws.connect_async(server.url("wss")).get();
+  c.ws.control().message_type(SocketMessageType::utf8);
+  c.ws.send_async("over TLS").get();
+  ASSERT_TRUE(c.messages.wait_for_count(1, 5s));
+  EXPECT_EQ(c.messages.items()[0].second, "over TLS");
+  c.ws.close_async().get();
+}
+
+TEST(ListenerEcho, GracefulStopClosesEveryClientWith1001) {
+  EchoServer server(options());
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(std::make_unique<Client>());
+    clients.back()->ws.connect_async(server.url()).get();
+  }
+  ASSERT_TRUE(
+      duplex::test::wait_until([&] { return server.listener.connection_count() == 4; }, 3s));
+  const auto start = duplex::test::Clock::now();
+  EXPECT_EQ(server.listener.stop(3s), 0u);  // every closing handshake finished in time
+  EXPECT_LT(duplex::test::Clock::now() - start, 2s);
+  for (auto& c : clients) {
+    ASSERT_TRUE(c->closed.wait_for_count(1, 3s));
+    EXPECT_EQ(c->closed.items()[0].code, 1001);
+    EXPECT_EQ(c->closed.items()[0].reason, "server shutting down");
+  }
+  ASSERT_TRUE(server.closed.wait_for_count(4, 3s));
+  for (const auto& r : server.closed.items()) EXPECT_EQ(r.code, 1001);
+  EXPECT_EQ(server.listener.connection_count(), 0u);
+}
+
+TEST(ListenerEcho, StopCutsAClientThatDoesNotAnswerTheClose) {
+  EchoServer server(options());
+  RawClient raw;
+  ASSERT_TRUE(raw.connect(server.listener.local_port()));
+  ASSERT_TRUE(raw.send(upgrade_request()));
+  const auto response = raw.read_response();
+  ASSERT_EQ(response.substr(0, 12), "HTTP/1.1 101");
+  ASSERT_TRUE(
+      duplex::test::wait_until([&] { return server.listener.connection_count() == 1; }, 3s));
+  const auto start = duplex::test::Clock::now();
+  EXPECT_EQ(server.listener.stop(300ms), 1u);
+  const auto took = duplex::test::Clock::now() - start;
+  EXPECT_GE(took, 250ms);
+  EXPECT_LT(took, 2s);
+  // The raw client got the 1001 close frame (unmasked, from the server), then the end.
+  std::string frames;
+  bool closed = false;
+  const auto end = duplex::test::Clock::now() + 3s;
+  while (!closed && duplex::test::Clock::now() < end) frames += raw.read_some(100ms, &closed);
+  ASSERT_GE(frames.size(), 4u);
+  EXPECT_EQ(static_cast<unsigned char>(frames[0]), 0x88);
+  EXPECT_EQ(static_cast<unsigned char>(frames[2]), 0x03);
+  EXPECT_EQ(static_cast<unsigned char>(frames[3]), 0xE9);
+  EXPECT_TRUE(closed);
+  ASSERT_TRUE(server.closed.wait_for_count(1, 3s));
+  EXPECT_EQ(server.closed.items()[0].code, 1006);
+}
+
+TEST(ListenerEcho, MessageOverMaxMessageSizeClosesWith1009) {
+  auto o = options();
+  o.max_message_size = 1024;
+  EchoServer server(o);
+  Client c;
+  c.ws.connect_async(server.url()).get();
+  c.ws.send_async(std::string(1024, 'a')).get();
+  ASSERT_TRUE(c.messages.wait_for_count(1, 3s));
+  c.ws.send_async(std::string(1025, 'a')).get();
+  ASSERT_TRUE(c.closed.wait_for_count(1, 3s));
+  EXPECT_EQ(c.closed.items()[0].code, 1009);
+}
+
+TEST(ListenerEcho, IdleClientIsPingedThenCutOff) {
+  auto o = options();
+  o.keep_alive_interval = 100ms;
+  o.keep_alive_timeout = 150ms;
+  EchoServer server(o);
+  RawClient raw;
+  ASSERT_TRUE(raw.connect(server.listener.local_port()));
+  ASSERT_TRUE(raw.send(upgrade_request()));
+  ASSERT_EQ(raw.read_response().substr(0, 12), "HTTP/1.1 101");
+  const auto start = duplex::test::Clock::now();
+  std::string frames;
+  bool closed = false;
+  while (!closed && duplex::test::Clock::now() < start + 3s)
+    frames += raw.read_some(100ms, &closed);
+  EXPECT_TRUE(closed);
+  EXPECT_LT(duplex::test::Clock::now() - start, 2s);
+  ASSERT_GE(frames.size(), 2u);
+  EXPECT_EQ(static_cast<unsigned char>(frames[0]), 0x89);  // a ping came first
+  ASSERT_TRUE(server.closed.wait_for_count(1, 3s));
+  EXPECT_EQ(server.closed.items()[0].error, duplex::error::dead_peer);
+}
+
+TEST(ListenerEcho, ClientThatDoesNotReadIsClosed) {
+  auto o = options();
+  o.outbound_buffer_size = 64 * 1024;
+  o.send_timeout = 300ms;
+  WebSocketListener listener(o);
+  Inbox<ClosedRecord> closed;
+  std::atomic<std::size_t> accepted_bytes{0};
+  std::mutex m;
+  std::vector<MessageWebSocket> sockets;
+  // Each accepted send starts the next: the server pushes 32 KiB messages as
+  // fast as its outbound buffer takes them.
+  struct Pusher {
+    static void push(MessageWebSocket& ws, std::atomic<std::size_t>& count) {
+      static const std::string chunk(32 * 1024, 'x');
+      ws.send_async(chunk, [&ws, &count](std::error_code ec) {
+        if (ec) return;
+        count += chunk.size();
+        push(ws, count);
+      });
+    }
+  };
+  listener.connection_received([&](auto& args) {
+    auto ws = args.take_message_websocket();
+    ws.closed([&](MessageWebSocket&, const duplex::WebSocketClosedEventArgs& a) {
+      closed.push({a.code(), a.reason(), a.error()});
+    });
+    std::lock_guard lock(m);
+    sockets.push_back(std::move(ws));
+    Pusher::push(sockets.back(), accepted_bytes);
+  });
+  listener.listen("127.0.0.1", 0);
+
+  RawClient raw;
+  ASSERT_TRUE(raw.connect(listener.local_port()));
+  ASSERT_TRUE(raw.send(upgrade_request()));
+  // Read only the 101 (a few bytes at a time), then never again.
+  std::string head;
+  while (head.find("\r\n\r\n") == std::string::npos) {
+    char ch;
+    if (::recv(raw.fd(), &ch, 1, 0) != 1) break;
+    head += ch;
+  }
+  ASSERT_EQ(head.substr(0, 12), "HTTP/1.1 101");
+  ASSERT_TRUE(closed.wait_for_count(1, 10s));
+  EXPECT_EQ(closed.items()[0].code, 1006);
+  EXPECT_EQ(duplex::get_status(closed.items()[0].error), duplex::WebErrorStatus::timeout);
+  // What the server took is bounded by the kernel's buffers plus ours, not by
+  // how long the client stalls.
+  EXPECT_LT(accepted_bytes.load(), std::size_t{64} << 20);
+  listener.stop(0ms);
+  std::lock_guard lock(m);
+  sockets.clear();
+}
+
+TEST(ListenerEcho, MaxConnectionsRefusesTheDuplexClientWith503) {
+  auto o = options();
+  o.max_connections = 2;
+  EchoServer server(o);
+  Client a, b, c;
+  a.ws.connect_async(server.url()).get();
+  b.ws.connect_async(server.url()).get();
+  const auto r = c.ws.connect_async(server.url()).get_result();
+  ASSERT_TRUE(r.ec);
+  EXPECT_EQ(duplex::get_status(r.ec), duplex::WebErrorStatus::service_unavailable);
+  // After one leaves, its slot comes back (swept within about a second).
+  a.ws.close_async().get();
+  ASSERT_TRUE(
+      duplex::test::wait_until([&] { return server.listener.connection_count() == 1; }, 3s));
+  Client d;
+  d.ws.connect_async(server.url()).get();
+}
+
+}  // namespace
