@@ -269,6 +269,60 @@ def duplex_client(args, certs):
                      ("refused-tcp", refused_tcp)]
         if args.peer != "duplex":  # the "close:CODE:REASON" command is the peers' own
             scenarios.append(("closed-by-peer-4000", closed_by_peer))
+        if args.peer == "python":
+            def binary_output():
+                sys.path.insert(0, PEERS)
+                from py_peer import payload
+                r = connect(args, main.url, *ca, stdin=b"binary:0\nbinary:70000\n")
+                expect_ok(r, "connect")
+                expected = "\n" + payload(70000, 70000).hex() + "\n"
+                if r.stdout.decode() != expected:
+                    raise Failure(f"hex output differs: {r.stdout[:80]!r}")
+                r = connect(args, main.url, "--binary", *ca, stdin=b"binary:65536\n")
+                expect_ok(r, "connect --binary")
+                if r.stdout != payload(65536, 65536):
+                    raise Failure(f"raw output differs ({len(r.stdout)} bytes)")
+
+            scenarios.append(("binary-output", binary_output))
+
+            def echo_mode():
+                prober = Server(peer_server_cmd("python", args.duplex, certs, ["--probe"]))
+                servers.append(prober)
+                r = connect(args, prober.url, "--echo", "--json", *ca, stdin=b"ignored\n")
+                expect_ok(r, "connect --echo")
+                events = [json.loads(line) for line in r.stdout.decode().splitlines()]
+                closed = [e for e in events if e["event"] == "closed"]
+                if not closed or closed[0]["code"] != 1000 or closed[0]["reason"] != "probe ok":
+                    raise Failure(f"events {events}")
+
+            scenarios.append(("echo-mode", echo_mode))
+        if args.peer == "duplex":
+            def shutdown_1001():
+                # SIGTERM with a client connected: the client sees 1001 (going
+                # away), the server exits 0.
+                server = Server(peer_server_cmd("duplex", args.duplex, certs, []))
+                client = subprocess.Popen(
+                    [args.duplex, "connect", "--json", *ca, server.url], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                try:
+                    ready, _, _ = select.select([client.stdout], [], [], 15)
+                    first = client.stdout.readline() if ready else b""
+                    if b'"connected"' not in first:
+                        raise Failure(f"client did not connect: {first!r}")
+                    status, err = server.stop()
+                    if status != 0:
+                        raise Failure(f"echo-server exit status {status}: {err[-300:]!r}")
+                    out, cerr = client.communicate(timeout=15)
+                finally:
+                    if client.poll() is None:
+                        os.killpg(client.pid, signal.SIGKILL)
+                        client.wait(timeout=10)
+                    server.stop()
+                events = [json.loads(line) for line in out.decode().splitlines()]
+                if client.returncode != 0 or not events or events[-1].get("code") != 1001:
+                    raise Failure(f"client exit {client.returncode}, events {events}, {cerr!r}")
+
+            scenarios.append(("shutdown-1001", shutdown_1001))
         if certs:
             def untrusted():
                 r = connect(args, main.url, stdin=b"x\n")  # without --ca

@@ -7,9 +7,13 @@ Run it with /usr/bin/python3: the `python3` on some PATHs lacks websockets.
                     [--tls-cert F --tls-key F] [--lifetime S]
       An echo server: each message goes back with its type; the peer's close
       code and reason go back in the closing handshake. A text message
-      "close:CODE:REASON" makes the server close with CODE and REASON instead.
+      "close:CODE:REASON" makes the server close with CODE and REASON instead,
+      and "binary:N" makes it send payload(N, N) (N bytes) as a binary message.
       Prints "listening on ws[s]://HOST:PORT/" when ready; stops on SIGINT /
-      SIGTERM or after --lifetime seconds.
+      SIGTERM or after --lifetime seconds. With --probe the server speaks first
+      instead (to test echo clients): it sends a text and a binary message,
+      checks that both come back with their types, and closes with 1000 if
+      they did, 4001 otherwise.
 
   py_peer.py client --url URL [--refused-url URL] [--ca F] [--timeout S]
       Runs the interop scenarios against an echo server at URL (which must
@@ -49,9 +53,26 @@ async def echo(ws):
                 _, code, reason = message.split(":", 2)
                 await ws.close(int(code), reason)
                 return
+            if isinstance(message, str) and message.startswith("binary:"):
+                size = int(message[len("binary:"):])
+                await ws.send(payload(size, size))
+                continue
             await ws.send(message)
     except websockets.exceptions.ConnectionClosed:
         pass
+
+
+async def probe(ws):
+    text = "probe \u00fc\u20ac\U0001F600"
+    data = payload(70000, 7)
+    try:
+        await ws.send(text)
+        await ws.send(data)
+        ok = await asyncio.wait_for(ws.recv(), 10) == text
+        ok = await asyncio.wait_for(ws.recv(), 10) == data and ok
+        await ws.close(1000 if ok else 4001, "probe ok" if ok else "probe mismatch")
+    except (asyncio.TimeoutError, websockets.exceptions.ConnectionClosed):
+        await ws.close(4001, "probe timeout")
 
 
 async def serve(args):
@@ -63,7 +84,7 @@ async def serve(args):
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
     async with websockets.serve(
-        echo,
+        probe if args.probe else echo,
         args.host,
         args.port,
         subprotocols=args.protocol or None,
@@ -193,6 +214,7 @@ def main():
     s.add_argument("--tls-cert")
     s.add_argument("--tls-key")
     s.add_argument("--lifetime", type=float, default=120.0)
+    s.add_argument("--probe", action="store_true")
     c = sub.add_parser("client")
     c.add_argument("--url", required=True)
     c.add_argument("--refused-url")

@@ -1,0 +1,124 @@
+// The echo server shared by `duplex echo-server` and `duplex demo`.
+#include "echo_service.hpp"
+
+#include <iostream>
+#include <utility>
+
+#include "common.hpp"
+
+namespace duplex::cli {
+namespace {
+
+WebSocketListenerOptions listener_options(const EchoServerOptions& o) {
+  WebSocketListenerOptions lo;
+  lo.threads = o.threads;
+  lo.max_message_size = o.max_message_size;
+  lo.supported_protocols = o.protocols;
+  lo.allowed_origins = o.allowed_origins;
+  if (!o.tls_certificate_file.empty() || !o.tls_private_key_file.empty()) {
+    if (o.tls_certificate_file.empty() || o.tls_private_key_file.empty()) {
+      throw std::invalid_argument("--tls-cert and --tls-key must be given together");
+    }
+    ListenerTlsOptions tls;
+    tls.certificate_chain_file = o.tls_certificate_file;
+    tls.private_key_file = o.tls_private_key_file;
+    lo.tls = std::move(tls);
+  }
+  return lo;
+}
+
+void log_event(bool json, const std::string& json_line, const std::string& text_line) {
+  std::lock_guard lock(output_mutex());
+  if (json) {
+    std::cout << json_line << '\n' << std::flush;
+  } else {
+    std::cerr << text_line << std::endl;
+  }
+}
+
+}  // namespace
+
+EchoServer::EchoServer(const EchoServerOptions& options) : shared_(std::make_shared<Shared>()) {
+  shared_->verbose = options.verbose;
+  shared_->json = options.json;
+  listener_ = std::make_unique<WebSocketListener>(listener_options(options));
+
+  listener_->connection_received(
+      [shared = shared_](WebSocketListenerConnectionReceivedEventArgs& args) {
+        auto socket = std::make_unique<MessageWebSocket>(args.take_message_websocket());
+        MessageWebSocket& ws = *socket;
+        std::uint64_t id = 0;
+        {
+          std::lock_guard lock(shared->mutex);
+          id = shared->next_id++;
+          shared->sockets.emplace(id, std::move(socket));
+        }
+        shared->connections.fetch_add(1, std::memory_order_relaxed);
+        const auto& remote = args.request().remote_address;
+        const std::string peer = remote.host + ":" + std::to_string(remote.port);
+        if (shared->verbose) {
+          log_event(shared->json,
+                    "{\"event\":\"open\",\"id\":" + std::to_string(id) + ",\"peer\":" +
+                        json_string(peer) + ",\"protocol\":" + json_string(args.protocol()) + "}",
+                    "[" + std::to_string(id) + "] open from " + peer +
+                        (args.protocol().empty() ? "" : " (subprotocol " + args.protocol() + ")"));
+        }
+
+        ws.message_received(
+            [shared](MessageWebSocket& s, const MessageWebSocketMessageReceivedEventArgs& m) {
+              shared->messages.fetch_add(1, std::memory_order_relaxed);
+              shared->bytes.fetch_add(m.data().size(), std::memory_order_relaxed);
+              // Same type back. The send copies the data before returning; its task may
+              // be dropped: a failed send fails the connection, seen as the closed event.
+              s.control().message_type(m.message_type());
+              (void)s.send_async(m.data());
+            });
+        ws.closed([shared, id](MessageWebSocket&, const WebSocketClosedEventArgs& c) {
+          if (shared->verbose) {
+            const std::string err = c.error() ? describe_error(c.error()) : std::string();
+            log_event(shared->json,
+                      "{\"event\":\"closed\",\"id\":" + std::to_string(id) + ",\"code\":" +
+                          std::to_string(c.code()) + ",\"reason\":" + json_string(c.reason()) +
+                          ",\"error\":" + json_string(err) + "}",
+                      "[" + std::to_string(id) + "] closed " + std::to_string(c.code()) +
+                          (c.reason().empty() ? "" : " " + c.reason()) +
+                          (err.empty() ? "" : " (" + err + ")"));
+          }
+          // The socket may be destroyed in its own handler (message_websocket.hpp).
+          std::unique_ptr<MessageWebSocket> gone;
+          std::lock_guard lock(shared->mutex);
+          auto it = shared->sockets.find(id);
+          if (it != shared->sockets.end()) {
+            gone = std::move(it->second);
+            shared->sockets.erase(it);
+          }
+        });
+      });
+
+  const HostEndpoint bound = listener_->listen(options.host, options.port);
+  port_ = bound.port;
+  url_ = make_url(!options.tls_certificate_file.empty(), options.host, port_);
+}
+
+EchoServer::~EchoServer() {
+  stop(std::chrono::seconds(1));
+}
+
+EchoStats EchoServer::stats() const {
+  return {shared_->connections.load(), shared_->messages.load(), shared_->bytes.load()};
+}
+
+std::size_t EchoServer::stop(std::chrono::milliseconds timeout) {
+  if (!listener_) return 0;
+  const std::size_t cut = listener_->stop(timeout);
+  listener_.reset();
+  // The loops are stopped: the remaining sockets can go.
+  std::map<std::uint64_t, std::unique_ptr<MessageWebSocket>> rest;
+  {
+    std::lock_guard lock(shared_->mutex);
+    rest.swap(shared_->sockets);
+  }
+  return cut;
+}
+
+}  // namespace duplex::cli
