@@ -630,9 +630,9 @@ std::error_code Connection::send_message(SocketMessageType type,
   const bool text = type == SocketMessageType::utf8;
   const std::size_t n = payload.size();
   const auto b0 = static_cast<std::uint8_t>(bit_fin | (text ? op_text : op_binary));
-  const bool client = config_.role == Role::client;
   // permessage-deflate: compressed when asked and at least the threshold long.
   const bool deflate = compress && wr_deflate_.should_compress(n);
+  const bool client = config_.role == Role::client;
   if (n <= 125 && !deflate && (!client || std::endian::native == std::endian::little)) {
     // The usual small message: a 2-byte header (6 with the client's mask); the
     // payload is copied, masked and checked for ASCII in one pass.

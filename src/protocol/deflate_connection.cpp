@@ -12,6 +12,7 @@
 #include <duplex/protocol/connection.hpp>
 #include <duplex/protocol/deflate.hpp>
 
+#include <algorithm>
 #include <vector>
 
 namespace duplex::protocol {
@@ -27,6 +28,9 @@ constexpr std::size_t max_kept_capacity = std::size_t{4} << 20;
 // The connection's own reassembly buffer is freed above this once a message
 // is delivered (the same bound as for uncompressed messages).
 constexpr std::size_t max_kept_per_connection = 256 * 1024;
+
+// Compressed bytes inflated per delivered piece in partial mode.
+constexpr std::size_t partial_slice = 1024;
 
 struct Scratch {
   std::vector<std::byte> bytes;
@@ -59,36 +63,48 @@ bool Connection::receive_deflated(std::span<const std::byte> chunk, bool message
     scratch->busy = true;
   }
   std::vector<std::byte>& out = scratch != nullptr ? scratch->bytes : rd_message_;
-  const std::size_t before = out.size();
 
-  // RFC 6455 10.4 / RFC 7692: max_message_size bounds the inflated size, checked
-  // while inflating, so a decompression bomb stops at the limit (1009).
-  std::error_code ec = rd_deflate_.inflate(chunk, message_done, out, config_.max_message_size);
-  if (rd_text_) {
-    // RFC 6455 8.1: the inflated text is UTF-8, checked as it streams so that
-    // the connection fails as soon as no continuation could make it valid. The
-    // text inflated before a DEFLATE error is checked first: the error that
-    // comes first in the message wins, however the message was split.
-    if (!rd_utf8_.feed(std::span<const std::byte>(out.data() + before, out.size() - before)) ||
-        (!ec && message_done && !rd_utf8_.complete()))
-      ec = make_error_code(error::invalid_utf8);
-  }
-  if (ec) {
-    if (scratch != nullptr) give_back(*scratch);
-    rd_message_.clear();
-    fail(ec, handler);
-    return false;
-  }
+  // Partial mode inflates the chunk a slice at a time and delivers each
+  // slice's output: DEFLATE expands at most about 1032 times, so a piece is at
+  // most about 1 MiB whatever the ratio, even with no message size limit.
+  const std::size_t slice = partial ? partial_slice : chunk.size();
+  std::size_t at = 0;
+  do {
+    const std::size_t n = std::min(slice, chunk.size() - at);
+    const bool last = message_done && at + n == chunk.size();
+    const std::size_t before = out.size();
+    // RFC 6455 10.4: max_message_size bounds the inflated size, checked while
+    // inflating, so a decompression bomb stops at the limit (1009).
+    std::error_code ec =
+        rd_deflate_.inflate(chunk.subspan(at, n), last, out, config_.max_message_size);
+    at += n;
+    if (rd_text_) {
+      // RFC 6455 8.1: the inflated text is UTF-8, checked as it streams so that
+      // the connection fails as soon as no continuation could make it valid.
+      // Text inflated before a DEFLATE error is checked first: the error that
+      // comes first in the message wins, however the message was split.
+      if (!rd_utf8_.feed(std::span<const std::byte>(out.data() + before, out.size() - before)) ||
+          (!ec && last && !rd_utf8_.complete()))
+        ec = make_error_code(error::invalid_utf8);
+    }
+    if (ec) {
+      if (scratch != nullptr) give_back(*scratch);
+      rd_message_.clear();
+      fail(ec, handler);
+      return false;
+    }
+    if (partial) {
+      if (last) ++stats_.messages_received;
+      if (!out.empty() || last) handler.on_message(type, out, last);
+      out.clear();
+      if (rd_done_) break;
+    } else if (last) {
+      ++stats_.messages_received;
+      handler.on_message(type, out, true);
+      out.clear();
+    }
+  } while (at < chunk.size());
 
-  if (partial) {
-    if (message_done) ++stats_.messages_received;
-    if (!out.empty() || message_done) handler.on_message(type, out, message_done);
-    out.clear();
-  } else if (message_done) {
-    ++stats_.messages_received;
-    handler.on_message(type, out, true);
-    out.clear();
-  }
   if (scratch != nullptr)
     give_back(*scratch);
   else if (message_done && rd_message_.capacity() > max_kept_per_connection)

@@ -203,6 +203,38 @@ TEST(DeflateConnection, BombFailsWith1009AtTheInflatedLimit) {
   }
 }
 
+TEST(DeflateConnection, PartialModePiecesStayBoundedWithoutALimit) {
+  // A stream (partial mode) with no message size limit: a highly compressed
+  // frame is delivered in pieces of about 1 MiB at most, never all at once.
+  DeflateParams p = params(true);
+  p.compression_level = 9;
+  DeflateEncoder e(p, Role::client);
+  Bytes zeros(16u << 20), c;
+  e.compress(zeros, true, c);
+  ConnectionConfig cfg = config(Role::server, params(true));
+  cfg.max_message_size = ConnectionConfig::unlimited;
+  cfg.partial_messages = true;
+  Connection conn(cfg);
+  struct Sizes : ConnectionHandler {
+    std::size_t total = 0, largest = 0, pieces = 0;
+    bool complete = false;
+    void on_message(SocketMessageType, std::span<const std::byte> d, bool done) override {
+      total += d.size();
+      largest = std::max(largest, d.size());
+      ++pieces;
+      complete = done;
+    }
+    void on_close(std::uint16_t, std::string_view) override {}
+    void on_error(std::error_code) override { ADD_FAILURE(); }
+  } h;
+  Bytes in = client_frame(0xC2, c);
+  conn.receive(in, h);
+  EXPECT_TRUE(h.complete);
+  EXPECT_EQ(h.total, zeros.size());
+  EXPECT_GT(h.pieces, 10u);
+  EXPECT_LE(h.largest, 1100u * 1024);
+}
+
 TEST(DeflateConnection, LimitCountsInflatedBytesAcrossFragments) {
   std::string s = json(3000);
   DeflateEncoder e(params(true), Role::client);
@@ -341,10 +373,13 @@ TEST(DeflateConnection, EightBitWindowSendsPlain) {
 // --- Both roles --------------------------------------------------------------------------
 
 TEST(DeflateConnection, ClientAndServerExchangeManyMessages) {
-  for (bool nct : {false, true}) {
+  // 0: takeover both ways, 1: none, 2: only the client keeps its window.
+  for (int nct : {0, 1, 2}) {
     for (bool partial : {false, true}) {
-      ConnectionConfig sc = config(Role::server, params(nct, 16));
-      ConnectionConfig cc = config(Role::client, params(nct, 16));
+      DeflateParams p = params(nct == 1, 16);
+      if (nct == 2) p.server_no_context_takeover = true;
+      ConnectionConfig sc = config(Role::server, p);
+      ConnectionConfig cc = config(Role::client, p);
       sc.partial_messages = partial;
       cc.partial_messages = partial;
       Connection server(sc), client(cc);
