@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <thread>
 
+#include <openssl/crypto.h>
+#include <openssl/ssl.h>
 #include <asio/executor_work_guard.hpp>
 
 namespace duplex::detail {
@@ -74,7 +76,11 @@ namespace {
 struct DefaultLoop {
   asio::io_context context{1};
   asio::executor_work_guard<asio::io_context::executor_type> work{context.get_executor()};
-  std::thread thread{[this] { context.run(); }};
+  std::thread thread{[this] {
+    context.run();
+    // The thread's OpenSSL state (random generator, error queue) goes with it.
+    OPENSSL_thread_stop();
+  }};
   ~DefaultLoop() {
     work.reset();
     context.stop();
@@ -85,6 +91,9 @@ struct DefaultLoop {
 }  // namespace
 
 asio::io_context& default_io_context() {
+  // OpenSSL first: its exit handler then runs after the loop thread is joined.
+  static const bool openssl_ready = OPENSSL_init_ssl(0, nullptr) == 1;
+  (void)openssl_ready;
   static DefaultLoop loop;
   return loop.context;
 }

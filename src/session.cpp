@@ -629,6 +629,10 @@ void Session::on_read(std::error_code ec, std::size_t n) {
       }
       return fail(make_error_code(error::connection_reset));
     }
+    if (conn_->close_received() && !failure_) {
+      stream_->close();
+      return finish(peer_code_, peer_reason_, {});
+    }
     return fail(ec);
   }
   wire_bytes_received_ += n;
@@ -763,7 +767,14 @@ void Session::on_written(std::error_code ec, std::size_t n) {
   write_deadline_ = never;
   if (phase() == Phase::closed) return;
   conn_->end_write();
-  if (ec) return fail(ec);
+  if (ec) {
+    // The peer's close frame arrived: it may drop TCP before our echo lands.
+    if (conn_->close_received() && !failure_) {
+      stream_->close();
+      return finish(peer_code_, peer_reason_, {});
+    }
+    return fail(ec);
+  }
   wire_bytes_sent_ += n;
   publish_stats();
   pump_sends();

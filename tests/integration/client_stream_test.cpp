@@ -101,3 +101,29 @@ TEST_F(ClientStream, ReadBeforeConnectIsNotConnected) {
   auto w = ws.output_stream().write_async(std::span<const std::byte>(buf)).get_result();
   EXPECT_EQ(w.ec, duplex::error::not_connected);
 }
+
+TEST_F(ClientStream, RatesAndClosedEvent) {
+  StreamWebSocket ws;
+  duplex::test::Flag closed;
+  std::uint16_t code = 0;
+  ws.closed([&](StreamWebSocket&, const duplex::WebSocketClosedEventArgs& a) {
+    code = a.code();
+    closed.set();
+  });
+  ws.connect_async(url()).get();
+  std::vector<std::byte> chunk(64 * 1024), buf(64 * 1024);
+  // Traffic for a little over a second: the rate estimate covers a 1 s window.
+  auto until = std::chrono::steady_clock::now() + 1200ms;
+  std::size_t pending = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    pending += ws.output_stream().write_async(std::span<const std::byte>(chunk)).get();
+    while (pending > 0) pending -= ws.input_stream().read_async(std::span<std::byte>(buf)).get();
+  }
+  auto stats = ws.information().bandwidth_statistics();
+  EXPECT_GT(stats.outbound_bits_per_second, 0u);
+  EXPECT_GT(stats.inbound_bits_per_second, 0u);
+  EXPECT_GT(stats.frames_sent, 1u);
+  ws.close(4001, "enough");
+  ASSERT_TRUE(closed.wait());
+  EXPECT_EQ(code, 4001);  // the peer echoes our close code
+}

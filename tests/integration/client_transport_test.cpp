@@ -313,3 +313,41 @@ TEST_F(ClientTransport, Socks5ProxyWithAndWithoutCredential) {
     EXPECT_EQ(ec, duplex::error::proxy_failed);
   }
 }
+
+TEST(ClientUri, ParsesWebSocketUris) {
+  using duplex::transport::parse_websocket_uri;
+  auto a = parse_websocket_uri("WSS://Example.COM/chat?room=1");
+  EXPECT_TRUE(a.secure);
+  EXPECT_EQ(a.host, "example.com");
+  EXPECT_EQ(a.port, 443);
+  EXPECT_EQ(a.target, "/chat?room=1");
+  EXPECT_EQ(a.host_header, "example.com");
+  auto b = parse_websocket_uri("ws://[::1]:9000");
+  EXPECT_FALSE(b.secure);
+  EXPECT_EQ(b.host, "::1");
+  EXPECT_EQ(b.port, 9000);
+  EXPECT_EQ(b.target, "/");
+  EXPECT_EQ(b.host_header, "[::1]:9000");
+  EXPECT_EQ(parse_websocket_uri("ws://h?q").target, "/?q");
+  for (const char* bad : {"http://h/", "ws:/h", "ws://", "ws://user@h/", "ws://h/#f", "ws://h:0/",
+                          "ws://h:65536/", "ws://[::1/", "ws://h h/", "ws://h:/"}) {
+    EXPECT_THROW(parse_websocket_uri(bad), std::invalid_argument) << bad;
+  }
+  auto p = duplex::transport::parse_proxy_uri("socks5://127.0.0.1");
+  EXPECT_EQ(p.kind, duplex::transport::ProxyUri::Kind::socks5);
+  EXPECT_EQ(p.port, 1080);
+  EXPECT_EQ(duplex::transport::parse_proxy_uri("http://proxy:3128/").port, 3128);
+  EXPECT_THROW(duplex::transport::parse_proxy_uri("http://proxy:3128/path"), std::invalid_argument);
+}
+
+TEST(ClientUri, InterleavesAddressFamilies) {
+  auto v4 = [](const char* a) { return tcp::endpoint(asio::ip::make_address(a), 1); };
+  auto out = duplex::transport::interleave_families(
+      {v4("::1"), v4("::2"), v4("127.0.0.1"), v4("127.0.0.2"), v4("::3")});
+  ASSERT_EQ(out.size(), 5u);
+  EXPECT_EQ(out[0].address().to_string(), "::1");
+  EXPECT_EQ(out[1].address().to_string(), "127.0.0.1");
+  EXPECT_EQ(out[2].address().to_string(), "::2");
+  EXPECT_EQ(out[3].address().to_string(), "127.0.0.2");
+  EXPECT_EQ(out[4].address().to_string(), "::3");
+}
