@@ -213,6 +213,9 @@ constexpr std::size_t max_refusing = 256;
 constexpr auto session_sweep_interval = std::chrono::seconds(1);
 // The same while stop() waits for the 1001 closing handshakes to end.
 constexpr auto drain_sweep_interval = std::chrono::milliseconds(5);
+// Turns of each loop the destructor waits for before stopping it: closing a
+// session completes its operations, whose handlers may post once more.
+constexpr int loop_drain_rounds = 3;
 // After an accept failure (EMFILE, ENOBUFS...) the kernel is out of something;
 // accepting again at once would spin.
 constexpr auto accept_retry_delay = std::chrono::milliseconds(50);
@@ -247,10 +250,17 @@ ListenerImpl::ListenerImpl(WebSocketListenerOptions options) : options_(std::mov
 
 ListenerImpl::~ListenerImpl() {
   stop(std::chrono::milliseconds::zero());
-  for (auto& lp : loops_) {
-    lp->work.reset();
-    lp->ctx.stop();
+  // Let each loop run what the stop made ready (the aborted operations of the
+  // closed sessions complete on their own thread, releasing the sessions),
+  // a few rounds for what those post in turn; then stop the loops.
+  bool started = false;
+  {
+    std::lock_guard lock(mutex_);
+    started = started_;
   }
+  if (started)
+    for (int round = 0; round < loop_drain_rounds; ++round) on_each_loop([](ListenerLoop&) {});
+  for (auto& lp : loops_) lp->ctx.stop();
   for (auto& lp : loops_)
     if (lp->thread.joinable()) lp->thread.join();
   // Acceptors and timers before their io_contexts; each io_context destroys the
@@ -366,8 +376,10 @@ void ListenerImpl::accept_next(Acceptor& a) {
 
 void ListenerImpl::arm_sweep(ListenerLoop& loop) {
   loop.sweep.expires_after(sweep_interval_);
+  // Runs until the loop stops: after stop() it still bounds the connections
+  // that end with a 1001 frame right after their 101.
   loop.sweep.async_wait([this, &loop](std::error_code ec) {
-    if (ec || stopping_) return;
+    if (ec) return;
     sweep(loop);
   });
 }
@@ -535,8 +547,11 @@ std::size_t ListenerImpl::stop(std::chrono::milliseconds timeout) {
       a->socket.close(ignored);
       a->retry.cancel();
     }
-    loop.sweep.cancel();
-    while (HandshakeEntry* e = loop.handshakes.front()) e->expire();
+    for (HandshakeEntry* e = loop.handshakes.front(); e != nullptr;) {
+      HandshakeEntry* next = HandshakeList::next(*e);
+      e->stop();
+      e = next;
+    }
     sweep_sessions(loop);
     for (auto& w : loop.sessions) {
       if (auto s = w.lock()) {
@@ -556,6 +571,9 @@ std::size_t ListenerImpl::stop(std::chrono::milliseconds timeout) {
   const std::size_t cut = open_sessions();
   if (cut != 0) {
     force.cancel();
+    on_each_loop([](ListenerLoop& loop) {
+      while (HandshakeEntry* e = loop.handshakes.front()) e->expire();
+    });
     // Failing is immediate on each loop; bound the wait all the same.
     const auto hard = ListenerClock::now() + std::chrono::seconds(2);
     while (open_sessions() != 0 && ListenerClock::now() < hard)

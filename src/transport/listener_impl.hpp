@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -42,8 +43,12 @@ struct ListenerLoop;
 class HandshakeEntry {
 public:
   virtual ~HandshakeEntry() = default;
-  /// The deadline passed (or the listener stops): close the socket now.
+  /// The deadline passed: close the socket now.
   virtual void expire() noexcept = 0;
+  /// The listener stops: close now (returns true), unless the 101 answer is
+  /// already on its way; then the connection ends with a 1001 close frame
+  /// right after it, still bounded by its deadline (returns false).
+  virtual bool stop() noexcept = 0;
 
 private:
   friend class HandshakeList;
@@ -61,6 +66,7 @@ public:
   void push_back(HandshakeEntry& e) noexcept;
   void remove(HandshakeEntry& e) noexcept;
   [[nodiscard]] HandshakeEntry* front() const noexcept { return head_; }
+  [[nodiscard]] static HandshakeEntry* next(const HandshakeEntry& e) noexcept { return e.next_; }
   [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
 

@@ -73,6 +73,12 @@ public:
     close();
   }
 
+  bool stop() noexcept override {
+    if (answering_) return false;
+    expire();
+    return true;
+  }
+
 private:
   tcp::socket& socket() noexcept { return tls_ ? tls_->next_layer() : tcp_; }
 
@@ -171,6 +177,7 @@ private:
         protocol::build_server_response(hs.key, protocol_, extensions_, context.response_headers());
     leftover_.assign(buf_.data() + consumed, used_ - consumed);
     std::string().swap(buf_);
+    answering_ = true;
     write();
   }
 
@@ -227,8 +234,15 @@ private:
   }
 
   void hand_over() {
+    if (listener_.stopping()) {
+      // The client has its 101 and the listener is going away: end the
+      // WebSocket properly (RFC 6455 7.4.1: 1001) instead of dropping it.
+      static constexpr char going_away[] = {'\x88', '\x02', '\x03', '\xE9'};
+      error_answer_ = true;
+      response_.assign(going_away, sizeof going_away);
+      return write();
+    }
     loop_.handshakes.remove(*this);
-    if (listener_.stopping()) return close();
     AcceptedStream accepted(listener_, loop_);
     if (tls_) {
       accepted.tls = std::move(tls_);
@@ -261,6 +275,7 @@ private:
   std::string leftover_;
   bool busy_;
   bool error_answer_ = false;
+  bool answering_ = false;  ///< the 101 is being written
   bool handed_over_ = false;
 };
 

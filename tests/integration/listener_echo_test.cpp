@@ -234,8 +234,8 @@ TEST(ListenerEcho, GracefulStopClosesEveryClientWith1001) {
     clients.push_back(std::make_unique<Client>());
     clients.back()->ws.connect_async(server.url()).get();
   }
-  ASSERT_TRUE(
-      duplex::test::wait_until([&] { return server.listener.connection_count() == 4; }, 3s));
+  // The server raised connection_received for all four (it has their sockets).
+  ASSERT_TRUE(server.protocols.wait_for_count(4, 3s));
   const auto start = duplex::test::Clock::now();
   EXPECT_EQ(server.listener.stop(3s), 0u);  // every closing handshake finished in time
   EXPECT_LT(duplex::test::Clock::now() - start, 2s);
@@ -256,8 +256,7 @@ TEST(ListenerEcho, StopCutsAClientThatDoesNotAnswerTheClose) {
   ASSERT_TRUE(raw.send(upgrade_request()));
   const auto response = raw.read_response();
   ASSERT_EQ(response.substr(0, 12), "HTTP/1.1 101");
-  ASSERT_TRUE(
-      duplex::test::wait_until([&] { return server.listener.connection_count() == 1; }, 3s));
+  ASSERT_TRUE(server.protocols.wait_for_count(1, 3s));
   const auto start = duplex::test::Clock::now();
   EXPECT_EQ(server.listener.stop(300ms), 1u);
   const auto took = duplex::test::Clock::now() - start;
@@ -286,8 +285,13 @@ TEST(ListenerEcho, MessageOverMaxMessageSizeClosesWith1009) {
   c.ws.send_async(std::string(1024, 'a')).get();
   ASSERT_TRUE(c.messages.wait_for_count(1, 3s));
   c.ws.send_async(std::string(1025, 'a')).get();
+  ASSERT_TRUE(server.closed.wait_for_count(1, 3s));
+  EXPECT_EQ(server.closed.items()[0].error, duplex::error::message_too_big);
   ASSERT_TRUE(c.closed.wait_for_count(1, 3s));
-  EXPECT_EQ(c.closed.items()[0].code, 1009);
+  // The server's 1009 close frame, unless the TCP reset that follows the
+  // server's close (with the rest of the message unread) overtakes it.
+  const auto code = c.closed.items()[0].code;
+  EXPECT_TRUE(code == 1009 || code == 1006) << code;
 }
 
 TEST(ListenerEcho, IdleClientIsPingedThenCutOff) {
@@ -364,6 +368,49 @@ TEST(ListenerEcho, ClientThatDoesNotReadIsClosed) {
   listener.stop(0ms);
   std::lock_guard lock(m);
   sockets.clear();
+}
+
+TEST(ListenerEcho, HookChoosesTheSocketTypePerRequest) {
+  WebSocketListener listener(options());
+  listener.handshake_requested([](duplex::WebSocketHandshakeContext& ctx) {
+    EXPECT_EQ(ctx.socket_type(), duplex::ListenerSocketType::message_websocket);
+    if (ctx.request().path() == "/stream")
+      ctx.socket_type(duplex::ListenerSocketType::stream_websocket);
+  });
+  Inbox<std::string> kinds;
+  std::mutex m;
+  std::vector<MessageWebSocket> messages;
+  std::vector<StreamWebSocket> streams;
+  listener.connection_received([&](duplex::WebSocketListenerConnectionReceivedEventArgs& args) {
+    if (args.socket_type() == duplex::ListenerSocketType::stream_websocket) {
+      EXPECT_THROW(args.take_message_websocket(), std::logic_error);
+      auto ws = args.take_stream_websocket();
+      EXPECT_FALSE(args.available());
+      EXPECT_THROW(args.take_stream_websocket(), std::logic_error);
+      std::lock_guard lock(m);
+      streams.push_back(std::move(ws));
+      kinds.push("stream " + std::string(args.request().path()));
+    } else {
+      EXPECT_THROW(args.take_stream_websocket(), std::logic_error);
+      auto ws = args.take_message_websocket();
+      std::lock_guard lock(m);
+      messages.push_back(std::move(ws));
+      kinds.push("message " + std::string(args.request().path()));
+    }
+  });
+  listener.listen("127.0.0.1", 0);
+  const auto base = "ws://127.0.0.1:" + std::to_string(listener.local_port());
+  Client a, b;
+  a.ws.connect_async(base + "/stream").get();
+  ASSERT_TRUE(kinds.wait_for_count(1, 3s));
+  b.ws.connect_async(base + "/chat").get();
+  ASSERT_TRUE(kinds.wait_for_count(2, 3s));
+  EXPECT_EQ(kinds.items()[0], "stream /stream");
+  EXPECT_EQ(kinds.items()[1], "message /chat");
+  listener.stop(1s);
+  std::lock_guard lock(m);
+  messages.clear();
+  streams.clear();
 }
 
 TEST(ListenerEcho, MaxConnectionsRefusesTheDuplexClientWith503) {

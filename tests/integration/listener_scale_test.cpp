@@ -225,7 +225,10 @@ TEST(ListenerScale, HoldsTenThousandIdleConnections) {
   // connection; today the session object alone is about 3 KiB (measured:
   // about 4.2 KiB in all, see docs). This bound catches a regression such as
   // a read buffer kept per idle connection (8 KiB or more each).
-  EXPECT_LT(heap_per, 6144.0);
+  // (Under a sanitizer mallinfo2 reports nothing: no bound then.)
+  if (heap1 != 0) {
+    EXPECT_LT(heap_per, 6144.0);
+  }
 
   // Every connection is alive: a sample of them echo.
   send_command("echo\n");
