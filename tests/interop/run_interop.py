@@ -264,7 +264,24 @@ def duplex_client(args, certs):
             if r.returncode == 0 or "cannot_connect" not in err:
                 raise Failure(f"exit {r.returncode}, stderr {err!r}")
 
-        scenarios = [("lines-utf8", lines), ("line-256KiB", big_line), ("burst-1000", burst),
+        def connect_timeout():
+            # A server that accepts TCP and never answers: --connect-timeout bounds it.
+            with socket.socket() as listener:
+                listener.bind(("127.0.0.1", 0))
+                listener.listen(4)
+                scheme = "wss" if certs else "ws"
+                url = f"{scheme}://127.0.0.1:{listener.getsockname()[1]}/"
+                start = time.monotonic()
+                r = run([args.duplex, "connect", "--connect-timeout", "1", *ca, url],
+                        stdin=b"x\n", timeout=30)
+                elapsed = time.monotonic() - start
+            err = r.stderr.decode(errors="replace")
+            if r.returncode == 0 or "timeout" not in err:
+                raise Failure(f"exit {r.returncode}, stderr {err!r}")
+            if elapsed > 10:
+                raise Failure(f"took {elapsed:.1f} s")
+
+        scenarios = [("connect-timeout", connect_timeout), ("lines-utf8", lines), ("line-256KiB", big_line), ("burst-1000", burst),
                      ("json-subprotocol", json_and_subprotocol), ("refused-handshake", refused_handshake),
                      ("refused-tcp", refused_tcp)]
         if args.peer != "duplex":  # the "close:CODE:REASON" command is the peers' own

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include <duplex/data_reader.hpp>
 #include <duplex/message_websocket.hpp>
 #include <duplex/stream_websocket.hpp>
 
@@ -159,8 +160,12 @@ private:
     ws.control().supported_protocols({"echo"});
     ws.message_received(
         [state](MessageWebSocket&, const MessageWebSocketMessageReceivedEventArgs& args) {
+          // As in the Windows sample: read the whole message through a DataReader.
+          DataReader reader = args.get_data_reader();
+          reader.set_unicode_encoding(UnicodeEncoding::utf8);
+          std::string text = reader.read_string(reader.unconsumed_buffer_length());
           std::lock_guard lock(state->mutex);
-          state->echo = std::string(args.text());
+          state->echo = std::move(text);
           state->echo_type = args.message_type();
           state->changed.notify_all();
         });
