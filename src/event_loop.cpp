@@ -1,6 +1,8 @@
 // Per-loop timers, the default io_context, the per-thread read buffer.
 #include "detail/event_loop.hpp"
 
+#include <duplex/task.hpp>
+
 #include <algorithm>
 #include <thread>
 
@@ -77,6 +79,7 @@ struct DefaultLoop {
   asio::io_context context{1};
   asio::executor_work_guard<asio::io_context::executor_type> work{context.get_executor()};
   std::thread thread{[this] {
+    on_event_loop = true;
     context.run();
     // The thread's OpenSSL state (random generator, error queue) goes with it.
     OPENSSL_thread_stop();

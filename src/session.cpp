@@ -187,6 +187,7 @@ void Session::raise_closed(std::uint16_t code, const std::string& reason, std::e
   std::lock_guard lock(events_mutex_);
   if (detached_) return;
   WebSocketClosedEventArgs args(code, reason, ec);
+  EventLoopScope scope;
   for (std::size_t i = 0; i < closed_handlers_.size() && !detached_; ++i) {
     auto f = closed_handlers_[i].second;
     (*f)(owner_, args);
@@ -394,6 +395,7 @@ void Session::on_tls_handshake(std::error_code ec) {
     });
   };
   WebSocketServerCustomValidationRequestedEventArgs args(v);
+  EventLoopScope scope;
   for (std::size_t i = 0; i < validation_handlers_.size() && !detached_; ++i) {
     auto f = validation_handlers_[i].second;
     try {
@@ -568,7 +570,13 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
   phase_ = Phase::connecting;
   std::vector<std::byte> rest(leftover.begin(), leftover.end());
   asio::post(ex_, [self = shared_from_this(), rest = std::move(rest)]() mutable {
-    if (self->detached_ && self->phase() != Phase::connecting) return;
+    if (self->detached_) {
+      // The socket was destroyed before its first read: drop the connection.
+      self->stream_->close();
+      self->phase_ = Phase::closed;
+      self->closed_raised_ = true;
+      return;
+    }
     self->phase_ = Phase::connecting;
     self->connect_op_ = {};
     self->connecting_.reset();
@@ -934,6 +942,7 @@ void Session::on_message(SocketMessageType type, std::span<const std::byte> data
   std::lock_guard lock(events_mutex_);
   if (detached_) return;
   MessageWebSocketMessageReceivedEventArgs args(type, data, complete_);
+  EventLoopScope scope;
   for (std::size_t i = 0; i < message_handlers_.size() && !detached_; ++i) {
     auto f = message_handlers_[i].second;
     (*f)(owner_, args);

@@ -213,6 +213,9 @@ constexpr std::size_t max_refusing = 256;
 constexpr auto session_sweep_interval = std::chrono::seconds(1);
 // The same while stop() waits for the 1001 closing handshakes to end.
 constexpr auto drain_sweep_interval = std::chrono::milliseconds(5);
+// At most this often, a connection over the limit makes every loop sweep its
+// ended sessions at once (a flood of them does not turn into a flood of sweeps).
+constexpr auto forced_sweep_spacing = std::chrono::milliseconds(10);
 // Turns of each loop the destructor waits for before stopping it: closing a
 // session completes its operations, whose handlers may post once more.
 constexpr int loop_drain_rounds = 3;
@@ -353,6 +356,9 @@ void ListenerImpl::accept_next(Acceptor& a) {
                           bool busy = false;
                           if (connections_.fetch_add(1) >= options_.max_connections) {
                             connections_.fetch_sub(1);
+                            // Slots of closed sessions may wait for their sweep:
+                            // sweep now, the request may still find one.
+                            request_session_sweep();
                             if (refusing_.fetch_add(1) >= max_refusing) {
                               refusing_.fetch_sub(1);
                               std::error_code ignored;
@@ -513,6 +519,28 @@ void ListenerImpl::hand_over(AcceptedStream& stream, WebSocketRequest request, s
       args.drop();
     }
   });
+}
+
+void ListenerImpl::request_session_sweep() {
+  const auto now = ListenerClock::now().time_since_epoch().count();
+  auto last = last_forced_sweep_.load();
+  if (now - last <
+      std::chrono::duration_cast<ListenerClock::duration>(forced_sweep_spacing).count())
+    return;
+  if (!last_forced_sweep_.compare_exchange_strong(last, now)) return;
+  for (auto& lp : loops_) {
+    ListenerLoop& loop = *lp;
+    asio::post(loop.ctx, [this, &loop] { sweep_sessions(loop); });
+  }
+}
+
+bool ListenerImpl::claim_connection() noexcept {
+  if (connections_.fetch_add(1) < options_.max_connections) {
+    refusing_.fetch_sub(1);
+    return true;
+  }
+  connections_.fetch_sub(1);
+  return false;
 }
 
 void ListenerImpl::release_connection(bool busy) noexcept {

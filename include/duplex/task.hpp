@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <system_error>
 #include <type_traits>
 #include <utility>
@@ -38,6 +39,20 @@ struct UseTask {
 inline constexpr UseTask use_task{};
 
 namespace detail {
+/// True on a thread that runs a duplex event loop (the default loop's thread),
+/// and while a socket event handler runs: blocking there on a Task would stop
+/// the loop that must complete it.
+inline thread_local bool on_event_loop = false;
+
+/// Sets on_event_loop for a scope.
+struct EventLoopScope {
+  bool saved = on_event_loop;
+  EventLoopScope() noexcept { on_event_loop = true; }
+  ~EventLoopScope() { on_event_loop = saved; }
+  EventLoopScope(const EventLoopScope&) = delete;
+  EventLoopScope& operator=(const EventLoopScope&) = delete;
+};
+
 struct Unit {};
 template <class T>
 using TaskValue = std::conditional_t<std::is_void_v<T>, Unit, T>;
@@ -111,16 +126,23 @@ public:
   /// Blocks until the operation completes; returns its value or throws
   /// std::system_error with its code. Never call it on the thread that runs the
   /// socket's event loop (the default loop's thread, or your io_context's): the
-  /// operation could not complete (deadlock).
+  /// operation could not complete. Where duplex can tell (the default loop's
+  /// thread, any socket event handler) it throws std::logic_error instead.
   T get() {
     auto r = get_result();
     if (r.ec) throw std::system_error(r.ec);
     if constexpr (!std::is_void_v<T>) return std::move(r.value);
   }
 
-  /// Blocks like get(), but returns the code instead of throwing.
+  /// Blocks like get(), but returns the code instead of throwing. Throws
+  /// std::logic_error instead of deadlocking when called, before completion,
+  /// on the default loop's thread or inside a socket event handler.
   Result<T> get_result() {
     std::unique_lock lock(state_->mutex);
+    if (!state_->done && detail::on_event_loop)
+      throw std::logic_error(
+          "Task::get: blocking on the event loop's thread would deadlock; use co_await or "
+          "then() there");
     state_->cv.wait(lock, [&] { return state_->done; });
     return take_locked();
   }

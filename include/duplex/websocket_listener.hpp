@@ -299,7 +299,9 @@ public:
   /// Only before the first listen() (std::logic_error after).
   void handshake_requested(HandshakeRequestedHandler handler);
   /// The handler receiving each opened connection, on the connection's loop.
-  /// Only before the first listen() (std::logic_error after).
+  /// Without one, connections are closed after their 101; an exception from
+  /// it drops that connection. Only before the first listen()
+  /// (std::logic_error after).
   void connection_received(ConnectionReceivedHandler handler);
 
   /// Binds `address` (numeric IPv4 or IPv6, e.g. "127.0.0.1", "::1", "0.0.0.0",

@@ -159,6 +159,12 @@ public:
                  ListenerSocketType type);
   /// A connection counted at accept ended (or was refused).
   void release_connection(bool busy) noexcept;
+  /// A connection refused at accept (busy) takes a slot after all, if one
+  /// came back since; true when it did (it then counts as a connection).
+  bool claim_connection() noexcept;
+  /// Over the limit: every loop gives back its ended sessions' slots now
+  /// (at most every few milliseconds). Any thread.
+  void request_session_sweep();
   /// Makes a server-role session of `stream` (which must still hold its
   /// connection; std::logic_error otherwise) and takes over its slot.
   std::shared_ptr<Session> adopt(AcceptedStream& stream, const std::string& protocol,
@@ -202,6 +208,7 @@ private:
   std::atomic<std::size_t> refusing_{0};     ///< over the limit, being answered 503
   std::atomic<bool> stopping_{false};
   std::atomic<bool> draining_{false};  ///< stop(): sweep sessions often
+  std::atomic<ListenerClock::rep> last_forced_sweep_{0};
 };
 
 /// Starts the opening handshake of an accepted socket on `loop` (transport/server_handshake.cpp).

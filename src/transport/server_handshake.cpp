@@ -128,6 +128,8 @@ private:
   }
 
   void process(protocol::HttpRequest request, std::size_t consumed) {
+    // Over the limit at accept: a slot may have come back since.
+    if (busy_ && !listener_.stopping() && listener_.claim_connection()) busy_ = false;
     if (busy_ || listener_.stopping())
       return respond_error(503, "server busy, try again later\n", {{"Retry-After", "1"}});
 

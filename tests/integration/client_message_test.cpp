@@ -425,3 +425,22 @@ TEST_F(ClientMessage, DestroyingCompletesPendingOperationsAsAborted) {
   EXPECT_EQ(r.ec, duplex::error::operation_aborted);
   EXPECT_EQ(duplex::get_status(r.ec), WebErrorStatus::operation_canceled);
 }
+
+TEST_F(ClientMessage, BlockingInAHandlerThrowsInsteadOfDeadlocking) {
+  MessageWebSocket ws;
+  duplex::test::Flag done;
+  bool threw = false;
+  ws.message_received([&](MessageWebSocket& self, const auto&) {
+    try {
+      self.send_async("again").get();
+    } catch (const std::logic_error&) {
+      threw = true;
+    }
+    done.set();
+  });
+  ws.connect_async(url()).get();
+  ws.send_async("first").get();
+  ASSERT_TRUE(done.wait());
+  EXPECT_TRUE(threw);
+  ws.close();
+}

@@ -2,6 +2,7 @@
 // backpressure, read timeouts and cancellation that leave the socket usable.
 #include <gtest/gtest.h>
 
+#include <duplex/protocol/handshake.hpp>
 #include <duplex/stream_websocket.hpp>
 
 #include "client_test_support.hpp"
@@ -126,4 +127,36 @@ TEST_F(ClientStream, RatesAndClosedEvent) {
   ws.close(4001, "enough");
   ASSERT_TRUE(closed.wait());
   EXPECT_EQ(code, 4001);  // the peer echoes our close code
+}
+
+TEST_F(ClientStream, CancellingAHalfAcceptedWriteFailsTheConnection) {
+  // A server that answers the handshake and then never reads.
+  duplex::test::RawServer server([](asio::ip::tcp::socket& s) {
+    auto req = duplex::test::read_request(s);
+    auto at = req.find("Sec-WebSocket-Key: ") + 19;
+    auto key = req.substr(at, req.find("\r\n", at) - at);
+    std::string answer =
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Accept: " +
+        duplex::protocol::compute_accept(key) + "\r\n\r\n";
+    std::error_code ec;
+    asio::write(s, asio::buffer(answer), ec);
+  });
+  StreamWebSocket ws;
+  ws.control().outbound_buffer_size_in_bytes(64 * 1024);
+  duplex::test::Flag closed;
+  std::error_code why;
+  ws.closed([&](StreamWebSocket&, const duplex::WebSocketClosedEventArgs& a) {
+    why = a.error();
+    closed.set();
+  });
+  ws.connect_async("ws://127.0.0.1:" + std::to_string(server.port()) + "/").get();
+  std::vector<std::byte> big(64 << 20);
+  duplex::CancellationSource source;
+  auto write = ws.output_stream().write_async(std::span<const std::byte>(big), source.token());
+  EXPECT_FALSE(closed.wait(200ms));  // part of it is accepted, the rest waits for room
+  source.cancel();
+  EXPECT_EQ(write.get_result().ec, duplex::error::operation_aborted);
+  ASSERT_TRUE(closed.wait());
+  EXPECT_EQ(why, duplex::error::operation_aborted);
 }

@@ -431,4 +431,19 @@ TEST(ListenerEcho, MaxConnectionsRefusesTheDuplexClientWith503) {
   d.ws.connect_async(server.url()).get();
 }
 
+TEST(ListenerEcho, FreedSlotIsFoundWithoutWaitingForTheSweep) {
+  auto o = options();
+  o.threads = 1;  // one loop: the sweep a refused accept asks for runs before its request
+  o.max_connections = 1;
+  EchoServer server(o);
+  Client a;
+  a.ws.connect_async(server.url()).get();
+  a.ws.close_async().get();
+  // The periodic sweep (every second) has not run yet; the new connection
+  // still gets the slot a left.
+  Client b;
+  const auto r = b.ws.connect_async(server.url()).get_result();
+  EXPECT_FALSE(r.ec) << r.ec.message();
+}
+
 }  // namespace

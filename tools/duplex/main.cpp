@@ -1,5 +1,6 @@
 // duplex: the command-line tool. One file per sub-command (demo.cpp,
 // echo_server.cpp, connect.cpp); this file wires them into one CLI11 app.
+#include <openssl/ssl.h>
 #include <CLI/CLI.hpp>
 
 #include <exception>
@@ -8,6 +9,11 @@
 #include "common.hpp"
 
 int main(int argc, char** argv) {
+  // Initialise OpenSSL before the library's default event loop exists: exit
+  // handlers run in reverse order of registration, so OpenSSL's cleanup then runs
+  // after the loop thread is joined, not while that thread still frees TLS and
+  // RNG state (which deadlocked on OpenSSL's freed locks at exit).
+  OPENSSL_init_ssl(0, nullptr);
   CLI::App app{
       "duplex: WebSocket client and server (the Windows MessageWebSocket / "
       "StreamWebSocket model in C++20)"};
