@@ -6,8 +6,9 @@
       `duplex echo-server --deflate -v` and the peer's client against it. The
       Python and Node clients (peers/deflate_*_peer.py|js) offer compression,
       check the negotiated answer, and echo text, binary, fragmented, 8 MiB and
-      burst messages; Chromium runs the harness's browser scenarios
-      (peers/chromium_peer.py; a browser always offers compression). Then the
+      burst messages; headless Chromium (which always offers compression)
+      does the same from peers/deflate_browser_client.html, driven through
+      peers/chromium_peer.py's DevTools machinery. Then the
       echo server's log must show permessage-deflate on every connection.
 
   run_deflate_interop.py --duplex BIN duplex-client --peer python|node
@@ -67,7 +68,7 @@ def peer_client(args):
         elif args.peer == "node":
             cmd = ["node", os.path.join(PEERS, "deflate_node_peer.js"), "client", "--url", server.url]
         else:
-            cmd = [PYTHON, os.path.join(PEERS, "chromium_peer.py"), "--url", server.url,
+            cmd = [PYTHON, os.path.join(PEERS, "deflate_chromium_peer.py"), "--url", server.url,
                    "--timeout", "30"]
         if args.no_context_takeover and args.peer != "chromium":
             cmd.append("--no-context-takeover")
@@ -82,8 +83,7 @@ def peer_client(args):
     finally:
         status, log = server.stop()
     try:
-        # Chromium runs 5 scenarios over ws:// (the refused one needs no server
-        # here); the scripted peers open one connection per scenario.
+        # Every peer opens one connection per scenario.
         lines = check_log(log, 5 if args.peer == "chromium" else 6, args.no_context_takeover)
         print(f"ok server-log: {len(lines)} connections, e.g. {lines[0].split('extensions: ')[1]!r}")
     except Failure as e:
