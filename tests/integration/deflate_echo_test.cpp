@@ -309,6 +309,23 @@ TEST(DeflateEcho, ClientWithoutDeflateGetsNoExtension) {
   c.ws.close_async().get();
 }
 
+TEST(DeflateEcho, CompressesOverTls) {
+  static const duplex::test::TestCertificates certs;
+  ASSERT_TRUE(certs.ok());
+  duplex::ListenerTlsOptions tls;
+  tls.certificate_chain_file = certs.file("server.pem");
+  tls.private_key_file = certs.file("server.key");
+  EchoServer server(on(), false, std::uint64_t{64} << 20, tls);
+  Client c;
+  c.ws.control().trusted_ca_file(certs.file("ca.pem"));
+  c.ws.connect_async(server.url()).get();
+  ASSERT_TRUE(c.ws.information().deflate_parameters().has_value());
+  ASSERT_TRUE(c.ws.information().server_certificate().has_value());
+  const auto texts = telemetry(20, 5000);
+  echo_all(c, texts);
+  c.ws.close_async().get();
+}
+
 TEST(DeflateEcho, ManyConnectionsWithoutContextTakeover) {
   DeflateOptions sd = on();
   sd.server_no_context_takeover = true;

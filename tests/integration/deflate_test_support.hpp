@@ -79,8 +79,9 @@ struct ServerSide {
 class EchoServer {
 public:
   explicit EchoServer(DeflateOptions deflate, bool stream = false,
-                      std::uint64_t max_message_size = std::uint64_t{64} << 20)
-      : listener(make_options(deflate, stream, max_message_size)) {
+                      std::uint64_t max_message_size = std::uint64_t{64} << 20,
+                      std::optional<ListenerTlsOptions> tls = std::nullopt)
+      : listener(make_options(deflate, stream, max_message_size, tls)), secure_(tls.has_value()) {
     listener.connection_received([this, stream](WebSocketListenerConnectionReceivedEventArgs& a) {
       if (stream) {
         auto ws = std::make_unique<StreamWebSocket>(a.take_stream_websocket());
@@ -112,7 +113,8 @@ public:
     streams_.clear();
   }
   [[nodiscard]] std::string url() const {
-    return "ws://127.0.0.1:" + std::to_string(listener.local_port()) + "/";
+    return std::string(secure_ ? "wss" : "ws") +
+           "://127.0.0.1:" + std::to_string(listener.local_port()) + "/";
   }
 
   WebSocketListener listener;
@@ -121,8 +123,10 @@ public:
   std::atomic<int> messages{0};
 
 private:
-  static WebSocketListenerOptions make_options(DeflateOptions d, bool stream, std::uint64_t max) {
+  static WebSocketListenerOptions make_options(DeflateOptions d, bool stream, std::uint64_t max,
+                                               const std::optional<ListenerTlsOptions>& tls) {
     WebSocketListenerOptions o;
+    o.tls = tls;
     o.threads = 1;
     o.handshake_timeout = 5s;
     o.deflate = d;
@@ -147,6 +151,7 @@ private:
     }
   };
 
+  bool secure_ = false;
   std::mutex m_;
   std::vector<MessageWebSocket> sockets_;
   std::vector<std::unique_ptr<StreamWebSocket>> streams_;
