@@ -125,6 +125,17 @@ TEST(DeflateMemory, ContextTakeover) {
   EXPECT_GT(f.zlib_per_connection, 200.0 * 1024);
 }
 
+TEST(DeflateMemory, ContextTakeoverSmallWindows) {
+  DeflateOptions d = on();
+  d.server_max_window_bits = 10;
+  d.client_max_window_bits = 10;
+  d.memory_level = 4;
+  const auto f = measure(d, "permessage-deflate; client_max_window_bits", true);
+  // 1 KiB windows and a small hash: a tenth of the default streams.
+  EXPECT_GT(f.zlib_per_connection, 0.0);
+  EXPECT_LT(f.zlib_per_connection, 40.0 * 1024);
+}
+
 TEST(DeflateMemory, NoContextTakeover) {
   DeflateOptions d = on();
   d.server_no_context_takeover = true;

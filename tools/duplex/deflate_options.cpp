@@ -36,6 +36,11 @@ DeflateOptions DeflateFlags::to_options() const {
     if (*level < 0 || *level > 9) throw std::invalid_argument("--deflate-level: must be 0..9");
     o.compression_level = *level;
   }
+  if (memory_level) {
+    if (*memory_level < 1 || *memory_level > 9)
+      throw std::invalid_argument("--deflate-memory-level: must be 1..9");
+    o.memory_level = *memory_level;
+  }
   if (threshold) o.compress_threshold = *threshold;
   return o;
 }
@@ -64,6 +69,9 @@ void add_deflate_options(CLI::App& cmd, DeflateFlags& f) {
                  "LZ77 window of the client's compressor (8..15)")
       ->needs(on);
   cmd.add_option("--deflate-level", f.level, "zlib compression level 0..9 (default 3)")->needs(on);
+  cmd.add_option("--deflate-memory-level", f.memory_level,
+                 "zlib memory level 1..9 (default 8; lower: less memory per connection)")
+      ->needs(on);
   cmd.add_option("--deflate-threshold", f.threshold,
                  "Send messages shorter than this many bytes uncompressed (default 64)")
       ->needs(on);

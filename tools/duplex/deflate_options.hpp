@@ -24,6 +24,7 @@ struct DeflateFlags {
   std::optional<int> server_max_window_bits;
   std::optional<int> client_max_window_bits;
   std::optional<int> level;
+  std::optional<int> memory_level;
   std::optional<std::size_t> threshold;
 
   /// The options for the library; std::invalid_argument naming the option for
