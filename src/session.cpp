@@ -232,8 +232,9 @@ void Session::connect(std::string uri, CancellationToken ct, CompletionHandler h
 }
 
 void Session::send(SendKind kind, SocketMessageType type, std::span<const std::byte> data,
-                   bool copy, CancellationToken ct, CompletionHandler h) {
+                   bool copy, CancellationToken ct, CompletionHandler h, bool compress) {
   PendingSend p{Op{}, kind, type, !copy, {}, data, 0, {}};
+  p.compress = compress;
   if (ex_.running_in_this_thread()) {
     p.op = make_op(std::move(h), std::move(ct));
     return do_send(std::move(p));
@@ -421,6 +422,8 @@ void Session::send_request() {
   o.target = connecting_->uri.target;
   o.protocols = cfg_.protocols;
   o.headers = cfg_.request_headers;
+  // RFC 7692 5: the permessage-deflate offer (empty when compression is off).
+  o.extensions = protocol::make_deflate_offer(cfg_.deflate);
   if (cfg_.server_credential) {
     // RFC 7617 2: Basic credentials are base64("user:password").
     o.headers.push_back(
@@ -469,13 +472,21 @@ void Session::on_response_bytes(std::error_code ec, std::size_t n) {
   protocol::ClientHandshakeResult result;
   if (auto vec = protocol::validate_server_response(response, key_, cfg_.protocols, result))
     return connect_failed(vec);
-  // RFC 6455 4.1: an extension the client did not offer fails the connection.
-  if (!result.extensions.empty())
-    return connect_failed(make_error_code(error::unexpected_extension));
+  // RFC 6455 4.1, RFC 7692 5: an extension or a parameter the client did not
+  // offer fails the connection; permessage-deflate as offered turns it on.
+  std::optional<protocol::DeflateParams> deflate;
+  if (auto dec = protocol::accept_deflate_response(result.extensions, cfg_.deflate, deflate))
+    return connect_failed(dec);
+  if (deflate) {
+    auto cc = conn_->config();
+    cc.deflate = deflate;
+    conn_.emplace(cc);
+  }
   {
     std::lock_guard lock(info_mutex_);
     info_.protocol = result.protocol;
     info_.extensions = result.extensions;
+    info_.deflate = deflate;
   }
   std::span<const std::byte> rest(reinterpret_cast<const std::byte*>(response_.data()) + used,
                                   response_size_ - used);
@@ -541,6 +552,7 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
   cc.max_message_size =
       kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : o.max_message_size;
   cc.partial_messages = kind_ == Kind::stream;
+  cc.deflate = o.deflate;
   conn_.emplace(cc);
   std::error_code ignored;
   stream.socket().set_option(asio::ip::tcp::no_delay(o.no_delay), ignored);
@@ -552,6 +564,7 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
     info_.remote = {r.address().to_string(), r.port()};
     info_.protocol = o.protocol;
     info_.extensions = o.extensions;
+    info_.deflate = o.deflate;
   }
   stream_.emplace(std::move(stream));
   phase_ = Phase::connecting;
@@ -670,11 +683,11 @@ void Session::note_activity() {
 }
 
 std::error_code Session::send_one(SendKind kind, SocketMessageType type,
-                                  std::span<const std::byte> data) {
+                                  std::span<const std::byte> data, bool compress) {
   switch (kind) {
-    case SendKind::whole: return conn_->send_message(type, data);
-    case SendKind::nonfinal: return conn_->send_fragment(type, data, false);
-    case SendKind::final: return conn_->send_fragment(type, data, true);
+    case SendKind::whole: return conn_->send_message(type, data, compress);
+    case SendKind::nonfinal: return conn_->send_fragment(type, data, false, compress);
+    case SendKind::final: return conn_->send_fragment(type, data, true, compress);
   }
   return {};
 }
@@ -688,7 +701,7 @@ void Session::do_send(PendingSend p) {
   if (p.stream_write && p.view.empty()) return complete(p.op, {}, 0);
   if (sends_.empty() && unsent() < cfg_.outbound_buffer_size && !p.stream_write) {
     // Fast path: the connection copies (and masks) the payload into its buffer.
-    auto ec = send_one(p.kind, p.type, p.view);
+    auto ec = send_one(p.kind, p.type, p.view, p.compress);
     complete(p.op, ec);
     if (!ec) schedule_flush();
     return;
@@ -724,7 +737,7 @@ void Session::pump_sends() {
       complete(op, ec, n);
       continue;
     }
-    ec = send_one(p.kind, p.type, p.view);
+    ec = send_one(p.kind, p.type, p.view, p.compress);
     queued = queued || !ec;
     auto op = std::move(p.op);
     sends_.pop_front();
@@ -1114,8 +1127,9 @@ void start_connect(std::shared_ptr<Session> s, std::string uri, CancellationToke
   s->connect(std::move(uri), std::move(ct), std::move(h));
 }
 void start_send(std::shared_ptr<Session> s, SendKind kind, SocketMessageType type,
-                std::span<const std::byte> data, CancellationToken ct, CompletionHandler h) {
-  s->send(kind, type, data, true, std::move(ct), std::move(h));
+                std::span<const std::byte> data, CancellationToken ct, CompletionHandler h,
+                bool compress) {
+  s->send(kind, type, data, true, std::move(ct), std::move(h), compress);
 }
 void start_close(std::shared_ptr<Session> s, std::uint16_t code, std::string reason,
                  CancellationToken ct, CompletionHandler h) {

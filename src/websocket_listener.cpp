@@ -66,6 +66,7 @@ void check_options(const WebSocketListenerOptions& o) {
       if (o.supported_protocols[j] == o.supported_protocols[i])
         throw std::invalid_argument("supported_protocols: must not hold duplicates");
   }
+  protocol::check_deflate_config(o.deflate);
   for (const auto& origin : o.allowed_origins)
     if (origin.empty() || has_control(origin))
       throw std::invalid_argument("allowed_origins: each must be non-empty, without CR, LF or NUL");
@@ -440,6 +441,8 @@ std::shared_ptr<Session> ListenerImpl::adopt(AcceptedStream& a, const std::strin
   so.send_timeout = options_.send_timeout;
   so.close_timeout = options_.close_timeout;
   so.no_delay = options_.no_delay;
+  so.deflate = a.deflate;
+  so.extensions = a.extensions;
   auto s = std::make_shared<Session>(a.loop->ctx.get_executor(), kind, protocol::Role::server);
   s->start_server(
       std::move(stream),

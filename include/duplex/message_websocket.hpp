@@ -52,6 +52,18 @@ namespace duplex {
 
 class MessageWebSocket;
 
+/// Per-message options of a send (MessageWebSocket::send_async and the frame
+/// sends).
+struct SendOptions {
+  /// With permessage-deflate negotiated: false sends this message uncompressed
+  /// (data already compressed, or a secret that must not share a compression
+  /// context with data an attacker chooses, CRIME/BREACH). True (default):
+  /// compressed when at least DeflateOptions::compress_threshold bytes. A
+  /// message sent in pieces follows the option of its first piece. Without
+  /// the extension it changes nothing.
+  bool compress = true;
+};
+
 namespace detail {
 MessageWebSocket make_message_websocket(std::shared_ptr<Session> s);
 }
@@ -138,6 +150,31 @@ public:
                      std::forward<CompletionToken>(token));
   }
 
+  /// send_async with per-message `options` (SendOptions::compress).
+  template <class CompletionToken = UseTask>
+  auto send_async(std::span<const std::byte> data, SendOptions options,
+                  CompletionToken&& token = {}) {
+    return send_impl(detail::SendKind::whole, data, CancellationToken{},
+                     std::forward<CompletionToken>(token), options.compress);
+  }
+  template <class CompletionToken = UseTask>
+  auto send_async(std::span<const std::byte> data, SendOptions options, CancellationToken ct,
+                  CompletionToken&& token = {}) {
+    return send_impl(detail::SendKind::whole, data, std::move(ct),
+                     std::forward<CompletionToken>(token), options.compress);
+  }
+  template <class CompletionToken = UseTask>
+  auto send_async(std::string_view text, SendOptions options, CompletionToken&& token = {}) {
+    return send_impl(detail::SendKind::whole, as_bytes(text), CancellationToken{},
+                     std::forward<CompletionToken>(token), options.compress);
+  }
+  template <class CompletionToken = UseTask>
+  auto send_async(std::string_view text, SendOptions options, CancellationToken ct,
+                  CompletionToken&& token = {}) {
+    return send_impl(detail::SendKind::whole, as_bytes(text), std::move(ct),
+                     std::forward<CompletionToken>(token), options.compress);
+  }
+
   /// Sends one piece of a message that more pieces follow (a frame without
   /// FIN); the first piece's type (control().message_type()) holds for the
   /// message. UTF-8 is checked across pieces. Otherwise as send_async.
@@ -152,6 +189,20 @@ public:
     return send_impl(detail::SendKind::nonfinal, data, std::move(ct),
                      std::forward<CompletionToken>(token));
   }
+  /// send_nonfinal_frame_async with per-message `options`; the first piece's
+  /// options hold for the whole message.
+  template <class CompletionToken = UseTask>
+  auto send_nonfinal_frame_async(std::span<const std::byte> data, SendOptions options,
+                                 CompletionToken&& token = {}) {
+    return send_impl(detail::SendKind::nonfinal, data, CancellationToken{},
+                     std::forward<CompletionToken>(token), options.compress);
+  }
+  template <class CompletionToken = UseTask>
+  auto send_nonfinal_frame_async(std::span<const std::byte> data, SendOptions options,
+                                 CancellationToken ct, CompletionToken&& token = {}) {
+    return send_impl(detail::SendKind::nonfinal, data, std::move(ct),
+                     std::forward<CompletionToken>(token), options.compress);
+  }
   /// Sends the last piece of a message sent in pieces (or a whole message).
   template <class CompletionToken = UseTask>
   auto send_final_frame_async(std::span<const std::byte> data, CompletionToken&& token = {}) {
@@ -163,6 +214,21 @@ public:
                               CompletionToken&& token = {}) {
     return send_impl(detail::SendKind::final, data, std::move(ct),
                      std::forward<CompletionToken>(token));
+  }
+
+  /// send_final_frame_async with per-message `options` (used when this piece
+  /// is the whole message; otherwise the first piece's options hold).
+  template <class CompletionToken = UseTask>
+  auto send_final_frame_async(std::span<const std::byte> data, SendOptions options,
+                              CompletionToken&& token = {}) {
+    return send_impl(detail::SendKind::final, data, CancellationToken{},
+                     std::forward<CompletionToken>(token), options.compress);
+  }
+  template <class CompletionToken = UseTask>
+  auto send_final_frame_async(std::span<const std::byte> data, SendOptions options,
+                              CancellationToken ct, CompletionToken&& token = {}) {
+    return send_impl(detail::SendKind::final, data, std::move(ct),
+                     std::forward<CompletionToken>(token), options.compress);
   }
 
   /// Starts the close handshake (RFC 6455 7.1.2) and returns at once; the
@@ -210,12 +276,13 @@ private:
   }
   template <class CompletionToken>
   auto send_impl(detail::SendKind kind, std::span<const std::byte> data, CancellationToken ct,
-                 CompletionToken&& token) {
+                 CompletionToken&& token, bool compress = true) {
     auto type = detail::check_send(*session_, kind, data);
     return detail::initiate<void(std::error_code)>(
         get_executor(), std::forward<CompletionToken>(token),
-        [s = session_, kind, type, data, ct = std::move(ct)](detail::CompletionHandler h) mutable {
-          detail::start_send(std::move(s), kind, type, data, std::move(ct), std::move(h));
+        [s = session_, kind, type, data, ct = std::move(ct),
+         compress](detail::CompletionHandler h) mutable {
+          detail::start_send(std::move(s), kind, type, data, std::move(ct), std::move(h), compress);
         });
   }
 

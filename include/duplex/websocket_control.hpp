@@ -21,6 +21,7 @@
 #include <vector>
 
 #include <duplex/message_type.hpp>
+#include <duplex/protocol/deflate.hpp>
 
 namespace duplex {
 
@@ -95,6 +96,15 @@ struct HostEndpoint {
   std::string host;
   std::uint16_t port = 0;
 };
+
+/// permessage-deflate settings (RFC 7692) of a client socket or a listener:
+/// whether to offer (client) or accept (server) compression, the parameters to
+/// offer or accept, zlib's level and memory level, and the size under which a
+/// message is sent uncompressed. See protocol::DeflateConfig for each field and
+/// its default, and docs/deflate.md for the memory each choice costs.
+using DeflateOptions = protocol::DeflateConfig;
+/// The permessage-deflate parameters both sides agreed on.
+using DeflateParameters = protocol::DeflateParams;
 
 /// Settings shared by both socket types (Windows: IWebSocketControl(2)).
 class WebSocketControl {
@@ -172,6 +182,23 @@ public:
   [[nodiscard]] std::chrono::milliseconds close_timeout() const;
   void close_timeout(std::chrono::milliseconds timeout);
 
+  /// permessage-deflate (RFC 7692; the Windows API has none). Off by default
+  /// (`enable` false), as in protocol::DeflateConfig: compression costs CPU and
+  /// per-connection memory, and compressing secrets beside data an attacker
+  /// chooses leaks them through sizes (CRIME/BREACH). With `enable`, the
+  /// opening handshake offers the extension with these parameters; if the
+  /// server accepts, messages of at least `compress_threshold` bytes are sent
+  /// compressed (unless a send opts out, SendOptions::compress) and compressed
+  /// messages are inflated before delivery, max_message_size bounding the
+  /// inflated size (close 1009) and data that does not inflate closing with
+  /// 1007. A server that declines leaves the connection uncompressed; one
+  /// that answers with parameters not offered fails the connect
+  /// (`error::bad_extension_offer` or `error::unexpected_extension`).
+  /// information().deflate_parameters() shows what was agreed. Throws
+  /// std::invalid_argument for values out of range (check_deflate_config).
+  [[nodiscard]] DeflateOptions deflate() const;
+  void deflate(DeflateOptions options);
+
 protected:
   explicit WebSocketControl(std::shared_ptr<detail::Session> s) : session_(std::move(s)) {}
   std::shared_ptr<detail::Session> session_;
@@ -223,6 +250,9 @@ public:
   [[nodiscard]] std::string protocol() const;
   /// Negotiated extensions (Sec-WebSocket-Extensions answer); empty if none.
   [[nodiscard]] std::string extensions() const;
+  /// The permessage-deflate parameters agreed in the opening handshake;
+  /// nullopt when the connection is not compressed (or not open yet).
+  [[nodiscard]] std::optional<DeflateParameters> deflate_parameters() const;
   [[nodiscard]] BandwidthStatistics bandwidth_statistics() const;
   /// Round-trip time of the last keep-alive ping answered; nullopt if none yet.
   [[nodiscard]] std::optional<std::chrono::microseconds> ping_round_trip_time() const;

@@ -133,6 +133,20 @@ struct WebSocketListenerOptions {
   int backlog = 0;
   /// The socket type handed over; the hook may choose per request.
   ListenerSocketType socket_type = ListenerSocketType::message_websocket;
+
+  /// permessage-deflate (RFC 7692). Off by default (`enable` false), for the
+  /// reasons given at WebSocketControl::deflate: CPU, memory per connection,
+  /// and CRIME/BREACH. With `enable`, the first acceptable offer of a client
+  /// is accepted (others declined, RFC 7692 5) and answered in the 101 with
+  /// these limits: `server_no_context_takeover` keeps no compression window
+  /// between messages, `client_no_context_takeover` asks the same of the
+  /// client, and without context takeover an idle connection holds no zlib
+  /// memory (docs/deflate.md has the figures). A client header that does not
+  /// follow the RFC 6455 9.1 grammar is declined (no extension), not refused.
+  /// The handed-over socket's information() shows the agreed parameters;
+  /// sends compress unless SendOptions::compress is false. Checked by
+  /// protocol::check_deflate_config (std::invalid_argument naming the field).
+  DeflateOptions deflate;
 };
 
 /// The opening handshake request of a connection, as the hooks and the

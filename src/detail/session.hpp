@@ -63,6 +63,7 @@ struct SessionConfig {
   std::uint64_t max_message_size = std::uint64_t{64} << 20;
   MessageWebSocketReceiveMode receive_mode = MessageWebSocketReceiveMode::full_message;
   protocol::HttpHeaders request_headers;
+  protocol::DeflateConfig deflate;  ///< permessage-deflate offer (off by default)
 };
 
 /// Shared state of a custom certificate validation (event args, deferrals).
@@ -87,6 +88,7 @@ struct ServerSessionOptions {
   milliseconds send_timeout{30'000};
   milliseconds close_timeout{5'000};
   bool no_delay = true;
+  std::optional<protocol::DeflateParams> deflate;  ///< negotiated permessage-deflate
 };
 
 enum class Phase : std::uint8_t { idle, connecting, open, closing, closed };
@@ -128,6 +130,7 @@ public:
     std::vector<ChainValidationResult> certificate_errors;
     SocketSslErrorSeverity severity = SocketSslErrorSeverity::none;
     std::vector<Certificate> intermediates;
+    std::optional<protocol::DeflateParams> deflate;  ///< negotiated permessage-deflate
   };
   Info info() const {
     std::lock_guard lock(info_mutex_);
@@ -155,8 +158,9 @@ public:
   void check_connect(std::string_view uri);
   void set_request_header(std::string_view name, std::string_view value);
   void connect(std::string uri, CancellationToken ct, CompletionHandler h);
+  /// `compress` false: sent uncompressed even with permessage-deflate.
   void send(SendKind kind, SocketMessageType type, std::span<const std::byte> data, bool copy,
-            CancellationToken ct, CompletionHandler h);
+            CancellationToken ct, CompletionHandler h, bool compress = true);
   void close(std::uint16_t code, std::string reason, CancellationToken ct, CompletionHandler h);
   void read(std::span<std::byte> buffer, CancellationToken ct, CompletionHandler h);
 
@@ -183,6 +187,7 @@ private:
     std::span<const std::byte> view;  ///< the bytes to send (into data or the user's)
     std::size_t offset = 0;           ///< bytes already accepted
     Clock::time_point deadline;
+    bool compress = true;  ///< permessage-deflate allowed for this message
   };
   struct ConnectState;
 
@@ -216,7 +221,8 @@ private:
   void on_read(std::error_code ec, std::size_t n);
   void process(std::span<std::byte> data);
   void pump_sends();
-  std::error_code send_one(SendKind kind, SocketMessageType type, std::span<const std::byte> data);
+  std::error_code send_one(SendKind kind, SocketMessageType type, std::span<const std::byte> data,
+                           bool compress);
   void schedule_flush();
   void flush();
   void on_written(std::error_code ec, std::size_t n);

@@ -95,6 +95,9 @@ struct AcceptedStream {
   std::shared_ptr<asio::ssl::context> tls_context;
   std::string leftover;  ///< frames the client sent right after its request
   bool counted = true;   ///< holds one of max_connections' slots
+  /// permessage-deflate as answered in the 101 (none: uncompressed).
+  std::optional<protocol::DeflateParams> deflate;
+  std::string extensions;  ///< the 101's Sec-WebSocket-Extensions ("" if none)
 };
 
 /// A connection handed over, while the connection_received event runs.

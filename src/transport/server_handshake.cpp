@@ -3,6 +3,7 @@
 // and the answer: 101 and hand-over, or an HTTP error and a clean close.
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -12,6 +13,7 @@
 #include <asio/write.hpp>
 
 #include <duplex/error.hpp>
+#include <duplex/protocol/deflate.hpp>
 #include <duplex/protocol/handshake.hpp>
 
 #include "transport/listener_impl.hpp"
@@ -172,11 +174,25 @@ private:
 
     protocol_ = context.selected_protocol();
     socket_type_ = context.socket_type();
-    response_ = protocol::build_server_response(hs.key, protocol_, {}, context.response_headers());
+    negotiate_extensions();
+    response_ =
+        protocol::build_server_response(hs.key, protocol_, extensions_, context.response_headers());
     leftover_.assign(buf_.data() + consumed, used_ - consumed);
     std::string().swap(buf_);
     answering_ = true;
     write();
+  }
+
+  // RFC 7692 5: accept the client's first acceptable permessage-deflate offer.
+  // A header that breaks the RFC 6455 9.1 grammar is declined like any offer
+  // we cannot take: the connection goes on uncompressed.
+  void negotiate_extensions() {
+    const auto& config = listener_.options().deflate;
+    if (!config.enable || request_.extensions.empty()) return;
+    if (protocol::negotiate_deflate(request_.extensions, config, deflate_, extensions_)) {
+      deflate_.reset();
+      extensions_.clear();
+    }
   }
 
   void respond_error(int status, std::string_view body, const protocol::HttpHeaders& extra = {}) {
@@ -237,6 +253,8 @@ private:
       accepted.tcp.emplace(std::move(tcp_));
     }
     accepted.leftover = std::move(leftover_);
+    accepted.deflate = deflate_;
+    accepted.extensions = std::move(extensions_);
     // The connection's slot moves to `accepted` (then to the session).
     handed_over_ = true;
     std::string().swap(response_);
@@ -252,6 +270,8 @@ private:
   std::size_t discarded_ = 0;
   WebSocketRequest request_;
   std::string protocol_;
+  std::optional<protocol::DeflateParams> deflate_;  ///< agreed permessage-deflate
+  std::string extensions_;                          ///< the 101's extensions answer
   ListenerSocketType socket_type_ = ListenerSocketType::message_websocket;
   std::string response_;
   std::string leftover_;

@@ -18,6 +18,7 @@
 #include <iostream>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -25,6 +26,7 @@
 #include <duplex/message_websocket.hpp>
 
 #include "common.hpp"
+#include "deflate_options.hpp"
 
 namespace duplex::cli {
 namespace {
@@ -42,7 +44,20 @@ struct ConnectOptions {
   bool binary_raw = false;
   bool json = false;
   bool quiet = false;
+  DeflateFlags deflate;
+  std::size_t fragment_size = 0;  // 0: each line in one frame
 };
+
+// Sends `line` as one text message in frames of at most `size` bytes.
+Result<void> send_fragmented(MessageWebSocket& ws, std::string_view line, std::size_t size) {
+  const auto data = std::as_bytes(std::span(line.data(), line.size()));
+  std::size_t at = 0;
+  while (data.size() - at > size) {
+    if (auto r = ws.send_nonfinal_frame_async(data.subspan(at, size)).get_result(); !r) return r;
+    at += size;
+  }
+  return ws.send_final_frame_async(data.subspan(at)).get_result();
+}
 
 // What the event handlers (on the library's loop thread) tell the main thread.
 struct SharedState {
@@ -113,6 +128,7 @@ void configure(MessageWebSocket& ws, const ConnectOptions& o) {
                                  : *o.max_message_size);
   }
   control.connect_timeout(seconds_option(o.connect_timeout, "--connect-timeout"));
+  if (o.deflate.enable) control.deflate(o.deflate.to_options());
 }
 
 // Reads stdin line by line without blocking the reaction to the peer's close:
@@ -195,11 +211,13 @@ int run_connect(const ConnectOptions& o) {
     std::lock_guard lock(output_mutex());
     if (o.json) {
       std::cout << "{\"event\":\"connected\",\"url\":" << json_string(o.url)
-                << ",\"protocol\":" << json_string(info.protocol()) << "}\n"
+                << ",\"protocol\":" << json_string(info.protocol())
+                << ",\"extensions\":" << json_string(info.extensions()) << "}\n"
                 << std::flush;
     } else if (!o.quiet) {
       std::cerr << "connected to " << o.url;
       if (!info.protocol().empty()) std::cerr << " (subprotocol " << info.protocol() << ")";
+      if (!info.extensions().empty()) std::cerr << " (" << info.extensions() << ")";
       std::cerr << std::endl;
     }
   }
@@ -218,7 +236,8 @@ int run_connect(const ConnectOptions& o) {
     while (reader.next(line, peer_closed)) {
       Result<void> r;
       try {
-        r = ws.send_async(line).get_result();
+        r = o.fragment_size ? send_fragmented(ws, line, o.fragment_size)
+                            : ws.send_async(line).get_result();
       } catch (const std::invalid_argument&) {
         std::lock_guard lock(output_mutex());
         std::cerr << "duplex: stdin line " << sent + 1
@@ -310,6 +329,9 @@ void add_connect_command(CLI::App& app, int& exit_status) {
   cmd->add_flag("--echo", o->echo,
                 "Ignore stdin; send every received message back with its type until the peer "
                 "closes");
+  add_deflate_options(*cmd, o->deflate);
+  cmd->add_option("--fragment-size", o->fragment_size,
+                  "Send each line as a message in frames of at most this many bytes");
   cmd->add_flag("--binary", o->binary_raw, "Print binary messages raw instead of as hex");
   cmd->add_flag("--json", o->json, "One JSON object per line for each event");
   cmd->add_flag("-q,--quiet", o->quiet, "No status lines on stderr");

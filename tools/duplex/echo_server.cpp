@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "common.hpp"
+#include "deflate_options.hpp"
 #include "echo_service.hpp"
 
 namespace duplex::cli {
@@ -16,11 +17,13 @@ namespace {
 struct EchoServerCommand {
   EchoServerCommand() { server.port = 9001; }  // a fixed default port, easy to type
   EchoServerOptions server;
+  DeflateFlags deflate;
   double stop_timeout = 5.0;
 };
 
 int run_echo_server(EchoServerCommand& c) {
   const auto stop_timeout = seconds_option(c.stop_timeout, "--stop-timeout");
+  c.server.deflate = c.deflate.to_options();
   // Block the stop signals before the listener starts its threads, so they are
   // delivered to sigtimedwait below and not to a loop thread.
   block_stop_signals();
@@ -88,6 +91,7 @@ void add_echo_server_command(CLI::App& app, int& exit_status) {
   cmd->add_option("--stop-timeout", c->stop_timeout,
                   "On SIGINT/SIGTERM, wait this many seconds for connections to close")
       ->capture_default_str();
+  add_deflate_options(*cmd, c->deflate);
   cmd->add_flag("-v,--verbose", c->server.verbose, "Log each connection's open and close");
   cmd->add_flag("--json", c->server.json, "Machine-readable output (JSON lines on stdout)");
   cmd->callback([c, &exit_status] { exit_status = run_echo_server(*c); });

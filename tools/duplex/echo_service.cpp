@@ -15,6 +15,7 @@ WebSocketListenerOptions listener_options(const EchoServerOptions& o) {
   lo.max_message_size = o.max_message_size;
   lo.supported_protocols = o.protocols;
   lo.allowed_origins = o.allowed_origins;
+  lo.deflate = o.deflate;
   if (!o.tls_certificate_file.empty() || !o.tls_private_key_file.empty()) {
     if (o.tls_certificate_file.empty() || o.tls_private_key_file.empty()) {
       throw std::invalid_argument("--tls-cert and --tls-key must be given together");
@@ -34,6 +35,15 @@ void log_event(bool json, const std::string& json_line, const std::string& text_
   } else {
     std::cerr << text_line << std::endl;
   }
+}
+
+// The permessage-deflate parameters agreed with a client, if any.
+void log_extensions(bool json, std::uint64_t id, const std::string& extensions) {
+  if (extensions.empty()) return;
+  log_event(json,
+            "{\"event\":\"extensions\",\"id\":" + std::to_string(id) +
+                ",\"extensions\":" + json_string(extensions) + "}",
+            "[" + std::to_string(id) + "] extensions: " + extensions);
 }
 
 }  // namespace
@@ -56,6 +66,7 @@ EchoServer::EchoServer(const EchoServerOptions& options) : shared_(std::make_sha
         shared->connections.fetch_add(1, std::memory_order_relaxed);
         const auto& remote = args.request().remote_address;
         const std::string peer = remote.host + ":" + std::to_string(remote.port);
+        if (shared->verbose) log_extensions(shared->json, id, ws.information().extensions());
         if (shared->verbose) {
           log_event(shared->json,
                     "{\"event\":\"open\",\"id\":" + std::to_string(id) + ",\"peer\":" +

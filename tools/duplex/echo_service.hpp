@@ -25,8 +25,9 @@ struct EchoServerOptions {
   std::uint64_t max_message_size = std::uint64_t{64} << 20;  // as the library's default
   std::vector<std::string> protocols;
   std::vector<std::string> allowed_origins;
-  bool verbose = false;  // one line per connection event on stderr
-  bool json = false;     // those lines as JSON on stdout
+  bool verbose = false;    // one line per connection event on stderr
+  bool json = false;       // those lines as JSON on stdout
+  DeflateOptions deflate;  // permessage-deflate (off unless --deflate)
 };
 
 /// Counters of an echo server (all connections so far).

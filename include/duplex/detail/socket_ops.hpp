@@ -46,9 +46,11 @@ void check_close(std::uint16_t code, std::string_view reason);
 
 void start_connect(std::shared_ptr<Session> s, std::string uri, CancellationToken ct,
                    CompletionHandler h);
-/// Copies `data` before returning.
+/// Copies `data` before returning. `compress` false: the message is sent
+/// uncompressed even when permessage-deflate was negotiated.
 void start_send(std::shared_ptr<Session> s, SendKind kind, SocketMessageType type,
-                std::span<const std::byte> data, CancellationToken ct, CompletionHandler h);
+                std::span<const std::byte> data, CancellationToken ct, CompletionHandler h,
+                bool compress = true);
 void start_close(std::shared_ptr<Session> s, std::uint16_t code, std::string reason,
                  CancellationToken ct, CompletionHandler h);
 /// `buffer` must stay valid until completion.
