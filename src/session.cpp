@@ -18,6 +18,10 @@
 namespace duplex::detail {
 
 namespace {
+
+// How long a failed connection waits for the peer to end TCP after our close
+// frame (see maybe_finish_close).
+constexpr std::chrono::milliseconds failure_drain_limit{1000};
 constexpr auto never = Clock::time_point::max();
 // Unread stream input above which the socket is not read (the peer is slowed
 // by TCP flow control): bounds memory per StreamWebSocket.
@@ -804,8 +808,10 @@ void Session::maybe_finish_close() {
       socket_shutdown_ = true;
       std::error_code ignored;
       stream_->socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-      if (close_deadline_ == never)
-        set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
+      // A compliant peer answers within a round trip; one that does not is
+      // not waited for long.
+      const auto drain = std::min<Clock::duration>(cfg_.close_timeout, failure_drain_limit);
+      if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + drain);
       read_paused_ = false;
       start_reading();
     }
