@@ -403,7 +403,8 @@ def main():
     try:
         if "server" in roles:
             base = shlex.split(args.server_cmd) if args.server_cmd else [args.duplex, "echo-server", "--host",
-                                                                           "127.0.0.1", "--port", "0"]
+                                                                           "127.0.0.1", "--port", "0"] + (
+                                                                               ["--deflate"] if args.deflate != "off" else [])
             servers = {"default": ServerUnderTest(base),
                        "limit": ServerUnderTest(base + ["--max-message-size", str(C.LIMIT)])}
             try:
@@ -437,7 +438,8 @@ def main():
                                      status, "" if gentle else " (SIGKILL after 3 s)", s.stderr_tail()),
                                  "seconds": round(time.monotonic() - t0, 3), "wire": []})
         if "client" in roles:
-            ccmd = shlex.split(args.client_cmd) if args.client_cmd else [args.duplex, "connect", "--echo"]
+            ccmd = shlex.split(args.client_cmd) if args.client_cmd else [args.duplex, "connect", "--echo"] + (
+                ["--deflate"] if args.deflate != "off" else [])
             profile_args = {"default": [], "limit": ["--max-message-size", str(C.LIMIT)]}
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
