@@ -811,7 +811,8 @@ void Session::maybe_finish_close() {
       // A compliant peer answers within a round trip; one that does not is
       // not waited for long.
       const auto drain = std::min<Clock::duration>(cfg_.close_timeout, failure_drain_limit);
-      if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + drain);
+      const auto drain_deadline = Clock::now() + drain;
+      if (close_deadline_ > drain_deadline) set_deadline(close_deadline_, drain_deadline);
       read_paused_ = false;
       start_reading();
     }
