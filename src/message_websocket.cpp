@@ -56,10 +56,7 @@ void MessageWebSocket::close(std::uint16_t code, std::string_view reason) {
 
 EventToken MessageWebSocket::message_received(MessageReceivedHandler handler) {
   if (!handler) throw std::invalid_argument("message_received: handler must not be empty");
-  return session_->add_message_handler(
-      [h = std::move(handler)](void* owner, const MessageWebSocketMessageReceivedEventArgs& a) {
-        h(*static_cast<MessageWebSocket*>(owner), a);
-      });
+  return session_->add_message_handler(std::move(handler));
 }
 void MessageWebSocket::message_received(EventToken token) noexcept {
   if (session_) session_->remove_handler(token);

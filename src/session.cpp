@@ -132,14 +132,14 @@ void Session::check_configurable() const {
 
 EventToken Session::add_message_handler(MessageFn f) {
   if (!f) throw std::invalid_argument("message_received: handler must not be empty");
-  std::lock_guard lock(events_mutex_);
+  EventMutex::Guard lock(events_mutex_);
   auto id = next_token_++;
   message_handlers_.emplace_back(id, std::make_shared<const MessageFn>(std::move(f)));
   return EventToken{id};
 }
 EventToken Session::add_closed_handler(ClosedFn f) {
   if (!f) throw std::invalid_argument("closed: handler must not be empty");
-  std::lock_guard lock(events_mutex_);
+  EventMutex::Guard lock(events_mutex_);
   auto id = next_token_++;
   closed_handlers_.emplace_back(id, std::make_shared<const ClosedFn>(std::move(f)));
   return EventToken{id};
@@ -147,31 +147,42 @@ EventToken Session::add_closed_handler(ClosedFn f) {
 EventToken Session::add_validation_handler(ValidationFn f) {
   if (!f)
     throw std::invalid_argument("server_custom_validation_requested: handler must not be empty");
-  std::lock_guard lock(events_mutex_);
+  EventMutex::Guard lock(events_mutex_);
   auto id = next_token_++;
   validation_handlers_.emplace_back(id, std::make_shared<const ValidationFn>(std::move(f)));
   return EventToken{id};
 }
 void Session::remove_handler(EventToken t) noexcept {
-  std::lock_guard lock(events_mutex_);
-  auto drop = [&](auto& v) { std::erase_if(v, [&](const auto& p) { return p.first == t.value; }); };
+  EventMutex::Guard lock(events_mutex_);
+  // Retired, not destroyed: the handler may be the one running.
+  auto drop = [&](auto& v) {
+    std::erase_if(v, [&](auto& p) {
+      if (p.first != t.value) return false;
+      events_mutex_.retire(std::move(p.second));
+      return true;
+    });
+  };
   drop(message_handlers_);
   drop(closed_handlers_);
   drop(validation_handlers_);
 }
 void Session::set_owner(void* owner) noexcept {
-  std::lock_guard lock(events_mutex_);
+  EventMutex::Guard lock(events_mutex_);
   owner_ = owner;
 }
 
 void Session::detach() noexcept {
   {
-    std::lock_guard lock(events_mutex_);
+    EventMutex::Guard lock(events_mutex_);
     detached_ = true;
     owner_ = nullptr;
-    message_handlers_.clear();
-    closed_handlers_.clear();
-    validation_handlers_.clear();
+    auto drop = [&](auto& v) {
+      for (auto& p : v) events_mutex_.retire(std::move(p.second));
+      v.clear();
+    };
+    drop(message_handlers_);
+    drop(closed_handlers_);
+    drop(validation_handlers_);
   }
   try {
     run_on_loop([this] {
@@ -188,14 +199,12 @@ void Session::detach() noexcept {
 void Session::raise_closed(std::uint16_t code, const std::string& reason, std::error_code ec) {
   if (closed_raised_) return;
   closed_raised_ = true;
-  std::lock_guard lock(events_mutex_);
+  EventMutex::DispatchGuard lock(events_mutex_);
   if (detached_) return;
   WebSocketClosedEventArgs args(code, reason, ec);
   EventLoopScope scope;
-  for (std::size_t i = 0; i < closed_handlers_.size() && !detached_; ++i) {
-    auto f = closed_handlers_[i].second;
-    (*f)(owner_, args);
-  }
+  for (std::size_t i = 0; i < closed_handlers_.size() && !detached_; ++i)
+    (*closed_handlers_[i].second)(owner_, args);
 }
 
 // --- operations: entry points ----------------------------------------------------------------
@@ -384,32 +393,33 @@ void Session::on_tls_handshake(std::error_code ec) {
     info_.intermediates = v->intermediates;
   }
   if (fatal) return connect_failed(std::error_code(fatal, x509_category()));
-  std::unique_lock lock(events_mutex_);
-  if (validation_handlers_.empty() || detached_) {
-    lock.unlock();
-    return send_request();
-  }
-  connecting_->validation = v;
-  std::weak_ptr<Session> weak = weak_from_this();
-  auto ex = ex_;
-  v->deferrals = 1;  // held by the handler call itself
-  v->on_all_complete = [weak, ex] {
-    asio::post(ex, [weak] {
-      if (auto self = weak.lock()) self->after_validation();
-    });
-  };
-  WebSocketServerCustomValidationRequestedEventArgs args(v);
-  EventLoopScope scope;
-  for (std::size_t i = 0; i < validation_handlers_.size() && !detached_; ++i) {
-    auto f = validation_handlers_[i].second;
-    try {
-      (*f)(owner_, args);
-    } catch (...) {
-      // A throwing validator rejects: failing closed is the secure default.
-      v->rejected = true;
+  bool asked = false;
+  {
+    EventMutex::DispatchGuard lock(events_mutex_);
+    if (!validation_handlers_.empty() && !detached_) {
+      asked = true;
+      connecting_->validation = v;
+      std::weak_ptr<Session> weak = weak_from_this();
+      auto ex = ex_;
+      v->deferrals = 1;  // held by the handler call itself
+      v->on_all_complete = [weak, ex] {
+        asio::post(ex, [weak] {
+          if (auto self = weak.lock()) self->after_validation();
+        });
+      };
+      WebSocketServerCustomValidationRequestedEventArgs args(v);
+      EventLoopScope scope;
+      for (std::size_t i = 0; i < validation_handlers_.size() && !detached_; ++i) {
+        try {
+          (*validation_handlers_[i].second)(owner_, args);
+        } catch (...) {
+          // A throwing validator rejects: failing closed is the secure default.
+          v->rejected = true;
+        }
+      }
     }
   }
-  lock.unlock();
+  if (!asked) return send_request();
   Deferral(v).complete();
 }
 
@@ -696,19 +706,32 @@ std::error_code Session::send_one(SendKind kind, SocketMessageType type,
   return {};
 }
 
-void Session::do_send(PendingSend p) {
+std::error_code Session::send_state_error() const {
   const auto ph = phase();
-  if (ph == Phase::idle || ph == Phase::connecting)
-    return complete(p.op, make_error_code(error::not_connected));
+  if (ph == Phase::idle || ph == Phase::connecting) return make_error_code(error::not_connected);
   if (ph == Phase::closed || (conn_ && conn_->close_sent()))
-    return complete(p.op, failure_ ? failure_ : make_error_code(error::closed));
-  if (p.stream_write && p.view.empty()) return complete(p.op, {}, 0);
-  if (sends_.empty() && unsent() < cfg_.outbound_buffer_size && !p.stream_write) {
-    // Fast path: the connection copies (and masks) the payload into its buffer.
-    auto ec = send_one(p.kind, p.type, p.view, p.compress);
-    complete(p.op, ec);
-    if (!ec) schedule_flush();
-    return;
+    return failure_ ? failure_ : make_error_code(error::closed);
+  return {};
+}
+
+std::optional<std::error_code> Session::send_now(SendKind kind, SocketMessageType type,
+                                                 std::span<const std::byte> data, bool compress) {
+  if (phase() != Phase::open || conn_->close_sent()) [[unlikely]] {
+    if (auto ec = send_state_error()) return ec;
+  }
+  if (!sends_.empty() || unsent() >= cfg_.outbound_buffer_size) return std::nullopt;
+  // The connection copies (and masks) the payload into its buffer.
+  auto ec = send_one(kind, type, data, compress);
+  if (!ec) schedule_flush();
+  return ec;
+}
+
+void Session::do_send(PendingSend p) {
+  if (!p.stream_write) {
+    if (auto ec = send_now(p.kind, p.type, p.view, p.compress)) return complete(p.op, *ec);
+  } else {
+    if (auto ec = send_state_error()) return complete(p.op, ec);
+    if (p.view.empty()) return complete(p.op, {}, 0);
   }
   if (!p.stream_write && p.data.empty()) {
     p.data.assign(p.view.begin(), p.view.end());
@@ -757,19 +780,49 @@ void Session::schedule_flush() {
   asio::post(ex_, [self = shared_from_this()] {
     self->flush_scheduled_ = false;
     self->flush();
+    // A write done at once may have sent the close frame.
+    if (self->phase() == Phase::closed) return;
+    self->publish_stats();
+    self->maybe_finish_close();
   });
 }
 
 void Session::flush() {
-  if (writing_ || !stream_ || !conn_ || !conn_->has_output() || phase() == Phase::closed) return;
-  auto bytes = conn_->begin_write();
+  if (writing_ || !stream_ || !conn_ || phase() == Phase::closed) return;
+  std::span<const std::byte> bytes;
+  std::size_t done = 0;
+  while (conn_->has_output()) {
+    bytes = conn_->begin_write();
+    done = 0;
+    if (stream_->is_tls()) break;
+    // Plain TCP (non-blocking): write at once. While the kernel takes it all
+    // there is no operation object and no completion to run; the rest (or
+    // all of it, when the socket is full) waits for the reactor below.
+    std::error_code ec;
+    done = stream_->socket().write_some(asio::buffer(bytes.data(), bytes.size()), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      done = 0;
+      break;
+    }
+    if (ec) {
+      writing_ = true;
+      return on_written(ec, 0);
+    }
+    if (done < bytes.size()) break;
+    conn_->end_write();
+    wire_bytes_sent_ += done;
+    pump_sends();  // room again for sends that waited
+  }
+  if (bytes.size() == done) return;  // all written (or nothing to write)
   inflight_ = bytes.size();
   writing_ = true;
   set_deadline(write_deadline_, Clock::now() + cfg_.send_timeout);
   auto self = shared_from_this();
+  const auto rest = bytes.subspan(done);
   stream_->visit([&](auto& s) {
-    asio::async_write(s, asio::buffer(bytes.data(), bytes.size()),
-                      [self](std::error_code ec, std::size_t n) { self->on_written(ec, n); });
+    asio::async_write(
+        s, asio::buffer(rest.data(), rest.size()),
+        [self, done](std::error_code ec, std::size_t n) { self->on_written(ec, done + n); });
   });
 }
 
@@ -956,16 +1009,15 @@ void Session::on_message(SocketMessageType type, std::span<const std::byte> data
     }
     return;
   }
-  // Counters first: a handler that reads the statistics sees this message.
-  publish_stats();
-  std::lock_guard lock(events_mutex_);
+  // Counters first: a handler that reads the statistics sees this message
+  // (the rates follow once per read).
+  publish_counts();
+  EventMutex::DispatchGuard lock(events_mutex_);
   if (detached_) return;
   MessageWebSocketMessageReceivedEventArgs args(type, data, complete_);
   EventLoopScope scope;
-  for (std::size_t i = 0; i < message_handlers_.size() && !detached_; ++i) {
-    auto f = message_handlers_[i].second;
-    (*f)(owner_, args);
-  }
+  for (std::size_t i = 0; i < message_handlers_.size() && !detached_; ++i)
+    (*message_handlers_[i].second)(*static_cast<MessageWebSocket*>(owner_), args);
 }
 
 void Session::on_ping(std::span<const std::byte>) {}
@@ -1066,7 +1118,7 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
 // --- statistics
 // --------------------------------------------------------------------------------------------
 
-void Session::publish_stats() {
+void Session::publish_counts() {
   if (!conn_) return;
   const auto& s = conn_->stats();
   stats_.bytes_sent.store(wire_bytes_sent_, std::memory_order_relaxed);
@@ -1075,6 +1127,11 @@ void Session::publish_stats() {
   stats_.messages_received.store(s.messages_received, std::memory_order_relaxed);
   stats_.frames_sent.store(s.frames_sent, std::memory_order_relaxed);
   stats_.frames_received.store(s.frames_received, std::memory_order_relaxed);
+}
+
+void Session::publish_stats() {
+  if (!conn_) return;
+  publish_counts();
   const auto now = Clock::now();
   const auto elapsed = now - rate_window_start_;
   if (elapsed >= std::chrono::seconds(1)) {
@@ -1115,8 +1172,19 @@ void check_connect(Session& s, std::string_view uri) {
   s.check_connect(uri);
 }
 
-SocketMessageType check_send(Session& s, SendKind kind, std::span<const std::byte> data) {
-  const auto type = s.message_type.load();
+namespace {
+// The type a send uses: the per-message option, else the socket's control.
+SocketMessageType message_type_of(const Session& s, std::optional<SocketMessageType> per_message) {
+  if (!per_message) return s.message_type.load(std::memory_order_relaxed);
+  if (*per_message != SocketMessageType::binary && *per_message != SocketMessageType::utf8)
+    throw std::invalid_argument("send_async: SendOptions::message_type must be binary or utf8");
+  return *per_message;
+}
+}  // namespace
+
+SocketMessageType check_send(Session& s, SendKind kind, std::span<const std::byte> data,
+                             std::optional<SocketMessageType> per_message) {
+  const auto type = message_type_of(s, per_message);
   // RFC 6455 5.6: a text message must be UTF-8; a whole one is checked here, at
   // the call; pieces are checked across frames by the connection.
   if (type == SocketMessageType::utf8 && kind == SendKind::whole && !protocol::is_valid_utf8(data))
@@ -1133,6 +1201,20 @@ void start_connect(std::shared_ptr<Session> s, std::string uri, CancellationToke
                    CompletionHandler h) {
   s->connect(std::move(uri), std::move(ct), std::move(h));
 }
+
+std::optional<std::error_code> try_send_now(Session& s, SendKind kind,
+                                            std::span<const std::byte> data,
+                                            std::optional<SocketMessageType> per_message,
+                                            bool compress) {
+  if (!s.on_loop_thread()) return std::nullopt;
+  const auto type = message_type_of(s, per_message);
+  // The connection checks a text message's UTF-8 as it copies it (nothing is
+  // queued when it fails); a bad argument then throws here, as at the call.
+  auto r = s.send_now(kind, type, data, compress);
+  if (r && *r) check_send(s, kind, data, type);
+  return r;
+}
+
 void start_send(std::shared_ptr<Session> s, SendKind kind, SocketMessageType type,
                 std::span<const std::byte> data, CancellationToken ct, CompletionHandler h,
                 bool compress) {

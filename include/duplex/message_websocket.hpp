@@ -33,10 +33,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 
 #include <asio/io_context.hpp>
 
@@ -62,6 +64,10 @@ struct SendOptions {
   /// message sent in pieces follows the option of its first piece. Without
   /// the extension it changes nothing.
   bool compress = true;
+  /// This message's type, instead of control().message_type() (which stays
+  /// as it is): an echo sends back each message with its own type this way.
+  /// For a message sent in pieces, the first piece's type holds.
+  std::optional<SocketMessageType> message_type = std::nullopt;
 };
 
 namespace detail {
@@ -123,7 +129,9 @@ public:
 
   /// Sends one message of type control().message_type(). The data is copied
   /// before the call returns. Completes when the message is accepted into the
-  /// outbound buffer (at once while it has room). Throws std::invalid_argument
+  /// outbound buffer (at once while it has room: called with the default token
+  /// on the socket's loop, e.g. in an event handler, it returns a Task that is
+  /// already ready, and costs no allocation). Throws std::invalid_argument
   /// for a utf8 message that is not valid UTF-8. Errors: not_connected,
   /// closed (a close was sent or received), timed_out, operation_aborted.
   /// Cancelling a send still waiting for room leaves the socket usable.
@@ -150,29 +158,29 @@ public:
                      std::forward<CompletionToken>(token));
   }
 
-  /// send_async with per-message `options` (SendOptions::compress).
+  /// send_async with per-message `options` (SendOptions: compression, type).
   template <class CompletionToken = UseTask>
   auto send_async(std::span<const std::byte> data, SendOptions options,
                   CompletionToken&& token = {}) {
     return send_impl(detail::SendKind::whole, data, CancellationToken{},
-                     std::forward<CompletionToken>(token), options.compress);
+                     std::forward<CompletionToken>(token), options);
   }
   template <class CompletionToken = UseTask>
   auto send_async(std::span<const std::byte> data, SendOptions options, CancellationToken ct,
                   CompletionToken&& token = {}) {
     return send_impl(detail::SendKind::whole, data, std::move(ct),
-                     std::forward<CompletionToken>(token), options.compress);
+                     std::forward<CompletionToken>(token), options);
   }
   template <class CompletionToken = UseTask>
   auto send_async(std::string_view text, SendOptions options, CompletionToken&& token = {}) {
     return send_impl(detail::SendKind::whole, as_bytes(text), CancellationToken{},
-                     std::forward<CompletionToken>(token), options.compress);
+                     std::forward<CompletionToken>(token), options);
   }
   template <class CompletionToken = UseTask>
   auto send_async(std::string_view text, SendOptions options, CancellationToken ct,
                   CompletionToken&& token = {}) {
     return send_impl(detail::SendKind::whole, as_bytes(text), std::move(ct),
-                     std::forward<CompletionToken>(token), options.compress);
+                     std::forward<CompletionToken>(token), options);
   }
 
   /// Sends one piece of a message that more pieces follow (a frame without
@@ -195,13 +203,13 @@ public:
   auto send_nonfinal_frame_async(std::span<const std::byte> data, SendOptions options,
                                  CompletionToken&& token = {}) {
     return send_impl(detail::SendKind::nonfinal, data, CancellationToken{},
-                     std::forward<CompletionToken>(token), options.compress);
+                     std::forward<CompletionToken>(token), options);
   }
   template <class CompletionToken = UseTask>
   auto send_nonfinal_frame_async(std::span<const std::byte> data, SendOptions options,
                                  CancellationToken ct, CompletionToken&& token = {}) {
     return send_impl(detail::SendKind::nonfinal, data, std::move(ct),
-                     std::forward<CompletionToken>(token), options.compress);
+                     std::forward<CompletionToken>(token), options);
   }
   /// Sends the last piece of a message sent in pieces (or a whole message).
   template <class CompletionToken = UseTask>
@@ -222,13 +230,13 @@ public:
   auto send_final_frame_async(std::span<const std::byte> data, SendOptions options,
                               CompletionToken&& token = {}) {
     return send_impl(detail::SendKind::final, data, CancellationToken{},
-                     std::forward<CompletionToken>(token), options.compress);
+                     std::forward<CompletionToken>(token), options);
   }
   template <class CompletionToken = UseTask>
   auto send_final_frame_async(std::span<const std::byte> data, SendOptions options,
                               CancellationToken ct, CompletionToken&& token = {}) {
     return send_impl(detail::SendKind::final, data, std::move(ct),
-                     std::forward<CompletionToken>(token), options.compress);
+                     std::forward<CompletionToken>(token), options);
   }
 
   /// Starts the close handshake (RFC 6455 7.1.2) and returns at once; the
@@ -276,8 +284,14 @@ private:
   }
   template <class CompletionToken>
   auto send_impl(detail::SendKind kind, std::span<const std::byte> data, CancellationToken ct,
-                 CompletionToken&& token, bool compress = true) {
-    auto type = detail::check_send(*session_, kind, data);
+                 CompletionToken&& token, SendOptions options = {}) {
+    const bool compress = options.compress;
+    if constexpr (std::is_same_v<std::decay_t<CompletionToken>, UseTask>) {
+      // On the loop (an event handler): done at once, no operation object.
+      if (auto ec = detail::try_send_now(*session_, kind, data, options.message_type, compress))
+        return Task<void>::ready({*ec});
+    }
+    auto type = detail::check_send(*session_, kind, data, options.message_type);
     return detail::initiate<void(std::error_code)>(
         get_executor(), std::forward<CompletionToken>(token),
         [s = session_, kind, type, data, ct = std::move(ct),

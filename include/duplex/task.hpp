@@ -106,7 +106,10 @@ struct Result<void> {
 };
 
 /// The eventual result of one async operation: T (or nothing for T = void) or
-/// an error code. Move-only; one consumer.
+/// an error code. Move-only; one consumer. An operation that completes at the
+/// call (a send with room in the outbound buffer, on the socket's own loop)
+/// returns a task that is ready from the start and holds its result inline,
+/// without allocating.
 template <class T = void>
 class Task {
 public:
@@ -114,11 +117,30 @@ public:
 
   Task() = default;
   explicit Task(std::shared_ptr<detail::TaskState<T>> state) : state_(std::move(state)) {}
+  Task(Task&& other) noexcept : state_(std::move(other.state_)), ready_(std::move(other.ready_)) {
+    other.ready_.reset();
+  }
+  Task& operator=(Task&& other) noexcept {
+    if (this != &other) {
+      state_ = std::move(other.state_);
+      ready_ = std::move(other.ready_);
+      other.ready_.reset();
+    }
+    return *this;
+  }
+
+  /// A task already completed with `result`.
+  static Task ready(Result<T> result) {
+    Task t;
+    t.ready_.emplace(std::move(result));
+    return t;
+  }
 
   /// True when the task holds a state (not default-constructed or moved-from).
-  [[nodiscard]] bool valid() const noexcept { return state_ != nullptr; }
+  [[nodiscard]] bool valid() const noexcept { return state_ != nullptr || ready_.has_value(); }
   /// True once the operation completed.
   [[nodiscard]] bool is_ready() const {
+    if (ready_) return true;
     std::lock_guard lock(state_->mutex);
     return state_->done;
   }
@@ -138,13 +160,14 @@ public:
   /// std::logic_error instead of deadlocking when called, before completion,
   /// on the default loop's thread or inside a socket event handler.
   Result<T> get_result() {
+    if (ready_) return std::move(*ready_);
     std::unique_lock lock(state_->mutex);
     if (!state_->done && detail::on_event_loop)
       throw std::logic_error(
           "Task::get: blocking on the event loop's thread would deadlock; use co_await or "
           "then() there");
     state_->cv.wait(lock, [&] { return state_->done; });
-    return take_locked();
+    return take(*state_);
   }
 
   /// Calls `f(std::error_code)` (T = void) or `f(std::error_code, T)` when the
@@ -152,44 +175,46 @@ public:
   /// loop), or at once on this thread if it already completed.
   template <class F>
   void then(F f) {
+    if (ready_) return invoke(f, std::move(*ready_));
     std::unique_lock lock(state_->mutex);
     if (!state_->done) {
-      state_->continuation = [s = state_, f = std::move(f)]() mutable {
-        invoke(f, s->ec, std::move(*s->value));
-      };
+      state_->continuation = [s = state_, f = std::move(f)]() mutable { invoke(f, take(*s)); };
       return;
     }
     lock.unlock();
-    invoke(f, state_->ec, std::move(*state_->value));
+    invoke(f, take(*state_));
   }
 
   /// Awaiter that returns Result<T> instead of throwing.
-  auto as_result() && { return ResultAwaiter{std::move(state_)}; }
+  auto as_result() && { return ResultAwaiter{{std::move(state_), std::move(ready_)}}; }
 
   /// `co_await task` returns the value or throws std::system_error. The
   /// coroutine resumes on the thread that completes the operation (the socket's
-  /// event loop).
-  auto operator co_await() && { return ValueAwaiter{std::move(state_)}; }
+  /// event loop), or does not suspend when the task is ready.
+  auto operator co_await() && { return ValueAwaiter{{std::move(state_), std::move(ready_)}}; }
 
 private:
-  template <class F, class V>
-  static void invoke(F& f, std::error_code ec, V&& v) {
+  template <class F>
+  static void invoke(F& f, Result<T> r) {
     if constexpr (std::is_void_v<T>)
-      f(ec);
+      f(r.ec);
     else
-      f(ec, std::forward<V>(v));
+      f(r.ec, std::move(r.value));
   }
 
-  Result<T> take_locked() {
+  // Takes the result out of a completed state (under its mutex when racing).
+  static Result<T> take(detail::TaskState<T>& s) {
     Result<T> r;
-    r.ec = state_->ec;
-    if constexpr (!std::is_void_v<T>) r.value = std::move(*state_->value);
+    r.ec = s.ec;
+    if constexpr (!std::is_void_v<T>) r.value = std::move(*s.value);
     return r;
   }
 
   struct AwaiterBase {
     std::shared_ptr<detail::TaskState<T>> state;
+    std::optional<Result<T>> ready;
     bool await_ready() const {
+      if (ready) return true;
       std::lock_guard lock(state->mutex);
       return state->done;
     }
@@ -200,11 +225,9 @@ private:
       return true;
     }
     Result<T> result() {
+      if (ready) return std::move(*ready);
       std::lock_guard lock(state->mutex);
-      Result<T> r;
-      r.ec = state->ec;
-      if constexpr (!std::is_void_v<T>) r.value = std::move(*state->value);
-      return r;
+      return take(*state);
     }
   };
   struct ValueAwaiter : AwaiterBase {
@@ -219,6 +242,7 @@ private:
   };
 
   std::shared_ptr<detail::TaskState<T>> state_;
+  std::optional<Result<T>> ready_;  ///< set when the task was ready from the start
 };
 
 }  // namespace duplex

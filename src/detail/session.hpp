@@ -35,6 +35,7 @@
 #include <duplex/websocket_events.hpp>
 
 #include "detail/event_loop.hpp"
+#include "detail/event_mutex.hpp"
 #include "transport/connect.hpp"
 #include "transport/stream.hpp"
 
@@ -104,6 +105,11 @@ public:
 
   [[nodiscard]] const asio::io_context::executor_type& executor() const noexcept { return ex_; }
   [[nodiscard]] Kind kind() const noexcept { return kind_; }
+  /// True on the thread that runs this session's loop (cheapest inside one of
+  /// its event handlers).
+  [[nodiscard]] bool on_loop_thread() const noexcept {
+    return events_mutex_.held_here() || ex_.running_in_this_thread();
+  }
   [[nodiscard]] Phase phase() const noexcept { return phase_.load(std::memory_order_acquire); }
 
   // --- Controls (any thread) -------------------------------------------------------
@@ -139,8 +145,9 @@ public:
   BandwidthStatistics statistics() const;
 
   // --- Events (any thread) -------------------------------------------------------
-  using MessageFn =
-      std::function<void(void* owner, const MessageWebSocketMessageReceivedEventArgs&)>;
+  /// Message handlers only exist on a MessageWebSocket: stored as given (the
+  /// owner is that socket), one call per message.
+  using MessageFn = MessageWebSocket::MessageReceivedHandler;
   using ClosedFn = std::function<void(void* owner, const WebSocketClosedEventArgs&)>;
   using ValidationFn =
       std::function<void(void* owner, const WebSocketServerCustomValidationRequestedEventArgs&)>;
@@ -161,6 +168,12 @@ public:
   /// `compress` false: sent uncompressed even with permessage-deflate.
   void send(SendKind kind, SocketMessageType type, std::span<const std::byte> data, bool copy,
             CancellationToken ct, CompletionHandler h, bool compress = true);
+  /// [loop] A whole-message or frame send done at once: its result when the
+  /// socket is not open (the error) or the outbound buffer has room and no send
+  /// waits before this one (the message is then in the buffer); nullopt
+  /// otherwise, for the queued path of send().
+  std::optional<std::error_code> send_now(SendKind kind, SocketMessageType type,
+                                          std::span<const std::byte> data, bool compress);
   void close(std::uint16_t code, std::string reason, CancellationToken ct, CompletionHandler h);
   void read(std::span<std::byte> buffer, CancellationToken ct, CompletionHandler h);
 
@@ -194,6 +207,7 @@ private:
   // Loop-side operations.
   void do_connect(std::string uri, Op op);
   void do_send(PendingSend p);
+  [[nodiscard]] std::error_code send_state_error() const;
   void do_close(std::uint16_t code, std::string reason, Op op);
   void do_read(std::span<std::byte> buffer, Op op);
   Op make_op(CompletionHandler h, CancellationToken ct);
@@ -235,7 +249,8 @@ private:
   void finish(std::uint16_t code, std::string reason, std::error_code ec);
   void set_deadline(Clock::time_point& slot, Clock::time_point at);
   Clock::time_point on_deadline(Clock::time_point now) override;
-  void publish_stats();
+  void publish_stats();   ///< counters and the rates of the last second
+  void publish_counts();  ///< counters only (per message)
   void note_activity();
 
   // ConnectionHandler [loop].
@@ -262,9 +277,9 @@ private:
   mutable std::mutex info_mutex_;
   Info info_;
 
-  // Events: handlers run with events_mutex_ held (recursive: a handler may
-  // register, revoke or destroy on the loop thread).
-  mutable std::recursive_mutex events_mutex_;
+  // Events: handlers run with events_mutex_ held (re-entered by a handler
+  // that registers, revokes or destroys on the loop thread).
+  EventMutex events_mutex_;
   void* owner_ = nullptr;
   std::uint64_t next_token_ = 1;
   std::vector<std::pair<std::uint64_t, std::shared_ptr<const MessageFn>>> message_handlers_;

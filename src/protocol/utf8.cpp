@@ -23,8 +23,25 @@ inline bool in_range(std::uint8_t c, std::uint8_t lo, std::uint8_t hi) noexcept 
   return static_cast<std::uint8_t>(c - lo) <= static_cast<std::uint8_t>(hi - lo);
 }
 
+inline std::uint64_t load64(const std::uint8_t* p) noexcept {
+  std::uint64_t w;
+  std::memcpy(&w, p, 8);
+  return w;
+}
+inline std::uint32_t load32(const std::uint8_t* p) noexcept {
+  std::uint32_t w;
+  std::memcpy(&w, p, 4);
+  return w;
+}
+
 // Skips the ASCII run at p; returns the first non-ASCII byte or end.
 inline const std::uint8_t* skip_ascii(const std::uint8_t* p, const std::uint8_t* end) noexcept {
+  // Short text (small messages, the common case): two overlapping words.
+  const auto n = end - p;
+  if (n <= 16) {
+    if (n >= 8 && ((load64(p) | load64(end - 8)) & 0x8080808080808080ull) == 0) return end;
+    if (n >= 4 && n < 8 && ((load32(p) | load32(end - 4)) & 0x80808080u) == 0) return end;
+  }
 #if defined(__SSE2__)
   while (end - p >= 32) {
     __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
@@ -41,9 +58,7 @@ inline const std::uint8_t* skip_ascii(const std::uint8_t* p, const std::uint8_t*
   }
 #endif
   while (end - p >= 8) {
-    std::uint64_t w;
-    std::memcpy(&w, p, 8);
-    if ((w & 0x8080808080808080ull) != 0) break;
+    if ((load64(p) & 0x8080808080808080ull) != 0) break;
     p += 8;
   }
   while (p < end && *p < 0x80) ++p;

@@ -186,6 +186,26 @@ TEST(Utf8, BadByteInsideLongAsciiRunAtEveryPosition) {
   }
 }
 
+// Short text takes the overlapping-word path: every length up to 40, every
+// position of a bad byte, and a valid two-byte sequence at every position.
+TEST(Utf8, ShortTextAtEveryLengthAndPosition) {
+  for (std::size_t n = 0; n <= 40; ++n) {
+    const std::string ascii(n, 'a');
+    EXPECT_TRUE(is_valid_utf8(ascii)) << n;
+    for (std::size_t pos = 0; pos < n; ++pos) {
+      std::string bad = ascii;
+      bad[pos] = static_cast<char>(0xFF);
+      EXPECT_FALSE(is_valid_utf8(bad)) << n << " " << pos;
+      if (pos + 1 < n) {
+        std::string two = ascii;
+        two[pos] = static_cast<char>(0xC3);
+        two[pos + 1] = static_cast<char>(0xA9);  // U+00E9
+        EXPECT_TRUE(is_valid_utf8(two)) << n << " " << pos;
+      }
+    }
+  }
+}
+
 TEST(Utf8, MultibyteAfterLongAsciiRunAtEveryPosition) {
   for (std::size_t pos = 0; pos < 100; ++pos) {
     std::string t(pos, 'y');

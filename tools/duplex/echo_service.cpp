@@ -81,8 +81,9 @@ EchoServer::EchoServer(const EchoServerOptions& options) : shared_(std::make_sha
               shared->bytes.fetch_add(m.data().size(), std::memory_order_relaxed);
               // Same type back. The send copies the data before returning; its task may
               // be dropped: a failed send fails the connection, seen as the closed event.
-              s.control().message_type(m.message_type());
-              (void)s.send_async(m.data());
+              SendOptions same_type;
+              same_type.message_type = m.message_type();
+              (void)s.send_async(m.data(), same_type);
             });
         ws.closed([shared, id](MessageWebSocket&, const WebSocketClosedEventArgs& c) {
           if (shared->verbose) {

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -39,8 +40,10 @@ asio::any_io_executor session_executor(const Session& s) noexcept;
 void check_connect(Session& s, std::string_view uri);
 /// Throws std::invalid_argument for text that is not UTF-8 when the message
 /// type is utf8, std::logic_error for a server... never for state (state
-/// errors complete the operation with a code). Returns the type to send.
-SocketMessageType check_send(Session& s, SendKind kind, std::span<const std::byte> data);
+/// errors complete the operation with a code). Returns the type to send:
+/// `type` if given, else the socket's message type control.
+SocketMessageType check_send(Session& s, SendKind kind, std::span<const std::byte> data,
+                             std::optional<SocketMessageType> type = std::nullopt);
 /// Throws std::invalid_argument for a close code or reason not allowed.
 void check_close(std::uint16_t code, std::string_view reason);
 
@@ -51,6 +54,13 @@ void start_connect(std::shared_ptr<Session> s, std::string uri, CancellationToke
 void start_send(std::shared_ptr<Session> s, SendKind kind, SocketMessageType type,
                 std::span<const std::byte> data, CancellationToken ct, CompletionHandler h,
                 bool compress = true);
+/// On the socket's loop thread, a send that can finish at once (see
+/// Session::send_now): its result, with the data already copied. nullopt off
+/// the loop thread or when the send must wait for room. Throws as check_send
+/// for a bad argument.
+std::optional<std::error_code> try_send_now(Session& s, SendKind kind,
+                                            std::span<const std::byte> data,
+                                            std::optional<SocketMessageType> type, bool compress);
 void start_close(std::shared_ptr<Session> s, std::uint16_t code, std::string reason,
                  CancellationToken ct, CompletionHandler h);
 /// `buffer` must stay valid until completion.
