@@ -460,3 +460,79 @@ TEST_F(ClientMessage, BlockingInAHandlerThrowsInsteadOfDeadlocking) {
   EXPECT_TRUE(send_ready);
   EXPECT_TRUE(threw);
 }
+
+namespace {
+
+// SendOptions::message_type: one message of another type, the control left as
+// it is; a bad type or text that is not UTF-8 throws at the call.
+TEST_F(ClientMessage, PerMessageTypeOverridesTheControlForOneMessage) {
+  MessageWebSocket ws;
+  Inbox inbox;
+  inbox.attach(ws);
+  ws.control().message_type(SocketMessageType::binary);
+  ws.connect_async(url()).get();
+  duplex::SendOptions as_text;
+  as_text.message_type = SocketMessageType::utf8;
+  ws.send_async("h\xc3\xa9llo", as_text).get();
+  ws.send_async("plain").get();
+  auto first = inbox.next();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->type, SocketMessageType::utf8);
+  auto second = inbox.next();
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->type, SocketMessageType::binary);
+  EXPECT_EQ(ws.control().message_type(), SocketMessageType::binary);
+
+  duplex::SendOptions bad_type;
+  bad_type.message_type = static_cast<SocketMessageType>(7);
+  EXPECT_THROW(ws.send_async("x", bad_type), std::invalid_argument);
+  EXPECT_THROW(ws.send_async("\xff", as_text), std::invalid_argument);
+  ws.close();
+  EXPECT_TRUE(inbox.wait_closed());
+}
+
+// On the loop (in a handler) the same checks hold: the send is done at once,
+// and a bad argument still throws there without queuing anything.
+TEST_F(ClientMessage, SendFromAHandlerChecksItsArgumentsToo) {
+  MessageWebSocket ws;
+  duplex::test::Flag done;
+  bool bad_utf8_threw = false, bad_type_threw = false, ready = false;
+  int calls = 0;
+  std::vector<std::string> echoes;
+  std::mutex m;
+  ws.message_received([&](MessageWebSocket& self, const auto& a) {
+    {
+      std::lock_guard lock(m);
+      echoes.emplace_back(reinterpret_cast<const char*>(a.data().data()), a.data().size());
+    }
+    if (calls++ > 0) return done.set();
+    duplex::SendOptions as_text;
+    as_text.message_type = SocketMessageType::utf8;
+    try {
+      (void)self.send_async("\xc3", as_text);  // a cut two-byte sequence
+    } catch (const std::invalid_argument&) {
+      bad_utf8_threw = true;
+    }
+    duplex::SendOptions bad_type;
+    bad_type.message_type = static_cast<SocketMessageType>(9);
+    try {
+      (void)self.send_async("x", bad_type);
+    } catch (const std::invalid_argument&) {
+      bad_type_threw = true;
+    }
+    auto t = self.send_async("second", as_text);
+    ready = t.is_ready() && !t.get_result().ec;
+  });
+  ws.connect_async(url()).get();
+  ws.send_async("first").get();
+  ASSERT_TRUE(done.wait());
+  EXPECT_TRUE(bad_utf8_threw);
+  EXPECT_TRUE(bad_type_threw);
+  EXPECT_TRUE(ready);
+  std::lock_guard lock(m);
+  // Nothing of the rejected sends went out: the echoes are exactly these two.
+  EXPECT_EQ(echoes, (std::vector<std::string>{"first", "second"}));
+  ws.close();
+}
+
+}  // namespace
