@@ -557,6 +557,7 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
   cfg_.send_timeout = o.send_timeout;
   cfg_.close_timeout = o.close_timeout;
   cfg_.no_delay = o.no_delay;
+  cfg_.receive_mode = o.receive_mode;
   {
     std::lock_guard lock(config_mutex_);
     config_ = cfg_;
@@ -565,7 +566,8 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
   cc.role = protocol::Role::server;
   cc.max_message_size =
       kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : o.max_message_size;
-  cc.partial_messages = kind_ == Kind::stream;
+  cc.partial_messages =
+      kind_ == Kind::stream || o.receive_mode == MessageWebSocketReceiveMode::partial_message;
   cc.deflate = o.deflate;
   conn_.emplace(cc);
   std::error_code ignored;
@@ -698,12 +700,57 @@ void Session::note_activity() {
 
 std::error_code Session::send_one(SendKind kind, SocketMessageType type,
                                   std::span<const std::byte> data, bool compress) {
+  // A large frame while nothing is being written goes from the caller's buffer
+  // to the socket (zero copy); only what the kernel does not take is copied.
+  protocol::Connection::DirectFrame direct;
+  auto* d = data.size() >= protocol::Connection::direct_min_payload && !writing_ && stream_ &&
+                    !stream_->is_tls()
+                ? &direct
+                : nullptr;
+  std::error_code ec;
   switch (kind) {
-    case SendKind::whole: return conn_->send_message(type, data, compress);
-    case SendKind::nonfinal: return conn_->send_fragment(type, data, false, compress);
-    case SendKind::final: return conn_->send_fragment(type, data, true, compress);
+    case SendKind::whole: ec = conn_->send_message(type, data, compress, d); break;
+    case SendKind::nonfinal: ec = conn_->send_fragment(type, data, false, compress, d); break;
+    case SendKind::final: ec = conn_->send_fragment(type, data, true, compress, d); break;
   }
-  return {};
+  if (!ec && direct.header_size != 0)
+    write_direct(std::span<const std::byte>(direct.header.data(), direct.header_size), data);
+  return ec;
+}
+
+void Session::write_direct(std::span<const std::byte> header, std::span<const std::byte> payload) {
+  const auto buffered = conn_->begin_write();
+  const std::array<asio::const_buffer, 3> parts{asio::buffer(buffered.data(), buffered.size()),
+                                                asio::buffer(header.data(), header.size()),
+                                                asio::buffer(payload.data(), payload.size())};
+  std::error_code ec;
+  std::size_t n = stream_->socket().write_some(parts, ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) {
+    ec = {};
+    n = 0;
+  }
+  if (!ec && n >= buffered.size()) {
+    conn_->end_write();
+    wire_bytes_sent_ += n;
+    n -= buffered.size();
+    // What the kernel did not take is copied and leaves with the next write.
+    const auto from_header = std::min(n, header.size());
+    conn_->append_output(header.subspan(from_header));
+    conn_->append_output(payload.subspan(n - from_header));
+    // Not flush() here: called from pump_sends(), that would recurse once per
+    // waiting send. The callers flush after pumping.
+    if (conn_->has_output()) schedule_flush();
+    return;
+  }
+  // The buffered bytes went out in part (or not at all): the frame queues
+  // behind them, in the buffer that fills while they are written.
+  conn_->append_output(header);
+  conn_->append_output(payload);
+  if (ec) {
+    writing_ = true;
+    return on_written(ec, 0);
+  }
+  write_rest(buffered, n);
 }
 
 std::error_code Session::send_state_error() const {
@@ -792,6 +839,8 @@ void Session::flush() {
   std::span<const std::byte> bytes;
   std::size_t done = 0;
   while (conn_->has_output()) {
+    // A send released by pump_sends() below may have started a write itself.
+    if (writing_) return;
     bytes = conn_->begin_write();
     done = 0;
     if (stream_->is_tls()) break;
@@ -814,6 +863,10 @@ void Session::flush() {
     pump_sends();  // room again for sends that waited
   }
   if (bytes.size() == done) return;  // all written (or nothing to write)
+  write_rest(bytes, done);
+}
+
+void Session::write_rest(std::span<const std::byte> bytes, std::size_t done) {
   inflight_ = bytes.size();
   writing_ = true;
   set_deadline(write_deadline_, Clock::now() + cfg_.send_timeout);

@@ -48,6 +48,9 @@ void check_options(const WebSocketListenerOptions& o) {
   if (o.max_header_size < 256) throw std::invalid_argument("max_header_size: must be >= 256");
   if (o.max_connections == 0) throw std::invalid_argument("max_connections: must be > 0");
   if (o.max_message_size == 0) throw std::invalid_argument("max_message_size: must be > 0");
+  if (o.receive_mode != MessageWebSocketReceiveMode::full_message &&
+      o.receive_mode != MessageWebSocketReceiveMode::partial_message)
+    throw std::invalid_argument("receive_mode: must be full_message or partial_message");
   if (o.keep_alive_interval < milliseconds::zero())
     throw std::invalid_argument("keep_alive_interval: must be >= 0");
   if (o.keep_alive_timeout <= milliseconds::zero())
@@ -435,6 +438,7 @@ std::shared_ptr<Session> ListenerImpl::adopt(AcceptedStream& a, const std::strin
   ServerSessionOptions so;
   so.protocol = protocol;
   so.max_message_size = options_.max_message_size;
+  so.receive_mode = options_.receive_mode;
   so.outbound_buffer_size = options_.outbound_buffer_size;
   so.keep_alive_interval = options_.keep_alive_interval;
   so.keep_alive_timeout = options_.keep_alive_timeout;

@@ -101,6 +101,11 @@ struct WebSocketListenerOptions {
   /// Largest message a handed-over MessageWebSocket accepts (close 1009
   /// beyond). 64 MiB, as for the client. Must be > 0.
   std::uint64_t max_message_size = std::uint64_t{64} << 20;
+  /// How a handed-over MessageWebSocket delivers messages (as its control
+  /// receive_mode() on the client): whole (default), or piece by piece as
+  /// they arrive (partial_message: no reassembly copy, for large messages
+  /// or a relay that forwards pieces at once).
+  MessageWebSocketReceiveMode receive_mode = MessageWebSocketReceiveMode::full_message;
   /// Keep-alive: a ping after this long without received data; if no data
   /// arrives within keep_alive_timeout after it, the peer is dead and the
   /// connection is failed (idle timeout). 30 s: under the usual NAT and proxy

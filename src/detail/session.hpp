@@ -83,6 +83,7 @@ struct ServerSessionOptions {
   std::string protocol;    ///< negotiated subprotocol ("" if none)
   std::string extensions;  ///< negotiated extensions answer ("" if none)
   std::uint64_t max_message_size = std::uint64_t{64} << 20;
+  MessageWebSocketReceiveMode receive_mode = MessageWebSocketReceiveMode::full_message;
   std::size_t outbound_buffer_size = std::size_t{1} << 20;
   milliseconds keep_alive_interval{0};
   milliseconds keep_alive_timeout{10'000};
@@ -238,7 +239,14 @@ private:
   std::error_code send_one(SendKind kind, SocketMessageType type, std::span<const std::byte> data,
                            bool compress);
   void schedule_flush();
+  /// Writes the output: at once on plain TCP while the kernel takes it, the
+  /// rest through write_rest().
   void flush();
+  /// Writes begin_write()'s `bytes` from `done` on, asynchronously.
+  void write_rest(std::span<const std::byte> bytes, std::size_t done);
+  /// Writes the buffered output, then a DirectFrame's header and payload, in
+  /// one call; copies what the kernel does not take.
+  void write_direct(std::span<const std::byte> header, std::span<const std::byte> payload);
   void on_written(std::error_code ec, std::size_t n);
   [[nodiscard]] std::size_t unsent() const noexcept {
     return (conn_ ? conn_->buffered_amount() : 0) + inflight_;

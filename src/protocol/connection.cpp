@@ -574,6 +574,37 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
 
 // --- Sending ----------------------------------------------------------------------
 
+bool Connection::direct_frame(std::uint8_t b0, std::span<const std::byte> payload,
+                              DirectFrame* direct) noexcept {
+  if (direct == nullptr) return false;
+  direct->header_size = 0;
+  const std::size_t n = payload.size();
+  // Only unmasked frames: a client's payload is masked as it is copied.
+  if (config_.role != Role::server || n < direct_min_payload) return false;
+  std::byte* o = direct->header.data();
+  o[0] = std::byte{b0};
+  // RFC 6455 5.2: the minimal length encoding (n > 125 here).
+  if (n <= 0xFFFF) {
+    o[1] = std::byte{126};
+    o[2] = std::byte{static_cast<std::uint8_t>(n >> 8)};
+    o[3] = std::byte{static_cast<std::uint8_t>(n)};
+    direct->header_size = 4;
+  } else {
+    o[1] = std::byte{127};
+    const auto len = static_cast<std::uint64_t>(n);
+    for (std::size_t i = 0; i < 8; ++i)
+      o[2 + i] = std::byte{static_cast<std::uint8_t>(len >> (56 - 8 * i))};
+    direct->header_size = 10;
+  }
+  ++stats_.frames_sent;
+  stats_.bytes_sent += direct->header_size + n;
+  return true;
+}
+
+void Connection::append_output(std::span<const std::byte> bytes) {
+  if (!bytes.empty()) std::memcpy(out_.append(bytes.size()), bytes.data(), bytes.size());
+}
+
 void Connection::queue_frame(std::uint8_t b0, std::span<const std::byte> payload) {
   const std::size_t n = payload.size();
   const bool mask = config_.role == Role::client;
@@ -623,7 +654,7 @@ std::error_code Connection::check_send_data() const noexcept {
 }
 
 std::error_code Connection::send_message(SocketMessageType type, std::span<const std::byte> payload,
-                                         bool compress) {
+                                         bool compress, DirectFrame* direct) {
   if (close_sent_ || wr_in_message_) [[unlikely]]
     return check_send_data();
   const bool text = type == SocketMessageType::utf8;
@@ -662,7 +693,7 @@ std::error_code Connection::send_message(SocketMessageType type, std::span<const
   ++stats_.messages_sent;
   if (deflate)
     send_deflated(b0, payload, true);
-  else
+  else if (!direct_frame(b0, payload, direct))
     queue_frame(b0, payload);
   return {};
 }
@@ -680,7 +711,7 @@ std::error_code Connection::send_compressed_message(SocketMessageType type,
 
 std::error_code Connection::send_fragment(SocketMessageType type,
                                           std::span<const std::byte> payload, bool fin,
-                                          bool compress) {
+                                          bool compress, DirectFrame* direct) {
   if (close_sent_) return make_error_code(error::closed);
   std::uint8_t op = op_continuation;
   if (!wr_in_message_) {
@@ -701,10 +732,11 @@ std::error_code Connection::send_fragment(SocketMessageType type,
       return make_error_code(error::invalid_utf8);
     wr_utf8_ = next;
   }
+  const auto b0 = static_cast<std::uint8_t>((fin ? bit_fin : 0) | op);
   if (wr_deflating_)
-    send_deflated(static_cast<std::uint8_t>((fin ? bit_fin : 0) | op), payload, fin);
-  else
-    queue_frame(static_cast<std::uint8_t>((fin ? bit_fin : 0) | op), payload);
+    send_deflated(b0, payload, fin);
+  else if (!direct_frame(b0, payload, direct))
+    queue_frame(b0, payload);
   wr_in_message_ = !fin;
   if (fin) ++stats_.messages_sent;
   return {};

@@ -1357,5 +1357,89 @@ TEST_P(EverySplit, PartialModeOneByteAtATime) {
 INSTANTIATE_TEST_SUITE_P(Streams, EverySplit, ::testing::ValuesIn(stream_cases()),
                          [](const auto& p) { return std::string(p.param.name); });
 
+// ============================ Direct frames (zero copy) ============================
+
+Bytes patterned(std::size_t n) {
+  Bytes b(n);
+  for (std::size_t i = 0; i < n; ++i) b[i] = std::byte{static_cast<unsigned char>(i * 13 + 5)};
+  return b;
+}
+
+// A large server frame: only its header is produced; header then payload, as
+// the caller writes them, are exactly the frame send_message would queue.
+TEST(ConnectionDirect, LargeServerFrameGivesTheHeaderOnly) {
+  for (std::size_t n : {Connection::direct_min_payload, std::size_t{65535}, std::size_t{70000}}) {
+    Connection direct_conn(config(Role::server));
+    Connection queued_conn(config(Role::server));
+    const Bytes payload = patterned(n);
+    Connection::DirectFrame d;
+    ASSERT_FALSE(direct_conn.send_message(SocketMessageType::binary, payload, true, &d));
+    ASSERT_FALSE(queued_conn.send_message(SocketMessageType::binary, payload, true));
+    ASSERT_EQ(d.header_size, n <= 0xFFFF ? 4u : 10u) << n;
+    EXPECT_FALSE(direct_conn.has_output());
+    Bytes wire(d.header.begin(), d.header.begin() + static_cast<std::ptrdiff_t>(d.header_size));
+    wire.insert(wire.end(), payload.begin(), payload.end());
+    auto q = queued_conn.begin_write();
+    EXPECT_EQ(wire, Bytes(q.begin(), q.end())) << n;
+    EXPECT_EQ(direct_conn.stats().messages_sent, 1u);
+    EXPECT_EQ(direct_conn.stats().frames_sent, 1u);
+    EXPECT_EQ(direct_conn.stats().bytes_sent, wire.size());
+  }
+}
+
+// What the caller could not write goes back with append_output, in order,
+// before the next frame; the peer reads both messages.
+TEST(ConnectionDirect, UnwrittenRestIsAppendedInOrder) {
+  Connection server(config(Role::server));
+  const Bytes big = patterned(40000);
+  Connection::DirectFrame d;
+  ASSERT_FALSE(server.send_fragment(SocketMessageType::binary, big, false, true, &d));
+  ASSERT_EQ(d.header_size, 4u);
+  // Say the kernel took the header and 1000 payload bytes.
+  Bytes taken(d.header.begin(), d.header.begin() + 4);
+  taken.insert(taken.end(), big.begin(), big.begin() + 1000);
+  server.append_output(std::span<const std::byte>(big).subspan(1000));
+  ASSERT_FALSE(server.send_fragment(SocketMessageType::binary, test::bytes("end"), true));
+  auto rest = server.begin_write();
+  taken.insert(taken.end(), rest.begin(), rest.end());
+  Fixture client(Role::client);
+  client.feed(taken);
+  ASSERT_EQ(client.rec.events.size(), 1u);
+  Bytes expected = big;
+  for (char c : std::string("end")) expected.push_back(std::byte{static_cast<unsigned char>(c)});
+  EXPECT_EQ(client.rec.events[0], "binary:" + test::str(expected));
+}
+
+// Masked (client) frames, small frames and compressed frames are queued as usual.
+TEST(ConnectionDirect, OtherFramesAreQueued) {
+  const Bytes big = patterned(Connection::direct_min_payload);
+  Connection client(config(Role::client));
+  Connection::DirectFrame d;
+  ASSERT_FALSE(client.send_message(SocketMessageType::binary, big, true, &d));
+  EXPECT_EQ(d.header_size, 0u);
+  EXPECT_TRUE(client.has_output());
+
+  Connection server(config(Role::server));
+  ASSERT_FALSE(server.send_message(SocketMessageType::binary, patterned(1000), true, &d));
+  EXPECT_EQ(d.header_size, 0u);
+  EXPECT_TRUE(server.has_output());
+
+  ConnectionConfig deflating = config(Role::server);
+  deflating.rsv1_allowed = true;
+  deflating.deflate = protocol::DeflateParams{};
+  Connection compressing(deflating);
+  ASSERT_FALSE(compressing.send_message(SocketMessageType::binary, big, true, &d));
+  EXPECT_EQ(d.header_size, 0u);
+  EXPECT_TRUE(compressing.has_output());
+  // Text is still checked: invalid UTF-8 is refused, nothing produced.
+  Connection text(config(Role::server));
+  Bytes bad = patterned(Connection::direct_min_payload);
+  bad[100] = std::byte{0xFF};
+  EXPECT_EQ(text.send_message(SocketMessageType::utf8, bad, true, &d),
+            make_error_code(error::invalid_utf8));
+  EXPECT_FALSE(text.has_output());
+  EXPECT_EQ(text.stats().frames_sent, 0u);
+}
+
 }  // namespace
 }  // namespace duplex::protocol

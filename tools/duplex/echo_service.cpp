@@ -16,6 +16,8 @@ WebSocketListenerOptions listener_options(const EchoServerOptions& o) {
   lo.supported_protocols = o.protocols;
   lo.allowed_origins = o.allowed_origins;
   lo.deflate = o.deflate;
+  // Pieces are echoed as they arrive: no reassembly copy of large messages.
+  lo.receive_mode = MessageWebSocketReceiveMode::partial_message;
   if (!o.tls_certificate_file.empty() || !o.tls_private_key_file.empty()) {
     if (o.tls_certificate_file.empty() || o.tls_private_key_file.empty()) {
       throw std::invalid_argument("--tls-cert and --tls-key must be given together");
@@ -76,14 +78,24 @@ EchoServer::EchoServer(const EchoServerOptions& options) : shared_(std::make_sha
         }
 
         ws.message_received(
-            [shared](MessageWebSocket& s, const MessageWebSocketMessageReceivedEventArgs& m) {
-              shared->messages.fetch_add(1, std::memory_order_relaxed);
+            [shared, mid_message = false](
+                MessageWebSocket& s, const MessageWebSocketMessageReceivedEventArgs& m) mutable {
+              const bool last = m.is_message_complete();
+              if (last) shared->messages.fetch_add(1, std::memory_order_relaxed);
               shared->bytes.fetch_add(m.data().size(), std::memory_order_relaxed);
-              // Same type back. The send copies the data before returning; its task may
-              // be dropped: a failed send fails the connection, seen as the closed event.
+              // Same type back. A message that arrived whole goes back whole; one that
+              // arrived in pieces goes back as the frames of one message, each piece at
+              // once. A send copies what it does not write before returning; its task
+              // may be dropped: a failed send fails the connection (the closed event).
               SendOptions same_type;
               same_type.message_type = m.message_type();
-              (void)s.send_async(m.data(), same_type);
+              if (!mid_message && last)
+                (void)s.send_async(m.data(), same_type);
+              else if (!last)
+                (void)s.send_nonfinal_frame_async(m.data(), same_type);
+              else
+                (void)s.send_final_frame_async(m.data(), same_type);
+              mid_message = !last;
             });
         ws.closed([shared, id](MessageWebSocket&, const WebSocketClosedEventArgs& c) {
           if (shared->verbose) {

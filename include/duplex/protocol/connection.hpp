@@ -118,21 +118,41 @@ public:
   void receive(std::span<std::byte> data, ConnectionHandler& handler);
 
   // --- Sending (frames are appended to the output buffer) ---------------------
+  /// A frame whose payload the caller writes itself (zero copy): see the
+  /// `direct` argument of send_message() and send_fragment().
+  struct DirectFrame {
+    std::array<std::byte, 10> header{};  ///< the frame header to write first
+    std::size_t header_size = 0;         ///< 0: the frame was queued as usual
+  };
+  /// Payloads from this size may go out as a DirectFrame.
+  static constexpr std::size_t direct_min_payload = std::size_t{16} << 10;
+
   /// Queues a whole message. Errors: `error::closed` once a close was sent or
   /// received, `error::invalid_utf8` for a utf8 message that is not UTF-8,
   /// `error::expected_continuation` while a fragmented send is unfinished.
   /// With permessage-deflate, the message is compressed when `compress` and it
   /// is at least the threshold long (RSV1 on its frame).
+  ///
+  /// `direct`: for a server-role frame of at least direct_min_payload bytes
+  /// sent uncompressed, only its header is produced, in `*direct`; the frame
+  /// counts as sent and the caller must write the header and then `payload`
+  /// right after everything begin_write() hands out, giving what it could not
+  /// write to append_output() before anything else is queued. Otherwise
+  /// `direct->header_size` is 0 and the frame was queued as usual.
   std::error_code send_message(SocketMessageType type, std::span<const std::byte> payload,
-                               bool compress = true);
+                               bool compress = true, DirectFrame* direct = nullptr);
   /// Queues one frame of a message sent in pieces; `fin` ends the message. The
   /// type of the first piece holds for the whole message. UTF-8 is checked
   /// across pieces (a code point may be split; the message end must be whole).
   /// With permessage-deflate, `compress` on the first piece decides for the
   /// whole message (RSV1 on its first frame only; every piece is flushed so
   /// the peer can inflate it as it arrives).
+  /// `direct` as for send_message().
   std::error_code send_fragment(SocketMessageType type, std::span<const std::byte> payload,
-                                bool fin, bool compress = true);
+                                bool fin, bool compress = true, DirectFrame* direct = nullptr);
+  /// Appends raw bytes of a DirectFrame the caller could not write (the rest
+  /// of its header and payload) to the output, in order.
+  void append_output(std::span<const std::byte> bytes);
   /// Queues a whole message with RSV1 set (a permessage-deflate message whose
   /// `payload` is already compressed; UTF-8 is not checked here, the caller
   /// checked the text before compressing). Needs `rsv1_allowed`, else
@@ -218,6 +238,9 @@ private:
   std::size_t read_header(const std::byte* p, std::size_t n, Header& h,
                           std::error_code& ec) const noexcept;
   void start_frame(const Header& h) noexcept;
+  /// Fills `direct` (when given and the frame qualifies) instead of queuing.
+  bool direct_frame(std::uint8_t b0, std::span<const std::byte> payload,
+                    DirectFrame* direct) noexcept;
   bool handle_control(std::span<const std::byte> payload, ConnectionHandler& handler);
   void fail(std::error_code ec, ConnectionHandler& handler);
   void queue_frame(std::uint8_t b0, std::span<const std::byte> payload);
