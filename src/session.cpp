@@ -40,7 +40,12 @@ std::uint16_t close_code_of(std::error_code ec) {
 }  // namespace
 
 struct Session::ConnectState {
+  SessionConfig config;  ///< the controls as they were at connect
   transport::WebSocketUri uri;
+  std::string request;  ///< the opening handshake
+  std::string key;      ///< its Sec-WebSocket-Key
+  std::vector<char> response;
+  std::size_t response_size = 0;
   std::optional<transport::ProxyUri> proxy;
   std::shared_ptr<transport::Connector> connector;
   std::vector<int> tls_errors;
@@ -48,7 +53,11 @@ struct Session::ConnectState {
 };
 
 Session::Session(asio::io_context::executor_type ex, Kind kind, protocol::Role role)
-    : ex_(ex), kind_(kind), role_(role) {}
+    : ex_(ex),
+      kind_(kind),
+      role_(role),
+      config_(role == protocol::Role::client ? std::make_unique<SessionConfig>() : nullptr),
+      input_(kind == Kind::stream ? std::make_unique<StreamInput>() : nullptr) {}
 
 Session::~Session() = default;
 
@@ -93,11 +102,11 @@ void Session::complete(Op& op, std::error_code ec, std::size_t n) {
 void Session::cancel_op(std::uint64_t id) {
   const auto aborted = make_error_code(error::operation_aborted);
   if (connect_op_.id == id && connect_op_) return connect_failed(aborted);
-  if (read_op_.id == id && read_op_) {
+  if (input_ && input_->op.id == id && input_->op) {
     // Nothing of a read is on the wire: the socket stays usable.
     read_deadline_ = never;
-    read_buffer_ = {};
-    return complete(read_op_, aborted);
+    input_->buffer = {};
+    return complete(input_->op, aborted);
   }
   for (auto it = sends_.begin(); it != sends_.end(); ++it) {
     if (it->op.id != id) continue;
@@ -215,7 +224,7 @@ void Session::check_connect(std::string_view uri) {
     throw std::logic_error("connect_async: a server-role socket is already connected");
   {
     std::lock_guard lock(config_mutex_);
-    if (!config_.proxy.empty()) (void)transport::parse_proxy_uri(config_.proxy);
+    if (!config_->proxy.empty()) (void)transport::parse_proxy_uri(config_->proxy);
   }
   if (connect_called_.exchange(true))
     throw std::logic_error("connect_async: already called; a socket connects once");
@@ -281,15 +290,18 @@ void Session::read(std::span<std::byte> buffer, CancellationToken ct, Completion
 // --- connect ---------------------------------------------------------------------------------
 
 void Session::do_connect(std::string uri, Op op) {
+  auto state = std::make_unique<ConnectState>();
   {
     std::lock_guard lock(config_mutex_);
-    cfg_ = config_;
+    state->config = *config_;
   }
+  cfg_ = LoopSettings(state->config);
   if (detached_) return complete(op, make_error_code(error::operation_aborted));
   phase_ = Phase::connecting;
-  connecting_ = std::make_unique<ConnectState>();
+  connecting_ = std::move(state);
   connecting_->uri = transport::parse_websocket_uri(uri);
-  if (!cfg_.proxy.empty()) connecting_->proxy = transport::parse_proxy_uri(cfg_.proxy);
+  if (!connecting_->config.proxy.empty())
+    connecting_->proxy = transport::parse_proxy_uri(connecting_->config.proxy);
   connect_op_ = std::move(op);
   set_deadline(connect_deadline_, Clock::now() + cfg_.connect_timeout);
   protocol::ConnectionConfig cc;
@@ -324,7 +336,7 @@ void Session::on_tcp_connected(std::error_code ec, asio::ip::tcp::socket socket)
   if (connecting_->proxy) {
     std::weak_ptr<Session> weak = weak_from_this();
     transport::async_proxy_handshake(stream_->socket(), *connecting_->proxy, connecting_->uri.host,
-                                     connecting_->uri.port, cfg_.proxy_credential,
+                                     connecting_->uri.port, connecting_->config.proxy_credential,
                                      [weak](std::error_code e) {
                                        if (auto self = weak.lock()) self->on_tunnel_ready(e);
                                      });
@@ -342,7 +354,8 @@ void Session::on_tunnel_ready(std::error_code ec) {
 
 void Session::start_tls() {
   std::error_code ec;
-  auto ctx = transport::make_client_context(cfg_.trusted_ca_file, cfg_.client_certificate, ec);
+  auto ctx = transport::make_client_context(connecting_->config.trusted_ca_file,
+                                            connecting_->config.client_certificate, ec);
   if (ec) return connect_failed(ec);
   auto tls = std::make_unique<transport::TlsStream>(std::move(stream_->socket()), *ctx);
   transport::prepare_client_tls(*tls, connecting_->uri.host, &connecting_->tls_errors);
@@ -378,8 +391,9 @@ void Session::on_tls_handshake(std::error_code ec) {
   for (int e : connecting_->tls_errors) {
     auto kind = transport::classify_x509_error(e);
     v->errors.push_back(kind);
-    const bool ignorable = std::find(cfg_.ignorable_errors.begin(), cfg_.ignorable_errors.end(),
-                                     kind) != cfg_.ignorable_errors.end();
+    const bool ignorable = std::find(connecting_->config.ignorable_errors.begin(),
+                                     connecting_->config.ignorable_errors.end(),
+                                     kind) != connecting_->config.ignorable_errors.end();
     if (!ignorable && fatal == 0) fatal = e;
   }
   v->severity = v->errors.empty() ? SocketSslErrorSeverity::none
@@ -434,38 +448,42 @@ void Session::send_request() {
   protocol::ClientHandshakeOptions o;
   o.host = connecting_->uri.host_header;
   o.target = connecting_->uri.target;
-  o.protocols = cfg_.protocols;
-  o.headers = cfg_.request_headers;
+  o.protocols = connecting_->config.protocols;
+  o.headers = connecting_->config.request_headers;
   // RFC 7692 5: the permessage-deflate offer (empty when compression is off).
-  o.extensions = protocol::make_deflate_offer(cfg_.deflate);
-  if (cfg_.server_credential) {
+  o.extensions = protocol::make_deflate_offer(connecting_->config.deflate);
+  if (connecting_->config.server_credential) {
     // RFC 7617 2: Basic credentials are base64("user:password").
     o.headers.push_back(
-        {"Authorization", "Basic " + transport::base64(cfg_.server_credential->user_name + ":" +
-                                                       cfg_.server_credential->password)});
+        {"Authorization",
+         "Basic " + transport::base64(connecting_->config.server_credential->user_name + ":" +
+                                      connecting_->config.server_credential->password)});
   }
-  key_ = protocol::generate_key();
-  request_ = protocol::build_client_request(o, key_);
+  connecting_->key = protocol::generate_key();
+  connecting_->request = protocol::build_client_request(o, connecting_->key);
   std::weak_ptr<Session> weak = weak_from_this();
   stream_->visit([&](auto& s) {
-    asio::async_write(s, asio::buffer(request_), [weak](std::error_code ec, std::size_t) {
-      auto self = weak.lock();
-      if (!self || !self->connecting_) return;
-      if (ec) return self->connect_failed(ec);
-      self->read_response();
-    });
+    asio::async_write(s, asio::buffer(connecting_->request),
+                      [weak](std::error_code ec, std::size_t) {
+                        auto self = weak.lock();
+                        if (!self || !self->connecting_) return;
+                        if (ec) return self->connect_failed(ec);
+                        self->read_response();
+                      });
   });
 }
 
 void Session::read_response() {
   constexpr std::size_t chunk = 4096;
-  if (response_.size() < response_size_ + chunk) response_.resize(response_size_ + chunk);
+  if (connecting_->response.size() < connecting_->response_size + chunk)
+    connecting_->response.resize(connecting_->response_size + chunk);
   std::weak_ptr<Session> weak = weak_from_this();
   stream_->visit([&](auto& s) {
-    s.async_read_some(asio::buffer(response_.data() + response_size_, chunk),
-                      [weak](std::error_code ec, std::size_t n) {
-                        if (auto self = weak.lock()) self->on_response_bytes(ec, n);
-                      });
+    s.async_read_some(
+        asio::buffer(connecting_->response.data() + connecting_->response_size, chunk),
+        [weak](std::error_code ec, std::size_t n) {
+          if (auto self = weak.lock()) self->on_response_bytes(ec, n);
+        });
   });
 }
 
@@ -476,20 +494,22 @@ void Session::on_response_bytes(std::error_code ec, std::size_t n) {
     if (ec == asio::error::eof) ec = make_error_code(error::bad_http_message);
     return connect_failed(ec);
   }
-  response_size_ += n;
+  connecting_->response_size += n;
   protocol::HttpResponse response;
   std::error_code pec;
-  auto used = protocol::parse_http_response(std::string_view(response_.data(), response_size_),
-                                            response, pec);
+  auto used = protocol::parse_http_response(
+      std::string_view(connecting_->response.data(), connecting_->response_size), response, pec);
   if (pec) return connect_failed(pec);
   if (used == 0) return read_response();
   protocol::ClientHandshakeResult result;
-  if (auto vec = protocol::validate_server_response(response, key_, cfg_.protocols, result))
+  if (auto vec = protocol::validate_server_response(response, connecting_->key,
+                                                    connecting_->config.protocols, result))
     return connect_failed(vec);
   // RFC 6455 4.1, RFC 7692 5: an extension or a parameter the client did not
   // offer fails the connection; permessage-deflate as offered turns it on.
   std::optional<protocol::DeflateParams> deflate;
-  if (auto dec = protocol::accept_deflate_response(result.extensions, cfg_.deflate, deflate))
+  if (auto dec = protocol::accept_deflate_response(result.extensions, connecting_->config.deflate,
+                                                   deflate))
     return connect_failed(dec);
   if (deflate) {
     auto cc = conn_->config();
@@ -502,8 +522,9 @@ void Session::on_response_bytes(std::error_code ec, std::size_t n) {
     info_.extensions = result.extensions;
     info_.deflate = deflate;
   }
-  std::span<const std::byte> rest(reinterpret_cast<const std::byte*>(response_.data()) + used,
-                                  response_size_ - used);
+  std::span<const std::byte> rest(
+      reinterpret_cast<const std::byte*>(connecting_->response.data()) + used,
+      connecting_->response_size - used);
   become_open(rest);
 }
 
@@ -520,9 +541,6 @@ void Session::connect_failed(std::error_code ec) {
 void Session::become_open(std::span<const std::byte> leftover) {
   leftover_.assign(leftover.begin(), leftover.end());
   connecting_.reset();
-  request_ = {};
-  response_ = {};
-  response_size_ = 0;
   connect_deadline_ = never;
   phase_ = Phase::open;
   std::error_code ignored;
@@ -550,17 +568,17 @@ void Session::become_open(std::span<const std::byte> leftover) {
 void Session::start_server(transport::Stream stream, std::span<const std::byte> leftover,
                            const ServerSessionOptions& o) {
   connect_called_ = true;
-  cfg_.max_message_size = o.max_message_size;
-  cfg_.outbound_buffer_size = o.outbound_buffer_size;
-  cfg_.keep_alive_interval = o.keep_alive_interval;
-  cfg_.keep_alive_timeout = o.keep_alive_timeout;
-  cfg_.send_timeout = o.send_timeout;
-  cfg_.close_timeout = o.close_timeout;
-  cfg_.no_delay = o.no_delay;
-  cfg_.receive_mode = o.receive_mode;
   {
+    // Read by the controls from any thread once the socket is handed out.
     std::lock_guard lock(config_mutex_);
-    config_ = cfg_;
+    cfg_.max_message_size = o.max_message_size;
+    cfg_.outbound_buffer_size = o.outbound_buffer_size;
+    cfg_.keep_alive_interval = o.keep_alive_interval;
+    cfg_.keep_alive_timeout = o.keep_alive_timeout;
+    cfg_.send_timeout = o.send_timeout;
+    cfg_.close_timeout = o.close_timeout;
+    cfg_.no_delay = o.no_delay;
+    cfg_.receive_mode = o.receive_mode;
   }
   protocol::ConnectionConfig cc;
   cc.role = protocol::Role::server;
@@ -963,14 +981,16 @@ void Session::finish(std::uint16_t code, std::string reason, std::error_code ec)
     sends_.pop_front();
     complete(op, send_error);
   }
-  if (read_op_) {
-    read_buffer_ = {};
-    if (ec)
-      complete(read_op_, ec);
-    else
-      complete(read_op_, {}, 0);
+  if (input_) {
+    input_->eof = true;
+    if (input_->op) {
+      input_->buffer = {};
+      if (ec)
+        complete(input_->op, ec);
+      else
+        complete(input_->op, {}, 0);
+    }
   }
-  in_eof_ = true;
   auto closes = std::move(close_ops_);
   close_ops_.clear();
   for (auto& op : closes) complete(op, ec);
@@ -1011,32 +1031,33 @@ void Session::do_close(std::uint16_t code, std::string reason, Op op) {
 
 void Session::do_read(std::span<std::byte> buffer, Op op) {
   if (kind_ != Kind::stream) return complete(op, make_error_code(error::not_connected));
-  if (read_op_) return complete(op, std::make_error_code(std::errc::operation_in_progress));
+  if (input_->op) return complete(op, std::make_error_code(std::errc::operation_in_progress));
   const auto ph = phase();
   if (ph == Phase::idle || ph == Phase::connecting)
     return complete(op, make_error_code(error::not_connected));
-  if (in_pos_ < in_.size()) {
-    const auto n = std::min(buffer.size(), in_.size() - in_pos_);
-    std::memcpy(buffer.data(), in_.data() + in_pos_, n);
-    in_pos_ += n;
-    if (in_pos_ == in_.size()) {
-      in_.clear();
-      in_pos_ = 0;
-    } else if (in_pos_ > in_.size() / 2) {
-      in_.erase(in_.begin(), in_.begin() + static_cast<std::ptrdiff_t>(in_pos_));
-      in_pos_ = 0;
+  if (input_->pos < input_->data.size()) {
+    const auto n = std::min(buffer.size(), input_->data.size() - input_->pos);
+    std::memcpy(buffer.data(), input_->data.data() + input_->pos, n);
+    input_->pos += n;
+    if (input_->pos == input_->data.size()) {
+      input_->data.clear();
+      input_->pos = 0;
+    } else if (input_->pos > input_->data.size() / 2) {
+      input_->data.erase(input_->data.begin(),
+                         input_->data.begin() + static_cast<std::ptrdiff_t>(input_->pos));
+      input_->pos = 0;
     }
     complete(op, {}, n);
-    if (read_paused_ && in_.size() - in_pos_ < stream_input_limit) {
+    if (read_paused_ && input_->data.size() - input_->pos < stream_input_limit) {
       read_paused_ = false;
       start_reading();
     }
     return;
   }
-  if (in_eof_ || ph == Phase::closed) return complete(op, failure_, 0);
+  if (input_->eof || ph == Phase::closed) return complete(op, failure_, 0);
   if (buffer.empty()) return complete(op, {}, 0);
-  read_op_ = std::move(op);
-  read_buffer_ = buffer;
+  input_->op = std::move(op);
+  input_->buffer = buffer;
   set_deadline(read_deadline_, Clock::now() + cfg_.receive_timeout);
 }
 
@@ -1048,17 +1069,17 @@ void Session::on_message(SocketMessageType type, std::span<const std::byte> data
   if (phase() == Phase::closed) return;
   if (kind_ == Kind::stream) {
     auto rest = data;
-    if (read_op_ && in_pos_ == in_.size() && !rest.empty()) {
-      const auto n = std::min(rest.size(), read_buffer_.size());
-      std::memcpy(read_buffer_.data(), rest.data(), n);
+    if (input_->op && input_->pos == input_->data.size() && !rest.empty()) {
+      const auto n = std::min(rest.size(), input_->buffer.size());
+      std::memcpy(input_->buffer.data(), rest.data(), n);
       rest = rest.subspan(n);
-      read_buffer_ = {};
+      input_->buffer = {};
       read_deadline_ = never;
-      complete(read_op_, {}, n);
+      complete(input_->op, {}, n);
     }
     if (!rest.empty()) {
-      in_.insert(in_.end(), rest.begin(), rest.end());
-      if (in_.size() - in_pos_ >= stream_input_limit) read_paused_ = true;
+      input_->data.insert(input_->data.end(), rest.begin(), rest.end());
+      if (input_->data.size() - input_->pos >= stream_input_limit) read_paused_ = true;
     }
     return;
   }
@@ -1090,11 +1111,13 @@ void Session::on_close(std::uint16_t code, std::string_view reason) {
   peer_code_ = code;
   peer_reason_ = std::string(reason);
   phase_ = Phase::closing;
-  in_eof_ = true;
-  if (read_op_ && in_pos_ == in_.size()) {
-    read_buffer_ = {};
-    read_deadline_ = never;
-    complete(read_op_, {}, 0);
+  if (input_) {
+    input_->eof = true;
+    if (input_->op && input_->pos == input_->data.size()) {
+      input_->buffer = {};
+      read_deadline_ = never;
+      complete(input_->op, {}, 0);
+    }
   }
   if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
 }
@@ -1121,8 +1144,10 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
   }
   if (read_deadline_ <= now) {
     read_deadline_ = never;
-    read_buffer_ = {};
-    if (read_op_) complete(read_op_, timed_out);
+    if (input_ && input_->op) {
+      input_->buffer = {};
+      complete(input_->op, timed_out);
+    }
   }
   if (close_deadline_ <= now && phase() != Phase::closed) {
     if (failure_ && socket_shutdown_) {

@@ -12,8 +12,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -67,6 +67,53 @@ struct SessionConfig {
   protocol::DeflateConfig deflate;  ///< permessage-deflate offer (off by default)
 };
 
+/// The settings the loop reads while a connection is open: a copy of the
+/// controls taken at connect (the rest of SessionConfig is only needed while
+/// connecting, and lives in the connect state).
+struct LoopSettings {
+  LoopSettings() = default;
+  explicit LoopSettings(const SessionConfig& c)
+      : outbound_buffer_size(c.outbound_buffer_size),
+        max_message_size(c.max_message_size),
+        unsolicited_pong_interval(c.unsolicited_pong_interval),
+        keep_alive_interval(c.keep_alive_interval),
+        keep_alive_timeout(c.keep_alive_timeout),
+        connect_timeout(c.connect_timeout),
+        send_timeout(c.send_timeout),
+        receive_timeout(c.receive_timeout),
+        close_timeout(c.close_timeout),
+        receive_mode(c.receive_mode),
+        no_delay(c.no_delay) {}
+  std::size_t outbound_buffer_size = std::size_t{1} << 20;
+  std::uint64_t max_message_size = std::uint64_t{64} << 20;
+  milliseconds unsolicited_pong_interval{0};
+  milliseconds keep_alive_interval{0};
+  milliseconds keep_alive_timeout{10'000};
+  milliseconds connect_timeout{60'000};
+  milliseconds send_timeout{30'000};
+  milliseconds receive_timeout{30'000};
+  milliseconds close_timeout{5'000};
+  MessageWebSocketReceiveMode receive_mode = MessageWebSocketReceiveMode::full_message;
+  bool no_delay = true;
+
+  /// These settings as controls (the other controls at their defaults).
+  [[nodiscard]] SessionConfig as_config() const {
+    SessionConfig c;
+    c.outbound_buffer_size = outbound_buffer_size;
+    c.max_message_size = max_message_size;
+    c.unsolicited_pong_interval = unsolicited_pong_interval;
+    c.keep_alive_interval = keep_alive_interval;
+    c.keep_alive_timeout = keep_alive_timeout;
+    c.connect_timeout = connect_timeout;
+    c.send_timeout = send_timeout;
+    c.receive_timeout = receive_timeout;
+    c.close_timeout = close_timeout;
+    c.receive_mode = receive_mode;
+    c.no_delay = no_delay;
+    return c;
+  }
+};
+
 /// Shared state of a custom certificate validation (event args, deferrals).
 struct ValidationState {
   Certificate certificate;
@@ -118,13 +165,14 @@ public:
   template <class F>
   void configure(F&& f) {
     std::lock_guard lock(config_mutex_);
-    check_configurable();
-    f(config_);
+    check_configurable();  // a server-role session (no config_) always throws
+    f(*config_);
   }
   template <class F>
   auto read_config(F&& f) const {
     std::lock_guard lock(config_mutex_);
-    return f(config_);
+    if (config_) return f(*config_);
+    return f(cfg_.as_config());  // server role: the listener's settings
   }
   std::atomic<SocketMessageType> message_type{SocketMessageType::binary};
 
@@ -279,8 +327,8 @@ private:
   std::atomic<bool> detached_{false};
 
   mutable std::mutex config_mutex_;
-  SessionConfig config_;
-  SessionConfig cfg_;  ///< [loop] copy taken at connect
+  std::unique_ptr<SessionConfig> config_;  ///< the controls; client role only
+  LoopSettings cfg_;                       ///< [loop] taken at connect
 
   mutable std::mutex info_mutex_;
   Info info_;
@@ -310,18 +358,21 @@ private:
   bool socket_shutdown_ = false;
   std::uint64_t next_op_id_ = 1;
 
-  std::deque<PendingSend> sends_;
+  std::list<PendingSend> sends_;  ///< (a list holds no memory while empty)
   std::vector<Op> close_ops_;
   std::uint16_t peer_code_ = 1005;
   std::string peer_reason_;
   std::error_code failure_;
 
-  // Stream input [loop].
-  std::vector<std::byte> in_;
-  std::size_t in_pos_ = 0;
-  bool in_eof_ = false;
-  Op read_op_;
-  std::span<std::byte> read_buffer_;
+  // Stream input [loop]: StreamWebSocket only (a message socket has none).
+  struct StreamInput {
+    std::vector<std::byte> data;  ///< received, not yet read
+    std::size_t pos = 0;          ///< next byte of data to hand out
+    bool eof = false;             ///< the peer's close arrived
+    Op op;                        ///< the pending read_async
+    std::span<std::byte> buffer;  ///< its buffer
+  };
+  std::unique_ptr<StreamInput> input_;
 
   // Deadlines [loop]; max() when unset.
   Clock::time_point connect_deadline_ = Clock::time_point::max();
@@ -345,11 +396,6 @@ private:
   std::uint64_t rate_sent_at_start_ = 0, rate_received_at_start_ = 0;
 
   // Handshake [loop].
-  std::string request_;
-  std::string key_;
-  std::vector<char> response_;
-  std::size_t response_size_ = 0;
-  bool send_one_failed_ = false;
   std::vector<std::byte> leftover_;
 };
 
