@@ -43,6 +43,7 @@
 #include <asio/io_context.hpp>
 
 #include <duplex/cancellation.hpp>
+#include <duplex/detail/socket_base.hpp>
 #include <duplex/detail/socket_ops.hpp>
 #include <duplex/error.hpp>
 #include <duplex/message_type.hpp>
@@ -74,58 +75,36 @@ namespace detail {
 MessageWebSocket make_message_websocket(std::shared_ptr<Session> s);
 }
 
-class MessageWebSocket {
+extern template class detail::SocketBase<MessageWebSocket, MessageWebSocketControl>;
+
+/// A WebSocket of whole messages (Windows: MessageWebSocket). Besides the
+/// members below, it has those of detail::SocketBase (documented in
+/// duplex/detail/socket_base.hpp): control() (a MessageWebSocketControl),
+/// information(), get_executor(), set_request_header(), connect_async(),
+/// close(), close_async(), and the closed and
+/// server_custom_validation_requested events, whose handlers
+/// (ClosedHandler, ServerCustomValidationRequestedHandler) receive this
+/// socket as a MessageWebSocket&.
+class MessageWebSocket : public detail::SocketBase<MessageWebSocket, MessageWebSocketControl> {
 public:
+  /// Handler of the message_received event: the socket and the message.
   using MessageReceivedHandler =
       std::function<void(MessageWebSocket&, const MessageWebSocketMessageReceivedEventArgs&)>;
-  using ClosedHandler = std::function<void(MessageWebSocket&, const WebSocketClosedEventArgs&)>;
-  using ServerCustomValidationRequestedHandler = std::function<void(
-      MessageWebSocket&, const WebSocketServerCustomValidationRequestedEventArgs&)>;
 
   /// A client socket on the library's default event loop.
-  MessageWebSocket();
+  MessageWebSocket() = default;
   /// A client socket on `context` (run it with one thread).
-  explicit MessageWebSocket(asio::io_context& context);
-  MessageWebSocket(MessageWebSocket&& other) noexcept;
-  MessageWebSocket& operator=(MessageWebSocket&& other) noexcept;
+  explicit MessageWebSocket(asio::io_context& context) : SocketBase(context) {}
+  /// Takes `other`'s connection and handlers (which now receive this socket);
+  /// `other` may then only be assigned to or destroyed.
+  MessageWebSocket(MessageWebSocket&& other) noexcept = default;
+  /// Fails this socket's connection as the destructor does, then takes
+  /// `other`'s (as the move constructor).
+  MessageWebSocket& operator=(MessageWebSocket&& other) noexcept = default;
   MessageWebSocket(const MessageWebSocket&) = delete;
   MessageWebSocket& operator=(const MessageWebSocket&) = delete;
-  ~MessageWebSocket();
-
-  /// The settings (a handle; see websocket_control.hpp).
-  [[nodiscard]] MessageWebSocketControl control() const;
-  /// The read-only facts about the connection.
-  [[nodiscard]] MessageWebSocketInformation information() const;
-  /// The executor of the socket's event loop.
-  [[nodiscard]] asio::any_io_executor get_executor() const noexcept;
-
-  /// Adds a header to the opening handshake request. Only before connect
-  /// (std::logic_error after). std::invalid_argument if `name` is not an HTTP
-  /// token, `value` holds CR, LF or NUL, or the header is one the handshake
-  /// sets itself (Host, Upgrade, Connection, Sec-WebSocket-*).
-  void set_request_header(std::string_view name, std::string_view value);
-
-  /// Connects to a `ws://` or `wss://` URI: resolve, TCP (racing up to 5
-  /// addresses, RFC 8305), proxy, TLS, opening handshake; bounded by
-  /// control().connect_timeout(). Throws std::invalid_argument for a bad URI
-  /// or scheme, std::logic_error if connect was already called. Completes with
-  /// an error mapped by get_status(): host_not_resolved, cannot_connect,
-  /// timed_out, an HTTP status (http_category), handshake errors, X.509
-  /// errors (x509_category), certificate_rejected, operation_aborted.
-  template <class CompletionToken = UseTask>
-  auto connect_async(std::string_view uri, CompletionToken&& token = {}) {
-    return connect_async(uri, CancellationToken{}, std::forward<CompletionToken>(token));
-  }
-  template <class CompletionToken = UseTask>
-  auto connect_async(std::string_view uri, CancellationToken ct, CompletionToken&& token = {}) {
-    detail::check_connect(*session_, uri);
-    return detail::initiate<void(std::error_code)>(
-        get_executor(), std::forward<CompletionToken>(token),
-        [s = session_, u = std::string(uri),
-         ct = std::move(ct)](detail::CompletionHandler h) mutable {
-          detail::start_connect(std::move(s), std::move(u), std::move(ct), std::move(h));
-        });
-  }
+  /// See Lifetime above.
+  ~MessageWebSocket() = default;
 
   /// Sends one message of type control().message_type(). The data is copied
   /// before the call returns. Completes when the message is accepted into the
@@ -239,45 +218,16 @@ public:
                      std::forward<CompletionToken>(token), options);
   }
 
-  /// Starts the close handshake (RFC 6455 7.1.2) and returns at once; the
-  /// closed event follows when the peer answers, or after close_timeout().
-  /// Throws std::invalid_argument for a code not allowed (RFC 6455 7.4) or a
-  /// reason over 123 bytes or not UTF-8. Without a connection: nothing.
-  void close(std::uint16_t code = 1000, std::string_view reason = {});
-  /// Like close(), completing when the connection is closed (peer's close
-  /// frame received and TCP closed, or failed after close_timeout():
-  /// timed_out). Cancelling it fails the connection at once.
-  template <class CompletionToken = UseTask>
-  auto close_async(std::uint16_t code = 1000, std::string_view reason = {},
-                   CompletionToken&& token = {}) {
-    return close_async(code, reason, CancellationToken{}, std::forward<CompletionToken>(token));
-  }
-  template <class CompletionToken = UseTask>
-  auto close_async(std::uint16_t code, std::string_view reason, CancellationToken ct,
-                   CompletionToken&& token = {}) {
-    detail::check_close(code, reason);
-    return detail::initiate<void(std::error_code)>(
-        get_executor(), std::forward<CompletionToken>(token),
-        [s = session_, code, r = std::string(reason),
-         ct = std::move(ct)](detail::CompletionHandler h) mutable {
-          detail::start_close(std::move(s), code, std::move(r), std::move(ct), std::move(h));
-        });
-  }
-
   /// Registers a handler for each received message (or piece, in partial
-  /// mode). Register before connect_async to see the first message.
+  /// mode). Register before connect_async to see the first message. Throws
+  /// std::invalid_argument for an empty handler.
   EventToken message_received(MessageReceivedHandler handler);
+  /// Revokes a message handler; an unknown or revoked token: nothing.
   void message_received(EventToken token) noexcept;
-  /// Registers a handler for the end of the connection (once).
-  EventToken closed(ClosedHandler handler);
-  void closed(EventToken token) noexcept;
-  /// Registers a certificate validation handler (wss), run during connect.
-  EventToken server_custom_validation_requested(ServerCustomValidationRequestedHandler handler);
-  void server_custom_validation_requested(EventToken token) noexcept;
 
 private:
   friend MessageWebSocket detail::make_message_websocket(std::shared_ptr<detail::Session> s);
-  explicit MessageWebSocket(std::shared_ptr<detail::Session> s);
+  explicit MessageWebSocket(std::shared_ptr<detail::Session> s) : SocketBase(std::move(s)) {}
 
   static std::span<const std::byte> as_bytes(std::string_view t) noexcept {
     return {reinterpret_cast<const std::byte*>(t.data()), t.size()};
@@ -299,8 +249,6 @@ private:
           detail::start_send(std::move(s), kind, type, data, std::move(ct), std::move(h), compress);
         });
   }
-
-  std::shared_ptr<detail::Session> session_;
 };
 
 }  // namespace duplex

@@ -22,6 +22,7 @@
 #include <asio/io_context.hpp>
 
 #include <duplex/cancellation.hpp>
+#include <duplex/detail/socket_base.hpp>
 #include <duplex/detail/socket_ops.hpp>
 #include <duplex/error.hpp>
 #include <duplex/task.hpp>
@@ -94,25 +95,33 @@ private:
   std::shared_ptr<detail::Session> session_;
 };
 
-class StreamWebSocket {
-public:
-  using ClosedHandler = std::function<void(StreamWebSocket&, const WebSocketClosedEventArgs&)>;
-  using ServerCustomValidationRequestedHandler = std::function<void(
-      StreamWebSocket&, const WebSocketServerCustomValidationRequestedEventArgs&)>;
+extern template class detail::SocketBase<StreamWebSocket, StreamWebSocketControl>;
 
+/// A WebSocket used as a byte stream (Windows: StreamWebSocket). Besides the
+/// members below, it has those of detail::SocketBase (documented in
+/// duplex/detail/socket_base.hpp): control() (a StreamWebSocketControl),
+/// information(), get_executor(), set_request_header(), connect_async(),
+/// close(), close_async(), and the closed and
+/// server_custom_validation_requested events, whose handlers
+/// (ClosedHandler, ServerCustomValidationRequestedHandler) receive this
+/// socket as a StreamWebSocket&.
+class StreamWebSocket : public detail::SocketBase<StreamWebSocket, StreamWebSocketControl> {
+public:
   /// A client socket on the library's default event loop.
-  StreamWebSocket();
+  StreamWebSocket() = default;
   /// A client socket on `context` (run it with one thread).
-  explicit StreamWebSocket(asio::io_context& context);
-  StreamWebSocket(StreamWebSocket&& other) noexcept;
-  StreamWebSocket& operator=(StreamWebSocket&& other) noexcept;
+  explicit StreamWebSocket(asio::io_context& context) : SocketBase(context) {}
+  /// Takes `other`'s connection and handlers (which now receive this socket);
+  /// `other` may then only be assigned to or destroyed.
+  StreamWebSocket(StreamWebSocket&& other) noexcept = default;
+  /// Fails this socket's connection as the destructor does, then takes
+  /// `other`'s (as the move constructor).
+  StreamWebSocket& operator=(StreamWebSocket&& other) noexcept = default;
   StreamWebSocket(const StreamWebSocket&) = delete;
   StreamWebSocket& operator=(const StreamWebSocket&) = delete;
-  ~StreamWebSocket();
+  /// As MessageWebSocket's (see message_websocket.hpp, Lifetime).
+  ~StreamWebSocket() = default;
 
-  [[nodiscard]] StreamWebSocketControl control() const;
-  [[nodiscard]] StreamWebSocketInformation information() const;
-  [[nodiscard]] asio::any_io_executor get_executor() const noexcept;
   /// The stream of received bytes.
   [[nodiscard]] WebSocketInputStream input_stream() const { return WebSocketInputStream(session_); }
   /// The stream of bytes to send.
@@ -120,55 +129,9 @@ public:
     return WebSocketOutputStream(session_);
   }
 
-  /// As MessageWebSocket::set_request_header.
-  void set_request_header(std::string_view name, std::string_view value);
-
-  /// As MessageWebSocket::connect_async.
-  template <class CompletionToken = UseTask>
-  auto connect_async(std::string_view uri, CompletionToken&& token = {}) {
-    return connect_async(uri, CancellationToken{}, std::forward<CompletionToken>(token));
-  }
-  template <class CompletionToken = UseTask>
-  auto connect_async(std::string_view uri, CancellationToken ct, CompletionToken&& token = {}) {
-    detail::check_connect(*session_, uri);
-    return detail::initiate<void(std::error_code)>(
-        get_executor(), std::forward<CompletionToken>(token),
-        [s = session_, u = std::string(uri),
-         ct = std::move(ct)](detail::CompletionHandler h) mutable {
-          detail::start_connect(std::move(s), std::move(u), std::move(ct), std::move(h));
-        });
-  }
-
-  /// As MessageWebSocket::close / close_async.
-  void close(std::uint16_t code = 1000, std::string_view reason = {});
-  template <class CompletionToken = UseTask>
-  auto close_async(std::uint16_t code = 1000, std::string_view reason = {},
-                   CompletionToken&& token = {}) {
-    return close_async(code, reason, CancellationToken{}, std::forward<CompletionToken>(token));
-  }
-  template <class CompletionToken = UseTask>
-  auto close_async(std::uint16_t code, std::string_view reason, CancellationToken ct,
-                   CompletionToken&& token = {}) {
-    detail::check_close(code, reason);
-    return detail::initiate<void(std::error_code)>(
-        get_executor(), std::forward<CompletionToken>(token),
-        [s = session_, code, r = std::string(reason),
-         ct = std::move(ct)](detail::CompletionHandler h) mutable {
-          detail::start_close(std::move(s), code, std::move(r), std::move(ct), std::move(h));
-        });
-  }
-
-  /// Registers a handler for the end of the connection (once).
-  EventToken closed(ClosedHandler handler);
-  void closed(EventToken token) noexcept;
-  /// Registers a certificate validation handler (wss), run during connect.
-  EventToken server_custom_validation_requested(ServerCustomValidationRequestedHandler handler);
-  void server_custom_validation_requested(EventToken token) noexcept;
-
 private:
   friend StreamWebSocket detail::make_stream_websocket(std::shared_ptr<detail::Session> s);
-  explicit StreamWebSocket(std::shared_ptr<detail::Session> s);
-  std::shared_ptr<detail::Session> session_;
+  explicit StreamWebSocket(std::shared_ptr<detail::Session> s) : SocketBase(std::move(s)) {}
 };
 
 }  // namespace duplex

@@ -7,7 +7,9 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <span>
+#include <utility>
 
 #include <asio/io_context.hpp>
 
@@ -18,6 +20,17 @@
 #include "transport/stream.hpp"
 
 namespace duplex::detail {
+
+/// A server-role session of `kind` over `stream` (see the functions below),
+/// started: it reads once the current handler returns.
+inline std::shared_ptr<Session> make_server_session(asio::io_context::executor_type ex,
+                                                    Session::Kind kind, transport::Stream stream,
+                                                    std::span<const std::byte> leftover,
+                                                    const ServerSessionOptions& options) {
+  auto s = std::make_shared<Session>(ex, kind, protocol::Role::server);
+  s->start_server(std::move(stream), leftover, options);
+  return s;
+}
 
 /// A server-role MessageWebSocket over `stream` (TCP or TLS, opening handshake
 /// done). `leftover`: bytes read after the request's header block (the first

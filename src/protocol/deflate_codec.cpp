@@ -164,6 +164,33 @@ void give_back(ZlibStream* s) noexcept {
   destroy_stream(s);
 }
 
+// An encoder's or decoder's stream: without context takeover (`borrowed`) it
+// is borrowed from the thread's cache for one message and given back after it;
+// with takeover the coder owns it for good and frees it at the end.
+ZlibStream* take_stream(bool borrowed, bool deflater, int window_bits, int memory_level,
+                        int level) {
+  return borrowed ? borrow(deflater, window_bits, memory_level, level)
+                  : make_stream(deflater, window_bits, memory_level, level);
+}
+
+void put_stream(ZlibStream*& s, bool borrowed) noexcept {
+  if (s == nullptr) return;
+  if (borrowed)
+    give_back(s);
+  else
+    destroy_stream(s);
+  s = nullptr;
+}
+
+// After an aborted message the window holds data the peer never fully saw:
+// start afresh (a borrowed stream goes back reset, an owned one is reset).
+void restart_stream(ZlibStream*& s, bool borrowed) noexcept {
+  if (borrowed)
+    put_stream(s, borrowed);
+  else if (s != nullptr)
+    reset_stream(s);
+}
+
 // zlib counts in uInt; larger inputs go in pieces.
 constexpr std::size_t max_chunk = std::size_t{1} << 30;
 
@@ -242,10 +269,6 @@ DeflateEncoder& DeflateEncoder::operator=(DeflateEncoder&& o) noexcept {
 
 void DeflateEncoder::acquire(std::size_t whole_message_size) {
   if (stream_ != nullptr) return;
-  if (!no_context_takeover_) {
-    stream_ = make_stream(true, window_bits_, memory_level_, level_);
-    return;
-  }
   // Without takeover a whole message known to be small gets a stream sized to
   // it: a window just covering it (allowed: the negotiated value is an upper
   // bound, RFC 7692 7.1.2) and a hash of as many entries. Output is the same,
@@ -253,21 +276,16 @@ void DeflateEncoder::acquire(std::size_t whole_message_size) {
   // instead of 64 KiB for a 100-byte message.
   int bits = window_bits_;
   int mem = memory_level_;
-  if (whole_message_size < (std::size_t{1} << window_bits_)) {
+  if (no_context_takeover_ && whole_message_size < (std::size_t{1} << window_bits_)) {
     bits = 9;
     while ((std::size_t{1} << bits) < whole_message_size) ++bits;
     mem = std::clamp(bits - 7, 1, memory_level_);
   }
-  stream_ = borrow(true, bits, mem, level_);
+  stream_ = take_stream(no_context_takeover_, true, bits, mem, level_);
 }
 
 void DeflateEncoder::release() noexcept {
-  if (stream_ == nullptr) return;
-  if (no_context_takeover_)
-    give_back(stream_);
-  else
-    destroy_stream(stream_);
-  stream_ = nullptr;
+  put_stream(stream_, no_context_takeover_);
 }
 
 std::size_t DeflateEncoder::memory_in_use() const noexcept {
@@ -277,11 +295,7 @@ std::size_t DeflateEncoder::memory_in_use() const noexcept {
 void DeflateEncoder::abort_message() noexcept {
   if (!in_message_) return;
   in_message_ = false;
-  // The window now holds a message the peer never fully saw: start afresh.
-  if (no_context_takeover_)
-    release();
-  else if (stream_ != nullptr)
-    reset_stream(stream_);
+  restart_stream(stream_, no_context_takeover_);
 }
 
 void DeflateEncoder::compress(std::span<const std::byte> in, bool fin,
@@ -370,17 +384,11 @@ DeflateDecoder& DeflateDecoder::operator=(DeflateDecoder&& o) noexcept {
 
 void DeflateDecoder::acquire() {
   if (stream_ != nullptr) return;
-  stream_ = no_context_takeover_ ? borrow(false, window_bits_, 0, 0)
-                                 : make_stream(false, window_bits_, 0, 0);
+  stream_ = take_stream(no_context_takeover_, false, window_bits_, 0, 0);
 }
 
 void DeflateDecoder::release() noexcept {
-  if (stream_ == nullptr) return;
-  if (no_context_takeover_)
-    give_back(stream_);
-  else
-    destroy_stream(stream_);
-  stream_ = nullptr;
+  put_stream(stream_, no_context_takeover_);
 }
 
 std::size_t DeflateDecoder::memory_in_use() const noexcept {
@@ -391,10 +399,7 @@ void DeflateDecoder::abort_message() noexcept {
   if (!in_message_) return;
   in_message_ = false;
   stream_ended_ = false;
-  if (no_context_takeover_)
-    release();
-  else if (stream_ != nullptr)
-    reset_stream(stream_);
+  restart_stream(stream_, no_context_takeover_);
 }
 
 std::error_code DeflateDecoder::inflate(std::span<const std::byte> in, bool fin,

@@ -1,5 +1,5 @@
-// Helpers of the permessage-deflate integration tests: a duplex echo server
-// with compression, a recording duplex client, a scripted raw WebSocket server
+// Helpers of the permessage-deflate integration tests: the shared echo server
+// with compression options, a recording duplex client, a scripted raw WebSocket server
 // (to send the duplex client what a well-behaved peer never would), frame
 // building and parsing, and compressed payloads made with the core's encoder.
 #pragma once
@@ -11,9 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -32,129 +30,33 @@
 #include <duplex/stream_websocket.hpp>
 #include <duplex/websocket_listener.hpp>
 
+#include "echo_test_support.hpp"
 #include "listener_test_util.hpp"
 
 namespace duplex::test::deflate {
 
 using namespace std::chrono_literals;
 
-struct ClosedRecord {
-  std::uint16_t code = 0;
-  std::string reason;
-  std::error_code error;
-};
-
-/// Events collected on loop threads, waited on with deadlines.
-template <class T>
-class Inbox {
-public:
-  void push(T v) {
-    std::lock_guard lock(m_);
-    items_.push_back(std::move(v));
-    cv_.notify_all();
-  }
-  bool wait_for_count(std::size_t n, std::chrono::milliseconds timeout) {
-    std::unique_lock lock(m_);
-    return cv_.wait_for(lock, timeout, [&] { return items_.size() >= n; });
-  }
-  std::vector<T> items() {
-    std::lock_guard lock(m_);
-    return items_;
-  }
-
-private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  std::vector<T> items_;
-};
-
-/// What the server saw of one connection.
-struct ServerSide {
-  std::string extensions;
-  std::optional<DeflateParameters> params;
-};
-
-/// An echo server on WebSocketListener with `deflate` options: every message
-/// goes back with its type (message sockets) or every byte (stream sockets).
-class EchoServer {
+/// The shared echo server (echo_test_support.hpp) with `deflate` options, one
+/// loop thread, and `max_message_size`; wss with `tls`.
+class EchoServer : public test::EchoServer {
 public:
   explicit EchoServer(DeflateOptions deflate, bool stream = false,
                       std::uint64_t max_message_size = std::uint64_t{64} << 20,
                       std::optional<ListenerTlsOptions> tls = std::nullopt)
-      : listener(make_options(deflate, stream, max_message_size, tls)), secure_(tls.has_value()) {
-    listener.connection_received([this, stream](WebSocketListenerConnectionReceivedEventArgs& a) {
-      if (stream) {
-        auto ws = std::make_unique<StreamWebSocket>(a.take_stream_websocket());
-        opened.push({ws->information().extensions(), ws->information().deflate_parameters()});
-        std::lock_guard lock(m_);
-        streams_.push_back(std::move(ws));
-        std::make_shared<StreamEcho>(*streams_.back())->read();
-        return;
-      }
-      auto ws = a.take_message_websocket();
-      opened.push({ws.information().extensions(), ws.information().deflate_parameters()});
-      ws.message_received([this](MessageWebSocket& s, const auto& m) {
-        ++messages;
-        s.control().message_type(m.message_type());
-        s.send_async(m.data(), [](std::error_code) {});
-      });
-      ws.closed([this](MessageWebSocket&, const WebSocketClosedEventArgs& c) {
-        closed.push({c.code(), c.reason(), c.error()});
-      });
-      std::lock_guard lock(m_);
-      sockets_.push_back(std::move(ws));
-    });
-    listener.listen("127.0.0.1", 0);
-  }
-  ~EchoServer() {
-    listener.stop(1s);
-    std::lock_guard lock(m_);
-    sockets_.clear();
-    streams_.clear();
-  }
-  [[nodiscard]] std::string url() const {
-    return std::string(secure_ ? "wss" : "ws") +
-           "://127.0.0.1:" + std::to_string(listener.local_port()) + "/";
-  }
-
-  WebSocketListener listener;
-  Inbox<ServerSide> opened;
-  Inbox<ClosedRecord> closed;
-  std::atomic<int> messages{0};
+      : test::EchoServer(make_options(deflate, max_message_size, std::move(tls)), stream) {}
 
 private:
-  static WebSocketListenerOptions make_options(DeflateOptions d, bool stream, std::uint64_t max,
-                                               const std::optional<ListenerTlsOptions>& tls) {
+  static WebSocketListenerOptions make_options(DeflateOptions d, std::uint64_t max,
+                                               std::optional<ListenerTlsOptions> tls) {
     WebSocketListenerOptions o;
-    o.tls = tls;
+    o.tls = std::move(tls);
     o.threads = 1;
     o.handshake_timeout = 5s;
     o.deflate = d;
     o.max_message_size = max;
-    if (stream) o.socket_type = ListenerSocketType::stream_websocket;
     return o;
   }
-  // Stream echo: read what is there, write it back, repeat.
-  struct StreamEcho : std::enable_shared_from_this<StreamEcho> {
-    explicit StreamEcho(StreamWebSocket& s) : ws(&s) {}
-    StreamWebSocket* ws;
-    std::vector<std::byte> buf = std::vector<std::byte>(64 * 1024);
-    void read() {
-      ws->input_stream().read_async(
-          buf, [self = shared_from_this()](std::error_code ec, std::size_t n) {
-            if (ec || n == 0) return;
-            self->ws->output_stream().write_async(std::span<const std::byte>(self->buf.data(), n),
-                                                  [self](std::error_code wec, std::size_t) {
-                                                    if (!wec) self->read();
-                                                  });
-          });
-    }
-  };
-
-  bool secure_ = false;
-  std::mutex m_;
-  std::vector<MessageWebSocket> sockets_;
-  std::vector<std::unique_ptr<StreamWebSocket>> streams_;
 };
 
 struct Received {

@@ -8,7 +8,6 @@
 
 #include <gtest/gtest.h>
 
-#include <condition_variable>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -16,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "echo_test_support.hpp"
 #include "listener_test_util.hpp"
 
 namespace {
@@ -26,106 +26,11 @@ using duplex::SocketMessageType;
 using duplex::StreamWebSocket;
 using duplex::WebSocketListener;
 using duplex::WebSocketListenerOptions;
+using duplex::test::ClosedRecord;
+using duplex::test::EchoServer;
+using duplex::test::Inbox;
 using duplex::test::RawClient;
 using duplex::test::upgrade_request;
-
-struct ClosedRecord {
-  std::uint16_t code;
-  std::string reason;
-  std::error_code error;
-};
-
-// Events collected from loop threads, waited on with deadlines.
-template <class T>
-class Inbox {
-public:
-  void push(T v) {
-    std::lock_guard lock(m_);
-    items_.push_back(std::move(v));
-    cv_.notify_all();
-  }
-  bool wait_for_count(std::size_t n, std::chrono::milliseconds timeout) {
-    std::unique_lock lock(m_);
-    return cv_.wait_for(lock, timeout, [&] { return items_.size() >= n; });
-  }
-  std::vector<T> items() {
-    std::lock_guard lock(m_);
-    return items_;
-  }
-
-private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  std::vector<T> items_;
-};
-
-// An echo server on the listener: every message goes back with its type; the
-// closed events of the server-side sockets are recorded.
-class EchoServer {
-public:
-  explicit EchoServer(WebSocketListenerOptions o, bool stream = false)
-      : listener(with_type(std::move(o), stream)) {
-    listener.connection_received([this, stream](auto& args) {
-      if (stream) return adopt_stream(args.take_stream_websocket());
-      auto ws = args.take_message_websocket();
-      ws.message_received([](MessageWebSocket& s, const auto& a) {
-        s.control().message_type(a.message_type());
-        s.send_async(a.data(), [](std::error_code) {});
-      });
-      ws.closed([this](MessageWebSocket&, const duplex::WebSocketClosedEventArgs& a) {
-        closed.push({a.code(), a.reason(), a.error()});
-      });
-      protocols.push(ws.information().protocol());
-      std::lock_guard lock(m);
-      sockets.push_back(std::move(ws));
-    });
-    listener.listen("127.0.0.1", 0);
-  }
-  ~EchoServer() {
-    listener.stop(1s);
-    std::lock_guard lock(m);
-    sockets.clear();
-    streams.clear();
-  }
-  std::string url(const char* scheme = "ws") const {
-    return std::string(scheme) + "://127.0.0.1:" + std::to_string(listener.local_port()) + "/";
-  }
-
-  WebSocketListener listener;
-  Inbox<ClosedRecord> closed;
-  Inbox<std::string> protocols;
-
-private:
-  static WebSocketListenerOptions with_type(WebSocketListenerOptions o, bool stream) {
-    if (stream) o.socket_type = duplex::ListenerSocketType::stream_websocket;
-    return o;
-  }
-  // Stream echo: read what is there, write it back, repeat.
-  struct StreamEcho : std::enable_shared_from_this<StreamEcho> {
-    explicit StreamEcho(StreamWebSocket& s) : ws(&s) {}
-    StreamWebSocket* ws;
-    std::vector<std::byte> buf = std::vector<std::byte>(64 * 1024);
-    void read() {
-      ws->input_stream().read_async(
-          buf, [self = shared_from_this()](std::error_code ec, std::size_t n) {
-            if (ec || n == 0) return;
-            self->ws->output_stream().write_async(std::span<const std::byte>(self->buf.data(), n),
-                                                  [self](std::error_code wec, std::size_t) {
-                                                    if (!wec) self->read();
-                                                  });
-          });
-    }
-  };
-  void adopt_stream(StreamWebSocket ws) {
-    std::lock_guard lock(m);
-    streams.push_back(std::make_unique<StreamWebSocket>(std::move(ws)));
-    std::make_shared<StreamEcho>(*streams.back())->read();
-  }
-
-  std::mutex m;
-  std::vector<MessageWebSocket> sockets;
-  std::vector<std::unique_ptr<StreamWebSocket>> streams;
-};
 
 // A duplex client that records what it receives.
 struct Client {
@@ -157,8 +62,8 @@ TEST(ListenerEcho, MessageEchoWithDuplexClient) {
   c.ws.control().supported_protocols({"chat"});
   c.ws.connect_async(server.url()).get();
   EXPECT_EQ(c.ws.information().protocol(), "chat");
-  ASSERT_TRUE(server.protocols.wait_for_count(1, 3s));
-  EXPECT_EQ(server.protocols.items()[0], "chat");
+  ASSERT_TRUE(server.opened.wait_for_count(1, 3s));
+  EXPECT_EQ(server.opened.items()[0].protocol, "chat");
 
   c.ws.control().message_type(SocketMessageType::utf8);
   c.ws.send_async("Hello, world! \xC3\xA9\xE2\x9C\x93").get();
@@ -219,7 +124,7 @@ TEST(ListenerEcho, EchoOverTlsWithDuplexClient) {
   EchoServer server(o);
   Client c;
   c.ws.control().trusted_ca_file(certs.file("ca.pem"));
-  c.ws.connect_async(server.url("wss")).get();
+  c.ws.connect_async(server.url()).get();
   c.ws.control().message_type(SocketMessageType::utf8);
   c.ws.send_async("over TLS").get();
   ASSERT_TRUE(c.messages.wait_for_count(1, 5s));
@@ -235,7 +140,7 @@ TEST(ListenerEcho, GracefulStopClosesEveryClientWith1001) {
     clients.back()->ws.connect_async(server.url()).get();
   }
   // The server raised connection_received for all four (it has their sockets).
-  ASSERT_TRUE(server.protocols.wait_for_count(4, 3s));
+  ASSERT_TRUE(server.opened.wait_for_count(4, 3s));
   const auto start = duplex::test::Clock::now();
   EXPECT_EQ(server.listener.stop(3s), 0u);  // every closing handshake finished in time
   EXPECT_LT(duplex::test::Clock::now() - start, 2s);
@@ -256,7 +161,7 @@ TEST(ListenerEcho, StopCutsAClientThatDoesNotAnswerTheClose) {
   ASSERT_TRUE(raw.send(upgrade_request()));
   const auto response = raw.read_response();
   ASSERT_EQ(response.substr(0, 12), "HTTP/1.1 101");
-  ASSERT_TRUE(server.protocols.wait_for_count(1, 3s));
+  ASSERT_TRUE(server.opened.wait_for_count(1, 3s));
   const auto start = duplex::test::Clock::now();
   EXPECT_EQ(server.listener.stop(300ms), 1u);
   const auto took = duplex::test::Clock::now() - start;

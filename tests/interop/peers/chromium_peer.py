@@ -111,34 +111,28 @@ class Cdp:
         return result["result"].get("value")
 
 
-async def drive(target_url, args, deadline):
+async def drive(target_url, expression, deadline):
     async with websockets.connect(target_url, max_size=None, open_timeout=10) as ws:
         cdp = Cdp(ws)
         while not await cdp.evaluate("window.pageReady === true"):
             if time.monotonic() > deadline:
                 raise TimeoutError("the page did not load")
             await asyncio.sleep(0.05)
-        call = "runScenarios({}, {}, {})".format(
-            json.dumps(args.url), json.dumps(args.refused_url or ""), json.dumps(args.timeout)
-        )
-        return await cdp.evaluate(call)
+        return await cdp.evaluate(expression)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--refused-url")
-    parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
-    parser.add_argument("--timeout", type=float, default=30.0, help="per scenario, seconds")
-    args = parser.parse_args()
-
-    total = 30.0 + 7 * args.timeout
-    deadline = time.monotonic() + total
+def run_page(chromium, page, expression, deadline):
+    """Loads `page` (a file next to this script) in headless Chromium and, once
+    the page sets window.pageReady, evaluates `expression` there, awaiting its
+    promise. Returns (True, its value); or, when the driver itself fails,
+    prints "FAIL chromium-driver: why" (and Chromium's last stderr lines) and
+    returns (False, None). Everything it starts is stopped before it returns;
+    every wait ends by `deadline` (time.monotonic())."""
     http_server = start_http_server()
-    page_url = f"http://127.0.0.1:{http_server.server_address[1]}/browser_client.html"
+    page_url = f"http://127.0.0.1:{http_server.server_address[1]}/{page}"
     profile = tempfile.mkdtemp(prefix="duplex-chromium-")
     cmd = [
-        args.chromium,
+        chromium,
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
@@ -166,14 +160,16 @@ def main():
     try:
         port = devtools_port(profile, deadline, proc)
         target = page_target(port, page_url, deadline)
-        results = asyncio.run(
-            asyncio.wait_for(drive(target, args, deadline), max(1.0, deadline - time.monotonic()))
+        return True, asyncio.run(
+            asyncio.wait_for(
+                drive(target, expression, deadline), max(1.0, deadline - time.monotonic())
+            )
         )
     except Exception as e:  # report any failure of the driver itself, then clean up
         print(f"FAIL chromium-driver: {type(e).__name__}: {e}", flush=True)
         for line in stderr_lines[-20:]:
             print(f"  chromium: {line}", file=sys.stderr)
-        return 1
+        return False, None
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -187,10 +183,16 @@ def main():
         http_server.shutdown()
         shutil.rmtree(profile, ignore_errors=True)
 
+
+def report(results, why_when_ok=False):
+    """Prints "ok NAME" (with the page's note in parentheses if `why_when_ok`)
+    or "FAIL NAME: why" per scenario result and a count; returns the exit
+    status: 1 on any failure or no results."""
     failed = 0
     for r in results or []:
         if r["ok"]:
-            print(f"ok {r['name']}", flush=True)
+            note = f" ({r['why']})" if why_when_ok and r["why"] else ""
+            print(f"ok {r['name']}{note}", flush=True)
         else:
             failed += 1
             print(f"FAIL {r['name']}: {r['why']}", flush=True)
@@ -199,6 +201,28 @@ def main():
         return 1
     print(f"{len(results) - failed} passed, {failed} failed", flush=True)
     return 1 if failed else 0
+
+
+def argument_parser(doc):
+    """The options every Chromium peer takes: --url, --chromium, --timeout."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    parser.add_argument("--timeout", type=float, default=30.0, help="per scenario, seconds")
+    return parser
+
+
+def main():
+    parser = argument_parser(__doc__)
+    parser.add_argument("--refused-url")
+    args = parser.parse_args()
+
+    deadline = time.monotonic() + 30.0 + 7 * args.timeout
+    call = "runScenarios({}, {}, {})".format(
+        json.dumps(args.url), json.dumps(args.refused_url or ""), json.dumps(args.timeout)
+    )
+    ok, results = run_page(args.chromium, "browser_client.html", call, deadline)
+    return report(results) if ok else 1
 
 
 if __name__ == "__main__":
