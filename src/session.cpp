@@ -401,10 +401,7 @@ void Session::on_tls_handshake(std::error_code ec) {
                                   : SocketSslErrorSeverity::ignorable;
   {
     std::lock_guard lock(info_mutex_);
-    info_.certificate = v->certificate;
-    info_.certificate_errors = v->errors;
-    info_.severity = v->severity;
-    info_.intermediates = v->intermediates;
+    info_.server_tls = v;
   }
   if (fatal) return connect_failed(std::error_code(fatal, x509_category()));
   bool asked = false;

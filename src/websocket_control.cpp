@@ -233,16 +233,20 @@ std::optional<std::chrono::microseconds> WebSocketInformation::ping_round_trip_t
   return session_->info().rtt;
 }
 std::optional<Certificate> WebSocketInformation::server_certificate() const {
-  return session_->info().certificate;
+  const auto tls = session_->info().server_tls;
+  return tls ? std::optional<Certificate>(tls->certificate) : std::nullopt;
 }
 std::vector<ChainValidationResult> WebSocketInformation::server_certificate_errors() const {
-  return session_->info().certificate_errors;
+  const auto tls = session_->info().server_tls;
+  return tls ? tls->errors : std::vector<ChainValidationResult>{};
 }
 SocketSslErrorSeverity WebSocketInformation::server_certificate_error_severity() const {
-  return session_->info().severity;
+  const auto tls = session_->info().server_tls;
+  return tls ? tls->severity : SocketSslErrorSeverity::none;
 }
 std::vector<Certificate> WebSocketInformation::server_intermediate_certificates() const {
-  return session_->info().intermediates;
+  const auto tls = session_->info().server_tls;
+  return tls ? tls->intermediates : std::vector<Certificate>{};
 }
 
 // --- custom validation -------------------------------------------------------------------------

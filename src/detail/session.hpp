@@ -181,10 +181,9 @@ public:
     HostEndpoint local, remote;
     std::string protocol, extensions;
     std::optional<std::chrono::microseconds> rtt;
-    std::optional<Certificate> certificate;
-    std::vector<ChainValidationResult> certificate_errors;
-    SocketSslErrorSeverity severity = SocketSslErrorSeverity::none;
-    std::vector<Certificate> intermediates;
+    /// wss:// client: the server's certificate and how it validated (set
+    /// once, read-only after); null otherwise.
+    std::shared_ptr<const ValidationState> server_tls;
     std::optional<protocol::DeflateParams> deflate;  ///< negotiated permessage-deflate
   };
   Info info() const {
