@@ -717,20 +717,26 @@ std::error_code Session::send_one(SendKind kind, SocketMessageType type,
                                   std::span<const std::byte> data, bool compress) {
   // A large frame while nothing is being written goes from the caller's buffer
   // to the socket (zero copy); only what the kernel does not take is copied.
-  protocol::Connection::DirectFrame direct;
-  auto* d = data.size() >= protocol::Connection::direct_min_payload && !writing_ && stream_ &&
-                    !stream_->is_tls()
-                ? &direct
-                : nullptr;
-  std::error_code ec;
-  switch (kind) {
-    case SendKind::whole: ec = conn_->send_message(type, data, compress, d); break;
-    case SendKind::nonfinal: ec = conn_->send_fragment(type, data, false, compress, d); break;
-    case SendKind::final: ec = conn_->send_fragment(type, data, true, compress, d); break;
+  if (data.size() >= protocol::Connection::direct_min_payload && !writing_ && stream_ &&
+      !stream_->is_tls()) [[unlikely]] {
+    protocol::Connection::DirectFrame direct;
+    auto ec = queue(kind, type, data, compress, &direct);
+    if (!ec && direct.header_size != 0)
+      write_direct(std::span<const std::byte>(direct.header.data(), direct.header_size), data);
+    return ec;
   }
-  if (!ec && direct.header_size != 0)
-    write_direct(std::span<const std::byte>(direct.header.data(), direct.header_size), data);
-  return ec;
+  return queue(kind, type, data, compress, nullptr);
+}
+
+std::error_code Session::queue(SendKind kind, SocketMessageType type,
+                               std::span<const std::byte> data, bool compress,
+                               protocol::Connection::DirectFrame* direct) {
+  switch (kind) {
+    case SendKind::whole: return conn_->send_message(type, data, compress, direct);
+    case SendKind::nonfinal: return conn_->send_fragment(type, data, false, compress, direct);
+    case SendKind::final: return conn_->send_fragment(type, data, true, compress, direct);
+  }
+  return {};
 }
 
 void Session::write_direct(std::span<const std::byte> header, std::span<const std::byte> payload) {

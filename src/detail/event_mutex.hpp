@@ -46,13 +46,12 @@ class EventMutex {
 #pragma GCC diagnostic pop
 #endif
     }
-    // Unlinks the frame and hands back the handlers retired meanwhile: the
-    // caller's copy destroys them after the lock is released (their
-    // destructors may re-lock).
-    std::vector<std::shared_ptr<const void>> leave() noexcept {
+    // Unlinks the frame. Handlers retired meanwhile are destroyed by the
+    // caller once the lock is released (their destructors may re-lock).
+    void leave() noexcept {
       held_ = frame_.prev;
-      if (m_.retired_.empty()) [[likely]]
-        return {};
+    }
+    [[nodiscard]] std::vector<std::shared_ptr<const void>> take_retired() noexcept {
       return std::move(m_.retired_);
     }
     EventMutex& m_;
@@ -77,16 +76,24 @@ public:
     }
     ~DispatchGuard() {
       if (!owns_) return;
-      auto retired = leave();
-      if (locked_)
-        m_.mutex_.unlock();
-      else
-        release_busy();
+      leave();
+      if (!m_.retired_.empty()) [[unlikely]] {
+        auto retired = take_retired();
+        unlock();
+        return;  // `retired` goes now, the lock released
+      }
+      unlock();
     }
     DispatchGuard(const DispatchGuard&) = delete;
     DispatchGuard& operator=(const DispatchGuard&) = delete;
 
   private:
+    void unlock() noexcept {
+      if (locked_)
+        m_.mutex_.unlock();
+      else
+        release_busy();
+    }
     void release_busy() noexcept {
       m_.busy_.store(false, std::memory_order_seq_cst);
       if (m_.waiting_.load(std::memory_order_seq_cst) != 0) m_.busy_.notify_all();
@@ -113,7 +120,8 @@ public:
     void unlock() noexcept {
       if (!owns_) return;
       owns_ = false;
-      auto retired = leave();
+      leave();
+      auto retired = take_retired();
       m_.waiting_.fetch_sub(1, std::memory_order_seq_cst);
       m_.mutex_.unlock();
     }

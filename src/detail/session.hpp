@@ -285,6 +285,9 @@ private:
   void pump_sends();
   std::error_code send_one(SendKind kind, SocketMessageType type, std::span<const std::byte> data,
                            bool compress);
+  /// The connection call for `kind` (send_message or send_fragment).
+  std::error_code queue(SendKind kind, SocketMessageType type, std::span<const std::byte> data,
+                        bool compress, protocol::Connection::DirectFrame* direct);
   void schedule_flush();
   /// Writes the output: at once on plain TCP while the kernel takes it, the
   /// rest through write_rest().
