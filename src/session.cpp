@@ -40,6 +40,7 @@ std::uint16_t close_code_of(std::error_code ec) {
 }  // namespace
 
 struct Session::ConnectState {
+  Op op;                 ///< the connect_async operation
   SessionConfig config;  ///< the controls as they were at connect
   transport::WebSocketUri uri;
   std::string request;  ///< the opening handshake
@@ -101,7 +102,7 @@ void Session::complete(Op& op, std::error_code ec, std::size_t n) {
 
 void Session::cancel_op(std::uint64_t id) {
   const auto aborted = make_error_code(error::operation_aborted);
-  if (connect_op_.id == id && connect_op_) return connect_failed(aborted);
+  if (connecting_ && connecting_->op.id == id && connecting_->op) return connect_failed(aborted);
   if (input_ && input_->op.id == id && input_->op) {
     // Nothing of a read is on the wire: the socket stays usable.
     read_deadline_ = never;
@@ -196,7 +197,7 @@ void Session::detach() noexcept {
   try {
     run_on_loop([this] {
       const auto aborted = make_error_code(error::operation_aborted);
-      if (connect_op_ || connecting_) return connect_failed(aborted);
+      if (connecting_) return connect_failed(aborted);
       if (phase() == Phase::open || phase() == Phase::closing) fail(aborted);
     });
   } catch (...) {
@@ -302,7 +303,7 @@ void Session::do_connect(std::string uri, Op op) {
   connecting_->uri = transport::parse_websocket_uri(uri);
   if (!connecting_->config.proxy.empty())
     connecting_->proxy = transport::parse_proxy_uri(connecting_->config.proxy);
-  connect_op_ = std::move(op);
+  connecting_->op = std::move(op);
   set_deadline(connect_deadline_, Clock::now() + cfg_.connect_timeout);
   protocol::ConnectionConfig cc;
   cc.role = protocol::Role::client;
@@ -528,15 +529,17 @@ void Session::on_response_bytes(std::error_code ec, std::size_t n) {
 void Session::connect_failed(std::error_code ec) {
   if (connecting_ && connecting_->connector) connecting_->connector->cancel();
   if (stream_) stream_->close();
+  Op op = connecting_ ? std::move(connecting_->op) : Op{};
   connecting_.reset();
   connect_deadline_ = never;
   phase_ = Phase::closed;
   closed_raised_ = true;  // a failed connect raises no closed event (as on Windows)
-  complete(connect_op_, ec);
+  complete(op, ec);
 }
 
 void Session::become_open(std::span<const std::byte> leftover) {
   leftover_.assign(leftover.begin(), leftover.end());
+  Op op = connecting_ ? std::move(connecting_->op) : Op{};
   connecting_.reset();
   connect_deadline_ = never;
   phase_ = Phase::open;
@@ -547,7 +550,7 @@ void Session::become_open(std::span<const std::byte> leftover) {
   if (cfg_.keep_alive_interval.count() > 0) set_deadline(ping_due_, now + cfg_.keep_alive_interval);
   if (cfg_.unsolicited_pong_interval.count() > 0)
     set_deadline(unsolicited_pong_due_, now + cfg_.unsolicited_pong_interval);
-  complete(connect_op_, {});
+  complete(op, {});
   // After the connect completion (posted first, same loop): bytes that came
   // with the handshake answer, then the read loop.
   asio::post(ex_, [self = shared_from_this()] {
@@ -609,7 +612,6 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
       return;
     }
     self->phase_ = Phase::connecting;
-    self->connect_op_ = {};
     self->connecting_.reset();
     self->become_open(rest);
   });
@@ -997,7 +999,8 @@ void Session::finish(std::uint16_t code, std::string reason, std::error_code ec)
   auto closes = std::move(close_ops_);
   close_ops_.clear();
   for (auto& op : closes) complete(op, ec);
-  if (connect_op_) complete(connect_op_, ec ? ec : make_error_code(error::closed));
+  if (connecting_ && connecting_->op)
+    complete(connecting_->op, ec ? ec : make_error_code(error::closed));
   raise_closed(code, reason, ec);
 }
 
@@ -1007,7 +1010,7 @@ void Session::do_close(std::uint16_t code, std::string reason, Op op) {
   switch (phase()) {
     case Phase::idle: return complete(op, {});
     case Phase::connecting:
-      if (connect_op_) connect_failed(make_error_code(error::operation_aborted));
+      if (connecting_) connect_failed(make_error_code(error::operation_aborted));
       return complete(op, {});
     case Phase::closed: return complete(op, failure_);
     default: break;
@@ -1139,7 +1142,7 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
   const auto timed_out = make_error_code(error::timed_out);
   if (connect_deadline_ <= now) {
     connect_deadline_ = never;
-    if (connecting_ || connect_op_) connect_failed(timed_out);
+    if (connecting_) connect_failed(timed_out);
   }
   if (phase() == Phase::open || phase() == Phase::closing) {
     if (write_deadline_ <= now || (!sends_.empty() && sends_.front().deadline <= now))
@@ -1192,7 +1195,7 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
   auto next = std::min({connect_deadline_, write_deadline_, read_deadline_, ping_due_,
                         pong_deadline_, unsolicited_pong_due_, close_deadline_});
   if (!sends_.empty()) next = std::min(next, sends_.front().deadline);
-  if (phase() == Phase::closed && !connect_op_) return never;
+  if (phase() == Phase::closed && !connecting_) return never;
   return next;
 }
 

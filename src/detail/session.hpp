@@ -348,7 +348,6 @@ private:
   std::optional<protocol::Connection> conn_;
   std::optional<transport::Stream> stream_;
   std::unique_ptr<ConnectState> connecting_;
-  Op connect_op_;
   std::vector<std::byte> tls_buffer_;  ///< TLS connections read here (not shared)
   bool reading_ = false;               ///< a read or wait is pending
   bool read_paused_ = false;           ///< stream input full
