@@ -327,7 +327,7 @@ void Session::on_tcp_connected(std::error_code ec, asio::ip::tcp::socket socket)
   std::error_code ignored;
   socket.set_option(asio::ip::tcp::no_delay(cfg_.no_delay), ignored);
   {
-    std::lock_guard lock(info_mutex_);
+    std::lock_guard lock(config_mutex_);
     auto l = socket.local_endpoint(ignored);
     auto r = socket.remote_endpoint(ignored);
     info_.local = {l.address().to_string(), l.port()};
@@ -401,7 +401,7 @@ void Session::on_tls_handshake(std::error_code ec) {
                 : fatal           ? SocketSslErrorSeverity::fatal
                                   : SocketSslErrorSeverity::ignorable;
   {
-    std::lock_guard lock(info_mutex_);
+    std::lock_guard lock(config_mutex_);
     info_.server_tls = v;
   }
   if (fatal) return connect_failed(std::error_code(fatal, x509_category()));
@@ -515,7 +515,7 @@ void Session::on_response_bytes(std::error_code ec, std::size_t n) {
     conn_.emplace(cc);
   }
   {
-    std::lock_guard lock(info_mutex_);
+    std::lock_guard lock(config_mutex_);
     info_.protocol = result.protocol;
     info_.extensions = result.extensions;
     info_.deflate = deflate;
@@ -591,7 +591,7 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
   std::error_code ignored;
   stream.socket().set_option(asio::ip::tcp::no_delay(o.no_delay), ignored);
   {
-    std::lock_guard lock(info_mutex_);
+    std::lock_guard lock(config_mutex_);
     auto l = stream.socket().local_endpoint(ignored);
     auto r = stream.socket().remote_endpoint(ignored);
     info_.local = {l.address().to_string(), l.port()};
@@ -1106,7 +1106,7 @@ void Session::on_pong(std::span<const std::byte>) {
   if (pong_deadline_ == never) return;
   const auto now = Clock::now();
   {
-    std::lock_guard lock(info_mutex_);
+    std::lock_guard lock(config_mutex_);
     info_.rtt = std::chrono::duration_cast<std::chrono::microseconds>(now - ping_sent_at_);
   }
   pong_deadline_ = never;

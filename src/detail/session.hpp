@@ -187,7 +187,7 @@ public:
     std::optional<protocol::DeflateParams> deflate;  ///< negotiated permessage-deflate
   };
   Info info() const {
-    std::lock_guard lock(info_mutex_);
+    std::lock_guard lock(config_mutex_);
     return info_;
   }
   BandwidthStatistics statistics() const;
@@ -328,12 +328,12 @@ private:
   std::atomic<bool> connect_called_{false};
   std::atomic<bool> detached_{false};
 
+  // One lock for the cold state read from any thread: the controls and the
+  // information (never held together with another lock of the session).
   mutable std::mutex config_mutex_;
   std::unique_ptr<SessionConfig> config_;  ///< the controls; client role only
   LoopSettings cfg_;                       ///< [loop] taken at connect
-
-  mutable std::mutex info_mutex_;
-  Info info_;
+  Info info_;                              ///< guarded by config_mutex_
 
   // Events: handlers run with events_mutex_ held (re-entered by a handler
   // that registers, revokes or destroys on the loop thread).
