@@ -571,25 +571,18 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
   {
     // Read by the controls from any thread once the socket is handed out.
     std::lock_guard lock(config_mutex_);
-    cfg_.max_message_size = o.max_message_size;
-    cfg_.outbound_buffer_size = o.outbound_buffer_size;
-    cfg_.keep_alive_interval = o.keep_alive_interval;
-    cfg_.keep_alive_timeout = o.keep_alive_timeout;
-    cfg_.send_timeout = o.send_timeout;
-    cfg_.close_timeout = o.close_timeout;
-    cfg_.no_delay = o.no_delay;
-    cfg_.receive_mode = o.receive_mode;
+    cfg_ = o.settings;
   }
   protocol::ConnectionConfig cc;
   cc.role = protocol::Role::server;
   cc.max_message_size =
-      kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : o.max_message_size;
-  cc.partial_messages =
-      kind_ == Kind::stream || o.receive_mode == MessageWebSocketReceiveMode::partial_message;
+      kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : o.settings.max_message_size;
+  cc.partial_messages = kind_ == Kind::stream ||
+                        o.settings.receive_mode == MessageWebSocketReceiveMode::partial_message;
   cc.deflate = o.deflate;
   conn_.emplace(cc);
   std::error_code ignored;
-  stream.socket().set_option(asio::ip::tcp::no_delay(o.no_delay), ignored);
+  stream.socket().set_option(asio::ip::tcp::no_delay(o.settings.no_delay), ignored);
   {
     std::lock_guard lock(config_mutex_);
     auto l = stream.socket().local_endpoint(ignored);

@@ -127,16 +127,9 @@ struct ValidationState {
 
 /// Settings of a server-role session created by the listener.
 struct ServerSessionOptions {
-  std::string protocol;    ///< negotiated subprotocol ("" if none)
-  std::string extensions;  ///< negotiated extensions answer ("" if none)
-  std::uint64_t max_message_size = std::uint64_t{64} << 20;
-  MessageWebSocketReceiveMode receive_mode = MessageWebSocketReceiveMode::full_message;
-  std::size_t outbound_buffer_size = std::size_t{1} << 20;
-  milliseconds keep_alive_interval{0};
-  milliseconds keep_alive_timeout{10'000};
-  milliseconds send_timeout{30'000};
-  milliseconds close_timeout{5'000};
-  bool no_delay = true;
+  std::string protocol;                            ///< negotiated subprotocol ("" if none)
+  std::string extensions;                          ///< negotiated extensions answer ("" if none)
+  LoopSettings settings;                           ///< from the listener's options
   std::optional<protocol::DeflateParams> deflate;  ///< negotiated permessage-deflate
 };
 
