@@ -242,8 +242,11 @@ private:
         return Task<void>::ready({*ec});
     }
     auto type = detail::check_send(*session_, kind, data, options.message_type);
-    return detail::initiate<void(std::error_code)>(
+    return detail::initiate_send(
         get_executor(), std::forward<CompletionToken>(token),
+        [s = session_.get(), kind, type, data, compress] {
+          return detail::try_send_now(*s, kind, data, type, compress);
+        },
         [s = session_, kind, type, data, ct = std::move(ct),
          compress](detail::CompletionHandler h) mutable {
           detail::start_send(std::move(s), kind, type, data, std::move(ct), std::move(h), compress);

@@ -536,3 +536,33 @@ TEST_F(ClientMessage, SendFromAHandlerChecksItsArgumentsToo) {
 }
 
 }  // namespace
+
+namespace {
+
+// A send with a callback from a handler is queued at once, but its handler
+// still runs later (never inside the initiating call), with the result.
+TEST_F(ClientMessage, CallbackSendFromAHandlerCompletesAfterTheCall) {
+  MessageWebSocket ws;
+  duplex::test::Flag done;
+  std::atomic<bool> returned{false};
+  std::atomic<bool> ran_after_return{false};
+  std::atomic<int> code{-1};
+  int calls = 0;
+  ws.message_received([&](MessageWebSocket& self, const auto&) {
+    if (calls++ > 0) return;
+    self.send_async("from a handler", [&](std::error_code ec) {
+      ran_after_return = returned.load();
+      code = ec.value();
+      done.set();
+    });
+    returned = true;
+  });
+  ws.connect_async(url()).get();
+  ws.send_async("first").get();
+  ASSERT_TRUE(done.wait());
+  EXPECT_TRUE(ran_after_return.load());
+  EXPECT_EQ(code.load(), 0);
+  ws.close();
+}
+
+}  // namespace

@@ -11,11 +11,14 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 
 #include <asio/any_io_executor.hpp>
+#include <asio/associated_executor.hpp>
 #include <asio/async_result.hpp>
 #include <asio/io_context.hpp>
+#include <asio/post.hpp>
 
 #include <duplex/cancellation.hpp>
 #include <duplex/detail/completion_handler.hpp>
@@ -78,6 +81,29 @@ auto initiate(asio::any_io_executor ex, Token&& token, Start start) {
         std::move(st)(CompletionHandler::make<Sig>(std::move(handler), ex));
       },
       token, std::move(start));
+}
+
+/// initiate() for a send: `try_now()` (try_send_now) runs first; when it gives
+/// a result the handler is posted with it to its executor (no box, no operation
+/// object), otherwise `start(CompletionHandler)` takes the usual path.
+template <class Token, class TryNow, class Start>
+auto initiate_send(asio::any_io_executor ex, Token&& token, TryNow try_now, Start start) {
+  return asio::async_initiate<Token, void(std::error_code)>(
+      [ex = std::move(ex)](auto handler, TryNow now, Start st) {
+        if (auto ec = now()) {
+          auto associated = asio::get_associated_executor(handler, ex);
+          auto complete = [h = std::move(handler), e = *ec]() mutable { std::move(h)(e); };
+          // As CompletionHandler::make: executors an any_io_executor cannot
+          // hold (use_future's) are not posted to; ours is used instead.
+          if constexpr (std::is_constructible_v<asio::any_io_executor, decltype(associated)>)
+            asio::post(associated, std::move(complete));
+          else
+            asio::post(ex, std::move(complete));
+          return;
+        }
+        std::move(st)(CompletionHandler::make<void(std::error_code)>(std::move(handler), ex));
+      },
+      token, std::move(try_now), std::move(start));
 }
 
 }  // namespace duplex::detail
