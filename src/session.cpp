@@ -322,12 +322,12 @@ void Session::do_connect(std::string uri, Op op) {
   const auto port = connecting_->proxy ? connecting_->proxy->port : connecting_->uri.port;
   connecting_->connector = std::make_shared<transport::Connector>(ex_);
   std::weak_ptr<Session> weak = weak_from_this();
-  connecting_->connector->start(target, port, [weak](std::error_code ec, asio::ip::tcp::socket s) {
+  connecting_->connector->start(target, port, [weak](std::error_code ec, transport::TcpSocket s) {
     if (auto self = weak.lock()) self->on_tcp_connected(ec, std::move(s));
   });
 }
 
-void Session::on_tcp_connected(std::error_code ec, asio::ip::tcp::socket socket) {
+void Session::on_tcp_connected(std::error_code ec, transport::TcpSocket socket) {
   if (!connecting_) return;
   if (ec) return connect_failed(ec);
   std::error_code ignored;
@@ -940,7 +940,7 @@ void Session::maybe_finish_close() {
     if (!socket_shutdown_) {
       socket_shutdown_ = true;
       std::error_code ignored;
-      stream_->socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+      stream_->socket().shutdown(asio::socket_base::shutdown_send, ignored);
       // A compliant peer answers within a round trip; one that does not is
       // not waited for long.
       const auto drain = std::min<Clock::duration>(cfg_.close_timeout, failure_drain_limit);
@@ -961,7 +961,7 @@ void Session::maybe_finish_close() {
     socket_shutdown_ = true;
     if (!stream_->is_tls()) {
       std::error_code ignored;
-      stream_->socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+      stream_->socket().shutdown(asio::socket_base::shutdown_send, ignored);
     }
     if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
     read_paused_ = false;

@@ -346,8 +346,8 @@ void ListenerImpl::start_loops() {
 void ListenerImpl::accept_next(Acceptor& a) {
   if (stopping_) return;
   ListenerLoop& target = *loops_[next_loop_.fetch_add(1) % loops_.size()];
-  a.socket.async_accept(asio::any_io_executor(target.ctx.get_executor()),
-                        [this, &a, &target](std::error_code ec, tcp::socket socket) {
+  a.socket.async_accept(target.ctx.get_executor(),
+                        [this, &a, &target](std::error_code ec, transport::TcpSocket socket) {
                           if (ec == asio::error::operation_aborted || stopping_) return;
                           if (ec) {
                             a.retry.expires_after(accept_retry_delay);

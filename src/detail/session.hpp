@@ -258,7 +258,7 @@ private:
   void run_on_loop(F&& f);
 
   // Connect steps [loop].
-  void on_tcp_connected(std::error_code ec, asio::ip::tcp::socket socket);
+  void on_tcp_connected(std::error_code ec, transport::TcpSocket socket);
   void on_tunnel_ready(std::error_code ec);
   void start_tls();
   void on_tls_handshake(std::error_code ec);

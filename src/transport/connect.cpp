@@ -79,7 +79,7 @@ void Connector::on_resolved(std::error_code ec, Endpoints eps) {
 void Connector::start_next() {
   if (finished_ || next_ >= endpoints_.size()) return;
   const std::size_t index = next_++;
-  attempts_.push_back(std::make_unique<asio::ip::tcp::socket>(ex_));
+  attempts_.push_back(std::make_unique<TcpSocket>(ex_));
   auto& sock = *attempts_.back();
   auto self = shared_from_this();
   sock.async_connect(endpoints_[index],
@@ -115,12 +115,12 @@ void Connector::on_attempt(std::size_t index, std::error_code ec) {
   if (failed_ == endpoints_.size()) finish(last_error_, nullptr);
 }
 
-void Connector::finish(std::error_code ec, asio::ip::tcp::socket* winner) {
+void Connector::finish(std::error_code ec, TcpSocket* winner) {
   finished_ = true;
   std::error_code ignored;
   stagger_.cancel();
   resolver_.cancel();
-  asio::ip::tcp::socket result(ex_);
+  TcpSocket result(ex_);
   for (auto& s : attempts_) {
     if (s.get() == winner)
       result = std::move(*s);
@@ -168,7 +168,7 @@ std::string base64(std::string_view in) {
 namespace {
 
 struct ProxyOp : std::enable_shared_from_this<ProxyOp> {
-  asio::ip::tcp::socket& socket;
+  TcpSocket& socket;
   std::string host;
   std::uint16_t port;
   std::optional<Credential> credential;
@@ -177,7 +177,7 @@ struct ProxyOp : std::enable_shared_from_this<ProxyOp> {
   asio::streambuf in;
   std::array<std::uint8_t, 512> buf{};
 
-  ProxyOp(asio::ip::tcp::socket& s, std::string h, std::uint16_t p, std::optional<Credential> c,
+  ProxyOp(TcpSocket& s, std::string h, std::uint16_t p, std::optional<Credential> c,
           std::function<void(std::error_code)> d)
       : socket(s), host(std::move(h)), port(p), credential(std::move(c)), done(std::move(d)) {}
 
@@ -311,7 +311,7 @@ struct ProxyOp : std::enable_shared_from_this<ProxyOp> {
 
 }  // namespace
 
-void async_proxy_handshake(asio::ip::tcp::socket& socket, const ProxyUri& proxy, std::string host,
+void async_proxy_handshake(TcpSocket& socket, const ProxyUri& proxy, std::string host,
                            std::uint16_t port, std::optional<Credential> credential,
                            std::function<void(std::error_code)> done) {
   auto op = std::make_shared<ProxyOp>(socket, std::move(host), port, std::move(credential),

@@ -15,7 +15,9 @@
 
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
+
 #include <asio/steady_timer.hpp>
+#include "transport/tcp.hpp"
 
 #include <duplex/websocket_control.hpp>
 
@@ -48,7 +50,7 @@ Endpoints interleave_families(Endpoints in);
 /// operation_aborted after cancel().
 class Connector : public std::enable_shared_from_this<Connector> {
 public:
-  using Done = std::function<void(std::error_code, asio::ip::tcp::socket)>;
+  using Done = std::function<void(std::error_code, TcpSocket)>;
   explicit Connector(asio::io_context::executor_type ex);
   void start(std::string host, std::uint16_t port, Done done);
   /// Stops everything; `done` gets operation_aborted unless it already ran.
@@ -59,13 +61,13 @@ private:
   void start_next();
   void arm_stagger();
   void on_attempt(std::size_t index, std::error_code ec);
-  void finish(std::error_code ec, asio::ip::tcp::socket* winner);
+  void finish(std::error_code ec, TcpSocket* winner);
 
   asio::io_context::executor_type ex_;
   asio::ip::tcp::resolver resolver_;
   asio::steady_timer stagger_;
   Endpoints endpoints_;
-  std::vector<std::unique_ptr<asio::ip::tcp::socket>> attempts_;
+  std::vector<std::unique_ptr<TcpSocket>> attempts_;
   std::size_t next_ = 0;
   std::size_t failed_ = 0;
   std::error_code last_error_;
@@ -77,7 +79,7 @@ private:
 /// 9110 9.3.6, Basic credential) or SOCKS5 (RFC 1928, user/password RFC 1929).
 /// `done(ec)`: error::proxy_failed, an HTTP status of the proxy
 /// (http_category), or an I/O error.
-void async_proxy_handshake(asio::ip::tcp::socket& socket, const ProxyUri& proxy, std::string host,
+void async_proxy_handshake(TcpSocket& socket, const ProxyUri& proxy, std::string host,
                            std::uint16_t port, std::optional<Credential> credential,
                            std::function<void(std::error_code)> done);
 

@@ -32,7 +32,7 @@
 namespace duplex::detail {
 
 using ListenerClock = std::chrono::steady_clock;
-using TlsServerStream = asio::ssl::stream<asio::ip::tcp::socket>;
+using TlsServerStream = asio::ssl::stream<transport::TcpSocket>;
 
 class ListenerImpl;
 struct ListenerLoop;
@@ -90,7 +90,7 @@ struct AcceptedStream {
 
   ListenerImpl* listener;
   ListenerLoop* loop;
-  std::optional<asio::ip::tcp::socket> tcp;
+  std::optional<transport::TcpSocket> tcp;
   std::unique_ptr<TlsServerStream> tls;
   std::shared_ptr<asio::ssl::context> tls_context;
   std::string leftover;  ///< frames the client sent right after its request
@@ -181,7 +181,7 @@ private:
 
   void start_loops();
   void accept_next(Acceptor& a);
-  void on_accepted(ListenerLoop& loop, asio::ip::tcp::socket socket, bool busy);
+  void on_accepted(ListenerLoop& loop, transport::TcpSocket socket, bool busy);
   void arm_sweep(ListenerLoop& loop);
   void sweep(ListenerLoop& loop);
   void arm_session_sweep(ListenerLoop& loop, std::chrono::milliseconds interval);
@@ -213,7 +213,7 @@ private:
 
 /// Starts the opening handshake of an accepted socket on `loop` (transport/server_handshake.cpp).
 /// `busy`: over max_connections, answer 503 once the request is read.
-void start_server_handshake(ListenerImpl& listener, ListenerLoop& loop,
-                            asio::ip::tcp::socket socket, bool busy);
+void start_server_handshake(ListenerImpl& listener, ListenerLoop& loop, transport::TcpSocket socket,
+                            bool busy);
 
 }  // namespace duplex::detail

@@ -39,7 +39,8 @@ HostEndpoint to_host_endpoint(const tcp::endpoint& e) {
 class ServerHandshake final : public HandshakeEntry,
                               public std::enable_shared_from_this<ServerHandshake> {
 public:
-  ServerHandshake(ListenerImpl& listener, ListenerLoop& loop, tcp::socket socket, bool busy)
+  ServerHandshake(ListenerImpl& listener, ListenerLoop& loop, transport::TcpSocket socket,
+                  bool busy)
       : listener_(listener), loop_(loop), tcp_(std::move(socket)), busy_(busy) {}
 
   ServerHandshake(const ServerHandshake&) = delete;
@@ -80,7 +81,7 @@ public:
   }
 
 private:
-  tcp::socket& socket() noexcept { return tls_ ? tls_->next_layer() : tcp_; }
+  transport::TcpSocket& socket() noexcept { return tls_ ? tls_->next_layer() : tcp_; }
 
   template <class F>
   void visit(F&& f) {
@@ -221,7 +222,7 @@ private:
       return;
     }
     std::error_code ignored;
-    tcp_.shutdown(tcp::socket::shutdown_send, ignored);
+    tcp_.shutdown(asio::socket_base::shutdown_send, ignored);
     buf_.resize(initial_buffer_size);
     discard();
   }
@@ -263,7 +264,7 @@ private:
 
   ListenerImpl& listener_;
   ListenerLoop& loop_;
-  tcp::socket tcp_;
+  transport::TcpSocket tcp_;
   std::unique_ptr<TlsServerStream> tls_;
   std::string buf_;
   std::size_t used_ = 0;
@@ -311,7 +312,7 @@ void HandshakeList::remove(HandshakeEntry& e) noexcept {
   --size_;
 }
 
-void start_server_handshake(ListenerImpl& listener, ListenerLoop& loop, tcp::socket socket,
+void start_server_handshake(ListenerImpl& listener, ListenerLoop& loop, transport::TcpSocket socket,
                             bool busy) {
   std::make_shared<ServerHandshake>(listener, loop, std::move(socket), busy)->start();
 }

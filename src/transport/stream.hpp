@@ -7,18 +7,20 @@
 #include <utility>
 
 #include <asio/ip/tcp.hpp>
+
 #include <asio/ssl/context.hpp>
 #include <asio/ssl/stream.hpp>
+#include "transport/tcp.hpp"
 
 namespace duplex::transport {
 
-using TlsStream = asio::ssl::stream<asio::ip::tcp::socket>;
+using TlsStream = asio::ssl::stream<TcpSocket>;
 
 /// A TCP socket, optionally wrapped in TLS. Move-only.
 class Stream {
 public:
   /// A plain TCP stream.
-  explicit Stream(asio::ip::tcp::socket socket) : tcp_(std::move(socket)) {}
+  explicit Stream(TcpSocket socket) : tcp_(std::move(socket)) {}
   /// A TLS stream; `context` keeps the SSL_CTX alive as long as the stream.
   Stream(std::unique_ptr<TlsStream> tls, std::shared_ptr<asio::ssl::context> context)
       : tcp_(tls->get_executor()), tls_(std::move(tls)), context_(std::move(context)) {}
@@ -28,7 +30,7 @@ public:
 
   [[nodiscard]] bool is_tls() const noexcept { return tls_ != nullptr; }
   /// The TCP socket (under TLS when is_tls()).
-  asio::ip::tcp::socket& socket() noexcept { return tls_ ? tls_->next_layer() : tcp_; }
+  TcpSocket& socket() noexcept { return tls_ ? tls_->next_layer() : tcp_; }
   TlsStream& tls() noexcept { return *tls_; }
 
   /// Calls f(stream) with the TLS stream or the TCP socket.
@@ -46,7 +48,7 @@ public:
   }
 
 private:
-  asio::ip::tcp::socket tcp_;
+  TcpSocket tcp_;
   std::unique_ptr<TlsStream> tls_;
   std::shared_ptr<asio::ssl::context> context_;
 };
