@@ -258,7 +258,10 @@ private:
   void on_frame_end();
   void on_message_end();
   void top_up();
-  void queue_frame(proto::Opcode op, std::span<const std::byte> payload);
+  /// Queues one masked frame whose payload is `first` then `second`, masked
+  /// as it is copied (a message's prefix spliced before the shared payload).
+  void queue_frame(proto::Opcode op, std::span<const std::byte> first,
+                   std::span<const std::byte> second = {});
   void flush();
   void fail(const char* what, std::error_code ec = {});
   void finish();
@@ -611,34 +614,17 @@ void BenchConnection::top_up() {
   while (in_flight_ < bench_.options().in_flight && !closing_ && bench_.may_send()) {
     if (!sent_at_.empty()) sent_at_[next_send_ % sent_at_.size()] = Clock::now();
     set_prefix(next_send_);
-    std::size_t head = std::min(prefix_.size(), payload.size());
-    // The prefix is spliced in by queue_frame's masked copy of the two parts.
-    proto::FrameHeader h;
-    h.opcode = op;
-    h.masked = true;
-    rng_ ^= rng_ << 13;
-    rng_ ^= rng_ >> 7;
-    rng_ ^= rng_ << 17;
-    std::uint32_t key_bits = static_cast<std::uint32_t>(rng_);
-    std::memcpy(h.mask.data(), &key_bits, 4);
-    h.payload_length = payload.size();
-    std::array<std::byte, proto::max_frame_header_size> header;
-    std::size_t header_size = proto::write_frame_header(h, header);
-    std::size_t at = out_.size();
-    out_.resize(at + header_size + payload.size());
-    std::memcpy(out_.data() + at, header.data(), header_size);
-    std::byte* body = out_.data() + at + header_size;
-    std::size_t key_offset = proto::copy_masked(
-        std::span(body, head), std::span(reinterpret_cast<const std::byte*>(prefix_.data()), head),
-        h.mask);
-    proto::copy_masked(std::span(body + head, payload.size() - head),
-                       std::span(payload.data() + head, payload.size() - head), h.mask, key_offset);
+    // The message's prefix replaces the first bytes of the shared payload.
+    const std::size_t head = std::min(prefix_.size(), payload.size());
+    queue_frame(op, std::span(reinterpret_cast<const std::byte*>(prefix_.data()), head),
+                std::span(payload).subspan(head));
     ++next_send_;
     ++in_flight_;
   }
 }
 
-void BenchConnection::queue_frame(proto::Opcode op, std::span<const std::byte> payload) {
+void BenchConnection::queue_frame(proto::Opcode op, std::span<const std::byte> first,
+                                  std::span<const std::byte> second) {
   proto::FrameHeader h;
   h.opcode = op;
   h.masked = true;
@@ -647,13 +633,15 @@ void BenchConnection::queue_frame(proto::Opcode op, std::span<const std::byte> p
   rng_ ^= rng_ << 17;
   std::uint32_t key_bits = static_cast<std::uint32_t>(rng_);
   std::memcpy(h.mask.data(), &key_bits, 4);
-  h.payload_length = payload.size();
+  h.payload_length = first.size() + second.size();
   std::array<std::byte, proto::max_frame_header_size> header;
   std::size_t header_size = proto::write_frame_header(h, header);
   std::size_t at = out_.size();
-  out_.resize(at + header_size + payload.size());
+  out_.resize(at + header_size + first.size() + second.size());
   std::memcpy(out_.data() + at, header.data(), header_size);
-  proto::copy_masked(std::span(out_.data() + at + header_size, payload.size()), payload, h.mask);
+  std::byte* body = out_.data() + at + header_size;
+  const std::size_t key_offset = proto::copy_masked(std::span(body, first.size()), first, h.mask);
+  proto::copy_masked(std::span(body + first.size(), second.size()), second, h.mask, key_offset);
 }
 
 void BenchConnection::flush() {
