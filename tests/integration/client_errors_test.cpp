@@ -18,24 +18,6 @@ std::error_code connect_error(MessageWebSocket& ws, const std::string& url) {
   return ws.connect_async(url).get_result().ec;
 }
 
-std::string key_of(const std::string& request) {
-  auto at = request.find("Sec-WebSocket-Key: ");
-  if (at == std::string::npos) return {};
-  at += 19;
-  return request.substr(at, request.find("\r\n", at) - at);
-}
-
-// Answers the opening handshake correctly, then stays silent.
-void handshake_then_silence(asio::ip::tcp::socket& s) {
-  auto req = duplex::test::read_request(s);
-  std::string answer =
-      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-      "Sec-WebSocket-Accept: " +
-      duplex::protocol::compute_accept(key_of(req)) + "\r\n\r\n";
-  std::error_code ec;
-  asio::write(s, asio::buffer(answer), ec);
-}
-
 }  // namespace
 
 TEST(ClientErrors, RefusedPortIsCannotConnect) {
@@ -113,7 +95,7 @@ TEST(ClientErrors, NonHttpAnswerIsInvalidServerResponse) {
 }
 
 TEST(ClientErrors, KeepAliveDetectsDeadPeer) {
-  duplex::test::RawServer server(handshake_then_silence);
+  duplex::test::RawServer server(duplex::test::answer_handshake);  // then silent
   MessageWebSocket ws;
   ws.control().keep_alive_interval(100ms);
   ws.control().keep_alive_timeout(200ms);

@@ -14,23 +14,6 @@ using duplex::MessageWebSocket;
 
 namespace {
 
-std::string key_of(const std::string& request) {
-  auto at = request.find("Sec-WebSocket-Key: ");
-  if (at == std::string::npos) return {};
-  at += 19;
-  return request.substr(at, request.find("\r\n", at) - at);
-}
-
-void answer_handshake(asio::ip::tcp::socket& s) {
-  auto req = duplex::test::read_request(s);
-  std::string answer =
-      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-      "Sec-WebSocket-Accept: " +
-      duplex::protocol::compute_accept(key_of(req)) + "\r\n\r\n";
-  std::error_code ec;
-  asio::write(s, asio::buffer(answer), ec);
-}
-
 struct Closed {
   duplex::test::Flag flag;
   std::uint16_t code = 0;
@@ -62,7 +45,7 @@ protected:
 }  // namespace
 
 TEST_F(ClientSession, SendTimeoutFailsTheConnection) {
-  duplex::test::RawServer server(answer_handshake);  // then never reads
+  duplex::test::RawServer server(duplex::test::answer_handshake);  // then never reads
   MessageWebSocket ws;
   ws.control().outbound_buffer_size_in_bytes(64 * 1024);
   ws.control().send_timeout(300ms);
@@ -80,7 +63,7 @@ TEST_F(ClientSession, SendTimeoutFailsTheConnection) {
 }
 
 TEST_F(ClientSession, CloseTimeoutBoundsAnUnansweredClose) {
-  duplex::test::RawServer server(answer_handshake);  // never answers the close
+  duplex::test::RawServer server(duplex::test::answer_handshake);  // never answers the close
   MessageWebSocket ws;
   ws.control().close_timeout(200ms);
   Closed closed;
@@ -117,7 +100,7 @@ TEST_F(ClientSession, SendsUnsolicitedPongs) {
   std::atomic<int> pongs{0};
   duplex::test::Flag seen;
   duplex::test::RawServer server([&](asio::ip::tcp::socket& s) {
-    answer_handshake(s);
+    duplex::test::answer_handshake(s);
     std::array<std::uint8_t, 64> buf;
     std::error_code ec;
     // A masked empty pong from a client is 0x8A 0x80 + 4 mask bytes.
@@ -163,7 +146,7 @@ TEST_F(ClientSession, SendsFromManyThreadsAllArrive) {
 }
 
 TEST_F(ClientSession, DestroyingAbortsSendsWaitingForRoom) {
-  duplex::test::RawServer server(answer_handshake);  // never reads
+  duplex::test::RawServer server(duplex::test::answer_handshake);  // never reads
   auto ws = std::make_unique<MessageWebSocket>();
   ws->control().outbound_buffer_size_in_bytes(1024);
   ws->connect_async("ws://127.0.0.1:" + std::to_string(server.port()) + "/").get();
@@ -175,7 +158,7 @@ TEST_F(ClientSession, DestroyingAbortsSendsWaitingForRoom) {
 }
 
 TEST_F(ClientSession, CancellingASendWaitingForRoomKeepsTheSocket) {
-  duplex::test::RawServer server(answer_handshake);  // never reads
+  duplex::test::RawServer server(duplex::test::answer_handshake);  // never reads
   MessageWebSocket ws;
   ws.control().outbound_buffer_size_in_bytes(1024);
   Closed closed;

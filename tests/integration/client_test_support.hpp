@@ -26,6 +26,8 @@
 #include <thread>
 #include <vector>
 
+#include <duplex/protocol/handshake.hpp>
+
 namespace duplex::test {
 
 inline std::filesystem::path peers_dir() {
@@ -264,6 +266,26 @@ inline std::string read_request(asio::ip::tcp::socket& s) {
   if (ec) return {};
   return std::string(asio::buffers_begin(buf.data()),
                      asio::buffers_begin(buf.data()) + static_cast<std::ptrdiff_t>(n));
+}
+
+/// The Sec-WebSocket-Key of a request header block ("" if none).
+inline std::string key_of(const std::string& request) {
+  auto at = request.find("Sec-WebSocket-Key: ");
+  if (at == std::string::npos) return {};
+  at += 19;
+  return request.substr(at, request.find("\r\n", at) - at);
+}
+
+/// A RawServer step: reads the client's opening handshake and answers it
+/// correctly (101), nothing more.
+inline void answer_handshake(asio::ip::tcp::socket& s) {
+  auto req = read_request(s);
+  std::string answer =
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Accept: " +
+      duplex::protocol::compute_accept(key_of(req)) + "\r\n\r\n";
+  std::error_code ec;
+  asio::write(s, asio::buffer(answer), ec);
 }
 
 }  // namespace duplex::test
