@@ -538,6 +538,7 @@ void Session::connect_failed(std::error_code ec) {
   Op op = connecting_ ? std::move(connecting_->op) : Op{};
   connecting_.reset();
   connect_deadline_ = never;
+  asio::use_service<LoopTimers>(ex_.context()).release(*this);
   phase_ = Phase::closed;
   closed_raised_ = true;  // a failed connect raises no closed event (as on Windows)
   complete(op, ec);
@@ -1064,6 +1065,9 @@ void Session::finish(std::uint16_t code, std::string reason, std::error_code ec)
   if (stream_) stream_->close();
   connect_deadline_ = write_deadline_ = read_deadline_ = ping_due_ = pong_deadline_ =
       unsolicited_pong_due_ = close_deadline_ = never;
+  // No deadline is left: a user's io_context need not wait for one (run()
+  // returns once its last connection ended).
+  asio::use_service<LoopTimers>(ex_.context()).release(*this);
   publish_stats();
   auto self = shared_from_this();
   const auto send_error = ec ? ec : make_error_code(error::closed);

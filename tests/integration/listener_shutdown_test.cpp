@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include <asio/io_context.hpp>
+
 #include <duplex/error.hpp>
 #include <duplex/message_websocket.hpp>
 #include <duplex/stream_websocket.hpp>
@@ -262,6 +264,37 @@ TEST(FrameSendMisuse, IsRefusedAtTheCall) {
   c.send_async("after").get();
   ASSERT_TRUE(echoes.wait_for_count(3, 5s));
   c.close_async().get();
+}
+
+}  // namespace
+}  // namespace duplex::test
+
+namespace duplex::test {
+namespace {
+
+TEST(UserIoContext, RunReturnsOnceItsLastSocketIsGone) {
+  // Issue 12: run() used to wait for the socket's connect and close deadlines
+  // (here 60 s and 30 s) although nothing was left to do.
+  WebSocketListenerOptions o;
+  o.threads = 1;
+  EchoServer server(o);
+  asio::io_context ctx;
+  std::optional<MessageWebSocket> ws(std::in_place, ctx);
+  ws->control().close_timeout(30s);
+  std::error_code connect_ec, close_ec;
+  ws->connect_async(server.url(), [&](std::error_code ec) {
+    connect_ec = ec;
+    ws->close_async(1000, "bye", [&](std::error_code cec) {
+      close_ec = cec;
+      ws.reset();  // the last socket goes, inside its own completion
+    });
+  });
+  const auto start = Clock::now();
+  ctx.run();
+  EXPECT_LT(Clock::now() - start, 10s);
+  EXPECT_FALSE(connect_ec);
+  EXPECT_FALSE(close_ec);
+  EXPECT_FALSE(ws.has_value());
 }
 
 }  // namespace
