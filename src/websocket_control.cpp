@@ -65,9 +65,9 @@ void check_alive(const detail::Session& s) {
 
 #define DUPLEX_GET(expr) \
   return session_->read_config([&](const SessionConfig& c) { return (expr); })
-#define DUPLEX_SET(stmt)                                   \
-  do {                                                     \
-    check_alive(*session_);                                \
+#define DUPLEX_SET(stmt)                                  \
+  do {                                                    \
+    check_alive(*session_);                               \
     session_->configure([&](SessionConfig& c) { stmt; }); \
   } while (false)
 

@@ -165,7 +165,8 @@ void check_client_certificate(const ClientCertificate& cert) {
 
 void check_ca_file(const std::string& path) {
   asio::ssl::context scratch(asio::ssl::context::tls_client);
-  if (auto why = load_ca_file(scratch, path)) throw std::invalid_argument("trusted_ca_file: " + *why);
+  if (auto why = load_ca_file(scratch, path))
+    throw std::invalid_argument("trusted_ca_file: " + *why);
 }
 
 void prepare_client_tls(TlsStream& stream, const std::string& host, std::vector<int>* errors) {

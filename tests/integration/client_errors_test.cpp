@@ -311,8 +311,7 @@ TEST_F(ClientTls, ClientCertificateForMutualTls) {
   {
     // A missing file is refused when set (tls_policy_test.cpp checks the text).
     MessageWebSocket ws;
-    EXPECT_THROW(
-        ws.control().client_certificate({"/nonexistent/cert.pem", "/nonexistent/key.pem"}),
-        std::invalid_argument);
+    EXPECT_THROW(ws.control().client_certificate({"/nonexistent/cert.pem", "/nonexistent/key.pem"}),
+                 std::invalid_argument);
   }
 }

@@ -24,6 +24,8 @@
 #include <duplex/stream_websocket.hpp>
 #include <duplex/websocket_listener.hpp>
 
+#include <asio/ssl/error.hpp>
+
 #include "client_test_support.hpp"
 #include "listener_test_util.hpp"
 
@@ -140,8 +142,8 @@ public:
 private:
   // One read with a deadline; false at EOF, error or deadline.
   bool read_some(std::chrono::steady_clock::time_point end) {
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        end - std::chrono::steady_clock::now());
     pollfd p{out_, POLLIN, 0};
     if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
     char buf[4096];
@@ -159,8 +161,13 @@ private:
 /// `openssl s_client` against 127.0.0.1:`port` with `extra` options; true if
 /// the TLS handshake succeeded. `out` gets what it printed.
 bool s_client(std::uint16_t port, std::vector<std::string> extra, std::string& out) {
-  std::vector<std::string> argv{"openssl",   "s_client", "-connect", "127.0.0.1:" + std::to_string(port),
-                                "-CAfile",   certs().file("ca.pem"),  "-verify_return_error"};
+  std::vector<std::string> argv{"openssl",
+                                "s_client",
+                                "-connect",
+                                "127.0.0.1:" + std::to_string(port),
+                                "-CAfile",
+                                certs().file("ca.pem"),
+                                "-verify_return_error"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   Child c(std::move(argv));
   const int status = c.wait(15s);
@@ -195,9 +202,14 @@ class SServer {
 public:
   explicit SServer(std::vector<std::string> extra)
       : child_([&] {
-          std::vector<std::string> argv{"openssl", "s_server",  "-accept", "127.0.0.1:0",
-                                        "-cert",   certs().file("rsa.pem"), "-key",
-                                        certs().file("rsa.key"),            "-www"};
+          // stdbuf: s_server prints through stdio, which holds a pipe's output
+          // until exit; line buffering shows each line as it is printed.
+          std::vector<std::string> argv{"stdbuf",  "-oL",
+                                        "openssl", "s_server",
+                                        "-accept", "127.0.0.1:0",
+                                        "-cert",   certs().file("rsa.pem"),
+                                        "-key",    certs().file("rsa.key"),
+                                        "-www"};
           argv.insert(argv.end(), extra.begin(), extra.end());
           return argv;
         }()) {
@@ -320,8 +332,8 @@ TEST(TlsPolicy, ClientNegotiatesEcdheAndOffersAlpnHttp11) {
       ws.connect_async("wss://127.0.0.1:" + std::to_string(server.port()) + "/").get_result().ec;
   // TLS succeeded: s_server -www answers the upgrade with an HTTP/1.0 page,
   // which fails the opening handshake, not TLS.
-  EXPECT_EQ(ec, duplex::condition::handshake_failed) << ec.category().name() << ": "
-                                                      << ec.message();
+  EXPECT_EQ(ec, duplex::condition::handshake_failed)
+      << ec.category().name() << ": " << ec.message();
   EXPECT_TRUE(server.child().read_until("ALPN protocols advertised by the client: http/1.1", 10s))
       << server.child().output();
 }
@@ -342,9 +354,9 @@ TEST(ControlLifetime, SettersThrowOnceTheSocketIsDestroyed) {
   EXPECT_EQ(thrown<std::logic_error>([&] { control->connect_timeout(1s); }), gone);
   EXPECT_EQ(thrown<std::logic_error>([&] { control->add_supported_protocol("chat"); }), gone);
   EXPECT_EQ(thrown<std::logic_error>([&] { control->supported_protocols({"chat"}); }), gone);
-  EXPECT_EQ(thrown<std::logic_error>(
-                [&] { control->message_type(duplex::SocketMessageType::utf8); }),
-            gone);
+  EXPECT_EQ(
+      thrown<std::logic_error>([&] { control->message_type(duplex::SocketMessageType::utf8); }),
+      gone);
   EXPECT_EQ(thrown<std::logic_error>([&] { control->max_message_size(10); }), gone);
   EXPECT_EQ(thrown<std::logic_error>([&] { control->no_delay(false); }), gone);
   EXPECT_EQ(thrown<std::logic_error>([&] {
@@ -368,29 +380,34 @@ TEST(CertificateFiles, ClientCertificateIsCheckedWhenSet) {
   ASSERT_TRUE(certs().ok()) << "openssl CLI failed";
   MessageWebSocket ws;
   auto c = ws.control();
-  EXPECT_EQ(thrown<std::invalid_argument>(
-                [&] { c.client_certificate({"/nonexistent/cert.pem", "/nonexistent/key.pem"}); }),
+  EXPECT_EQ(thrown<std::invalid_argument>([&] {
+              c.client_certificate({"/nonexistent/cert.pem", "/nonexistent/key.pem"});
+            }),
             "client_certificate: certificate_file '/nonexistent/cert.pem' cannot be read: No such "
             "file or directory");
-  EXPECT_EQ(thrown<std::invalid_argument>(
-                [&] { c.client_certificate({certs().file("rsa.pem"), "/nonexistent/key.pem"}); }),
+  EXPECT_EQ(thrown<std::invalid_argument>([&] {
+              c.client_certificate({certs().file("rsa.pem"), "/nonexistent/key.pem"});
+            }),
             "client_certificate: private_key_file '/nonexistent/key.pem' cannot be read: No such "
             "file or directory");
   const std::string not_pem = certs().file("san.ext");
-  EXPECT_EQ(thrown<std::invalid_argument>(
-                [&] { c.client_certificate({not_pem, certs().file("rsa.key")}); })
+  EXPECT_EQ(thrown<std::invalid_argument>([&] {
+              c.client_certificate({not_pem, certs().file("rsa.key")});
+            })
                 .rfind("client_certificate: certificate_file '" + not_pem +
                            "' holds no usable PEM certificate: ",
                        0),
             0u);
-  EXPECT_EQ(thrown<std::invalid_argument>(
-                [&] { c.client_certificate({certs().file("rsa.pem"), not_pem}); })
+  EXPECT_EQ(thrown<std::invalid_argument>([&] {
+              c.client_certificate({certs().file("rsa.pem"), not_pem});
+            })
                 .rfind("client_certificate: private_key_file '" + not_pem +
                            "' holds no usable unencrypted PEM key: ",
                        0),
             0u);
-  EXPECT_EQ(thrown<std::invalid_argument>(
-                [&] { c.client_certificate({certs().file("rsa.pem"), certs().file("ec.key")}); }),
+  EXPECT_EQ(thrown<std::invalid_argument>([&] {
+              c.client_certificate({certs().file("rsa.pem"), certs().file("ec.key")});
+            }),
             "client_certificate: private_key_file '" + certs().file("ec.key") +
                 "' does not match certificate_file '" + certs().file("rsa.pem") + "'");
   EXPECT_FALSE(c.client_certificate());  // nothing was stored by a failed call
@@ -400,10 +417,11 @@ TEST(CertificateFiles, ClientCertificateIsCheckedWhenSet) {
   EXPECT_EQ(thrown<std::invalid_argument>([&] { c.trusted_ca_file("/nonexistent/ca.pem"); }),
             "trusted_ca_file: file '/nonexistent/ca.pem' cannot be read: No such file or "
             "directory");
-  EXPECT_EQ(thrown<std::invalid_argument>([&] { c.trusted_ca_file(not_pem); })
-                .rfind("trusted_ca_file: file '" + not_pem + "' holds no usable PEM certificate: ",
-                       0),
-            0u);
+  EXPECT_EQ(
+      thrown<std::invalid_argument>([&] {
+        c.trusted_ca_file(not_pem);
+      }).rfind("trusted_ca_file: file '" + not_pem + "' holds no usable PEM certificate: ", 0),
+      0u);
   c.trusted_ca_file(certs().file("ca.pem"));
   c.trusted_ca_file("");  // clears
   EXPECT_EQ(c.trusted_ca_file(), "");
@@ -422,8 +440,8 @@ TEST(CertificateFiles, AFileRemovedAfterItWasSetFailsTheConnectAsACertificateErr
   std::filesystem::remove(key);
   const auto ec =
       ws.connect_async("wss://127.0.0.1:" + std::to_string(tcp.port()) + "/").get_result().ec;
-  EXPECT_EQ(ec, duplex::error::certificate_file_unusable) << ec.category().name() << ":"
-                                                           << ec.value();
+  EXPECT_EQ(ec, duplex::error::certificate_file_unusable)
+      << ec.category().name() << ":" << ec.value();
   EXPECT_EQ(ec.message(), "the trusted CA file, client certificate or key cannot be loaded");
   EXPECT_EQ(duplex::get_status(ec), WebErrorStatus::certificate_is_invalid);
 }
