@@ -74,19 +74,22 @@ const PolicyCertificates& certs() {
 class Child {
 public:
   explicit Child(std::vector<std::string> argv) {
+    // Everything the child needs is made before fork: other threads may hold
+    // the allocator's lock at that moment.
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
     int out[2];
-    if (pipe(out) != 0) throw std::runtime_error("pipe");
+    // Close-on-exec: no other child keeps the write end open (and EOF away).
+    if (pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
     pid_ = fork();
     if (pid_ < 0) throw std::runtime_error("fork");
     if (pid_ == 0) {
-      const int null = open("/dev/null", O_RDONLY);
+      const int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
       dup2(null, 0);
       dup2(out[1], 1);
       dup2(out[1], 2);
       close(out[0]);
-      std::vector<char*> args;
-      for (auto& a : argv) args.push_back(a.data());
-      args.push_back(nullptr);
       execvp(args[0], args.data());
       _exit(127);
     }
