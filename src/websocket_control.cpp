@@ -154,8 +154,12 @@ std::string WebSocketControl::trusted_ca_file() const {
 }
 void WebSocketControl::trusted_ca_file(std::string path) {
   check_alive(*session_);
-  if (!path.empty()) transport::check_ca_file(path);
-  DUPLEX_SET(c.trusted_ca_file = std::move(path));
+  // The file is read under the settings lock, after the state checks, so
+  // misuse (after connect, server role) is reported before a bad file.
+  session_->configure([&](SessionConfig& c) {
+    if (!path.empty()) transport::check_ca_file(path);
+    c.trusted_ca_file = std::move(path);
+  });
 }
 std::optional<ClientCertificate> WebSocketControl::client_certificate() const {
   DUPLEX_GET(c.client_certificate);
@@ -164,8 +168,10 @@ void WebSocketControl::client_certificate(ClientCertificate certificate) {
   if (certificate.certificate_file.empty() || certificate.private_key_file.empty())
     throw std::invalid_argument("client_certificate: both file names are required");
   check_alive(*session_);
-  transport::check_client_certificate(certificate);
-  DUPLEX_SET(c.client_certificate = std::move(certificate));
+  session_->configure([&](SessionConfig& c) {
+    transport::check_client_certificate(certificate);
+    c.client_certificate = std::move(certificate);
+  });
 }
 
 bool WebSocketControl::no_delay() const {

@@ -428,6 +428,20 @@ TEST(CertificateFiles, ClientCertificateIsCheckedWhenSet) {
   c.trusted_ca_file(certs().file("ca.pem"));
   c.trusted_ca_file("");  // clears
   EXPECT_EQ(c.trusted_ca_file(), "");
+
+  // Misuse of state is reported before a bad file.
+  std::uint16_t refused;
+  {
+    duplex::test::RawServer gone(nullptr);
+    refused = gone.port();
+  }
+  (void)ws.connect_async("ws://127.0.0.1:" + std::to_string(refused) + "/").get_result();
+  const std::string after = "control: settings can change only before connect_async";
+  EXPECT_EQ(thrown<std::logic_error>([&] { c.trusted_ca_file("/nonexistent/ca.pem"); }), after);
+  EXPECT_EQ(thrown<std::logic_error>([&] {
+              c.client_certificate({"/nonexistent/cert.pem", "/nonexistent/key.pem"});
+            }),
+            after);
 }
 
 TEST(CertificateFiles, AFileRemovedAfterItWasSetFailsTheConnectAsACertificateError) {
