@@ -54,19 +54,17 @@ enum class error {
   handshake_refused,     ///< the server side refused the request (hook or limit)
 
   // --- Session ------------------------------------------------------------------
-  closed,             ///< the WebSocket is closed (normal close handshake done)
-  not_connected,      ///< operation needs an open connection
-  already_connected,  ///< connect or a control setter after connect
-  timed_out,          ///< an operation's timeout expired
-  operation_aborted,  ///< the socket was destroyed or the operation cancelled
-  connection_reset,   ///< the peer dropped the TCP connection (close 1006)
-  buffer_full,        ///< the outbound buffer is full (backpressure)
-  dead_peer,          ///< no pong within the keep-alive pong timeout
-  host_not_resolved,  ///< the host name did not resolve
-  cannot_connect,     ///< no resolved address accepted the TCP connection
-  /// A SOCKS5 proxy refused, or a proxy answered badly (an HTTP proxy's
-  /// refusal is its status in proxy_category()).
-  proxy_failed,
+  closed,                ///< the WebSocket is closed (normal close handshake done)
+  not_connected,         ///< operation needs an open connection
+  already_connected,     ///< connect or a control setter after connect
+  timed_out,             ///< an operation's timeout expired
+  operation_aborted,     ///< the socket was destroyed or the operation cancelled
+  connection_reset,      ///< the peer dropped the TCP connection (close 1006)
+  buffer_full,           ///< the outbound buffer is full (backpressure)
+  dead_peer,             ///< no pong within the keep-alive pong timeout
+  host_not_resolved,     ///< the host name did not resolve
+  cannot_connect,        ///< no resolved address accepted the TCP connection
+  proxy_failed,          ///< SOCKS5 refusal, bad proxy answer (HTTP refusal: proxy_category)
   certificate_rejected,  ///< the custom validation handler rejected the certificate
   /// The trusted CA file, client certificate or key set on the control could
   /// not be loaded at connect (changed since the setter checked it).
