@@ -86,7 +86,8 @@ const std::error_category& condition_category() noexcept;
 const std::error_category& http_category() noexcept;
 /// HTTP status codes an HTTP proxy answered to CONNECT other than 2xx (it could
 /// not, or would not, open the tunnel); value = status code, message e.g.
-/// "proxy answered CONNECT with HTTP status 502". Name: "duplex.proxy".
+/// "proxy answered CONNECT with HTTP status 502 (the tunnel to the server was
+/// not opened)". Name: "duplex.proxy".
 /// get_status() maps them to `cannot_connect` (407 to
 /// `proxy_authentication_required`), never to the server's statuses.
 const std::error_category& proxy_category() noexcept;
