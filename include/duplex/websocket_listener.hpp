@@ -61,7 +61,15 @@ enum class ListenerSocketType : std::uint8_t {
   stream_websocket,   ///< StreamWebSocket: a binary byte stream
 };
 
-/// TLS settings of a wss:// listener (OpenSSL; TLS 1.2 or later).
+/// TLS settings of a wss:// listener (OpenSSL; TLS 1.2 or later). The suite
+/// policy is fixed: TLS 1.2 accepts only ECDHE key exchange with AEAD ciphers
+/// (ECDHE-ECDSA/RSA with AES-GCM or CHACHA20-POLY1305, Mozilla's
+/// "intermediate" profile without DHE), so clients limited to plain-RSA key
+/// exchange (no forward secrecy) or CBC suites fail the TLS handshake; TLS 1.3
+/// uses OpenSSL's defaults. ALPN: "http/1.1" is selected when the client
+/// offers it; a client that offers ALPN without it gets the
+/// no_application_protocol alert (RFC 7301 3.2), one without ALPN is served.
+/// Either an RSA or an ECDSA certificate works. See docs/server.md.
 struct ListenerTlsOptions {
   /// PEM file holding the server certificate first, then its intermediates.
   std::string certificate_chain_file;

@@ -202,6 +202,8 @@ public:
   /// The public object is being destroyed: no event starts after this returns;
   /// the connection is aborted and pending operations complete as aborted.
   void detach() noexcept;
+  /// True once detach() ran: the public object is gone (controls then refuse setters).
+  [[nodiscard]] bool detached() const noexcept { return detached_.load(); }
 
   // --- Operations (any thread; see socket_ops.hpp) ---------------------------------
   void check_connect(std::string_view uri);
