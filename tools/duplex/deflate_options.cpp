@@ -17,11 +17,17 @@ std::uint8_t window_bits(int bits, const char* option) {
 
 }  // namespace
 
-DeflateOptions DeflateFlags::to_options() const {
-  DeflateOptions o;
+DeflateOptions DeflateFlags::to_options(const DeflateOptions& defaults) const {
+  DeflateOptions o = defaults;
   o.enable = enable;
-  o.server_no_context_takeover = no_context_takeover || server_no_context_takeover;
-  o.client_no_context_takeover = no_context_takeover || client_no_context_takeover;
+  if (context_takeover) {
+    o.server_no_context_takeover = false;
+    o.client_no_context_takeover = false;
+  }
+  o.server_no_context_takeover =
+      o.server_no_context_takeover || no_context_takeover || server_no_context_takeover;
+  o.client_no_context_takeover =
+      o.client_no_context_takeover || no_context_takeover || client_no_context_takeover;
   if (max_window_bits) {
     o.server_max_window_bits = window_bits(*max_window_bits, "--deflate-max-window-bits");
     o.client_max_window_bits = o.server_max_window_bits;
@@ -49,10 +55,17 @@ void add_deflate_options(CLI::App& cmd, DeflateFlags& f) {
   auto* on =
       cmd.add_flag("--deflate", f.enable,
                    "permessage-deflate (RFC 7692): offer (client) or accept (server) compression");
+  auto* takeover =
+      cmd.add_flag("--deflate-context-takeover", f.context_takeover,
+                   "Both sides keep their compression window between messages (better ratio on "
+                   "small messages, about 100-300 KiB per connection; the client's default, "
+                   "echo-server's is no context takeover)")
+          ->needs(on);
   cmd.add_flag("--deflate-no-context-takeover", f.no_context_takeover,
                "Both sides drop their compression window after each message (less memory per "
-               "connection, less compression)")
-      ->needs(on);
+               "connection, less compression; echo-server's default)")
+      ->needs(on)
+      ->excludes(takeover);
   cmd.add_flag("--deflate-server-no-context-takeover", f.server_no_context_takeover,
                "The server drops its compression window after each message")
       ->needs(on);

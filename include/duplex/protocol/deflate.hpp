@@ -89,6 +89,30 @@ struct DeflateConfig {
   std::size_t compress_threshold = 64;
 };
 
+/// The defaults of a server (WebSocketListenerOptions::deflate, `duplex
+/// echo-server --deflate`): DeflateConfig's, but without context takeover in
+/// either direction, which RFC 7692 lets a server impose on any client (7.1.1.1
+/// and 7.1.1.2: it MAY include server_no_context_takeover and
+/// client_no_context_takeover in any answer). Why:
+///  - memory: each message borrows a zlib stream from the event loop's thread
+///    and gives it back, so an idle connection holds no zlib state (context
+///    takeover costs about 300 KiB allocated per connection at window 15 and
+///    memLevel 8, ~100 KiB of it resident after one small message);
+///  - security: a message is compressed only against itself, so data an
+///    attacker sends cannot be compressed against a secret of an earlier
+///    message (CRIME-style guessing needs both in one message then).
+/// The price is the ratio of small messages (docs/deflate.md has the figures):
+/// a server that wants it back sets both flags to false (context takeover in
+/// both directions), or only client_no_context_takeover to false with a
+/// smaller client_max_window_bits (applied when the client offers the
+/// parameter, as browsers and most libraries do).
+[[nodiscard]] constexpr DeflateConfig default_server_deflate_config() noexcept {
+  DeflateConfig c;
+  c.server_no_context_takeover = true;
+  c.client_no_context_takeover = true;
+  return c;
+}
+
 /// The negotiated parameters (what both sides agreed on) and this endpoint's
 /// local settings for its compressor. Values are as on the wire.
 struct DeflateParams {
