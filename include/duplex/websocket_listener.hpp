@@ -152,10 +152,12 @@ struct WebSocketListenerOptions {
   /// these limits: `server_no_context_takeover` keeps no compression window
   /// between messages, `client_no_context_takeover` asks the same of the
   /// client, and without context takeover an idle connection holds no zlib
-  /// memory. Both are on by default here (protocol::default_server_deflate_config:
-  /// an idle compressed connection costs what an uncompressed one does);
-  /// setting both to false keeps context takeover in both directions (better
-  /// ratio on small messages, about 100-300 KiB per connection;
+  /// memory. The defaults here are protocol::default_server_deflate_config():
+  /// the server keeps no window, a client keeps a 4 KiB one (or none when it
+  /// cannot be limited), so an idle compressed connection holds at most about
+  /// 11 KiB of zlib state; context takeover in both directions at full
+  /// windows is server_no_context_takeover = false and client_max_window_bits
+  /// = 15 (better ratio on small messages, about 100-300 KiB per connection;
   /// docs/deflate.md has the figures). A client header that does not
   /// follow the RFC 6455 9.1 grammar is declined (no extension), not refused.
   /// The handed-over socket's information() shows the agreed parameters;

@@ -77,6 +77,14 @@ struct DeflateConfig {
   /// Client: at 15, still offer `client_max_window_bits` without a value, which
   /// lets the server choose a smaller client window (browsers do).
   bool offer_client_max_window_bits = true;
+  /// Server only: with client_max_window_bits below 15, a client whose offer
+  /// does not let the server limit its window (no `client_max_window_bits`) is
+  /// asked `client_no_context_takeover` instead (RFC 7692 7.1.1.2: a server MAY
+  /// include it in any answer). So the inflate state a connection keeps between
+  /// messages is at most 2^client_max_window_bits bytes of window plus about
+  /// 7 KiB, whatever the client offers. Off in DeflateConfig{}, on in
+  /// default_server_deflate_config().
+  bool client_no_context_takeover_unless_window_limited = false;
 
   /// zlib compression level 0..9 (or -1, zlib's default, 6). Level 3: most of
   /// level 6's ratio on JSON at about twice the speed.
@@ -90,26 +98,31 @@ struct DeflateConfig {
 };
 
 /// The defaults of a server (WebSocketListenerOptions::deflate, `duplex
-/// echo-server --deflate`): DeflateConfig's, but without context takeover in
-/// either direction, which RFC 7692 lets a server impose on any client (7.1.1.1
-/// and 7.1.1.2: it MAY include server_no_context_takeover and
-/// client_no_context_takeover in any answer). Why:
-///  - memory: each message borrows a zlib stream from the event loop's thread
-///    and gives it back, so an idle connection holds no zlib state (context
-///    takeover costs about 300 KiB allocated per connection at window 15 and
-///    memLevel 8, ~100 KiB of it resident after one small message);
-///  - security: a message is compressed only against itself, so data an
-///    attacker sends cannot be compressed against a secret of an earlier
-///    message (CRIME-style guessing needs both in one message then).
-/// The price is the ratio of small messages (docs/deflate.md has the figures):
-/// a server that wants it back sets both flags to false (context takeover in
-/// both directions), or only client_no_context_takeover to false with a
-/// smaller client_max_window_bits (applied when the client offers the
-/// parameter, as browsers and most libraries do).
+/// echo-server --deflate`): DeflateConfig's, except that an idle connection
+/// holds little zlib memory (about 11 KiB at most, instead of about 300 KiB
+/// allocated with context takeover both ways at window 15 and memLevel 8):
+///  - server_no_context_takeover: the server compresses each message with a
+///    stream borrowed from the event loop's thread and given back after it, so
+///    a connection holds no compressor (RFC 7692 7.1.1.1: a server MAY answer
+///    it unasked). Also a message is compressed only against itself: what an
+///    attacker sends in one message is never compressed against a secret the
+///    server sent in an earlier one (CRIME-style guessing);
+///  - client_max_window_bits 12: a client that offers the parameter (browsers,
+///    Node ws, Python websockets do) keeps context takeover with a 4 KiB
+///    window, so the inflate state is about 11 KiB (7.1.2.2);
+///  - client_no_context_takeover_unless_window_limited: a client that does not
+///    offer it is asked client_no_context_takeover (7.1.1.2), and its inflate
+///    state is given back to the loop after each message.
+/// A client that offers client_no_context_takeover gets it echoed (no inflate
+/// state kept). The price is the ratio of small messages (docs/deflate.md has
+/// the figures per setting); context takeover in both directions at full
+/// windows is server_no_context_takeover = false and client_max_window_bits =
+/// 15.
 [[nodiscard]] constexpr DeflateConfig default_server_deflate_config() noexcept {
   DeflateConfig c;
   c.server_no_context_takeover = true;
-  c.client_no_context_takeover = true;
+  c.client_max_window_bits = 12;
+  c.client_no_context_takeover_unless_window_limited = true;
   return c;
 }
 
