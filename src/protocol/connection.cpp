@@ -45,6 +45,11 @@ constexpr std::uint8_t bits_rsv = 0x70;
 // never reach it, so they still allocate nothing.
 constexpr std::size_t retained_capacity = 256 * 1024;
 
+// Partial mode gathers pieces only for messages that span reads or frames
+// (large ones, or tiny frames); its buffer is freed at the message end above
+// this, so an idle connection does not keep up to a threshold's worth.
+constexpr std::size_t partial_retained_capacity = 4 * 1024;
+
 // RFC 6455 5.3: client masking keys come from a strong source of entropy. Keys
 // are drawn 256 at a time per thread so a frame costs no system call.
 class MaskKeyPool {
@@ -591,7 +596,7 @@ void Connection::deliver_piece(std::span<const std::byte> bytes, bool last,
   handler.on_message(type, rd_message_, last);
   rd_message_.clear();
   // An idle connection should not keep the memory of its largest piece.
-  if (last && rd_message_.capacity() > retained_capacity)
+  if (last && rd_message_.capacity() > partial_retained_capacity)
     std::vector<std::byte>().swap(rd_message_);
 }
 

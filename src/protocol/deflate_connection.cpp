@@ -29,6 +29,8 @@ constexpr std::size_t max_kept_capacity = std::size_t{4} << 20;
 // The connection's own reassembly buffer is freed above this once a message
 // is delivered (the same bound as for uncompressed messages).
 constexpr std::size_t max_kept_per_connection = 256 * 1024;
+// In partial mode it only gathers bytes under the threshold: freed above this.
+constexpr std::size_t max_kept_partial = 4 * 1024;
 
 // Compressed bytes inflated per step in partial mode (bounds the output of a
 // step to about 1 MiB).
@@ -117,7 +119,8 @@ bool Connection::receive_deflated(std::span<const std::byte> chunk, bool message
     if (!rd_done_ && !scratch->bytes.empty())
       rd_message_.assign(scratch->bytes.begin(), scratch->bytes.end());
     give_back(*scratch);
-  } else if (message_done && rd_message_.capacity() > max_kept_per_connection)
+  } else if (message_done &&
+             rd_message_.capacity() > (partial ? max_kept_partial : max_kept_per_connection))
     // As for plain messages: an idle connection keeps no large buffer.
     std::vector<std::byte>().swap(rd_message_);
   return !rd_done_;
