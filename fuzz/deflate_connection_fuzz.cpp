@@ -1,6 +1,7 @@
 // Fuzzes a Connection with permessage-deflate: arbitrary frames (compressed or
 // not) fed whole in full mode and split in partial mode must give the same
-// messages and the same error. Input: byte 0 = flags (bit 0: server role,
+// messages and the same error, and partial pieces but a message's last hold
+// at least the partial threshold. Input: byte 0 = flags (bit 0: server role,
 // bit 1: no context takeover, bits 2-7: split step), then the wire bytes.
 #include <duplex/error.hpp>
 #include <duplex/protocol/connection.hpp>
@@ -21,8 +22,10 @@ struct Collector : ConnectionHandler {
   std::vector<std::string> events;
   std::string pending;
   std::uint64_t limit = 0;
+  std::size_t min_piece = 0;  ///< partial mode: every piece but the last is at least this
   void on_message(SocketMessageType t, std::span<const std::byte> d, bool complete) override {
     if (d.size() > limit) std::abort();
+    if (!complete && d.size() < min_piece) std::abort();
     pending.append(reinterpret_cast<const char*>(d.data()), d.size());
     if (pending.size() > limit) std::abort();
     if (complete) {
@@ -65,6 +68,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   {
     ConnectionConfig partial = cfg;
     partial.partial_messages = true;
+    // Pieces gathered to a threshold that varies with the input (1..512).
+    partial.partial_message_threshold = 1 + (size * 31) % 512;
+    split.min_piece = partial.partial_message_threshold;
     Connection c(partial);
     std::vector<std::byte> copy = wire;
     const std::size_t step = 1 + (flags >> 2);

@@ -317,6 +317,8 @@ void Session::do_connect(std::string uri, Op op) {
       kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : cfg_.max_message_size;
   cc.partial_messages =
       kind_ == Kind::stream || cfg_.receive_mode == MessageWebSocketReceiveMode::partial_message;
+  // A stream hands out what arrived at once (read_async takes any amount).
+  cc.partial_message_threshold = kind_ == Kind::stream ? 1 : cfg_.partial_message_threshold;
   conn_.emplace(cc);
   const auto& target = connecting_->proxy ? connecting_->proxy->host : connecting_->uri.host;
   const auto port = connecting_->proxy ? connecting_->proxy->port : connecting_->uri.port;
@@ -601,6 +603,7 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
       kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : o.settings.max_message_size;
   cc.partial_messages = kind_ == Kind::stream ||
                         o.settings.receive_mode == MessageWebSocketReceiveMode::partial_message;
+  cc.partial_message_threshold = kind_ == Kind::stream ? 1 : o.settings.partial_message_threshold;
   cc.deflate = o.deflate;
   conn_.emplace(cc);
   std::error_code ignored;

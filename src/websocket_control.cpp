@@ -232,6 +232,14 @@ MessageWebSocketReceiveMode MessageWebSocketControl::receive_mode() const {
 void MessageWebSocketControl::receive_mode(MessageWebSocketReceiveMode mode) {
   DUPLEX_SET(c.receive_mode = mode);
 }
+std::size_t MessageWebSocketControl::partial_message_threshold() const {
+  DUPLEX_GET(c.partial_message_threshold);
+}
+void MessageWebSocketControl::partial_message_threshold(std::size_t bytes) {
+  if (bytes == 0 || bytes > max_partial_message_threshold)
+    throw std::invalid_argument("partial_message_threshold: must be 1..67108864 (64 MiB)");
+  DUPLEX_SET(c.partial_message_threshold = bytes);
+}
 
 #undef DUPLEX_GET
 #undef DUPLEX_SET

@@ -51,6 +51,9 @@ void check_options(const WebSocketListenerOptions& o) {
   if (o.receive_mode != MessageWebSocketReceiveMode::full_message &&
       o.receive_mode != MessageWebSocketReceiveMode::partial_message)
     throw std::invalid_argument("receive_mode: must be full_message or partial_message");
+  if (o.partial_message_threshold == 0 ||
+      o.partial_message_threshold > MessageWebSocketControl::max_partial_message_threshold)
+    throw std::invalid_argument("partial_message_threshold: must be 1..67108864 (64 MiB)");
   if (o.keep_alive_interval < milliseconds::zero())
     throw std::invalid_argument("keep_alive_interval: must be >= 0");
   if (o.keep_alive_timeout <= milliseconds::zero())
@@ -525,6 +528,7 @@ std::shared_ptr<Session> ListenerImpl::adopt(AcceptedStream& a, const std::strin
   auto& ls = so.settings;
   ls.max_message_size = options_.max_message_size;
   ls.receive_mode = options_.receive_mode;
+  ls.partial_message_threshold = options_.partial_message_threshold;
   ls.outbound_buffer_size = options_.outbound_buffer_size;
   ls.keep_alive_interval = options_.keep_alive_interval;
   ls.keep_alive_timeout = options_.keep_alive_timeout;

@@ -246,6 +246,23 @@ public:
   /// Full messages (default) or pieces as they arrive.
   [[nodiscard]] MessageWebSocketReceiveMode receive_mode() const;
   void receive_mode(MessageWebSocketReceiveMode mode);
+
+  /// In partial_message mode, the size a piece reaches before message_received
+  /// fires: bytes are gathered until there are at least this many, or the
+  /// message ends (its last piece may be smaller). 64 KiB by default, so a
+  /// message sent in tiny frames, or compressed data, arrives in pieces of a
+  /// useful size (an echo or relay that sends each piece on as a frame makes
+  /// few frames; Node ws refuses more than 16,384). Large frames still arrive
+  /// without a copy. A connection holds at most this many bytes of a message
+  /// (plus, compressed, about 1 MiB: the output of one inflate step).
+  /// 1: each piece as it arrives. Must be 1..max_partial_message_threshold
+  /// (std::invalid_argument otherwise). No effect in full_message mode.
+  [[nodiscard]] std::size_t partial_message_threshold() const;
+  void partial_message_threshold(std::size_t bytes);
+  /// 64 MiB, the default max_message_size: above it use full_message mode.
+  static constexpr std::size_t max_partial_message_threshold = std::size_t{64} << 20;
+  /// The default of partial_message_threshold (and of the listener's option).
+  static constexpr std::size_t default_partial_message_threshold = std::size_t{64} << 10;
 };
 
 /// Settings of a StreamWebSocket (Windows: StreamWebSocketControl). Messages of

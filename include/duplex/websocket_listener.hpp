@@ -114,6 +114,12 @@ struct WebSocketListenerOptions {
   /// they arrive (partial_message: no reassembly copy, for large messages
   /// or a relay that forwards pieces at once).
   MessageWebSocketReceiveMode receive_mode = MessageWebSocketReceiveMode::full_message;
+  /// partial_message mode: the size a piece reaches before it is delivered
+  /// (the last piece of a message may be smaller), as the control
+  /// MessageWebSocketControl::partial_message_threshold. 64 KiB. Must be
+  /// 1..MessageWebSocketControl::max_partial_message_threshold.
+  std::size_t partial_message_threshold =
+      MessageWebSocketControl::default_partial_message_threshold;
   /// Keep-alive: a ping after this long without received data; if no data
   /// arrives within keep_alive_timeout after it, the peer is dead and the
   /// connection is failed (idle timeout). 30 s: under the usual NAT and proxy
@@ -160,12 +166,18 @@ struct WebSocketListenerOptions {
   /// these limits: `server_no_context_takeover` keeps no compression window
   /// between messages, `client_no_context_takeover` asks the same of the
   /// client, and without context takeover an idle connection holds no zlib
-  /// memory (docs/deflate.md has the figures). A client header that does not
+  /// memory. The defaults here are protocol::default_server_deflate_config():
+  /// the server keeps no window, a client keeps a 4 KiB one (or none when it
+  /// cannot be limited), so an idle compressed connection holds at most about
+  /// 11 KiB of zlib state; context takeover in both directions at full
+  /// windows is server_no_context_takeover = false and client_max_window_bits
+  /// = 15 (better ratio on small messages, about 100-300 KiB per connection;
+  /// docs/deflate.md has the figures). A client header that does not
   /// follow the RFC 6455 9.1 grammar is declined (no extension), not refused.
   /// The handed-over socket's information() shows the agreed parameters;
   /// sends compress unless SendOptions::compress is false. Checked by
   /// protocol::check_deflate_config (std::invalid_argument naming the field).
-  DeflateOptions deflate;
+  DeflateOptions deflate = protocol::default_server_deflate_config();
 };
 
 /// The opening handshake request of a connection, as the hooks and the

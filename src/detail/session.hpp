@@ -64,6 +64,8 @@ struct SessionConfig {
   milliseconds close_timeout{5'000};
   std::uint64_t max_message_size = std::uint64_t{64} << 20;
   MessageWebSocketReceiveMode receive_mode = MessageWebSocketReceiveMode::full_message;
+  std::size_t partial_message_threshold =
+      MessageWebSocketControl::default_partial_message_threshold;
   protocol::HttpHeaders request_headers;
   protocol::DeflateConfig deflate;  ///< permessage-deflate offer (off by default)
 };
@@ -84,6 +86,7 @@ struct LoopSettings {
         receive_timeout(c.receive_timeout),
         close_timeout(c.close_timeout),
         receive_mode(c.receive_mode),
+        partial_message_threshold(c.partial_message_threshold),
         no_delay(c.no_delay) {}
   std::size_t outbound_buffer_size = std::size_t{1} << 20;
   std::uint64_t max_message_size = std::uint64_t{64} << 20;
@@ -95,6 +98,8 @@ struct LoopSettings {
   milliseconds receive_timeout{30'000};
   milliseconds close_timeout{5'000};
   MessageWebSocketReceiveMode receive_mode = MessageWebSocketReceiveMode::full_message;
+  std::size_t partial_message_threshold =
+      MessageWebSocketControl::default_partial_message_threshold;
   bool no_delay = true;
 
   /// These settings as controls (the other controls at their defaults).
@@ -110,6 +115,7 @@ struct LoopSettings {
     c.receive_timeout = receive_timeout;
     c.close_timeout = close_timeout;
     c.receive_mode = receive_mode;
+    c.partial_message_threshold = partial_message_threshold;
     c.no_delay = no_delay;
     return c;
   }

@@ -45,6 +45,11 @@ constexpr std::uint8_t bits_rsv = 0x70;
 // never reach it, so they still allocate nothing.
 constexpr std::size_t retained_capacity = 256 * 1024;
 
+// Partial mode gathers pieces only for messages that span reads or frames
+// (large ones, or tiny frames); its buffer is freed at the message end above
+// this, so an idle connection does not keep up to a threshold's worth.
+constexpr std::size_t partial_retained_capacity = 4 * 1024;
+
 // RFC 6455 5.3: client masking keys come from a strong source of entropy. Keys
 // are drawn 256 at a time per thread so a frame costs no system call.
 class MaskKeyPool {
@@ -562,8 +567,7 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
     if (frame_done) rd_in_payload_ = false;
     if (config_.partial_messages) {
       if (message_done) ++stats_.messages_received;
-      if (take != 0 || message_done)
-        handler.on_message(types[rd_text_], std::span<const std::byte>(chunk, take), message_done);
+      deliver_piece(std::span<const std::byte>(chunk, take), message_done, handler);
     } else if (message_done) {
       ++stats_.messages_received;
       if (rd_message_.empty()) {
@@ -581,6 +585,30 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
     }
     if (rd_done_) return;
   }
+}
+
+// Partial mode: hands out pieces of at least the threshold, or the message's
+// last piece. A chunk of the receive buffer that reaches the threshold with
+// nothing gathered before it goes out as a view (large frames stay zero-copy);
+// smaller ones are gathered in rd_message_ until they reach it.
+void Connection::deliver_piece(std::span<const std::byte> bytes, bool last,
+                               ConnectionHandler& handler) {
+  const SocketMessageType type = rd_text_ ? SocketMessageType::utf8 : SocketMessageType::binary;
+  if (rd_message_.empty()) {
+    if (last || bytes.size() >= piece_threshold()) {
+      if (!bytes.empty() || last) handler.on_message(type, bytes, last);
+      return;
+    }
+    rd_message_.insert(rd_message_.end(), bytes.begin(), bytes.end());
+    return;
+  }
+  rd_message_.insert(rd_message_.end(), bytes.begin(), bytes.end());
+  if (!last && rd_message_.size() < piece_threshold()) return;
+  handler.on_message(type, rd_message_, last);
+  rd_message_.clear();
+  // An idle connection should not keep the memory of its largest piece.
+  if (last && rd_message_.capacity() > partial_retained_capacity)
+    std::vector<std::byte>().swap(rd_message_);
 }
 
 // --- Sending ----------------------------------------------------------------------

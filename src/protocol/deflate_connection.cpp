@@ -2,10 +2,11 @@
 // the receive and send hooks that connection.cpp calls when a message is
 // compressed. Kept apart from connection.cpp so the frame logic stays readable.
 //
-// Buffers: a message that arrives whole in one receive() call, and every piece
-// in partial mode, inflates into a buffer owned by the thread (the event loop)
-// and is handed out as a view; only a compressed message spread over several
-// calls (full mode) is assembled in the connection's own buffer. Compressed
+// Buffers: a message that arrives whole in one receive() call, and pieces in
+// partial mode, inflate into a buffer owned by the thread (the event loop) and
+// are handed out as a view; only a compressed message spread over several
+// calls (full mode), or the bytes of a piece still under the partial
+// threshold, are kept in the connection's own buffer. Compressed
 // output goes through a per-thread buffer before framing. So an idle
 // connection holds no decompression or compression buffers of its own.
 #include <duplex/error.hpp>
@@ -28,8 +29,11 @@ constexpr std::size_t max_kept_capacity = std::size_t{4} << 20;
 // The connection's own reassembly buffer is freed above this once a message
 // is delivered (the same bound as for uncompressed messages).
 constexpr std::size_t max_kept_per_connection = 256 * 1024;
+// In partial mode it only gathers bytes under the threshold: freed above this.
+constexpr std::size_t max_kept_partial = 4 * 1024;
 
-// Compressed bytes inflated per delivered piece in partial mode.
+// Compressed bytes inflated per step in partial mode (bounds the output of a
+// step to about 1 MiB).
 constexpr std::size_t partial_slice = 1024;
 
 struct Scratch {
@@ -54,9 +58,9 @@ bool Connection::receive_deflated(std::span<const std::byte> chunk, bool message
   if (chunk.empty() && !message_done) return true;
   const SocketMessageType type = rd_text_ ? SocketMessageType::utf8 : SocketMessageType::binary;
   const bool partial = config_.partial_messages;
-  // The whole message is in this chunk, or pieces are delivered as they come:
-  // inflate into the thread's buffer when it is free.
-  const bool transient = partial || (message_done && !rd_deflate_.in_message());
+  // The whole message is in this chunk, or (partial mode) nothing is gathered
+  // for the next piece yet: inflate into the thread's buffer when it is free.
+  const bool transient = partial ? rd_message_.empty() : message_done && !rd_deflate_.in_message();
   Scratch* scratch = nullptr;
   if (transient && !t_inflated.busy) {
     scratch = &t_inflated;
@@ -64,9 +68,12 @@ bool Connection::receive_deflated(std::span<const std::byte> chunk, bool message
   }
   std::vector<std::byte>& out = scratch != nullptr ? scratch->bytes : rd_message_;
 
-  // Partial mode inflates the chunk a slice at a time and delivers each
-  // slice's output: DEFLATE expands at most about 1032 times, so a piece is at
-  // most about 1 MiB whatever the ratio, even with no message size limit.
+  // Partial mode inflates the chunk a slice at a time and delivers a piece
+  // once the output reaches the threshold (or the message ends): DEFLATE
+  // expands at most about 1032 times, so a piece (and what the connection
+  // gathers) is at most the threshold plus about 1 MiB whatever the ratio,
+  // even with no message size limit.
+  const std::size_t threshold = piece_threshold();
   const std::size_t slice = partial ? partial_slice : chunk.size();
   std::size_t at = 0;
   do {
@@ -95,9 +102,11 @@ bool Connection::receive_deflated(std::span<const std::byte> chunk, bool message
     }
     if (partial) {
       if (last) ++stats_.messages_received;
-      if (!out.empty() || last) handler.on_message(type, out, last);
-      out.clear();
-      if (rd_done_) break;
+      if (last || out.size() >= threshold) {
+        handler.on_message(type, out, last);
+        out.clear();
+        if (rd_done_) break;
+      }
     } else if (last) {
       ++stats_.messages_received;
       handler.on_message(type, out, true);
@@ -105,9 +114,13 @@ bool Connection::receive_deflated(std::span<const std::byte> chunk, bool message
     }
   } while (at < chunk.size());
 
-  if (scratch != nullptr)
+  if (scratch != nullptr) {
+    // Partial mode: what did not reach the threshold waits for the next bytes.
+    if (!rd_done_ && !scratch->bytes.empty())
+      rd_message_.assign(scratch->bytes.begin(), scratch->bytes.end());
     give_back(*scratch);
-  else if (message_done && rd_message_.capacity() > max_kept_per_connection)
+  } else if (message_done &&
+             rd_message_.capacity() > (partial ? max_kept_partial : max_kept_per_connection))
     // As for plain messages: an idle connection keeps no large buffer.
     std::vector<std::byte>().swap(rd_message_);
   return !rd_done_;

@@ -358,6 +358,11 @@ std::error_code negotiate_deflate(std::string_view header, const DeflateConfig& 
       say_client_bits = client_bits < 15;
     }
     p.client_max_window_bits = client_bits;
+    // 7.1.1.2: a client whose window we cannot limit is asked to drop its
+    // context after each message instead, so its inflate state is not kept.
+    if (c.client_no_context_takeover_unless_window_limited && c.client_max_window_bits < 15 &&
+        !o.has_client_max_window_bits)
+      p.client_no_context_takeover = true;
 
     response.assign(extension_name);
     if (p.server_no_context_takeover) (response += "; ") += p_server_no_context_takeover;

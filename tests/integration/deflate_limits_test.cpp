@@ -167,6 +167,47 @@ TEST(DeflateLimits, ListenerAndControlRejectBadParameters) {
   EXPECT_FALSE(ws.control().deflate().enable);  // unchanged, off by default
 }
 
+TEST(DeflateLimits, PartialMessageThresholdIsChecked) {
+  // Listener option and client control: 1..64 MiB, 64 KiB by default.
+  const auto expect_rejected = [](auto&& make) {
+    try {
+      make();
+      ADD_FAILURE() << "no exception";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("partial_message_threshold: must be 1..67108864"),
+                std::string::npos)
+          << e.what();
+    }
+  };
+  duplex::WebSocketListenerOptions o;
+  EXPECT_EQ(o.partial_message_threshold, std::size_t{64} << 10);
+  for (std::size_t bad : {std::size_t{0}, (std::size_t{64} << 20) + 1}) {
+    o.partial_message_threshold = bad;
+    expect_rejected([&] { duplex::WebSocketListener l(o); });
+  }
+  MessageWebSocket ws;
+  EXPECT_EQ(ws.control().partial_message_threshold(), std::size_t{64} << 10);
+  expect_rejected([&] { ws.control().partial_message_threshold(0); });
+  expect_rejected([&] { ws.control().partial_message_threshold((std::size_t{64} << 20) + 1); });
+  EXPECT_EQ(ws.control().partial_message_threshold(), std::size_t{64} << 10);  // unchanged
+  ws.control().partial_message_threshold(1);
+  EXPECT_EQ(ws.control().partial_message_threshold(), 1u);
+  ws.control().partial_message_threshold(std::size_t{64} << 20);
+  EXPECT_EQ(ws.control().partial_message_threshold(), std::size_t{64} << 20);
+}
+
+TEST(DeflateLimits, ListenerDefaultsBoundTheZlibStatePerConnection) {
+  // The listener starts from default_server_deflate_config(), not DeflateOptions{}.
+  const DeflateOptions d = duplex::WebSocketListenerOptions{}.deflate;
+  EXPECT_FALSE(d.enable);
+  EXPECT_TRUE(d.server_no_context_takeover);
+  EXPECT_FALSE(d.client_no_context_takeover);
+  EXPECT_EQ(d.client_max_window_bits, 12);
+  EXPECT_TRUE(d.client_no_context_takeover_unless_window_limited);
+  EXPECT_FALSE(DeflateOptions{}.server_no_context_takeover);
+  EXPECT_FALSE(DeflateOptions{}.client_no_context_takeover_unless_window_limited);
+}
+
 // --- client role -------------------------------------------------------------------
 
 TEST(DeflateLimits, ClientOffersTheConfiguredParameters) {

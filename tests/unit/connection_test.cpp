@@ -33,10 +33,14 @@ Bytes peer_frame(Role r, int b0, std::string_view payload) {
   return peer_frame(r, b0, test::bytes(payload));
 }
 
+// Partial mode here delivers each piece as it arrives (threshold 1), so the
+// tests see the pieces the wire made; the threshold has its own tests
+// (ConnectionPartialThreshold).
 ConnectionConfig config(Role r, bool partial = false) {
   ConnectionConfig c;
   c.role = r;
   c.partial_messages = partial;
+  c.partial_message_threshold = 1;
   return c;
 }
 
@@ -1489,6 +1493,159 @@ TEST(ConnectionDirect, OtherFramesAreQueued) {
             make_error_code(error::invalid_utf8));
   EXPECT_FALSE(text.has_output());
   EXPECT_EQ(text.stats().frames_sent, 0u);
+}
+
+// --- Partial mode: pieces of at least partial_message_threshold bytes --------------
+
+// Records each piece's size and whether it was a view of the input buffer.
+class PieceRecorder : public ConnectionHandler {
+public:
+  struct Piece {
+    std::size_t size;
+    bool complete;
+    bool view_of_input;
+  };
+  std::vector<Piece> pieces;
+  std::string bytes;  ///< every piece, concatenated
+  std::span<const std::byte> input;
+  std::vector<std::string> other;
+
+  void on_message(SocketMessageType, std::span<const std::byte> d, bool complete) override {
+    const bool view = !d.empty() && d.data() >= input.data() &&
+                      d.data() + d.size() <= input.data() + input.size();
+    pieces.push_back({d.size(), complete, view});
+    bytes += test::str(d);
+  }
+  void on_ping(std::span<const std::byte> p) override { other.push_back("ping:" + test::str(p)); }
+  void on_close(std::uint16_t code, std::string_view) override {
+    other.push_back("close:" + std::to_string(code));
+  }
+  void on_error(std::error_code ec) override { other.push_back("error:" + ec.message()); }
+};
+
+ConnectionConfig threshold_config(std::size_t threshold) {
+  ConnectionConfig c;
+  c.role = Role::server;
+  c.partial_messages = true;
+  c.partial_message_threshold = threshold;
+  return c;
+}
+
+// `count` frames of `size` bytes each (a message sent in tiny fragments), and
+// the message's bytes.
+std::pair<Bytes, std::string> tiny_fragments(std::size_t count, std::size_t size) {
+  Bytes in;
+  std::string all;
+  for (std::size_t i = 0; i < count; ++i) {
+    std::string piece(size, static_cast<char>('a' + i % 26));
+    all += piece;
+    const int b0 = (i + 1 == count ? 0x80 : 0x00) | (i == 0 ? 0x02 : 0x00);
+    in = cat(in, client_frame(b0, test::bytes(piece)));
+  }
+  return {in, all};
+}
+
+TEST(ConnectionPartialThreshold, DefaultIs64KiB) {
+  EXPECT_EQ(ConnectionConfig{}.partial_message_threshold, std::size_t{64} << 10);
+}
+
+TEST(ConnectionPartialThreshold, GathersTinyFramesIntoPiecesOfTheThreshold) {
+  // 100 frames of 64 bytes, threshold 1000: pieces of 1024 (16 frames), and
+  // the 256 bytes left at the end.
+  auto [in, all] = tiny_fragments(100, 64);
+  Connection c(threshold_config(1000));
+  PieceRecorder r;
+  r.input = in;
+  c.receive(in, r);
+  ASSERT_EQ(r.pieces.size(), 7u);
+  for (std::size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(r.pieces[i].size, 1024u) << i;
+    EXPECT_FALSE(r.pieces[i].complete);
+  }
+  EXPECT_EQ(r.pieces[6].size, 256u);
+  EXPECT_TRUE(r.pieces[6].complete);
+  EXPECT_EQ(r.bytes, all);
+  EXPECT_EQ(c.stats().messages_received, 1u);
+  EXPECT_EQ(c.stats().frames_received, 100u);
+}
+
+TEST(ConnectionPartialThreshold, EverySplitGivesPiecesOfAtLeastTheThreshold) {
+  auto [in, all] = tiny_fragments(40, 30);  // 1200 bytes in 30-byte frames
+  for (std::size_t a = 0; a <= in.size(); ++a) {
+    for (std::size_t b = a; b <= in.size(); b += 37) {
+      Connection c(threshold_config(250));
+      PieceRecorder r;
+      Bytes copy = in;
+      c.receive(std::span(copy.data(), a), r);
+      c.receive(std::span(copy.data() + a, b - a), r);
+      c.receive(std::span(copy.data() + b, copy.size() - b), r);
+      ASSERT_EQ(r.bytes, all) << a << " " << b;
+      ASSERT_FALSE(r.pieces.empty());
+      for (std::size_t i = 0; i + 1 < r.pieces.size(); ++i) {
+        ASSERT_GE(r.pieces[i].size, 250u) << a << " " << b << " piece " << i;
+        ASSERT_FALSE(r.pieces[i].complete);
+      }
+      ASSERT_TRUE(r.pieces.back().complete);
+      // Nothing is held back once the threshold is reached: at most one piece
+      // of 250..279 bytes per 250 (frames add 30 at a time).
+      ASSERT_LE(r.pieces.size(), 1200u / 250 + 1) << a << " " << b;
+    }
+  }
+}
+
+TEST(ConnectionPartialThreshold, LargeChunkIsDeliveredAsAViewOfTheInput) {
+  // Zero copy: a frame that reaches the threshold alone is not gathered.
+  Bytes payload(5000, std::byte{'x'});
+  Bytes in = client_frame(0x02, payload);  // non-final: the piece comes at once
+  Connection c(threshold_config(1000));
+  PieceRecorder r;
+  r.input = in;
+  c.receive(in, r);
+  ASSERT_EQ(r.pieces.size(), 1u);
+  EXPECT_EQ(r.pieces[0].size, 5000u);
+  EXPECT_TRUE(r.pieces[0].view_of_input);
+  EXPECT_FALSE(r.pieces[0].complete);
+  // A small final frame ends the message as its own (short) piece, also a view.
+  Bytes end = client_frame(0x80, test::bytes("end"));
+  r.input = end;
+  c.receive(end, r);
+  ASSERT_EQ(r.pieces.size(), 2u);
+  EXPECT_EQ(r.pieces[1].size, 3u);
+  EXPECT_TRUE(r.pieces[1].complete);
+  EXPECT_TRUE(r.pieces[1].view_of_input);
+}
+
+TEST(ConnectionPartialThreshold, ControlFramesBetweenFragmentsDoNotFlush) {
+  Bytes in = cat(client_frame(0x01, test::bytes("abc")), client_frame(0x89, test::bytes("p")));
+  in = cat(in, client_frame(0x80, test::bytes("def")));
+  Connection c(threshold_config(100));
+  PieceRecorder r;
+  c.receive(in, r);
+  ASSERT_EQ(r.pieces.size(), 1u);
+  EXPECT_TRUE(r.pieces[0].complete);
+  EXPECT_EQ(r.bytes, "abcdef");
+  EXPECT_EQ(r.other, std::vector<std::string>{"ping:p"});
+}
+
+TEST(ConnectionPartialThreshold, ErrorDropsTheGatheredBytes) {
+  // Invalid UTF-8 fails at its byte; the bytes gathered before it are never
+  // delivered (the message never completes), and nothing follows the error.
+  Bytes in =
+      cat(client_frame(0x01, test::bytes("good ")), client_frame(0x00, bytes({0xED, 0xA0, 0x80})));
+  Connection c(threshold_config(100));
+  PieceRecorder r;
+  c.receive(in, r);
+  EXPECT_TRUE(r.pieces.empty());
+  EXPECT_EQ(r.other, std::vector<std::string>{err(error::invalid_utf8)});
+}
+
+TEST(ConnectionPartialThreshold, ZeroMeansEveryPieceAsItArrives) {
+  auto [in, all] = tiny_fragments(5, 10);
+  Connection c(threshold_config(0));
+  PieceRecorder r;
+  c.receive(in, r);
+  EXPECT_EQ(r.pieces.size(), 5u);
+  EXPECT_EQ(r.bytes, all);
 }
 
 }  // namespace

@@ -176,6 +176,52 @@ TEST(DeflateNegotiation, ServerParameters) {
   EXPECT_TRUE(p->can_compress(Role::server));
 }
 
+TEST(DeflateNegotiation, ServerDefaultsBoundTheClientsWindowOrItsContext) {
+  // default_server_deflate_config(): the server never keeps its window; a
+  // client keeps at most a 4 KiB one, or none when it cannot be limited
+  // (RFC 7692 7.1.2.2: client_max_window_bits only when offered; 7.1.1.2:
+  // client_no_context_takeover in any answer).
+  DeflateConfig c = default_server_deflate_config();
+  EXPECT_FALSE(c.enable);
+  c.enable = true;
+  const std::pair<const char*, const char*> cases[] = {
+      // Browsers, Node ws, Python websockets.
+      {"permessage-deflate; client_max_window_bits",
+       "permessage-deflate; server_no_context_takeover; client_max_window_bits=12"},
+      {"permessage-deflate; client_max_window_bits=10",
+       "permessage-deflate; server_no_context_takeover; client_max_window_bits=10"},
+      {"permessage-deflate; client_max_window_bits=15",
+       "permessage-deflate; server_no_context_takeover; client_max_window_bits=12"},
+      // No client_max_window_bits: the window cannot be limited.
+      {"permessage-deflate",
+       "permessage-deflate; server_no_context_takeover; client_no_context_takeover"},
+      {"permessage-deflate; client_no_context_takeover",
+       "permessage-deflate; server_no_context_takeover; client_no_context_takeover"},
+      {"permessage-deflate; client_no_context_takeover; client_max_window_bits",
+       "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+       "client_max_window_bits=12"},
+      {"permessage-deflate; server_max_window_bits=10",
+       "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+       "server_max_window_bits=10"},
+  };
+  for (const auto& [offer, expected] : cases) {
+    std::optional<DeflateParams> p;
+    std::string response;
+    ASSERT_FALSE(negotiate_deflate(offer, c, p, response)) << offer;
+    ASSERT_TRUE(p) << offer;
+    EXPECT_EQ(response, expected) << offer;
+    EXPECT_TRUE(p->server_no_context_takeover) << offer;
+    EXPECT_TRUE(p->client_no_context_takeover || p->client_max_window_bits <= 12) << offer;
+  }
+  // Without the flag, a client that cannot be limited keeps its full window.
+  c.client_no_context_takeover_unless_window_limited = false;
+  std::optional<DeflateParams> p;
+  std::string response;
+  ASSERT_FALSE(negotiate_deflate("permessage-deflate", c, p, response));
+  EXPECT_EQ(response, "permessage-deflate; server_no_context_takeover");
+  EXPECT_EQ(p->client_max_window_bits, 15);
+}
+
 TEST(DeflateNegotiation, ServerAcceptsEightBitsAndSendsUncompressed) {
   std::optional<DeflateParams> p;
   std::string response;
@@ -344,7 +390,7 @@ TEST(DeflateNegotiation, OfferAndAnswerAgree) {
   for (int cflags = 0; cflags < 8; ++cflags) {
     for (int cs : {8, 10, 15}) {
       for (int cc : {8, 12, 15}) {
-        for (int sflags = 0; sflags < 4; ++sflags) {
+        for (int sflags = 0; sflags < 8; ++sflags) {
           for (int ss : {8, 11, 15}) {
             for (int sc : {9, 15}) {
               DeflateConfig client = enabled();
@@ -356,6 +402,7 @@ TEST(DeflateNegotiation, OfferAndAnswerAgree) {
               DeflateConfig server = enabled();
               server.server_no_context_takeover = sflags & 1;
               server.client_no_context_takeover = sflags & 2;
+              server.client_no_context_takeover_unless_window_limited = sflags & 4;
               server.server_max_window_bits = static_cast<std::uint8_t>(ss);
               server.client_max_window_bits = static_cast<std::uint8_t>(sc);
               std::string offer = make_deflate_offer(client);
@@ -380,7 +427,7 @@ TEST(DeflateNegotiation, OfferAndAnswerAgree) {
       }
     }
   }
-  EXPECT_EQ(combinations, 8 * 3 * 3 * 4 * 3 * 2);
+  EXPECT_EQ(combinations, 8 * 3 * 3 * 8 * 3 * 2);
 }
 
 TEST(DeflateNegotiation, ConfigChecks) {

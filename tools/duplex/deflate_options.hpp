@@ -17,6 +17,7 @@ namespace duplex::cli {
 /// DeflateOptions (after CLI11 parsed it).
 struct DeflateFlags {
   bool enable = false;
+  bool context_takeover = false;
   bool no_context_takeover = false;
   bool server_no_context_takeover = false;
   bool client_no_context_takeover = false;
@@ -27,9 +28,10 @@ struct DeflateFlags {
   std::optional<int> memory_level;
   std::optional<std::size_t> threshold;
 
-  /// The options for the library; std::invalid_argument naming the option for
-  /// a value out of range.
-  [[nodiscard]] DeflateOptions to_options() const;
+  /// The options for the library, starting from `defaults` (the client's
+  /// DeflateOptions{} or the server's protocol::default_server_deflate_config());
+  /// std::invalid_argument naming the option for a value out of range.
+  [[nodiscard]] DeflateOptions to_options(const DeflateOptions& defaults = {}) const;
 };
 
 /// Adds --deflate and its parameter options to `cmd`; the parameters need

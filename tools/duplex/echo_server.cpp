@@ -23,7 +23,7 @@ struct EchoServerCommand {
 
 int run_echo_server(EchoServerCommand& c) {
   const auto stop_timeout = seconds_option(c.stop_timeout, "--stop-timeout");
-  c.server.deflate = c.deflate.to_options();
+  c.server.deflate = c.deflate.to_options(protocol::default_server_deflate_config());
   // Block the stop signals before the listener starts its threads, so they are
   // delivered to sigtimedwait below and not to a loop thread.
   block_stop_signals();

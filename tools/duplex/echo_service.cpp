@@ -17,7 +17,10 @@ WebSocketListenerOptions listener_options(const EchoServerOptions& o) {
   lo.allowed_origins = o.allowed_origins;
   lo.deflate = o.deflate;
   // Pieces are echoed as they arrive: no reassembly copy of large messages.
+  // Each piece has at least partial_message_threshold bytes (or ends its
+  // message), so the echo's frames are at least that large.
   lo.receive_mode = MessageWebSocketReceiveMode::partial_message;
+  lo.partial_message_threshold = o.partial_message_threshold;
   if (!o.tls_certificate_file.empty() || !o.tls_private_key_file.empty()) {
     if (o.tls_certificate_file.empty() || o.tls_private_key_file.empty()) {
       throw std::invalid_argument("--tls-cert and --tls-key must be given together");
@@ -84,8 +87,9 @@ EchoServer::EchoServer(const EchoServerOptions& options) : shared_(std::make_sha
               if (last) shared->messages.fetch_add(1, std::memory_order_relaxed);
               shared->bytes.fetch_add(m.data().size(), std::memory_order_relaxed);
               // Same type back. A message that arrived whole goes back whole; one that
-              // arrived in pieces goes back as the frames of one message, each piece at
-              // once. A send copies what it does not write before returning; its task
+              // arrived in pieces goes back as the frames of one message, each piece
+              // (at least partial_message_threshold bytes, but the last) as one frame,
+              // at once. A send copies what it does not write before returning; its task
               // may be dropped: a failed send fails the connection (the closed event).
               SendOptions same_type;
               same_type.message_type = m.message_type();

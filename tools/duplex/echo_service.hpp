@@ -25,9 +25,16 @@ struct EchoServerOptions {
   std::uint64_t max_message_size = std::uint64_t{64} << 20;  // as the library's default
   std::vector<std::string> protocols;
   std::vector<std::string> allowed_origins;
-  bool verbose = false;    // one line per connection event on stderr
-  bool json = false;       // those lines as JSON on stdout
-  DeflateOptions deflate;  // permessage-deflate (off unless --deflate)
+  bool verbose = false;  // one line per connection event on stderr
+  bool json = false;     // those lines as JSON on stdout
+  // permessage-deflate (off unless --deflate), with the listener's defaults.
+  DeflateOptions deflate = protocol::default_server_deflate_config();
+  // Messages are echoed piece by piece, one frame per piece: pieces of at
+  // least this many bytes (the last of a message may be smaller), so a message
+  // that came in tiny frames, or compressed, does not go back in thousands of
+  // frames (Node ws refuses more than 16,384).
+  std::size_t partial_message_threshold =
+      MessageWebSocketControl::default_partial_message_threshold;
 };
 
 /// Counters of an echo server (all connections so far).

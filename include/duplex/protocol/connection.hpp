@@ -60,9 +60,22 @@ struct ConnectionConfig {
   /// peer cannot make us reserve gigabytes. `unlimited` turns the check off.
   std::uint64_t max_message_size = std::uint64_t{64} << 20;
   static constexpr std::uint64_t unlimited = std::numeric_limits<std::uint64_t>::max();
-  /// Partial receive: deliver each piece of a message as it arrives instead of
-  /// reassembling it (StreamWebSocket, MessageWebSocket partial mode).
+  /// Partial receive: deliver a message in pieces instead of reassembling it
+  /// (StreamWebSocket, MessageWebSocket partial mode).
   bool partial_messages = false;
+  /// Partial receive: the size a piece reaches before it is delivered; the
+  /// last piece of a message may be smaller. 64 KiB by default: a peer that
+  /// sends a message in tiny frames (or compressed data that the core inflates
+  /// a slice at a time) must not come out as thousands of tiny pieces, which
+  /// an echo or relay would send on as as many frames (Node ws refuses more
+  /// than 16,384 fragments). A piece of the receive buffer that reaches it
+  /// alone, with nothing gathered before it, is delivered as a view (no
+  /// copy); smaller ones are gathered in the connection's buffer, so a
+  /// connection holds at most this many bytes of a message in partial mode
+  /// (plus, compressed, the output of one 1 KiB slice of input: at most about
+  /// 1 MiB). 1: every piece as it arrives (what StreamWebSocket uses). 0 is
+  /// taken as 1.
+  std::size_t partial_message_threshold = std::size_t{64} << 10;
   /// Answer pings with pongs (RFC 6455 5.5.2 requires it; off only for tests).
   bool auto_pong = true;
   /// RFC 7692 hook, off until permessage-deflate is negotiated: accept RSV1 on
@@ -86,8 +99,10 @@ class ConnectionHandler {
 public:
   virtual ~ConnectionHandler() = default;
   /// A data message (full mode: `complete` is always true), or a piece of one
-  /// (partial mode: `complete` is true on the last piece). `data` views the
-  /// receive buffer (unmasked in place) or the connection's reassembly buffer.
+  /// (partial mode: `complete` is true on the last piece; every other piece
+  /// holds at least ConnectionConfig::partial_message_threshold bytes). `data`
+  /// views the receive buffer (unmasked in place), the connection's
+  /// reassembly buffer, or a buffer of the thread (inflated data).
   virtual void on_message(SocketMessageType type, std::span<const std::byte> data,
                           bool complete) = 0;
   /// A ping; its pong is already queued when auto_pong is on (while a write
@@ -243,6 +258,10 @@ private:
   bool direct_frame(std::uint8_t b0, std::span<const std::byte> payload,
                     DirectFrame* direct) noexcept;
   bool handle_control(std::span<const std::byte> payload, ConnectionHandler& handler);
+  void deliver_piece(std::span<const std::byte> bytes, bool last, ConnectionHandler& handler);
+  [[nodiscard]] std::size_t piece_threshold() const noexcept {
+    return config_.partial_message_threshold != 0 ? config_.partial_message_threshold : 1;
+  }
   void fail(std::error_code ec, ConnectionHandler& handler);
   void queue_frame(std::uint8_t b0, std::span<const std::byte> payload);
   std::error_code check_send_data() const noexcept;
@@ -278,7 +297,9 @@ private:
   std::array<std::byte, max_frame_header_size> rd_spill_{};
   std::array<std::byte, max_control_payload> rd_control_{};
   Utf8Validator rd_utf8_;
-  std::vector<std::byte> rd_message_;  ///< reassembly buffer (full mode)
+  /// Reassembly buffer (full mode); partial mode: bytes gathered for the next
+  /// piece (less than the threshold between calls).
+  std::vector<std::byte> rd_message_;
 
   // Send side: the last pong queued in out_ ([wr_pong_at_, wr_pong_end_);
   // wr_pong_end_ 0 when none waits there), and a message sent in pieces.

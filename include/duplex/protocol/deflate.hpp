@@ -77,6 +77,14 @@ struct DeflateConfig {
   /// Client: at 15, still offer `client_max_window_bits` without a value, which
   /// lets the server choose a smaller client window (browsers do).
   bool offer_client_max_window_bits = true;
+  /// Server only: with client_max_window_bits below 15, a client whose offer
+  /// does not let the server limit its window (no `client_max_window_bits`) is
+  /// asked `client_no_context_takeover` instead (RFC 7692 7.1.1.2: a server MAY
+  /// include it in any answer). So the inflate state a connection keeps between
+  /// messages is at most 2^client_max_window_bits bytes of window plus about
+  /// 7 KiB, whatever the client offers. Off in DeflateConfig{}, on in
+  /// default_server_deflate_config().
+  bool client_no_context_takeover_unless_window_limited = false;
 
   /// zlib compression level 0..9 (or -1, zlib's default, 6). Level 3: most of
   /// level 6's ratio on JSON at about twice the speed.
@@ -88,6 +96,35 @@ struct DeflateConfig {
   /// overhead outweighs the gain (measured on JSON in docs/benchmarks.md).
   std::size_t compress_threshold = 64;
 };
+
+/// The defaults of a server (WebSocketListenerOptions::deflate, `duplex
+/// echo-server --deflate`): DeflateConfig's, except that an idle connection
+/// holds little zlib memory (about 11 KiB at most, instead of about 300 KiB
+/// allocated with context takeover both ways at window 15 and memLevel 8):
+///  - server_no_context_takeover: the server compresses each message with a
+///    stream borrowed from the event loop's thread and given back after it, so
+///    a connection holds no compressor (RFC 7692 7.1.1.1: a server MAY answer
+///    it unasked). Also a message is compressed only against itself: what an
+///    attacker sends in one message is never compressed against a secret the
+///    server sent in an earlier one (CRIME-style guessing);
+///  - client_max_window_bits 12: a client that offers the parameter (browsers,
+///    Node ws, Python websockets do) keeps context takeover with a 4 KiB
+///    window, so the inflate state is about 11 KiB (7.1.2.2);
+///  - client_no_context_takeover_unless_window_limited: a client that does not
+///    offer it is asked client_no_context_takeover (7.1.1.2), and its inflate
+///    state is given back to the loop after each message.
+/// A client that offers client_no_context_takeover gets it echoed (no inflate
+/// state kept). The price is the ratio of small messages (docs/deflate.md has
+/// the figures per setting); context takeover in both directions at full
+/// windows is server_no_context_takeover = false and client_max_window_bits =
+/// 15.
+[[nodiscard]] constexpr DeflateConfig default_server_deflate_config() noexcept {
+  DeflateConfig c;
+  c.server_no_context_takeover = true;
+  c.client_max_window_bits = 12;
+  c.client_no_context_takeover_unless_window_limited = true;
+  return c;
+}
 
 /// The negotiated parameters (what both sides agreed on) and this endpoint's
 /// local settings for its compressor. Values are as on the wire.

@@ -12,7 +12,8 @@
 //   deflate_node_peer.js client --url URL [--no-context-takeover] [--timeout S]
 //       Scenarios against an echo server with compression offered: checks the
 //       negotiated extension, then echoes text, binary, fragmented and large
-//       messages. Prints "ok NAME" / "FAIL NAME: why"; exits 1 on any failure.
+//       messages (16 MiB compressed with ws's default limits; 4 MiB sent in
+//       64-byte fragments must come back in at most 65 frames). Prints "ok NAME" / "FAIL NAME: why"; exits 1 on any failure.
 'use strict';
 
 const WebSocket = require('ws');
@@ -111,9 +112,10 @@ class Failure extends Error {}
 function check(cond, why) { if (!cond) throw new Failure(why); }
 
 // A connection whose messages are queued, so scenarios await them in order.
-function open(url) {
+// `limits`: ws's options (maxPayload, maxFragments); {} keeps ws's defaults.
+function open(url, limits = { maxPayload: 64 << 20 }) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { maxPayload: 64 << 20, perMessageDeflate: deflateOptions() });
+    const ws = new WebSocket(url, { ...limits, perMessageDeflate: deflateOptions() });
     const queue = [];
     const waiters = [];
     ws.on('message', (data, isBinary) => {
@@ -188,6 +190,34 @@ const scenarios = {
     const text = jsonText(8 << 20, 9);
     ws.send(text);
     await expectText(ws, text, '8 MiB');
+    await ws.done();
+  },
+  // ws's default limits (maxFragments 16,384, maxPayload 100 MiB): the echo of
+  // a 16 MiB compressed message must come in few frames (it came in 16,389,
+  // one per KiB of compressed input, and ws failed with 1008).
+  'compressed-16MiB-default-limits': async () => {
+    const ws = await open(args.url, {});
+    const data = noise(16 << 20, 16);
+    ws.send(data, { binary: true, compress: true });
+    const m = await ws.next();
+    check(m.isBinary && Buffer.compare(m.data, data) === 0, '16 MiB binary differs');
+    const text = jsonText(16 << 20, 17);
+    ws.send(text);
+    await expectText(ws, text, '16 MiB text');
+    await ws.done();
+  },
+  // Autobahn 9.3.1's shape: 4 MiB in 64-byte fragments (65,536 frames). The
+  // echo must come back in pieces of at least 64 KiB: at most 65 frames, which
+  // ws counts for us with maxFragments (1008 beyond).
+  'fragments-64B-echo-in-few-frames': async () => {
+    const ws = await open(args.url, { maxFragments: 65 });
+    for (const compress of [false, true]) {
+      const data = noise(4 << 20, compress ? 5 : 4);
+      for (let at = 0; at < data.length; at += 64)
+        ws.send(data.subarray(at, at + 64), { binary: true, fin: at + 64 >= data.length, compress });
+      const m = await ws.next();
+      check(m.isBinary && Buffer.compare(m.data, data) === 0, `4 MiB in 64 B fragments (compress ${compress}) differs`);
+    }
     await ws.done();
   },
   'burst-1000': async () => {
