@@ -1,4 +1,6 @@
-# Script mode: install, then build and run the consumer two ways.
+# Script mode: install duplex (static or shared, as SHARED says) into a scratch
+# prefix, then build and run the consumer with find_package and with pkg-config.
+# BUILD_DIR empty: configure and build the library alone from PROJECT_SOURCE_DIR.
 file(REMOVE_RECURSE ${WORK_DIR})
 set(prefix ${WORK_DIR}/prefix)
 function(run)
@@ -7,21 +9,61 @@ function(run)
     message(FATAL_ERROR "failed (${rc}): ${ARGN}\n${out}")
   endif()
 endfunction()
-run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
 
-# 1. CMake package.
+if(BUILD_DIR STREQUAL "")
+  set(BUILD_DIR ${WORK_DIR}/library)
+  set(launcher "")
+  if(LAUNCHER)
+    set(launcher -DCMAKE_CXX_COMPILER_LAUNCHER=${LAUNCHER})
+  endif()
+  run(${CMAKE_COMMAND} -S ${PROJECT_SOURCE_DIR} -B ${BUILD_DIR} -G Ninja
+      -DCMAKE_CXX_COMPILER=${CXX} ${launcher} -DCMAKE_BUILD_TYPE=${BUILD_TYPE}
+      -DBUILD_SHARED_LIBS=${SHARED} -DDUPLEX_BUILD_TESTS=OFF -DDUPLEX_BUILD_EXAMPLES=OFF
+      -DDUPLEX_BUILD_TOOLS=OFF -DDUPLEX_BUILD_BENCH=OFF -DDUPLEX_BUILD_FUZZ=OFF)
+  run(${CMAKE_COMMAND} --build ${BUILD_DIR} --target duplex duplex_protocol)
+endif()
+run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
+# What got installed must be the kind asked for.
+file(GLOB_RECURSE archives ${prefix}/*.a)
+file(GLOB_RECURSE shared_objects ${prefix}/*.so*)
+if(SHARED)
+  if(archives OR NOT EXISTS ${prefix}/lib/libduplex.so.${SOVERSION})
+    message(FATAL_ERROR "shared install: want lib/libduplex.so.${SOVERSION} and no archive, "
+                        "got ${archives} ${shared_objects}")
+  endif()
+elseif(shared_objects OR NOT EXISTS ${prefix}/lib/libduplex.a)
+  message(FATAL_ERROR "static install: want lib/libduplex.a and no .so, got ${shared_objects}")
+endif()
+
+# A shared consumer must load libduplex through its SONAME.
+function(check_linkage exe)
+  execute_process(COMMAND readelf -d ${exe} OUTPUT_VARIABLE dyn RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "readelf -d ${exe} failed")
+  endif()
+  string(FIND "${dyn}" "[libduplex.so.${SOVERSION}]" needed)
+  if(SHARED AND needed EQUAL -1)
+    message(FATAL_ERROR "${exe} does not need libduplex.so.${SOVERSION}:\n${dyn}")
+  elseif(NOT SHARED AND NOT needed EQUAL -1)
+    message(FATAL_ERROR "${exe} needs libduplex.so in a static install:\n${dyn}")
+  endif()
+endfunction()
+
+# 1. CMake package (the build-tree RPATH finds the installed shared library).
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR}/cmake -G Ninja
     -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER=${CXX})
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/cmake)
+check_linkage(${WORK_DIR}/cmake/consumer)
 run(${WORK_DIR}/cmake/consumer)
 
-# 2. pkg-config.
+# 2. pkg-config, the plain command a user types (no --static, even for archives).
 set(ENV{PKG_CONFIG_PATH} ${prefix}/lib/pkgconfig)
-execute_process(COMMAND pkg-config --cflags --libs --static duplex
+execute_process(COMMAND pkg-config --cflags --libs duplex
                 OUTPUT_VARIABLE flags RESULT_VARIABLE rc OUTPUT_STRIP_TRAILING_WHITESPACE)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "pkg-config does not know duplex")
 endif()
 separate_arguments(flags UNIX_COMMAND "${flags}")
 run(${CXX} ${SOURCE_DIR}/main.cpp -o ${WORK_DIR}/consumer_pc ${flags})
-run(${WORK_DIR}/consumer_pc)
+check_linkage(${WORK_DIR}/consumer_pc)
+run(${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${prefix}/lib ${WORK_DIR}/consumer_pc)
