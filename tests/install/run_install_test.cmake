@@ -1,8 +1,15 @@
 # Script mode: install duplex (static or shared, as SHARED says) into a scratch
 # prefix, then build and run the consumer with find_package and with pkg-config.
 # BUILD_DIR empty: configure and build the library alone from PROJECT_SOURCE_DIR.
+# DEB=ON: instead of `cmake --install`, build the Debian package with
+# `cpack -G DEB`, check its control fields and unpack it (dpkg-deb -x) into a
+# scratch root whose usr/ is the prefix.
 file(REMOVE_RECURSE ${WORK_DIR})
-set(prefix ${WORK_DIR}/prefix)
+if(DEB)
+  set(prefix ${WORK_DIR}/root/usr)
+else()
+  set(prefix ${WORK_DIR}/prefix)
+endif()
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
   if(NOT rc EQUAL 0)
@@ -22,7 +29,42 @@ if(BUILD_DIR STREQUAL "")
       -DDUPLEX_BUILD_TOOLS=OFF -DDUPLEX_BUILD_BENCH=OFF -DDUPLEX_BUILD_FUZZ=OFF)
   run(${CMAKE_COMMAND} --build ${BUILD_DIR} --target duplex duplex_protocol)
 endif()
-run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
+if(DEB)
+  execute_process(COMMAND cpack -G DEB -B ${WORK_DIR}/package WORKING_DIRECTORY ${BUILD_DIR}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+  file(GLOB debs ${WORK_DIR}/package/*.deb)
+  list(LENGTH debs count)
+  if(NOT rc EQUAL 0 OR NOT count EQUAL 1)
+    message(FATAL_ERROR "cpack -G DEB failed (${rc}) or made ${count} packages:\n${out}")
+  endif()
+  execute_process(COMMAND dpkg-deb -f ${debs} Package Version Depends
+                  OUTPUT_VARIABLE control RESULT_VARIABLE rc)
+  # Development packages a consumer needs, and what dpkg-shlibdeps found.
+  foreach(want "Package: duplex" "Version: ${VERSION}" "libasio-dev" "libssl-dev" "zlib1g-dev"
+          "libssl3" "libstdc++6")
+    string(FIND "${control}" "${want}" at)
+    if(NOT rc EQUAL 0 OR at EQUAL -1)
+      message(FATAL_ERROR "${debs}: no '${want}' in its control fields:\n${control}")
+    endif()
+  endforeach()
+  run(dpkg-deb -x ${debs} ${WORK_DIR}/root)
+  foreach(f bin/duplex include/duplex/message_websocket.hpp include/duplex/task.hpp
+          lib/cmake/duplex/duplexConfig.cmake lib/cmake/duplex/duplexConfigVersion.cmake
+          lib/pkgconfig/duplex.pc)
+    if(NOT EXISTS ${prefix}/${f})
+      message(FATAL_ERROR "${debs} does not hold usr/${f}")
+    endif()
+  endforeach()
+  # (A shared build's tool finds libduplex in /usr/lib once installed; here, in lib/.)
+  execute_process(COMMAND ${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${prefix}/lib
+                          ${prefix}/bin/duplex --version
+                  OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0 OR NOT out STREQUAL "duplex ${VERSION}\n")
+    message(FATAL_ERROR "usr/bin/duplex --version: exit ${rc}, '${out}'")
+  endif()
+else()
+  run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
+endif()
 # What got installed must be the kind asked for.
 file(GLOB_RECURSE archives ${prefix}/*.a)
 file(GLOB_RECURSE shared_objects ${prefix}/*.so*)
