@@ -141,7 +141,23 @@ class RecordingServer:
                 conn.close()
                 return
             if self.context:
-                conn = self.context.wrap_socket(conn, server_side=True)
+                tls = self.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+                try:
+                    tls.do_handshake()
+                except ssl.SSLError:
+                    # The alert is sent; read what the client still sends until it
+                    # closes, so that our close is no reset that could overtake
+                    # the alert and turn the client's TLS error into a reset.
+                    raw = socket.socket(fileno=tls.detach())
+                    raw.settimeout(TIMEOUT)
+                    try:
+                        while raw.recv(65536):
+                            pass
+                    except OSError:
+                        pass
+                    raw.close()
+                    return
+                conn = tls
                 self.peer_cert = conn.getpeercert()
             request = b""
             while b"\r\n\r\n" not in request:
@@ -233,8 +249,12 @@ class ConnectProxy:
 
     def stop(self):
         self.stopping = True
-        self.sock.close()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+        except OSError:
+            pass
         self.thread.join(timeout=TIMEOUT)
+        self.sock.close()
 
 
 def main():
