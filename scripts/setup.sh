@@ -31,6 +31,8 @@ if (( with_tests )); then
   # Peers we did not write, and the tools the suite drives.
   pkgs+=(python3 python3-websockets chromium valgrind clang clang-format libclang-rt-14-dev
          libboost-dev libwebsocketpp-dev gnuplot-nox)
+  # install.deb: `cpack -G DEB` runs dpkg-shlibdeps.
+  pkgs+=(dpkg-dev)
 fi
 
 missing=()

@@ -160,6 +160,7 @@ def expect_ok(c, ctx, expected, code=1000, reason=b"", send_close=True, timeout=
         raise Failed("peer closed with %s although the traffic was valid" % close_ev.code)
     finish_close(c, ctx, close_ev)
     ctx.outcome = "clean"
+    ctx.close_code = code  # the close this case sent (itself, or just above)
     wanted = reply_codes if reply_codes is not None else ((None, 1000) if code is None else (code,))
     if close_ev.code not in wanted:
         text = "close reply code %s, expected %s" % (close_ev.code, " or ".join(str(w) for w in wanted))

@@ -80,6 +80,7 @@ class Ctx:
         self.role, self.profile = role, profile
         self.outcome = None  # "clean" or "failed" once the case saw the close handshake
         self.host = self.port = None  # server role, raw cases
+        self.close_code = None  # the close code a clean case sent (client role)
 
 
 def judge(case, role, run_one):
@@ -316,10 +317,14 @@ def check_client_exit(proc, ctx, log, err):
     except subprocess.TimeoutExpired:
         raise C.Failed("client did not exit within 3 s after the close handshake and TCP close")
     log.append("client exit status %s" % status)
-    # The CLI's contract (issue 3): a clean close by the peer ends with
-    # status 0, a failed connection (an error) with a non-zero status.
-    if ctx.outcome == "clean" and status != 0:
-        raise C.Failed("client exited with status %s after a clean close %s" % (status, tail(err)))
+    # The CLI's contract (issue 3, docs/cli.md): a clean close by the peer ends
+    # with status 0, or 6 when its code is not 1000/1001 (an error code); a
+    # failed connection (an error) with another non-zero status.
+    if ctx.outcome == "clean":
+        wanted = 0 if ctx.close_code in (None, 1000, 1001) else 6
+        if status != wanted:
+            raise C.Failed("client exited with status %s after a clean close with code %s, expected %s %s"
+                           % (status, ctx.close_code, wanted, tail(err)))
     if ctx.outcome == "failed" and status == 0:
         raise C.Failed("client exited with status 0 after failing the connection")
     return None

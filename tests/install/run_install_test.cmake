@@ -1,27 +1,111 @@
-# Script mode: install, then build and run the consumer two ways.
+# Script mode: install duplex (static or shared, as SHARED says) into a scratch
+# prefix, then build and run the consumer with find_package and with pkg-config.
+# BUILD_DIR empty: configure and build the library alone from PROJECT_SOURCE_DIR.
+# DEB=ON: instead of `cmake --install`, build the Debian package with
+# `cpack -G DEB`, check its control fields and unpack it (dpkg-deb -x) into a
+# scratch root whose usr/ is the prefix.
 file(REMOVE_RECURSE ${WORK_DIR})
-set(prefix ${WORK_DIR}/prefix)
+if(DEB)
+  set(prefix ${WORK_DIR}/root/usr)
+else()
+  set(prefix ${WORK_DIR}/prefix)
+endif()
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "failed (${rc}): ${ARGN}\n${out}")
   endif()
 endfunction()
-run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
 
-# 1. CMake package.
+if(BUILD_DIR STREQUAL "")
+  set(BUILD_DIR ${WORK_DIR}/library)
+  set(launcher "")
+  if(LAUNCHER)
+    set(launcher -DCMAKE_CXX_COMPILER_LAUNCHER=${LAUNCHER})
+  endif()
+  run(${CMAKE_COMMAND} -S ${PROJECT_SOURCE_DIR} -B ${BUILD_DIR} -G Ninja
+      -DCMAKE_CXX_COMPILER=${CXX} ${launcher} -DCMAKE_BUILD_TYPE=${BUILD_TYPE}
+      -DBUILD_SHARED_LIBS=${SHARED} -DDUPLEX_BUILD_TESTS=OFF -DDUPLEX_BUILD_EXAMPLES=OFF
+      -DDUPLEX_BUILD_TOOLS=OFF -DDUPLEX_BUILD_BENCH=OFF -DDUPLEX_BUILD_FUZZ=OFF)
+  run(${CMAKE_COMMAND} --build ${BUILD_DIR} --target duplex duplex_protocol)
+endif()
+if(DEB)
+  execute_process(COMMAND cpack -G DEB -B ${WORK_DIR}/package WORKING_DIRECTORY ${BUILD_DIR}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+  file(GLOB debs ${WORK_DIR}/package/*.deb)
+  list(LENGTH debs count)
+  if(NOT rc EQUAL 0 OR NOT count EQUAL 1)
+    message(FATAL_ERROR "cpack -G DEB failed (${rc}) or made ${count} packages:\n${out}")
+  endif()
+  execute_process(COMMAND dpkg-deb -f ${debs} Package Version Depends
+                  OUTPUT_VARIABLE control RESULT_VARIABLE rc)
+  # Development packages a consumer needs, and what dpkg-shlibdeps found.
+  foreach(want "Package: duplex" "Version: ${VERSION}" "libasio-dev" "libssl-dev" "zlib1g-dev"
+          "libssl3" "libstdc++6")
+    string(FIND "${control}" "${want}" at)
+    if(NOT rc EQUAL 0 OR at EQUAL -1)
+      message(FATAL_ERROR "${debs}: no '${want}' in its control fields:\n${control}")
+    endif()
+  endforeach()
+  run(dpkg-deb -x ${debs} ${WORK_DIR}/root)
+  foreach(f bin/duplex include/duplex/message_websocket.hpp include/duplex/task.hpp
+          lib/cmake/duplex/duplexConfig.cmake lib/cmake/duplex/duplexConfigVersion.cmake
+          lib/pkgconfig/duplex.pc)
+    if(NOT EXISTS ${prefix}/${f})
+      message(FATAL_ERROR "${debs} does not hold usr/${f}")
+    endif()
+  endforeach()
+  # (A shared build's tool finds libduplex in /usr/lib once installed; here, in lib/.)
+  execute_process(COMMAND ${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${prefix}/lib
+                          ${prefix}/bin/duplex --version
+                  OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0 OR NOT out STREQUAL "duplex ${VERSION}\n")
+    message(FATAL_ERROR "usr/bin/duplex --version: exit ${rc}, '${out}'")
+  endif()
+else()
+  run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
+endif()
+# What got installed must be the kind asked for.
+file(GLOB_RECURSE archives ${prefix}/*.a)
+file(GLOB_RECURSE shared_objects ${prefix}/*.so*)
+if(SHARED)
+  if(archives OR NOT EXISTS ${prefix}/lib/libduplex.so.${SOVERSION})
+    message(FATAL_ERROR "shared install: want lib/libduplex.so.${SOVERSION} and no archive, "
+                        "got ${archives} ${shared_objects}")
+  endif()
+elseif(shared_objects OR NOT EXISTS ${prefix}/lib/libduplex.a)
+  message(FATAL_ERROR "static install: want lib/libduplex.a and no .so, got ${shared_objects}")
+endif()
+
+# A shared consumer must load libduplex through its SONAME.
+function(check_linkage exe)
+  execute_process(COMMAND readelf -d ${exe} OUTPUT_VARIABLE dyn RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "readelf -d ${exe} failed")
+  endif()
+  string(FIND "${dyn}" "[libduplex.so.${SOVERSION}]" needed)
+  if(SHARED AND needed EQUAL -1)
+    message(FATAL_ERROR "${exe} does not need libduplex.so.${SOVERSION}:\n${dyn}")
+  elseif(NOT SHARED AND NOT needed EQUAL -1)
+    message(FATAL_ERROR "${exe} needs libduplex.so in a static install:\n${dyn}")
+  endif()
+endfunction()
+
+# 1. CMake package (the build-tree RPATH finds the installed shared library).
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR}/cmake -G Ninja
     -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER=${CXX})
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/cmake)
+check_linkage(${WORK_DIR}/cmake/consumer)
 run(${WORK_DIR}/cmake/consumer)
 
-# 2. pkg-config.
+# 2. pkg-config, the plain command a user types (no --static, even for archives).
 set(ENV{PKG_CONFIG_PATH} ${prefix}/lib/pkgconfig)
-execute_process(COMMAND pkg-config --cflags --libs --static duplex
+execute_process(COMMAND pkg-config --cflags --libs duplex
                 OUTPUT_VARIABLE flags RESULT_VARIABLE rc OUTPUT_STRIP_TRAILING_WHITESPACE)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "pkg-config does not know duplex")
 endif()
 separate_arguments(flags UNIX_COMMAND "${flags}")
 run(${CXX} ${SOURCE_DIR}/main.cpp -o ${WORK_DIR}/consumer_pc ${flags})
-run(${WORK_DIR}/consumer_pc)
+check_linkage(${WORK_DIR}/consumer_pc)
+run(${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${prefix}/lib ${WORK_DIR}/consumer_pc)

@@ -91,6 +91,20 @@ WebErrorStatus status_of(std::error_code ec) noexcept {
   return status;
 }
 
+int exit_status_of(std::error_code ec) noexcept {
+  const WebErrorStatus status = status_of(ec);
+  if (ec == condition::timed_out || ec == error::dead_peer || status == WebErrorStatus::timeout)
+    return exit_timeout;
+  // Certificate verification results, OpenSSL's and Asio's TLS stream errors.
+  const std::string_view category = ec.category().name();
+  if (category == x509_category().name() || category.starts_with("asio.ssl") ||
+      ec == error::certificate_rejected ||
+      (static_cast<int>(status) >= 1 && static_cast<int>(status) <= 5))
+    return exit_tls;
+  if (ec == condition::handshake_failed) return exit_handshake_refused;
+  return exit_failure;
+}
+
 std::string describe_error(std::error_code ec) {
   const WebErrorStatus status = status_of(ec);
   std::string out(to_string(status));

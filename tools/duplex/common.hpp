@@ -23,6 +23,15 @@ namespace duplex::cli {
 inline constexpr int exit_ok = 0;
 inline constexpr int exit_failure = 1;  ///< the network operation failed
 inline constexpr int exit_usage = 2;    ///< bad arguments
+/// `duplex connect` only: the kind of failure, so that scripts can tell them apart.
+inline constexpr int exit_handshake_refused = 3;  ///< HTTP status other than 101, bad answer
+inline constexpr int exit_tls = 4;                ///< TLS handshake or certificate failure
+inline constexpr int exit_timeout = 5;            ///< connect, close or keep-alive timeout
+inline constexpr int exit_closed_with_error = 6;  ///< closed with a code other than 1000/1001
+
+/// The exit status of a failed connection: exit_timeout, exit_tls,
+/// exit_handshake_refused, or exit_failure for anything else.
+int exit_status_of(std::error_code ec) noexcept;
 
 /// Each sub-command adds itself to `app`; its callback stores its exit status.
 void add_demo_command(CLI::App& app, int& exit_status);

@@ -5,8 +5,11 @@
 // for as many replies as lines it sent (bounded by --reply-timeout), closes with
 // 1000 and exits. Echo mode (--echo): stdin is ignored and every received
 // message goes back with its type until the peer closes (how conformance suites
-// drive a client: one process per test case). Either way the command exits
-// when the peer closes.
+// drive a client: one process per test case). Binary input (--binary-input):
+// stdin is sent as one binary message, streamed in frames as it is read. With -n
+// the connection stays open after the end of stdin until the peer closes (or
+// SIGINT/SIGTERM, which close with 1000). Either way the command exits when the
+// peer closes, with a status that tells the kind of failure (exit_status_of).
 #include <CLI/CLI.hpp>
 
 #include <poll.h>
@@ -46,7 +49,46 @@ struct ConnectOptions {
   bool quiet = false;
   DeflateFlags deflate;
   std::size_t fragment_size = 0;  // 0: each line in one frame
+  std::string proxy;
+  std::string proxy_credential;   // "user:password"
+  std::string server_credential;  // "user:password"
+  std::string cert_file;
+  std::string key_file;
+  std::optional<double> ping_interval;
+  bool no_close = false;      // -n: stay open after the end of stdin
+  bool binary_input = false;  // stdin as one binary message
 };
+
+// Splits "user:password" at its first colon (RFC 7617 2: the user-id has none).
+Credential parse_credential(const std::string& text, const char* option) {
+  const auto colon = text.find(':');
+  if (colon == std::string::npos)
+    throw std::invalid_argument(std::string(option) + " must look like 'user:password'");
+  return Credential{text.substr(0, colon), text.substr(colon + 1)};
+}
+
+// Sends all of stdin as one binary message: a frame per read, the final frame
+// (possibly empty) at the end of input; returns early if `stop` says so.
+template <class Stop>
+Result<void> send_stdin_binary(MessageWebSocket& ws, Stop stop) {
+  const SendOptions binary{.message_type = SocketMessageType::binary};
+  std::vector<char> buf(65536);
+  for (;;) {
+    if (stop()) return {make_error_code(error::closed)};
+    pollfd pfd{STDIN_FILENO, POLLIN, 0};
+    if (::poll(&pfd, 1, 100) <= 0) continue;
+    const ssize_t n = ::read(STDIN_FILENO, buf.data(), buf.size());
+    const auto data = std::as_bytes(std::span(buf.data(), n > 0 ? static_cast<std::size_t>(n) : 0));
+    if (n <= 0) return ws.send_final_frame_async(data, binary).get_result();
+    if (auto r = ws.send_nonfinal_frame_async(data, binary).get_result(); !r) return r;
+  }
+}
+
+// Close codes that end a connection without reporting an error (RFC 6455
+// 7.4.1): normal closure, going away, and no status code at all.
+bool is_error_close_code(std::uint16_t code) {
+  return code != 1000 && code != 1001 && code != 1005;
+}
 
 // Sends `line` as one text message in frames of at most `size` bytes.
 Result<void> send_fragmented(MessageWebSocket& ws, std::string_view line, std::size_t size) {
@@ -129,6 +171,14 @@ void configure(MessageWebSocket& ws, const ConnectOptions& o) {
   }
   control.connect_timeout(seconds_option(o.connect_timeout, "--connect-timeout"));
   if (o.deflate.enable) control.deflate(o.deflate.to_options());
+  if (!o.proxy.empty()) control.proxy(o.proxy);
+  if (!o.proxy_credential.empty())
+    control.proxy_credential(parse_credential(o.proxy_credential, "--proxy-credential"));
+  if (!o.server_credential.empty())
+    control.server_credential(parse_credential(o.server_credential, "--credential"));
+  if (!o.cert_file.empty()) control.client_certificate({o.cert_file, o.key_file});
+  if (o.ping_interval)
+    control.keep_alive_interval(seconds_option(*o.ping_interval, "--ping-interval"));
 }
 
 // Reads stdin line by line without blocking the reaction to the peer's close:
@@ -172,6 +222,9 @@ private:
 };
 
 int run_connect(const ConnectOptions& o) {
+  // With -n the command ends on the peer's close or on SIGINT/SIGTERM (which
+  // close with 1000): block them before the library's loop thread starts.
+  if (o.no_close) block_stop_signals();
   MessageWebSocket ws;
   configure(ws, o);
   auto state = std::make_shared<SharedState>();
@@ -204,7 +257,8 @@ int run_connect(const ConnectOptions& o) {
   });
 
   if (auto r = ws.connect_async(o.url).get_result(); !r) {
-    return report_error("connect to " + o.url, r.ec, o.json);
+    report_error("connect to " + o.url, r.ec, o.json);
+    return exit_status_of(r.ec);
   }
   {
     const auto info = ws.information();
@@ -225,12 +279,24 @@ int run_connect(const ConnectOptions& o) {
   std::uint64_t sent = 0;
   std::error_code failure;
   std::string failure_context;
+  bool interrupted = false;
   const auto peer_closed = [&] {
+    if (o.no_close && !interrupted)
+      interrupted = wait_for_signal(std::chrono::milliseconds(0)) != 0;
     std::lock_guard lock(state->mutex);
-    return state->closed;
+    return state->closed || interrupted;
   };
 
-  if (!o.echo) {
+  if (!o.echo && o.binary_input) {
+    if (auto r = send_stdin_binary(ws, peer_closed); !r) {
+      if (!peer_closed()) {
+        failure = r.ec;
+        failure_context = "send";
+      }
+    } else {
+      sent = 1;
+    }
+  } else if (!o.echo) {
     LineReader reader;
     std::string line;
     while (reader.next(line, peer_closed)) {
@@ -255,14 +321,22 @@ int run_connect(const ConnectOptions& o) {
       }
       ++sent;
     }
+  }
+  if (!o.echo && !o.no_close) {
     // The replies to what was sent arrive before the close (bounded wait).
     std::unique_lock lock(state->mutex);
     state->changed.wait_for(lock, seconds_option(o.reply_timeout, "--reply-timeout"),
                             [&] { return state->closed || state->received >= sent; });
   }
+  // -n: stay open until the peer closes or a signal asks us to close.
+  while (o.no_close && !failure && !interrupted) {
+    if (wait_for_signal(std::chrono::milliseconds(100)) != 0) interrupted = true;
+    std::lock_guard lock(state->mutex);
+    if (state->closed) break;
+  }
 
   std::unique_lock lock(state->mutex);
-  if (!state->closed && !o.echo) {
+  if (!state->closed && (!o.echo || interrupted)) {
     lock.unlock();
     const auto r = ws.close_async(1000, {}).get_result();
     lock.lock();
@@ -273,7 +347,7 @@ int run_connect(const ConnectOptions& o) {
   }
   // Echo mode runs until the peer closes; otherwise the close handshake above is
   // bounded by the control's close timeout, and the closed event follows it.
-  if (o.echo) {
+  if (o.echo && !interrupted) {
     state->changed.wait(lock, [&] { return state->closed; });
   } else {
     state->changed.wait_for(lock, std::chrono::seconds(10), [&] { return state->closed; });
@@ -297,9 +371,26 @@ int run_connect(const ConnectOptions& o) {
       std::cerr << std::endl;
     }
   }
-  if (failure) return report_error(failure_context, failure, o.json);
-  if (close_error) return report_error("connection", close_error, o.json);
-  if (!closed) return report_error("close", make_error_code(error::timed_out), o.json);
+  if (failure) {
+    report_error(failure_context, failure, o.json);
+    return exit_status_of(failure);
+  }
+  if (close_error) {
+    report_error("connection", close_error, o.json);
+    return exit_status_of(close_error);
+  }
+  if (!closed) {
+    report_error("close", make_error_code(error::timed_out), o.json);
+    return exit_timeout;
+  }
+  if (is_error_close_code(code)) {
+    if (!o.json && !o.quiet) {
+      std::lock_guard out(output_mutex());
+      std::cerr << "duplex: the connection closed with code " << code << " (not 1000/1001)"
+                << std::endl;
+    }
+    return exit_closed_with_error;
+  }
   return exit_ok;
 }
 
@@ -312,8 +403,8 @@ void add_connect_command(CLI::App& app, int& exit_status) {
       "Connect to a WebSocket server: send stdin lines as text messages and print received "
       "messages (binary as hex); close at the end of stdin after the replies arrive");
   cmd->add_option("url", o->url, "ws:// or wss:// URL")->required();
-  cmd->add_option("--protocol", o->protocols, "Offer this subprotocol (repeatable, in order)");
-  cmd->add_option("--header", o->headers, "Add a request header 'Name: value' (repeatable)");
+  cmd->add_option("-s,--protocol", o->protocols, "Offer this subprotocol (repeatable, in order)");
+  cmd->add_option("-H,--header", o->headers, "Add a request header 'Name: value' (repeatable)");
   cmd->add_option("--ca", o->ca_file, "Also trust the CA certificates in this PEM file (wss)")
       ->check(CLI::ExistingFile);
   cmd->add_flag("--ignore-certificate-errors", o->ignore_certificate_errors,
@@ -332,9 +423,36 @@ void add_connect_command(CLI::App& app, int& exit_status) {
   add_deflate_options(*cmd, o->deflate);
   cmd->add_option("--fragment-size", o->fragment_size,
                   "Send each line as a message in frames of at most this many bytes");
+  cmd->add_option("--proxy", o->proxy,
+                  "Connect through this proxy: http://HOST:PORT (HTTP CONNECT) or "
+                  "socks5://HOST:PORT");
+  cmd->add_option("--proxy-credential", o->proxy_credential,
+                  "USER:PASSWORD for the proxy (HTTP Basic or SOCKS5)");
+  cmd->add_option("--credential", o->server_credential,
+                  "USER:PASSWORD sent to the server with HTTP Basic (Authorization header)");
+  auto* cert = cmd->add_option("--cert", o->cert_file,
+                               "Client certificate (PEM chain) for mutual TLS (with --key)")
+                   ->check(CLI::ExistingFile);
+  auto* key = cmd->add_option("--key", o->key_file, "Private key (PEM, unencrypted) of --cert")
+                  ->check(CLI::ExistingFile);
+  cert->needs(key);
+  key->needs(cert);
+  cmd->add_option("--ping-interval", o->ping_interval,
+                  "Send a ping after this many seconds without data from the server; no pong "
+                  "within 10 s fails the connection (exit 5)");
+  cmd->add_flag("-n,--no-close", o->no_close,
+                "Stay open after the end of stdin, until the server closes (SIGINT/SIGTERM: "
+                "close with 1000)");
+  cmd->add_flag("--binary-input", o->binary_input,
+                "Send all of stdin as one binary message, streamed in frames as it is read")
+      ->excludes("--fragment-size");
   cmd->add_flag("--binary", o->binary_raw, "Print binary messages raw instead of as hex");
   cmd->add_flag("--json", o->json, "One JSON object per line for each event");
   cmd->add_flag("-q,--quiet", o->quiet, "No status lines on stderr");
+  cmd->footer(
+      "Exit status: 0 closed normally (1000, 1001 or no code); 1 other network failure; 2 bad "
+      "arguments; 3 handshake refused (HTTP status other than 101, invalid answer); 4 TLS "
+      "failure; 5 timeout; 6 the connection closed with an error code (not 1000/1001).");
   cmd->callback([o, &exit_status] { exit_status = run_connect(*o); });
 }
 

@@ -5,6 +5,7 @@
 
 #include <exception>
 #include <iostream>
+#include <string>
 
 #include "bench.hpp"
 #include "common.hpp"
@@ -18,6 +19,9 @@ int main(int argc, char** argv) {
   CLI::App app{
       "duplex: WebSocket client and server (the Windows MessageWebSocket / "
       "StreamWebSocket model in C++20)"};
+  // DUPLEX_VERSION comes from project(VERSION) in CMakeLists.txt.
+  app.set_version_flag("--version", std::string("duplex ") + DUPLEX_VERSION,
+                       "Print the version and exit");
   app.require_subcommand(1);
   app.failure_message(CLI::FailureMessage::help);
   int exit_status = duplex::cli::exit_ok;
