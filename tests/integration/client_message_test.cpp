@@ -48,7 +48,9 @@ struct Received {
   bool complete;
 };
 
-/// Collects events of a socket for checks with deadlines.
+/// Collects events of a socket for checks with deadlines. Declare it before the
+/// socket it is attached to: the socket's handlers may run until the socket is
+/// destroyed, so the inbox must outlive it.
 struct Inbox {
   std::mutex m;
   std::condition_variable cv;
@@ -97,8 +99,8 @@ std::string as_string(const std::vector<std::byte>& v) {
 }  // namespace
 
 TEST_F(ClientMessage, EchoesBinaryOfEverySize) {
-  MessageWebSocket ws;
   Inbox inbox;
+  MessageWebSocket ws;
   inbox.attach(ws);
   ws.connect_async(url()).get();
   for (std::size_t n : {0ul, 1ul, 125ul, 126ul, 65535ul, 65536ul, 1ul << 20, 16ul << 20}) {
@@ -119,8 +121,8 @@ TEST_F(ClientMessage, EchoesBinaryOfEverySize) {
 }
 
 TEST_F(ClientMessage, EchoesTextAndTypeMayChangeAfterConnect) {
-  MessageWebSocket ws;
   Inbox inbox;
+  MessageWebSocket ws;
   inbox.attach(ws);
   ws.connect_async(url()).get();
   ws.control().message_type(SocketMessageType::utf8);
@@ -148,8 +150,8 @@ TEST_F(ClientMessage, EchoesTextAndTypeMayChangeAfterConnect) {
 }
 
 TEST_F(ClientMessage, SendsOneMessageInPieces) {
-  MessageWebSocket ws;
   Inbox inbox;
+  MessageWebSocket ws;
   inbox.attach(ws);
   ws.connect_async(url()).get();
   ws.control().message_type(SocketMessageType::utf8);
@@ -185,9 +187,9 @@ TEST_F(ClientMessage, SendsOneMessageInPieces) {
 }
 
 TEST_F(ClientMessage, PartialReceiveDeliversPieces) {
+  Inbox inbox;
   MessageWebSocket ws;
   ws.control().receive_mode(duplex::MessageWebSocketReceiveMode::partial_message);
-  Inbox inbox;
   inbox.attach(ws);
   ws.connect_async(url()).get();
   auto data = pattern(4 << 20, 7);
@@ -208,8 +210,8 @@ TEST_F(ClientMessage, PartialReceiveDeliversPieces) {
 }
 
 TEST_F(ClientMessage, ServerCloseReportsCodeAndReason) {
-  MessageWebSocket ws;
   Inbox inbox;
+  MessageWebSocket ws;
   inbox.attach(ws);
   ws.connect_async(url("/close")).get();
   ASSERT_TRUE(inbox.wait_closed());
@@ -222,6 +224,7 @@ TEST_F(ClientMessage, ServerCloseReportsCodeAndReason) {
 }
 
 TEST_F(ClientMessage, RequestHeadersCredentialAndSubprotocol) {
+  Inbox inbox;
   MessageWebSocket ws;
   ws.set_request_header("X-Duplex-Test", "yes");
   EXPECT_THROW(ws.set_request_header("Bad Name", "v"), std::invalid_argument);
@@ -229,7 +232,6 @@ TEST_F(ClientMessage, RequestHeadersCredentialAndSubprotocol) {
   EXPECT_THROW(ws.set_request_header("Sec-WebSocket-Key", "x"), std::invalid_argument);
   ws.control().server_credential({"user", "pa:ss"});
   ws.control().supported_protocols({"other", "chat"});
-  Inbox inbox;
   inbox.attach(ws);
   ws.connect_async(url("/headers")).get();
   auto r = inbox.next();
@@ -294,9 +296,9 @@ TEST_F(ClientMessage, ControlsCheckValuesAndLockAfterConnect) {
 }
 
 TEST_F(ClientMessage, MaxMessageSizeFailsWith1009) {
+  Inbox inbox;
   MessageWebSocket ws;
   ws.control().max_message_size(1000);
-  Inbox inbox;
   inbox.attach(ws);
   ws.connect_async(url()).get();
   auto data = pattern(5000, 1);
@@ -308,8 +310,8 @@ TEST_F(ClientMessage, MaxMessageSizeFailsWith1009) {
 
 TEST_F(ClientMessage, AsioTokensCallbacksFuturesAndCoroutines) {
   asio::io_context ctx;
-  MessageWebSocket ws(ctx);
   Inbox inbox;
+  MessageWebSocket ws(ctx);
   inbox.attach(ws);
   auto run_until = [&](auto pred) {
     auto deadline = std::chrono::steady_clock::now() + 10s;
@@ -372,8 +374,8 @@ TEST_F(ClientMessage, AsioTokensCallbacksFuturesAndCoroutines) {
 }
 
 TEST_F(ClientMessage, TaskCoroutineThenAndFuture) {
-  MessageWebSocket ws;
   Inbox inbox;
+  MessageWebSocket ws;
   inbox.attach(ws);
   auto fut = ws.connect_async(url(), asio::use_future);
   ASSERT_EQ(fut.wait_for(10s), std::future_status::ready);
@@ -466,8 +468,8 @@ namespace {
 // SendOptions::message_type: one message of another type, the control left as
 // it is; a bad type or text that is not UTF-8 throws at the call.
 TEST_F(ClientMessage, PerMessageTypeOverridesTheControlForOneMessage) {
-  MessageWebSocket ws;
   Inbox inbox;
+  MessageWebSocket ws;
   inbox.attach(ws);
   ws.control().message_type(SocketMessageType::binary);
   ws.connect_async(url()).get();
