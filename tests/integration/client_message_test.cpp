@@ -151,6 +151,9 @@ TEST_F(ClientMessage, EchoesTextAndTypeMayChangeAfterConnect) {
 
 TEST_F(ClientMessage, SendsOneMessageInPieces) {
   Inbox inbox;
+  std::uint32_t value = 0;
+  bool read_past_end_throws = false;
+  duplex::test::Flag read;
   MessageWebSocket ws;
   inbox.attach(ws);
   ws.connect_async(url()).get();
@@ -164,9 +167,6 @@ TEST_F(ClientMessage, SendsOneMessageInPieces) {
   EXPECT_EQ(as_string(r->data), a + b);
   // A DataReader over a received binary message.
   ws.control().message_type(SocketMessageType::binary);
-  std::uint32_t value = 0;
-  bool read_past_end_throws = false;
-  duplex::test::Flag read;
   ws.message_received([&](MessageWebSocket&, const auto& args) {
     auto reader = args.get_data_reader();
     reader.set_byte_order(duplex::ByteOrder::big_endian);
@@ -435,11 +435,11 @@ TEST_F(ClientMessage, DestroyingCompletesPendingOperationsAsAborted) {
 }
 
 TEST_F(ClientMessage, BlockingInAHandlerThrowsInsteadOfDeadlocking) {
-  MessageWebSocket ws;
   duplex::test::Flag done;
   bool send_ready = false;
   bool threw = false;
   int calls = 0;
+  MessageWebSocket ws;
   ws.message_received([&](MessageWebSocket& self, const auto&) {
     if (calls++ > 0) return;  // the echo of "again"
     // A send with room completes at once on the loop: its task is ready and
@@ -496,12 +496,12 @@ TEST_F(ClientMessage, PerMessageTypeOverridesTheControlForOneMessage) {
 // On the loop (in a handler) the same checks hold: the send is done at once,
 // and a bad argument still throws there without queuing anything.
 TEST_F(ClientMessage, SendFromAHandlerChecksItsArgumentsToo) {
-  MessageWebSocket ws;
   duplex::test::Flag done;
   bool bad_utf8_threw = false, bad_type_threw = false, ready = false;
   int calls = 0;
   std::vector<std::string> echoes;
   std::mutex m;
+  MessageWebSocket ws;
   ws.message_received([&](MessageWebSocket& self, const auto& a) {
     {
       std::lock_guard lock(m);
@@ -544,12 +544,12 @@ namespace {
 // A send with a callback from a handler is queued at once, but its handler
 // still runs later (never inside the initiating call), with the result.
 TEST_F(ClientMessage, CallbackSendFromAHandlerCompletesAfterTheCall) {
-  MessageWebSocket ws;
   duplex::test::Flag done;
   std::atomic<bool> returned{false};
   std::atomic<bool> ran_after_return{false};
   std::atomic<int> code{-1};
   int calls = 0;
+  MessageWebSocket ws;
   ws.message_received([&](MessageWebSocket& self, const auto&) {
     if (calls++ > 0) return;
     self.send_async("from a handler", [&](std::error_code ec) {

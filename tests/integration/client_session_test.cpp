@@ -46,10 +46,10 @@ protected:
 
 TEST_F(ClientSession, SendTimeoutFailsTheConnection) {
   duplex::test::RawServer server(duplex::test::answer_handshake);  // then never reads
+  Closed closed;
   MessageWebSocket ws;
   ws.control().outbound_buffer_size_in_bytes(64 * 1024);
   ws.control().send_timeout(300ms);
-  Closed closed;
   closed.attach(ws);
   ws.connect_async("ws://127.0.0.1:" + std::to_string(server.port()) + "/").get();
   std::vector<std::byte> big(16 << 20);
@@ -64,9 +64,9 @@ TEST_F(ClientSession, SendTimeoutFailsTheConnection) {
 
 TEST_F(ClientSession, CloseTimeoutBoundsAnUnansweredClose) {
   duplex::test::RawServer server(duplex::test::answer_handshake);  // never answers the close
+  Closed closed;
   MessageWebSocket ws;
   ws.control().close_timeout(200ms);
-  Closed closed;
   closed.attach(ws);
   ws.connect_async("ws://127.0.0.1:" + std::to_string(server.port()) + "/").get();
   auto start = std::chrono::steady_clock::now();
@@ -120,9 +120,9 @@ TEST_F(ClientSession, SendsUnsolicitedPongs) {
 }
 
 TEST_F(ClientSession, SendsFromManyThreadsAllArrive) {
-  MessageWebSocket ws;
   std::atomic<int> received{0};
   duplex::test::Flag all;
+  MessageWebSocket ws;
   constexpr int threads = 4, each = 250;
   ws.message_received([&](MessageWebSocket&, const auto&) {
     if (++received == threads * each) all.set();
@@ -159,9 +159,9 @@ TEST_F(ClientSession, DestroyingAbortsSendsWaitingForRoom) {
 
 TEST_F(ClientSession, CancellingASendWaitingForRoomKeepsTheSocket) {
   duplex::test::RawServer server(duplex::test::answer_handshake);  // never reads
+  Closed closed;
   MessageWebSocket ws;
   ws.control().outbound_buffer_size_in_bytes(1024);
-  Closed closed;
   closed.attach(ws);
   ws.connect_async("ws://127.0.0.1:" + std::to_string(server.port()) + "/").get();
   std::vector<std::byte> big(16 << 20);
