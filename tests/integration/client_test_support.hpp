@@ -31,7 +31,11 @@
 namespace duplex::test {
 
 inline std::filesystem::path peers_dir() {
+#ifdef DUPLEX_TEST_PEERS_DIR
+  return DUPLEX_TEST_PEERS_DIR;
+#else
   return std::filesystem::path(__FILE__).parent_path() / "peers";
+#endif
 }
 
 /// Waits for a condition set from another thread, with a deadline. A waiter
