@@ -8,26 +8,27 @@
 #  5. each libFuzzer target for a short bounded time (a finding fails the run).
 #
 # Usage: scripts/test.sh [PRESET]   (default: all five stages; with a preset name,
-#                                    just that preset's build and tests)
+#                                    just that preset's build and tests; for
+#                                    tsan, the tests of stage 4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# ThreadSanitizer needs a fixed memory layout: with the mmap randomisation of
-# newer kernels (vm.mmap_rnd_bits > 28) GCC 12's TSan stops with "FATAL:
-# ThreadSanitizer: unexpected memory mapping". Without ASLR (setarch -R, where
-# the machine allows it) its tests run on any kernel.
-tsan_ctest() {
-  if setarch "$(uname -m)" -R true 2>/dev/null; then
-    setarch "$(uname -m)" -R ctest "$@"
-  else
-    ctest "$@"
-  fi
+# The ThreadSanitizer stage: unit and integration tests. As under ASan, the
+# memory-per-connection figures measure the allocator, which TSan replaces: they
+# run in the release stage only. TSan needs a fixed memory layout: with the mmap
+# randomisation of newer kernels (vm.mmap_rnd_bits > 28) GCC 12's TSan stops
+# with "FATAL: ThreadSanitizer: unexpected memory mapping", so the tests run
+# without ASLR (setarch -R) where the machine allows it.
+tsan_tests() {
+  local run=()
+  if setarch "$(uname -m)" -R true 2>/dev/null; then run=(setarch "$(uname -m)" -R); fi
+  "${run[@]}" ctest --preset tsan -j2 -L 'unit|integration' -E '^DeflateMemory\.'
 }
 
 if [[ $# -gt 0 ]]; then
   scripts/setup.sh --tests "$1"
   if [[ $1 == tsan ]]; then
-    tsan_ctest --preset tsan -j2
+    tsan_tests
     exit
   fi
   exec ctest --preset "$1" -j2
@@ -49,9 +50,7 @@ ctest --preset asan -j2 -L 'unit|integration|fuzz' -E '^DeflateMemory\.'
 
 echo "== ThreadSanitizer suite"
 scripts/setup.sh tsan
-# As under ASan, the memory-per-connection figures measure the allocator, which
-# TSan replaces: they run in the release stage only.
-tsan_ctest --preset tsan -j2 -L 'unit|integration' -E '^DeflateMemory\.'
+tsan_tests
 
 echo "== fuzzing, ${DUPLEX_FUZZ_SECONDS:-20} s per target"
 # Only the fuzz targets and the core they link are built for this.
