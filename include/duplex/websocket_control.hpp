@@ -129,8 +129,10 @@ public:
 
   /// Outbound buffer: a send completes once its data is accepted into this
   /// buffer; while more than this many bytes wait to be written, sends wait
-  /// (backpressure). 1 MiB by default: deep enough to keep a fast link busy,
-  /// small enough to bound memory per connection. Must be > 0.
+  /// and the socket stops reading (backpressure: pongs and the close frame
+  /// count too; reading resumes once the data drains below it). 1 MiB by
+  /// default: deep enough to keep a fast link busy, small enough to bound
+  /// memory per connection. Must be > 0.
   [[nodiscard]] std::size_t outbound_buffer_size_in_bytes() const;
   void outbound_buffer_size_in_bytes(std::size_t bytes);
 
@@ -169,7 +171,9 @@ public:
   [[nodiscard]] std::chrono::milliseconds connect_timeout() const;
   void connect_timeout(std::chrono::milliseconds timeout);
   /// A send that waits longer than this for room in the outbound buffer, or
-  /// whose bytes are not written within it, fails the connection with
+  /// whose bytes are not written within it, ends the connection: a 1008
+  /// (policy violation) close frame is queued behind the data, and after
+  /// close_timeout TCP is torn down; sends and the closed event report
   /// `error::timed_out`. 30 s by default. Must be > 0.
   [[nodiscard]] std::chrono::milliseconds send_timeout() const;
   void send_timeout(std::chrono::milliseconds timeout);

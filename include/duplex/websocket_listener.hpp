@@ -113,12 +113,18 @@ struct WebSocketListenerOptions {
   std::chrono::milliseconds keep_alive_interval{std::chrono::seconds(30)};
   /// Wait for the keep-alive pong. 10 s. Must be > 0.
   std::chrono::milliseconds keep_alive_timeout{std::chrono::seconds(10)};
-  /// Outbound buffer per connection: sends wait while more than this is queued.
-  /// 256 KiB: a server holds many connections, so a smaller per-connection
-  /// bound than the client's 1 MiB. Must be > 0.
+  /// Outbound buffer per connection: sends wait while more than this is
+  /// queued, and the connection stops reading while it is over (its pongs and
+  /// close frame count too), so a peer that sends without reading is slowed
+  /// by TCP instead of growing the server's memory. 256 KiB: a server holds
+  /// many connections, so a smaller per-connection bound than the client's
+  /// 1 MiB. Must be > 0.
   std::size_t outbound_buffer_size = 256 * 1024;
-  /// A send not written within this fails the connection (a client that does
-  /// not read is closed, so its queued data does not stay). 30 s. Must be > 0.
+  /// Outbound data that makes no progress for this long (a client that does
+  /// not read) ends the connection: a 1008 (policy violation) close frame is
+  /// queued behind the data, reading resumes to find the client's answer, and
+  /// after close_timeout TCP is torn down; waiting sends and the closed event
+  /// report `error::timed_out`. 30 s. Must be > 0.
   std::chrono::milliseconds send_timeout{std::chrono::seconds(30)};
   /// Bound on the closing handshake of a connection. 5 s. Must be > 0.
   std::chrono::milliseconds close_timeout{std::chrono::seconds(5)};
@@ -282,9 +288,11 @@ private:
 ///
 /// Lifetime: the destructor stops the listener (stop() with a zero timeout:
 /// connections still open get a 1001 close frame queued, then are cut) and
-/// joins its threads. Sockets taken from it run on its loops: destroy them
-/// before the listener (one that outlives it keeps the loop's memory and its
-/// operations never complete).
+/// joins its threads. Sockets taken from it may be destroyed before or after
+/// it: a loop whose sockets outlive the listener keeps running on its own
+/// thread, their connections closed, so their operations complete (with an
+/// error) and their events run; the loop frees itself when the last of them
+/// is destroyed.
 class WebSocketListener {
 public:
   using HandshakeRequestedHandler = std::function<void(WebSocketHandshakeContext&)>;
@@ -328,11 +336,16 @@ public:
   /// Number of event-loop threads.
   [[nodiscard]] std::size_t thread_count() const noexcept;
 
-  /// Graceful shutdown: stops accepting, closes handshaking connections, sends
-  /// a 1001 (going away) close frame on every open connection, waits up to
-  /// `timeout` for them to finish their closing handshakes, then cuts those
-  /// left (their closed event reports 1006 and operation_aborted). The loops
-  /// keep running for the sockets already handed out until the destructor.
+  /// Graceful shutdown: stops accepting and sends a 1001 (going away) close
+  /// frame on every connection accepted before it returned: open ones at
+  /// once, one still opening (or whose close was asked for while it opened)
+  /// as soon as it opens, and a handshake whose request is on its way right
+  /// after its 101 (a connection that has sent nothing yet is closed). Waits
+  /// up to `timeout` for them to finish their closing handshakes, then cuts
+  /// those left (their closed event reports 1006 and operation_aborted). The
+  /// loops keep running for the sockets already handed out until the
+  /// destructor. Must not be called on one of the listener's loops
+  /// (std::logic_error).
   /// Returns the number of connections that had to be cut. Idempotent (a
   /// second call returns 0).
   std::size_t stop(std::chrono::milliseconds timeout = std::chrono::seconds(5));

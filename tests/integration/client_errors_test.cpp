@@ -150,18 +150,20 @@ TEST(ClientErrors, AsioCancellationSlotAbortsAConnect) {
 
 // --- TLS ------------------------------------------------------------------------------------
 
-class ClientTls : public ::testing::Test {
+class ClientTls : public duplex::test::PeerSuite {
 protected:
   static void SetUpTestSuite() {
-    pki() = std::make_unique<duplex::test::TestPki>();
-    auto start = [](const std::pair<std::string, std::string>& files) {
-      return std::make_unique<duplex::test::PeerProcess>(
-          "ws_echo_server.py",
-          std::vector<std::string>{"--cert", files.first, "--key", files.second});
-    };
-    good() = start(pki()->issue("good", "IP:127.0.0.1,DNS:localhost"));
-    wrong_name() = start(pki()->issue("wrong", "DNS:other.example"));
-    expired() = start(pki()->issue("expired", "IP:127.0.0.1,DNS:localhost", -7200, -3600));
+    start_suite([] {
+      pki() = std::make_unique<duplex::test::TestPki>();
+      auto start = [](const std::pair<std::string, std::string>& files) {
+        return std::make_unique<duplex::test::PeerProcess>(
+            "ws_echo_server.py",
+            std::vector<std::string>{"--cert", files.first, "--key", files.second});
+      };
+      good() = start(pki()->issue("good", "IP:127.0.0.1,DNS:localhost"));
+      wrong_name() = start(pki()->issue("wrong", "DNS:other.example"));
+      expired() = start(pki()->issue("expired", "IP:127.0.0.1,DNS:localhost", -7200, -3600));
+    });
   }
   static void TearDownTestSuite() {
     good().reset();

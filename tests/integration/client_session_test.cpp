@@ -32,11 +32,13 @@ std::unique_ptr<duplex::test::PeerProcess>& peer() {
   return p;
 }
 
-class ClientSession : public ::testing::Test {
+class ClientSession : public duplex::test::PeerSuite {
 protected:
   static void SetUpTestSuite() {
-    peer() = std::make_unique<duplex::test::PeerProcess>("ws_echo_server.py",
-                                                         std::vector<std::string>{});
+    start_suite([] {
+      peer() = std::make_unique<duplex::test::PeerProcess>("ws_echo_server.py",
+                                                           std::vector<std::string>{});
+    });
   }
   static void TearDownTestSuite() { peer().reset(); }
   static std::string url() { return "ws://127.0.0.1:" + std::to_string(peer()->port()) + "/"; }
