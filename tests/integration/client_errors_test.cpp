@@ -96,12 +96,12 @@ TEST(ClientErrors, NonHttpAnswerIsInvalidServerResponse) {
 
 TEST(ClientErrors, KeepAliveDetectsDeadPeer) {
   duplex::test::RawServer server(duplex::test::answer_handshake);  // then silent
-  MessageWebSocket ws;
-  ws.control().keep_alive_interval(100ms);
-  ws.control().keep_alive_timeout(200ms);
   duplex::test::Flag closed;
   std::error_code why;
   std::uint16_t code = 0;
+  MessageWebSocket ws;
+  ws.control().keep_alive_interval(100ms);
+  ws.control().keep_alive_timeout(200ms);
   ws.closed([&](MessageWebSocket&, const duplex::WebSocketClosedEventArgs& a) {
     why = a.error();
     code = a.code();
@@ -195,10 +195,10 @@ protected:
 
 TEST_F(ClientTls, TrustedServerEchoesAndShowsItsCertificate) {
   for (std::string host : {"127.0.0.1", "localhost"}) {
-    MessageWebSocket ws;
-    ws.control().trusted_ca_file(pki()->ca_file());
     duplex::test::Flag got;
     std::string text;
+    MessageWebSocket ws;
+    ws.control().trusted_ca_file(pki()->ca_file());
     ws.message_received([&](MessageWebSocket&, const auto& a) {
       text = std::string(a.text());
       got.set();

@@ -50,7 +50,9 @@ struct Received {
   bool complete;
 };
 
-/// Collects events of a socket for checks with deadlines.
+/// Collects events of a socket for checks with deadlines. Declare it before the
+/// socket it is attached to: the socket's handlers may run until the socket is
+/// destroyed, so the inbox must outlive it.
 struct Inbox {
   std::mutex m;
   std::condition_variable cv;
@@ -99,8 +101,8 @@ std::string as_string(const std::vector<std::byte>& v) {
 }  // namespace
 
 TEST_F(ClientMessage, EchoesBinaryOfEverySize) {
-  MessageWebSocket ws;
   Inbox inbox;
+  MessageWebSocket ws;
   inbox.attach(ws);
   ws.connect_async(url()).get();
   for (std::size_t n : {0ul, 1ul, 125ul, 126ul, 65535ul, 65536ul, 1ul << 20, 16ul << 20}) {
@@ -121,8 +123,8 @@ TEST_F(ClientMessage, EchoesBinaryOfEverySize) {
 }
 
 TEST_F(ClientMessage, EchoesTextAndTypeMayChangeAfterConnect) {
-  MessageWebSocket ws;
   Inbox inbox;
+  MessageWebSocket ws;
   inbox.attach(ws);
   ws.connect_async(url()).get();
   ws.control().message_type(SocketMessageType::utf8);
@@ -150,8 +152,11 @@ TEST_F(ClientMessage, EchoesTextAndTypeMayChangeAfterConnect) {
 }
 
 TEST_F(ClientMessage, SendsOneMessageInPieces) {
-  MessageWebSocket ws;
   Inbox inbox;
+  std::uint32_t value = 0;
+  bool read_past_end_throws = false;
+  duplex::test::Flag read;
+  MessageWebSocket ws;
   inbox.attach(ws);
   ws.connect_async(url()).get();
   ws.control().message_type(SocketMessageType::utf8);
@@ -164,9 +169,6 @@ TEST_F(ClientMessage, SendsOneMessageInPieces) {
   EXPECT_EQ(as_string(r->data), a + b);
   // A DataReader over a received binary message.
   ws.control().message_type(SocketMessageType::binary);
-  std::uint32_t value = 0;
-  bool read_past_end_throws = false;
-  duplex::test::Flag read;
   ws.message_received([&](MessageWebSocket&, const auto& args) {
     auto reader = args.get_data_reader();
     reader.set_byte_order(duplex::ByteOrder::big_endian);
@@ -187,9 +189,9 @@ TEST_F(ClientMessage, SendsOneMessageInPieces) {
 }
 
 TEST_F(ClientMessage, PartialReceiveDeliversPieces) {
+  Inbox inbox;
   MessageWebSocket ws;
   ws.control().receive_mode(duplex::MessageWebSocketReceiveMode::partial_message);
-  Inbox inbox;
   inbox.attach(ws);
   ws.connect_async(url()).get();
   auto data = pattern(4 << 20, 7);
@@ -210,8 +212,8 @@ TEST_F(ClientMessage, PartialReceiveDeliversPieces) {
 }
 
 TEST_F(ClientMessage, ServerCloseReportsCodeAndReason) {
-  MessageWebSocket ws;
   Inbox inbox;
+  MessageWebSocket ws;
   inbox.attach(ws);
   ws.connect_async(url("/close")).get();
   ASSERT_TRUE(inbox.wait_closed());
@@ -224,6 +226,7 @@ TEST_F(ClientMessage, ServerCloseReportsCodeAndReason) {
 }
 
 TEST_F(ClientMessage, RequestHeadersCredentialAndSubprotocol) {
+  Inbox inbox;
   MessageWebSocket ws;
   ws.set_request_header("X-Duplex-Test", "yes");
   EXPECT_THROW(ws.set_request_header("Bad Name", "v"), std::invalid_argument);
@@ -231,7 +234,6 @@ TEST_F(ClientMessage, RequestHeadersCredentialAndSubprotocol) {
   EXPECT_THROW(ws.set_request_header("Sec-WebSocket-Key", "x"), std::invalid_argument);
   ws.control().server_credential({"user", "pa:ss"});
   ws.control().supported_protocols({"other", "chat"});
-  Inbox inbox;
   inbox.attach(ws);
   ws.connect_async(url("/headers")).get();
   auto r = inbox.next();
@@ -296,9 +298,9 @@ TEST_F(ClientMessage, ControlsCheckValuesAndLockAfterConnect) {
 }
 
 TEST_F(ClientMessage, MaxMessageSizeFailsWith1009) {
+  Inbox inbox;
   MessageWebSocket ws;
   ws.control().max_message_size(1000);
-  Inbox inbox;
   inbox.attach(ws);
   ws.connect_async(url()).get();
   auto data = pattern(5000, 1);
@@ -310,8 +312,8 @@ TEST_F(ClientMessage, MaxMessageSizeFailsWith1009) {
 
 TEST_F(ClientMessage, AsioTokensCallbacksFuturesAndCoroutines) {
   asio::io_context ctx;
-  MessageWebSocket ws(ctx);
   Inbox inbox;
+  MessageWebSocket ws(ctx);
   inbox.attach(ws);
   auto run_until = [&](auto pred) {
     auto deadline = std::chrono::steady_clock::now() + 10s;
@@ -374,8 +376,8 @@ TEST_F(ClientMessage, AsioTokensCallbacksFuturesAndCoroutines) {
 }
 
 TEST_F(ClientMessage, TaskCoroutineThenAndFuture) {
-  MessageWebSocket ws;
   Inbox inbox;
+  MessageWebSocket ws;
   inbox.attach(ws);
   auto fut = ws.connect_async(url(), asio::use_future);
   ASSERT_EQ(fut.wait_for(10s), std::future_status::ready);
@@ -435,11 +437,11 @@ TEST_F(ClientMessage, DestroyingCompletesPendingOperationsAsAborted) {
 }
 
 TEST_F(ClientMessage, BlockingInAHandlerThrowsInsteadOfDeadlocking) {
-  MessageWebSocket ws;
   duplex::test::Flag done;
   bool send_ready = false;
   bool threw = false;
   int calls = 0;
+  MessageWebSocket ws;
   ws.message_received([&](MessageWebSocket& self, const auto&) {
     if (calls++ > 0) return;  // the echo of "again"
     // A send with room completes at once on the loop: its task is ready and
@@ -468,8 +470,8 @@ namespace {
 // SendOptions::message_type: one message of another type, the control left as
 // it is; a bad type or text that is not UTF-8 throws at the call.
 TEST_F(ClientMessage, PerMessageTypeOverridesTheControlForOneMessage) {
-  MessageWebSocket ws;
   Inbox inbox;
+  MessageWebSocket ws;
   inbox.attach(ws);
   ws.control().message_type(SocketMessageType::binary);
   ws.connect_async(url()).get();
@@ -496,12 +498,12 @@ TEST_F(ClientMessage, PerMessageTypeOverridesTheControlForOneMessage) {
 // On the loop (in a handler) the same checks hold: the send is done at once,
 // and a bad argument still throws there without queuing anything.
 TEST_F(ClientMessage, SendFromAHandlerChecksItsArgumentsToo) {
-  MessageWebSocket ws;
   duplex::test::Flag done;
   bool bad_utf8_threw = false, bad_type_threw = false, ready = false;
   int calls = 0;
   std::vector<std::string> echoes;
   std::mutex m;
+  MessageWebSocket ws;
   ws.message_received([&](MessageWebSocket& self, const auto& a) {
     {
       std::lock_guard lock(m);
@@ -544,12 +546,12 @@ namespace {
 // A send with a callback from a handler is queued at once, but its handler
 // still runs later (never inside the initiating call), with the result.
 TEST_F(ClientMessage, CallbackSendFromAHandlerCompletesAfterTheCall) {
-  MessageWebSocket ws;
   duplex::test::Flag done;
   std::atomic<bool> returned{false};
   std::atomic<bool> ran_after_return{false};
   std::atomic<int> code{-1};
   int calls = 0;
+  MessageWebSocket ws;
   ws.message_received([&](MessageWebSocket& self, const auto&) {
     if (calls++ > 0) return;
     self.send_async("from a handler", [&](std::error_code ec) {

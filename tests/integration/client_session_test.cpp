@@ -48,13 +48,13 @@ protected:
 
 TEST_F(ClientSession, SendTimeoutFailsTheConnection) {
   duplex::test::RawServer server(duplex::test::answer_handshake);  // then never reads
+  Closed closed;
   MessageWebSocket ws;
   ws.control().outbound_buffer_size_in_bytes(64 * 1024);
   ws.control().send_timeout(300ms);
   // After the send timeout a 1008 close frame waits behind the data; a peer
   // that never reads never gets it, and the close timeout tears TCP down.
   ws.control().close_timeout(300ms);
-  Closed closed;
   closed.attach(ws);
   ws.connect_async("ws://127.0.0.1:" + std::to_string(server.port()) + "/").get();
   std::vector<std::byte> big(16 << 20);
@@ -69,9 +69,9 @@ TEST_F(ClientSession, SendTimeoutFailsTheConnection) {
 
 TEST_F(ClientSession, CloseTimeoutBoundsAnUnansweredClose) {
   duplex::test::RawServer server(duplex::test::answer_handshake);  // never answers the close
+  Closed closed;
   MessageWebSocket ws;
   ws.control().close_timeout(200ms);
-  Closed closed;
   closed.attach(ws);
   ws.connect_async("ws://127.0.0.1:" + std::to_string(server.port()) + "/").get();
   auto start = std::chrono::steady_clock::now();
@@ -125,9 +125,9 @@ TEST_F(ClientSession, SendsUnsolicitedPongs) {
 }
 
 TEST_F(ClientSession, SendsFromManyThreadsAllArrive) {
-  MessageWebSocket ws;
   std::atomic<int> received{0};
   duplex::test::Flag all;
+  MessageWebSocket ws;
   constexpr int threads = 4, each = 250;
   ws.message_received([&](MessageWebSocket&, const auto&) {
     if (++received == threads * each) all.set();
@@ -164,9 +164,9 @@ TEST_F(ClientSession, DestroyingAbortsSendsWaitingForRoom) {
 
 TEST_F(ClientSession, CancellingASendWaitingForRoomKeepsTheSocket) {
   duplex::test::RawServer server(duplex::test::answer_handshake);  // never reads
+  Closed closed;
   MessageWebSocket ws;
   ws.control().outbound_buffer_size_in_bytes(1024);
-  Closed closed;
   closed.attach(ws);
   ws.connect_async("ws://127.0.0.1:" + std::to_string(server.port()) + "/").get();
   std::vector<std::byte> big(16 << 20);

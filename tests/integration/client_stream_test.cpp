@@ -106,9 +106,9 @@ TEST_F(ClientStream, ReadBeforeConnectIsNotConnected) {
 }
 
 TEST_F(ClientStream, RatesAndClosedEvent) {
-  StreamWebSocket ws;
   duplex::test::Flag closed;
   std::uint16_t code = 0;
+  StreamWebSocket ws;
   ws.closed([&](StreamWebSocket&, const duplex::WebSocketClosedEventArgs& a) {
     code = a.code();
     closed.set();
@@ -144,10 +144,10 @@ TEST_F(ClientStream, CancellingAHalfAcceptedWriteFailsTheConnection) {
     std::error_code ec;
     asio::write(s, asio::buffer(answer), ec);
   });
-  StreamWebSocket ws;
-  ws.control().outbound_buffer_size_in_bytes(64 * 1024);
   duplex::test::Flag closed;
   std::error_code why;
+  StreamWebSocket ws;
+  ws.control().outbound_buffer_size_in_bytes(64 * 1024);
   ws.closed([&](StreamWebSocket&, const duplex::WebSocketClosedEventArgs& a) {
     why = a.error();
     closed.set();

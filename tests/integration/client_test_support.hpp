@@ -64,14 +64,14 @@ private:
   }
 };
 
-/// Waits for a condition set from another thread, with a deadline.
+/// Waits for a condition set from another thread, with a deadline. A waiter
+/// may destroy the Flag as soon as wait() returns true: set() notifies while it
+/// holds the lock, so it touches nothing of the Flag once a waiter can see it set.
 class Flag {
 public:
   void set() {
-    {
-      std::lock_guard lock(m_);
-      set_ = true;
-    }
+    std::lock_guard lock(m_);
+    set_ = true;
     cv_.notify_all();
   }
   bool wait(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {

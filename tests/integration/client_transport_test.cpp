@@ -100,8 +100,11 @@ public:
       poke.connect(loopback(port_), ec);
     }
     thread_.join();
-    for (auto& s : sockets_) s->close(ec);
+    // Wake the relays' blocking reads (end of stream), and close the sockets
+    // only once no relay uses them.
+    for (auto& s : sockets_) s->shutdown(tcp::socket::shutdown_both, ec);
     for (auto& t : relays_) t.join();
+    for (auto& s : sockets_) s->close(ec);
   }
   std::uint16_t port() const { return port_; }
   std::atomic<int> tunnels{0};

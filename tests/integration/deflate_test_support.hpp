@@ -66,6 +66,7 @@ struct Received {
 };
 
 /// A duplex client recording every message (or piece) and its closed event.
+/// The inboxes come before the socket, so they outlive its handlers.
 struct Client {
   explicit Client(std::optional<DeflateOptions> deflate = DeflateOptions{.enable = true}) {
     if (deflate) ws.control().deflate(*deflate);
@@ -76,9 +77,9 @@ struct Client {
       closed.push({a.code(), a.reason(), a.error()});
     });
   }
-  MessageWebSocket ws;
   Inbox<Received> messages;
   Inbox<ClosedRecord> closed;
+  MessageWebSocket ws;
 };
 
 /// Text that compresses like JSON telemetry: `n` bytes, varied but repetitive.

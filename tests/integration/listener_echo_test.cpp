@@ -32,7 +32,8 @@ using duplex::test::Inbox;
 using duplex::test::RawClient;
 using duplex::test::upgrade_request;
 
-// A duplex client that records what it receives.
+// A duplex client that records what it receives. The inboxes come before the
+// socket, so they outlive its handlers.
 struct Client {
   Client() {
     ws.message_received([this](MessageWebSocket&, const auto& a) {
@@ -42,9 +43,9 @@ struct Client {
       closed.push({a.code(), a.reason(), a.error()});
     });
   }
-  MessageWebSocket ws;
   Inbox<std::pair<SocketMessageType, std::string>> messages;
   Inbox<ClosedRecord> closed;
+  MessageWebSocket ws;
 };
 
 WebSocketListenerOptions options() {
