@@ -42,6 +42,7 @@ namespace {
 /// One publish: the frame's bytes, shared by every loop it is posted to.
 struct Frame {
   std::string topic;
+  const Session* except = nullptr;  ///< the subscriber not to deliver to
   std::vector<std::byte> bytes;
 };
 
@@ -176,7 +177,7 @@ public:
   }
 
   void publish_local(std::string_view topic, std::span<const std::byte> data,
-                     SocketMessageType type) {
+                     SocketMessageType type, const Session* except = nullptr) {
     std::array<std::shared_ptr<LoopState>, 8> small;
     std::vector<std::shared_ptr<LoopState>> more;
     std::size_t n = 0;
@@ -197,6 +198,7 @@ public:
     // so its bytes are the same for every subscriber (RFC 6455 5.1).
     auto frame = std::make_shared<Frame>();
     frame->topic.assign(topic);
+    frame->except = except;
     protocol::FrameHeader h;
     h.fin = true;
     h.opcode = type == SocketMessageType::utf8 ? protocol::Opcode::text : protocol::Opcode::binary;
@@ -390,6 +392,7 @@ private:
         gone.push_back(raw);
         continue;
       }
+      if (raw == frame.except) continue;
       switch (s->send_prebuilt(frame.bytes)) {
         case Session::PrebuiltResult::queued: ++delivered; break;
         case Session::PrebuiltResult::busy: ++dropped; break;
@@ -462,6 +465,15 @@ PublishStatus TopicRegistry::publish(std::string_view topic, std::span<const std
   check_publish(topic, data, type, "publish");
   const auto st = impl_->relay(topic, data, type);
   if (st != PublishStatus::refused) impl_->publish_local(topic, data, type);
+  return st;
+}
+
+PublishStatus TopicRegistry::publish(std::string_view topic, std::span<const std::byte> data,
+                                     SocketMessageType type, const MessageWebSocket& except) {
+  check_publish(topic, data, type, "publish");
+  const auto& s = session_of(except, "publish");
+  const auto st = impl_->relay(topic, data, type);
+  if (st != PublishStatus::refused) impl_->publish_local(topic, data, type, s.get());
   return st;
 }
 

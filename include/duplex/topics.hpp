@@ -130,6 +130,10 @@ public:
   /// `topic` is empty or a `utf8` message is not valid UTF-8 (RFC 6455 5.6).
   PublishStatus publish(std::string_view topic, std::span<const std::byte> data,
                         SocketMessageType type);
+  /// publish() to every subscriber but `except` (the socket the message came
+  /// from, in a chat room); other processes get it as from publish().
+  PublishStatus publish(std::string_view topic, std::span<const std::byte> data,
+                        SocketMessageType type, const MessageWebSocket& except);
   /// publish() of a text (`utf8`) message.
   PublishStatus publish(std::string_view topic, std::string_view text);
   /// Delivers to this process's subscribers only, without the relay: what a
