@@ -123,6 +123,13 @@ int run_pubsub_server(PubsubServerCommand& c) {
   while ((sig = wait_for_signal(std::chrono::seconds(1))) == 0) {
   }
   const std::size_t cut = listener.stop(stop_timeout);
+  // Destroyed outside the lock: a closed handler may be waiting for it.
+  decltype(sockets) rest;
+  {
+    std::lock_guard lock(mutex);
+    rest.swap(sockets);
+  }
+  rest.clear();
   const auto st = topics.statistics();
   std::lock_guard lock(output_mutex());
   std::cerr << "stopped (" << (sig == SIGINT ? "SIGINT" : "SIGTERM") << "): " << st.published
@@ -137,10 +144,6 @@ int run_pubsub_server(PubsubServerCommand& c) {
 #endif
   if (cut) std::cerr << ", " << cut << " connections cut";
   std::cerr << std::endl;
-  {
-    std::lock_guard l2(mutex);
-    sockets.clear();
-  }
   return exit_ok;
 }
 
