@@ -17,6 +17,8 @@
 
 #include <asio/post.hpp>
 
+#include <duplex/protocol/connection.hpp>
+#include <duplex/protocol/deflate.hpp>
 #include <duplex/protocol/frame.hpp>
 #include <duplex/protocol/utf8.hpp>
 
@@ -42,6 +44,8 @@ namespace {
 /// One publish: the frame's bytes, shared by every loop it is posted to.
 struct Frame {
   std::string topic;
+  std::size_t header_size = 0;  ///< bytes before the payload in `bytes`
+  protocol::Opcode opcode = protocol::Opcode::binary;
   const Session* except = nullptr;  ///< the subscriber not to deliver to
   std::vector<std::byte> bytes;
 };
@@ -70,6 +74,8 @@ struct LoopState {
   const std::uint64_t id;
   std::unordered_map<std::string, std::unordered_map<Session*, std::weak_ptr<Session>>> members;
   std::vector<std::pair<Session*, std::shared_ptr<Session>>> scratch;  ///< a delivery's snapshot
+  /// A delivery's compressed frames, one per set of deflate parameters.
+  std::vector<std::pair<protocol::DeflateParams, std::vector<std::byte>>> compressed;
 };
 
 struct TopicEntry {
@@ -205,6 +211,8 @@ public:
     h.payload_length = data.size();
     std::array<std::byte, protocol::max_frame_header_size> header{};
     const auto hn = protocol::write_frame_header(h, header);
+    frame->header_size = hn;
+    frame->opcode = h.opcode;
     frame->bytes.reserve(hn + data.size());
     frame->bytes.insert(frame->bytes.end(), header.begin(), header.begin() + hn);
     frame->bytes.insert(frame->bytes.end(), data.begin(), data.end());
@@ -248,6 +256,7 @@ public:
     st.dropped = dropped_.load(std::memory_order_relaxed);
     st.slow_closed = slow_closed_.load(std::memory_order_relaxed);
     st.not_relayed = not_relayed_.load(std::memory_order_relaxed);
+    st.compressions = compressions_.load(std::memory_order_relaxed);
     return st;
   }
 
@@ -377,6 +386,38 @@ private:
     if (it->second.empty()) loop.members.erase(it);
   }
 
+  /// The bytes for `s`: the shared plain frame, or, for a subscriber that
+  /// agreed permessage-deflate without server context takeover, a frame
+  /// compressed once per set of parameters and shared by every subscriber
+  /// with those (RFC 7692 7.2.3: without context takeover each message
+  /// compresses on its own, so the bytes are the same for all of them). With
+  /// context takeover the message goes uncompressed (RSV1 clear, RFC 7692 6),
+  /// leaving the connection's compressor window untouched.
+  std::span<const std::byte> frame_for(LoopState& loop, const Session& s, const Frame& frame) {
+    const auto* dp = s.deflate_params();
+    const auto payload = std::span(frame.bytes).subspan(frame.header_size);
+    if (!dp || !dp->server_no_context_takeover || !dp->can_compress(protocol::Role::server) ||
+        payload.size() < dp->compress_threshold)
+      return frame.bytes;
+    for (const auto& [params, bytes] : loop.compressed)
+      if (params == *dp) return bytes;
+    std::vector<std::byte> body;
+    protocol::DeflateEncoder enc(*dp, protocol::Role::server);
+    enc.compress(payload, true, body);
+    compressions_.fetch_add(1, std::memory_order_relaxed);
+    protocol::FrameHeader h;
+    h.fin = true;
+    h.rsv1 = true;  // RFC 7692 6: RSV1 on the first frame of a compressed message
+    h.opcode = frame.opcode;
+    h.payload_length = body.size();
+    std::array<std::byte, protocol::max_frame_header_size> header{};
+    const auto hn = protocol::write_frame_header(h, header);
+    std::vector<std::byte> out(header.begin(), header.begin() + hn);
+    out.insert(out.end(), body.begin(), body.end());
+    loop.compressed.emplace_back(*dp, std::move(out));
+    return loop.compressed.back().second;
+  }
+
   /// On `loop`'s thread: queue the frame to each member.
   void deliver(LoopState& loop, const Frame& frame) {
     auto it = loop.members.find(frame.topic);
@@ -393,7 +434,7 @@ private:
         continue;
       }
       if (raw == frame.except) continue;
-      switch (s->send_prebuilt(frame.bytes)) {
+      switch (s->send_prebuilt(frame_for(loop, *s, frame))) {
         case Session::PrebuiltResult::queued: ++delivered; break;
         case Session::PrebuiltResult::busy: ++dropped; break;
         case Session::PrebuiltResult::closed: gone.push_back(raw); break;
@@ -411,6 +452,7 @@ private:
       }
     }
     snap.clear();
+    loop.compressed.clear();
     for (auto* raw : gone) forget(raw);
     if (delivered) deliveries_.fetch_add(delivered, std::memory_order_relaxed);
     if (dropped) dropped_.fetch_add(dropped, std::memory_order_relaxed);
@@ -425,7 +467,7 @@ private:
   std::size_t subscriptions_ = 0;
   std::shared_ptr<TopicRelay> relay_;
   std::atomic<std::uint64_t> published_{0}, deliveries_{0}, dropped_{0}, slow_closed_{0},
-      not_relayed_{0};
+      not_relayed_{0}, compressions_{0};
 };
 
 TopicRegistry::TopicRegistry(TopicRegistryOptions options)

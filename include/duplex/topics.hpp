@@ -72,6 +72,9 @@ struct TopicStatistics {
   std::uint64_t dropped = 0;      ///< messages not queued to a slow or busy subscriber
   std::uint64_t slow_closed = 0;  ///< subscribers closed by the slow-subscriber policy
   std::uint64_t not_relayed = 0;  ///< publishes the relay did not carry (local only or refused)
+  /// permessage-deflate compressions: one per publish, loop and set of
+  /// parameters among subscribers without server context takeover.
+  std::uint64_t compressions = 0;
 };
 
 /// The outcome of a publish().

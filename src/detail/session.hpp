@@ -236,6 +236,10 @@ public:
   /// (unmasked) data frame, identical for every subscriber, to the output and
   /// counts it as one message sent. Server role only.
   PrebuiltResult send_prebuilt(std::span<const std::byte> frame);
+  /// [loop] The permessage-deflate parameters agreed (null: none).
+  [[nodiscard]] const protocol::DeflateParams* deflate_params() const noexcept {
+    return conn_ && conn_->config().deflate ? &*conn_->config().deflate : nullptr;
+  }
   /// [loop] Starts the close handshake with `code` (no completion handler).
   void close_on_loop(std::uint16_t code, std::string reason);
 

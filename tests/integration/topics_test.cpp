@@ -298,6 +298,43 @@ INSTANTIATE_TEST_SUITE_P(
                       SlowCase{SlowSubscriberPolicy::close_policy_violation, 1008},
                       SlowCase{SlowSubscriberPolicy::close_try_again_later, 1013}));
 
+// permessage-deflate without server context takeover: one compression per
+// publish and loop, shared by the subscribers that agreed the same
+// parameters; a subscriber without compression gets the plain frame.
+TEST(Topics, DeflateSubscribersShareOneCompressedFrame) {
+  TopicRegistry topics;
+  WebSocketListenerOptions lopt;
+  lopt.threads = 1;
+  lopt.deflate.enable = true;
+  lopt.deflate.server_no_context_takeover = true;
+  TopicServer server(lopt);
+  server.on_open = [&](MessageWebSocket& ws, const std::string&) { topics.subscribe(ws, "/z"); };
+  std::vector<std::unique_ptr<Receiver>> rs;
+  for (int i = 0; i < 4; ++i) {
+    rs.push_back(std::make_unique<Receiver>());
+    if (i < 3) {
+      DeflateOptions d;
+      d.enable = true;
+      rs.back()->ws.control().deflate(d);
+    }
+    rs.back()->connect(server.port, "/z");
+  }
+  ASSERT_TRUE(wait_until([&] { return topics.subscriber_count("/z") == 4; }, 5s));
+  std::string text;
+  while (text.size() < 8192) text += "the same words again and again; ";
+  topics.publish("/z", text);
+  for (auto& r : rs) ASSERT_TRUE(wait_until([&] { return r->count == 1; }, 5s));
+  for (auto& r : rs) {
+    std::lock_guard lock(r->mutex);
+    EXPECT_EQ(r->got[0], text);
+  }
+  EXPECT_EQ(topics.statistics().compressions, 1u);
+  // Compressed on the wire for the three that agreed, plain for the last.
+  for (int i = 0; i < 3; ++i)
+    EXPECT_LT(rs[i]->ws.information().bandwidth_statistics().bytes_received, 4096u) << i;
+  EXPECT_GT(rs[3]->ws.information().bandwidth_statistics().bytes_received, 8192u);
+}
+
 TEST(Topics, ArgumentsAreChecked) {
   TopicRegistry topics;
   MessageWebSocket client;  // client role, not connected
