@@ -7,6 +7,8 @@
 // connection is retried here with our backoff. NoEcho: the server does not
 // send our own messages back (the envelope's node id still guards it).
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -49,8 +51,24 @@ std::string topic_of(std::string_view subject) {
 /// lock, so once `core` is cleared none is inside or starts.
 struct NatsGate {
   std::mutex mutex;
+  std::condition_variable cv;
   BrokerCore* core = nullptr;
+  std::size_t live_subs = 0;  ///< subscriptions whose handler may still run
+  bool closed = false;        ///< the connection's closed callback ran (its last one)
 };
+
+void on_sub_complete(void* closure) {
+  auto* gate = static_cast<NatsGate*>(closure);
+  std::lock_guard lock(gate->mutex);
+  --gate->live_subs;
+  gate->cv.notify_all();
+}
+void on_closed(natsConnection*, void* closure) {
+  auto* gate = static_cast<NatsGate*>(closure);
+  std::lock_guard lock(gate->mutex);
+  gate->closed = true;
+  gate->cv.notify_all();
+}
 
 class NatsBackend final : public BrokerBackend {
 public:
@@ -75,10 +93,20 @@ public:
       std::lock_guard lock(gate_->mutex);
       gate_->core = nullptr;
     }
-    for (auto& [t, sub] : subs_) natsSubscription_Destroy(sub);
+    for (auto& [t, sub] : subs_) {
+      natsSubscription_Unsubscribe(sub);
+      natsSubscription_Destroy(sub);
+    }
     subs_.clear();
     if (nc_) {
       natsConnection_Close(nc_);
+      // libnats' threads may still be inside a callback: the gate lives until
+      // the closed callback and every subscription's completion ran (bounded).
+      {
+        std::unique_lock lock(gate_->mutex);
+        gate_->cv.wait_for(lock, std::chrono::seconds(2),
+                           [&] { return gate_->closed && gate_->live_subs == 0; });
+      }
       natsConnection_Destroy(nc_);
       nc_ = nullptr;
     }
@@ -126,6 +154,7 @@ private:
       natsOptions_SetTimeout(opts_, 2000);
       natsOptions_SetDisconnectedCB(opts_, on_disconnected, gate_.get());
       natsOptions_SetReconnectedCB(opts_, on_reconnected, gate_.get());
+      natsOptions_SetClosedCB(opts_, on_closed, gate_.get());
     }
     // A blocking connect on the broker's thread: bounded by the timeout above.
     if (natsConnection_Connect(&nc_, opts_) != NATS_OK) {
@@ -144,9 +173,18 @@ private:
   void subscribe(const std::string& topic) {
     if (subs_.contains(topic)) return;
     natsSubscription* sub = nullptr;
-    if (natsConnection_Subscribe(&sub, nc_, subject_of(topic).c_str(), on_msg, gate_.get()) ==
+    if (natsConnection_Subscribe(&sub, nc_, subject_of(topic).c_str(), on_msg, gate_.get()) !=
         NATS_OK)
-      subs_.emplace(topic, sub);
+      return;
+    {
+      std::lock_guard lock(gate_->mutex);
+      ++gate_->live_subs;
+    }
+    if (natsSubscription_SetOnCompleteCB(sub, on_sub_complete, gate_.get()) != NATS_OK) {
+      std::lock_guard lock(gate_->mutex);
+      --gate_->live_subs;
+    }
+    subs_.emplace(topic, sub);
   }
 
   static void on_msg(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
