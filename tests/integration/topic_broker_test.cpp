@@ -130,7 +130,6 @@ struct Node {
 };
 
 struct Receiver {
-  MessageWebSocket ws;
   std::mutex mutex;
   std::vector<std::string> got;
   std::atomic<std::size_t> count{0};   ///< messages other than "probe"
@@ -147,6 +146,8 @@ struct Receiver {
     });
     ws.connect_async("ws://127.0.0.1:" + std::to_string(port) + path).get();
   }
+  // Last: destroyed first, so no handler runs on the members above after them.
+  MessageWebSocket ws;
 };
 
 class TopicBrokers : public ::testing::TestWithParam<std::string> {};

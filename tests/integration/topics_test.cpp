@@ -61,7 +61,6 @@ struct TopicServer {
 
 /// A client that records every text message it receives.
 struct Receiver {
-  MessageWebSocket ws;
   std::mutex mutex;
   std::vector<std::string> got;
   std::atomic<std::size_t> count{0};
@@ -73,6 +72,8 @@ struct Receiver {
     });
     ws.connect_async("ws://127.0.0.1:" + std::to_string(port) + path).get();
   }
+  // Last: destroyed first, so no handler runs on the members above after them.
+  MessageWebSocket ws;
 };
 
 TEST(Topics, PublishReachesEverySubscriberOnEveryLoop) {
