@@ -23,14 +23,16 @@ done
 
 # Build tools and libraries, all from Debian.
 pkgs=(ca-certificates cmake ninja-build g++ pkg-config openssl
-      libasio-dev libssl-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev)
+      libasio-dev libssl-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
+      libhiredis-dev libnats-dev)
 if [[ $preset == fuzz ]]; then
   pkgs+=(clang lld libclang-rt-14-dev)
 fi
 if (( with_tests )); then
   # Peers we did not write, and the tools the suite drives.
   pkgs+=(python3 python3-websockets chromium valgrind clang clang-format libclang-rt-14-dev
-         libboost-dev libwebsocketpp-dev gnuplot-nox)
+         libboost-dev libwebsocketpp-dev gnuplot-nox
+         redis-server nats-server)
   # install.deb: `cpack -G DEB` runs dpkg-shlibdeps.
   pkgs+=(dpkg-dev)
 fi

@@ -834,6 +834,22 @@ DUPLEX_HOT_INLINE std::optional<std::error_code> Session::send_now(SendKind kind
   return ec;
 }
 
+Session::PrebuiltResult Session::send_prebuilt(std::span<const std::byte> frame) {
+  if (phase() != Phase::open || conn_->close_sent()) return PrebuiltResult::closed;
+  // Waiting sends mean the output is already over its limit.
+  if (!sends_.empty() || unsent() >= cfg_.outbound_buffer_size) return PrebuiltResult::full;
+  // RFC 6455 5.4: no other data frame may go between the pieces of a message.
+  if (call_in_message_.load(std::memory_order_relaxed)) return PrebuiltResult::busy;
+  conn_->append_output(frame);
+  ++prebuilt_sent_;
+  schedule_flush();
+  return PrebuiltResult::queued;
+}
+
+void Session::close_on_loop(std::uint16_t code, std::string reason) {
+  do_close(code, std::move(reason), Op{});
+}
+
 void Session::do_send(PendingSend p) {
   if (!p.stream_write) {
     if (auto ec = send_now(p.kind, p.type, p.view, p.compress)) return complete(p.op, *ec);
@@ -1186,9 +1202,9 @@ DUPLEX_HOT_INLINE void Session::publish_counts() {
   const auto& s = conn_->stats();
   stats_.bytes_sent.store(wire_bytes_sent_, std::memory_order_relaxed);
   stats_.bytes_received.store(wire_bytes_received_, std::memory_order_relaxed);
-  stats_.messages_sent.store(s.messages_sent, std::memory_order_relaxed);
+  stats_.messages_sent.store(s.messages_sent + prebuilt_sent_, std::memory_order_relaxed);
   stats_.messages_received.store(s.messages_received, std::memory_order_relaxed);
-  stats_.frames_sent.store(s.frames_sent, std::memory_order_relaxed);
+  stats_.frames_sent.store(s.frames_sent + prebuilt_sent_, std::memory_order_relaxed);
   stats_.frames_received.store(s.frames_received, std::memory_order_relaxed);
 }
 

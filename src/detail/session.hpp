@@ -153,6 +153,7 @@ public:
 
   [[nodiscard]] const asio::io_context::executor_type& executor() const noexcept { return ex_; }
   [[nodiscard]] Kind kind() const noexcept { return kind_; }
+  [[nodiscard]] protocol::Role role() const noexcept { return role_; }
   /// True on the thread that runs this session's loop (cheapest inside one of
   /// its event handlers).
   [[nodiscard]] bool on_loop_thread() const noexcept {
@@ -231,6 +232,24 @@ public:
   /// UTF-8 (RFC 6455 5.6); records the frame's place in its message.
   void check_frame_order(SendKind kind, SocketMessageType type, std::span<const std::byte> data);
   void read(std::span<std::byte> buffer, CancellationToken ct, CompletionHandler h);
+
+  /// What send_prebuilt() did with a frame.
+  enum class PrebuiltResult : std::uint8_t {
+    queued,  ///< appended to the output; a flush is scheduled
+    full,    ///< not queued: output at or over outbound_buffer_size, or sends wait
+    busy,    ///< not queued: a message sent in pieces is unfinished
+    closed,  ///< not queued: the session is not open (or its close was sent)
+  };
+  /// [loop] Topics fan-out: appends a whole, already encoded server-role
+  /// (unmasked) data frame, identical for every subscriber, to the output and
+  /// counts it as one message sent. Server role only.
+  PrebuiltResult send_prebuilt(std::span<const std::byte> frame);
+  /// [loop] The permessage-deflate parameters agreed (null: none).
+  [[nodiscard]] const protocol::DeflateParams* deflate_params() const noexcept {
+    return conn_ && conn_->config().deflate ? &*conn_->config().deflate : nullptr;
+  }
+  /// [loop] Starts the close handshake with `code` (no completion handler).
+  void close_on_loop(std::uint16_t code, std::string reason);
 
   /// Server role: adopt an accepted, handshaken stream and start reading
   /// (after the current handler returns). `leftover` is what followed the
@@ -433,6 +452,7 @@ private:
         messages_received{0}, frames_sent{0}, frames_received{0}, out_bps{0}, in_bps{0};
   } stats_;
   std::uint64_t wire_bytes_sent_ = 0;  ///< [loop] bytes the transport wrote
+  std::uint64_t prebuilt_sent_ = 0;    ///< [loop] messages queued by send_prebuilt()
   std::uint64_t wire_bytes_received_ = 0;
   Clock::time_point rate_window_start_{};
   std::uint64_t rate_sent_at_start_ = 0, rate_received_at_start_ = 0;

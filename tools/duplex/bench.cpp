@@ -11,6 +11,7 @@
 // (no reassembly), tops its window back up to K messages and sends them in one
 // write (corking).
 #include "bench.hpp"
+#include "bench_fanout.hpp"
 #include "echo_service.hpp"
 
 #include <duplex/error.hpp>
@@ -55,7 +56,8 @@ struct BenchOptions {
   std::uint64_t messages = 0;  // 0: run for `duration`
   bool latency = false;
   bool json = false;
-  bool api = false;  // drive duplex::MessageWebSocket instead of the wire engine
+  bool api = false;        // drive duplex::MessageWebSocket instead of the wire engine
+  std::size_t fanout = 0;  // > 0: fan-out mode with this many subscribers (bench_fanout.cpp)
 };
 
 struct WsUrl {
@@ -1098,7 +1100,22 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag(
       "--api", options->api,
       "drive duplex::MessageWebSocket (the public client API) instead of the wire engine");
+  cmd->add_option("--fanout", options->fanout,
+                  "fan-out mode: one publisher and N subscribers on a topic of a pubsub-server "
+                  "(URL: its ws://HOST:PORT/PATH; default: one in this process)");
   cmd->callback([options] {
+    if (options->fanout != 0) {
+      duplex::cli::FanoutOptions f;
+      f.url = options->url;
+      f.subscribers = options->fanout;
+      f.size = std::max<std::size_t>(options->size, 16);
+      f.duration = options->duration;
+      f.window = std::max<std::size_t>(options->in_flight, 1);  // -k: publishes in flight
+      f.json = options->json;
+      if (duplex::cli::run_fanout_bench(f) != 0)
+        throw std::runtime_error("bench: messages lost or reordered");
+      return;
+    }
     // Without URL: the server of `duplex echo-server`, one event loop on
     // another thread of this process.
     std::optional<duplex::cli::EchoServer> server;

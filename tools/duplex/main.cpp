@@ -10,6 +10,10 @@
 #include "bench.hpp"
 #include "common.hpp"
 
+namespace duplex::cli {
+void add_pubsub_server_command(CLI::App& app, int& exit_status);  // pubsub_server.cpp
+}
+
 int main(int argc, char** argv) {
   // Initialise OpenSSL before the library's default event loop exists: exit
   // handlers run in reverse order of registration, so OpenSSL's cleanup then runs
@@ -27,6 +31,7 @@ int main(int argc, char** argv) {
   int exit_status = duplex::cli::exit_ok;
   duplex::cli::add_demo_command(app, exit_status);
   duplex::cli::add_echo_server_command(app, exit_status);
+  duplex::cli::add_pubsub_server_command(app, exit_status);
   duplex::cli::add_connect_command(app, exit_status);
   add_bench_command(app);
   try {

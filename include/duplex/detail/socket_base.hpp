@@ -126,6 +126,8 @@ public:
   void server_custom_validation_requested(EventToken token) noexcept;
 
 protected:
+  /// The library's internal access to the session (the topic registry).
+  friend struct SessionAccess;
   /// A client socket on the library's default event loop.
   SocketBase();
   /// A client socket on `context`.
