@@ -24,8 +24,9 @@
 // handshake_timeout from the accept), validates it (RFC 6455 4.2.1), checks the
 // Origin, selects a subprotocol, runs the handshake_requested hook, and answers 101
 // or an HTTP error (400, 403, 405, 426, 431, 503, or the hook's status) followed
-// by a clean close. No timer object exists per connection: each loop sweeps its
-// handshakes in deadline order.
+// by a clean close. A plain HTTP request (no WebSocket upgrade) on the same port
+// goes to the http_requested handler when one is set (duplex/http_server.hpp). No timer object
+// exists per connection: each loop sweeps its handshakes in deadline order.
 //
 // Thread safety: every member may be called from any thread, except that stop()
 // and the destructor must not be called from a handler running on one of the
@@ -43,6 +44,7 @@
 #include <string_view>
 #include <vector>
 
+#include <duplex/http_server.hpp>
 #include <duplex/message_websocket.hpp>
 #include <duplex/protocol/handshake.hpp>
 #include <duplex/stream_websocket.hpp>
@@ -93,6 +95,11 @@ struct WebSocketListenerOptions {
   /// answered 431. 16 KiB: browsers send under 2 KiB, cookies included. At
   /// least 256.
   std::size_t max_header_size = protocol::default_max_header_size;
+  /// Largest body of a plain HTTP request given to the http_requested
+  /// handler (by its Content-Length, before any of it is read); a larger one
+  /// is answered 413. 64 KiB: health checks and small JSON posts. Zero: only
+  /// requests without a body are taken.
+  std::size_t max_http_body_size = protocol::default_max_http_body_size;
   /// Connections (handshaking or open) beyond which a new one is answered 503
   /// and closed. 100,000: above what one process is usually given file
   /// descriptors for, so the kernel limit, not this, is the usual bound. > 0.
@@ -290,6 +297,7 @@ public:
   using HandshakeRequestedHandler = std::function<void(WebSocketHandshakeContext&)>;
   using ConnectionReceivedHandler =
       std::function<void(WebSocketListenerConnectionReceivedEventArgs&)>;
+  using HttpRequestedHandler = std::function<void(const HttpServerRequest&, HttpServerResponse&)>;
 
   /// Checks `options` (std::invalid_argument naming the field and the rule)
   /// and, for TLS, loads the certificate, key and CA files (std::system_error
@@ -308,6 +316,27 @@ public:
   /// it drops that connection. Only before the first listen()
   /// (std::logic_error after).
   void connection_received(ConnectionReceivedHandler handler);
+
+  /// The handler of plain HTTP requests on the listener's ports (duplex/http_server.hpp):
+  /// each request whose Upgrade header does not hold "websocket" (any method)
+  /// goes to it once its body is read, on the connection's loop, and gets the
+  /// response it fills, with `Connection: close`, after which the connection
+  /// closes (one request per connection, no keep-alive). Without a handler,
+  /// such requests are answered 426 (GET) or 405 (other methods), as before.
+  ///
+  /// Before the handler runs, the listener answers by itself: 503 when over
+  /// max_connections or stopping (a load balancer takes it as "not ready"),
+  /// 431 for a header block over max_header_size, 400 for a malformed
+  /// request or Content-Length, 413 for a body over max_http_body_size, 411
+  /// for a chunked body and 501 for another Transfer-Encoding (bodies are read
+  /// by Content-Length only). `Expect: 100-continue` is answered 100 before
+  /// the body is read. Reading the request and body and writing the answer
+  /// are bounded by handshake_timeout from the accept. An exception from the
+  /// handler, or a response the answer cannot hold (a body with 204 or 304),
+  /// is answered 500. The handler blocks its loop while it runs: keep it
+  /// short. It may be called concurrently on different loops. Only before
+  /// the first listen() (std::logic_error after).
+  void http_requested(HttpRequestedHandler handler);
 
   /// Binds `address` (numeric IPv4 or IPv6, e.g. "127.0.0.1", "::1", "0.0.0.0",
   /// "::"; an IPv6 listener accepts IPv6 only) and `port` (0: an ephemeral port)

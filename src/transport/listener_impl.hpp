@@ -136,6 +136,7 @@ public:
   // --- configuration (before the first listen) --------------------------------
   void set_handshake_handler(WebSocketListener::HandshakeRequestedHandler h);
   void set_connection_handler(WebSocketListener::ConnectionReceivedHandler h);
+  void set_http_handler(WebSocketListener::HttpRequestedHandler h);  // (http_server.cpp)
 
   // --- public operations (any thread) ------------------------------------------
   HostEndpoint listen(std::string_view address, std::uint16_t port);
@@ -151,6 +152,10 @@ public:
     return tls_context_;
   }
   [[nodiscard]] bool stopping() const noexcept { return stopping_.load(); }
+  [[nodiscard]] bool has_http_handler() const noexcept { return static_cast<bool>(on_http_); }
+  /// Runs the http_requested handler (set) and builds the answer; an
+  /// exception or an answer that cannot be built gives a 500 (http_server.cpp).
+  std::string run_http_handler(const HttpServerRequest& request);
   /// Runs the hook on a valid request; fills the context's decision.
   void run_hook(WebSocketHandshakeContext& context);
   /// The 101 is written: makes the socket of `type` and raises
@@ -196,6 +201,7 @@ private:
   std::shared_ptr<asio::ssl::context> tls_context_;
   WebSocketListener::HandshakeRequestedHandler on_handshake_;
   WebSocketListener::ConnectionReceivedHandler on_connection_;
+  WebSocketListener::HttpRequestedHandler on_http_;
   std::chrono::milliseconds sweep_interval_;
 
   std::vector<std::unique_ptr<ListenerLoop>> loops_;

@@ -134,6 +134,12 @@ private:
     if (busy_ || listener_.stopping())
       return respond_error(503, "server busy, try again later\n", {{"Retry-After", "1"}});
 
+    // Not a WebSocket upgrade, and the application serves plain HTTP: its
+    // handler answers (health checks, a page, metrics on the same port).
+    if (listener_.has_http_handler() &&
+        !protocol::header_has_token(request.headers, "Upgrade", "websocket"))
+      return start_http(std::move(request), consumed);
+
     protocol::ServerHandshakeRequest hs;
     if (const auto ec = protocol::validate_client_request(request, hs)) {
       // A plain HTTP request (no Upgrade at all) is told what this resource
@@ -184,6 +190,71 @@ private:
     write();
   }
 
+  // A plain HTTP request: read its body (Content-Length only), then answer
+  // with the handler's response and close.
+  void start_http(protocol::HttpRequest request, std::size_t consumed) {
+    std::size_t length = 0;
+    if (const auto ec = protocol::request_body_length(
+            request, listener_.options().max_http_body_size, length)) {
+      const int status = protocol::status_for(ec);
+      return respond_error(status, status == 413   ? "request body too large\n"
+                                   : status == 411 ? "a Content-Length is required\n"
+                                   : status == 501 ? "transfer coding not implemented\n"
+                                                   : "malformed HTTP request\n");
+    }
+    http_ = std::make_unique<HttpServerRequest>();
+    http_->method = std::move(request.method);
+    http_->target = std::move(request.target);
+    http_->version_minor = request.version_minor;
+    http_->headers = std::move(request.headers);
+    body_begin_ = consumed;
+    body_end_ = consumed + length;  // no overflow: consumed <= max_header_size
+    if (used_ >= body_end_) return answer_http();
+    buf_.resize(body_end_);
+    // RFC 9110 10.1.1: a client that waits for 100 (Continue) sends its body
+    // after it; answering at once saves it the wait. Only HTTP/1.1 clients
+    // understand a 1xx (RFC 9110 15.2).
+    if (http_->version_minor >= 1 &&
+        protocol::header_has_token(http_->headers, "Expect", "100-continue")) {
+      response_ = "HTTP/1.1 100 Continue\r\n\r\n";
+      continue_sent_ = true;
+      return write();
+    }
+    read_body();
+  }
+
+  void read_body() {
+    auto buffer = asio::buffer(buf_.data() + used_, body_end_ - used_);
+    visit([&](auto& stream) {
+      stream.async_read_some(buffer,
+                             [self = shared_from_this()](std::error_code ec, std::size_t n) {
+                               // The client left, or the sweep closed the socket.
+                               if (ec) return self->close();
+                               self->used_ += n;
+                               if (self->used_ < self->body_end_) return self->read_body();
+                               self->answer_http();
+                             });
+    });
+  }
+
+  void answer_http() {
+    http_->body.assign(buf_.data() + body_begin_, body_end_ - body_begin_);
+    std::string().swap(buf_);
+    std::error_code ignored;
+    http_->remote_address = to_host_endpoint(socket().remote_endpoint(ignored));
+    http_->local_address = to_host_endpoint(socket().local_endpoint(ignored));
+    http_->secure = tls_ != nullptr;
+    if (tls_)
+      http_->client_certificate_subject =
+          transport::client_certificate_subject(tls_->native_handle());
+    response_ = listener_.run_http_handler(*http_);
+    http_.reset();
+    // One answer per connection: it ends like an error answer (FIN, then
+    // what the client still sends is read and dropped).
+    error_answer_ = true;
+    write();
+  }
+
   // RFC 7692 5: accept the client's first acceptable permessage-deflate offer.
   // A header that breaks the RFC 6455 9.1 grammar is declined like any offer
   // we cannot take: the connection goes on uncompressed.
@@ -207,6 +278,11 @@ private:
       asio::async_write(stream, asio::buffer(response_),
                         [self = shared_from_this()](std::error_code ec, std::size_t) {
                           if (ec) return self->close();
+                          if (self->continue_sent_) {
+                            self->continue_sent_ = false;
+                            std::string().swap(self->response_);
+                            return self->read_body();
+                          }
                           if (self->error_answer_) return self->linger();
                           self->hand_over();
                         });
@@ -276,6 +352,10 @@ private:
   ListenerSocketType socket_type_ = ListenerSocketType::message_websocket;
   std::string response_;
   std::string leftover_;
+  std::unique_ptr<HttpServerRequest> http_;  ///< a plain HTTP request being read
+  std::size_t body_begin_ = 0;               ///< its body within buf_
+  std::size_t body_end_ = 0;
+  bool continue_sent_ = false;  ///< the 100 (Continue) is being written
   bool busy_;
   bool error_answer_ = false;
   bool answering_ = false;  ///< the 101 is being written
