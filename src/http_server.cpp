@@ -96,17 +96,20 @@ void ListenerImpl::set_http_handler(WebSocketListener::HttpRequestedHandler h) {
   on_http_ = std::move(h);
 }
 
-std::string ListenerImpl::run_http_handler(const HttpServerRequest& request) {
+std::string ListenerImpl::run_http_handler(const HttpServerRequest& request, int& status) {
   // RFC 9110 9.3.2: a HEAD answer is the GET answer without its body.
   const bool head = request.method == "HEAD";
   try {
     HttpServerResponse response;
     on_http_(request, response);
-    return protocol::build_http_response(response.status(), response.headers(), response.body(),
-                                         head);
+    auto answer =
+        protocol::build_http_response(response.status(), response.headers(), response.body(), head);
+    status = response.status();
+    return answer;
   } catch (...) {
     // The handler failed, or filled an answer that cannot be sent (a body
     // with 204 or 304): the request is not answered as if it had succeeded.
+    status = 500;
     return protocol::build_http_response(500, {{"Content-Type", "text/plain; charset=utf-8"}},
                                          "internal server error\n", head);
   }

@@ -38,6 +38,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -284,6 +285,37 @@ private:
   std::optional<StreamWebSocket>* stream_;
 };
 
+/// Counters of one event loop of a listener (WebSocketListener::metrics()).
+struct ListenerLoopMetrics {
+  /// Connections on this loop between their accept and the end of their
+  /// handshake stage (hand-over, or the close after an answer or a failure):
+  /// the loop's handshake queue depth (a gauge).
+  std::uint64_t handshakes_pending = 0;
+  /// Handshakes that ended without an answer: TLS handshake failed, the client
+  /// left or sent nothing in time (handshake_timeout), the answer could not
+  /// be written, or stop() closed them.
+  std::uint64_t handshake_errors = 0;
+  std::uint64_t websocket_answers = 0;  ///< answers to upgrade requests (101 or refusals)
+  std::uint64_t http_answers = 0;       ///< answers to plain HTTP requests
+};
+
+/// A snapshot of a listener's counters since its construction. Counters are
+/// monotonic; gauges say "now". The values are read one by one from relaxed
+/// atomics per loop (summed here), so a snapshot taken under load may be off
+/// by the events in flight between two reads.
+struct ListenerMetrics {
+  /// Connections counted against max_connections (connection_count()): a gauge.
+  std::size_t open_connections = 0;
+  /// Answers to WebSocket upgrade requests by status: 101 for each accepted
+  /// handshake, else the refusal's status (400, 403, 426, 503, the hook's...).
+  std::map<int, std::uint64_t> websocket_answers;
+  /// Answers to plain HTTP requests by status (the http_requested handler's,
+  /// or the listener's own 400, 411, 413, 431, 501, 503 before it runs).
+  std::map<int, std::uint64_t> http_answers;
+  /// One entry per event loop, in loop order.
+  std::vector<ListenerLoopMetrics> loops;
+};
+
 /// A WebSocket server: accepts ws:// or wss:// connections on one or more
 /// addresses and hands each one to the application.
 ///
@@ -356,6 +388,12 @@ public:
   [[nodiscard]] std::size_t connection_count() const noexcept;
   /// Number of event-loop threads.
   [[nodiscard]] std::size_t thread_count() const noexcept;
+
+  /// The listener's counters now (see ListenerMetrics): cheap enough to call
+  /// per scrape (a few hundred relaxed loads per loop), from any thread,
+  /// including a handler on one of the listener's loops (e.g. the
+  /// http_requested handler serving them). Never throws but std::bad_alloc.
+  [[nodiscard]] ListenerMetrics metrics() const;
 
   /// Graceful shutdown: stops accepting, closes handshaking connections, sends
   /// a 1001 (going away) close frame on every open connection, waits up to

@@ -28,6 +28,7 @@
 #include <duplex/websocket_listener.hpp>
 
 #include "detail/session.hpp"
+#include "transport/listener_counters.hpp"
 
 namespace duplex::detail {
 
@@ -124,6 +125,7 @@ struct ListenerLoop {
   /// for max_connections and stop().
   std::vector<std::weak_ptr<Session>> sessions;
   std::thread thread;
+  LoopCounters counters;  ///< for WebSocketListener::metrics() (listener_metrics.cpp)
 };
 
 /// Shared state of a listener. Owned by WebSocketListener; kept alive by the
@@ -145,6 +147,7 @@ public:
   std::size_t connection_count() const noexcept { return connections_.load(); }
   std::size_t thread_count() const noexcept { return loops_.size(); }
   std::size_t stop(std::chrono::milliseconds timeout);
+  ListenerMetrics metrics() const;  // (listener_metrics.cpp)
 
   // --- used by the handshakes (on their loop) ----------------------------------
   [[nodiscard]] const WebSocketListenerOptions& options() const noexcept { return options_; }
@@ -155,7 +158,7 @@ public:
   [[nodiscard]] bool has_http_handler() const noexcept { return static_cast<bool>(on_http_); }
   /// Runs the http_requested handler (set) and builds the answer; an
   /// exception or an answer that cannot be built gives a 500 (http_server.cpp).
-  std::string run_http_handler(const HttpServerRequest& request);
+  std::string run_http_handler(const HttpServerRequest& request, int& status);
   /// Runs the hook on a valid request; fills the context's decision.
   void run_hook(WebSocketHandshakeContext& context);
   /// The 101 is written: makes the socket of `type` and raises

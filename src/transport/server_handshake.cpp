@@ -41,7 +41,9 @@ class ServerHandshake final : public HandshakeEntry,
 public:
   ServerHandshake(ListenerImpl& listener, ListenerLoop& loop, transport::TcpSocket socket,
                   bool busy)
-      : listener_(listener), loop_(loop), tcp_(std::move(socket)), busy_(busy) {}
+      : listener_(listener), loop_(loop), tcp_(std::move(socket)), busy_(busy) {
+    loop_.counters.handshakes_pending.fetch_add(1, std::memory_order_relaxed);
+  }
 
   ServerHandshake(const ServerHandshake&) = delete;
   ServerHandshake& operator=(const ServerHandshake&) = delete;
@@ -49,6 +51,8 @@ public:
   ~ServerHandshake() override {
     loop_.handshakes.remove(*this);
     if (!handed_over_) listener_.release_connection(busy_);
+    if (!answered_) LoopCounters::bump(loop_.counters.handshake_errors);
+    loop_.counters.handshakes_pending.fetch_sub(1, std::memory_order_relaxed);
   }
 
   void start() {
@@ -187,12 +191,14 @@ private:
     leftover_.assign(buf_.data() + consumed, used_ - consumed);
     std::string().swap(buf_);
     answering_ = true;
+    answered(101);
     write();
   }
 
   // A plain HTTP request: read its body (Content-Length only), then answer
   // with the handler's response and close.
   void start_http(protocol::HttpRequest request, std::size_t consumed) {
+    http_answer_ = true;
     std::size_t length = 0;
     if (const auto ec = protocol::request_body_length(
             request, listener_.options().max_http_body_size, length)) {
@@ -247,8 +253,10 @@ private:
     if (tls_)
       http_->client_certificate_subject =
           transport::client_certificate_subject(tls_->native_handle());
-    response_ = listener_.run_http_handler(*http_);
+    int status = 500;
+    response_ = listener_.run_http_handler(*http_, status);
     http_.reset();
+    answered(status);
     // One answer per connection: it ends like an error answer (FIN, then
     // what the client still sends is read and dropped).
     error_answer_ = true;
@@ -267,7 +275,14 @@ private:
     }
   }
 
+  // Counted when decided: an answer whose write fails counts here, not as an error.
+  void answered(int status) noexcept {
+    answered_ = true;
+    loop_.counters.answered(http_answer_, status);
+  }
+
   void respond_error(int status, std::string_view body, const protocol::HttpHeaders& extra = {}) {
+    answered(status);
     error_answer_ = true;
     response_ = protocol::build_error_response(status, body, extra);
     write();
@@ -356,6 +371,8 @@ private:
   std::size_t body_begin_ = 0;               ///< its body within buf_
   std::size_t body_end_ = 0;
   bool continue_sent_ = false;  ///< the 100 (Continue) is being written
+  bool http_answer_ = false;    ///< the request went the plain HTTP way
+  bool answered_ = false;       ///< an answer was decided (else: a handshake error)
   bool busy_;
   bool error_answer_ = false;
   bool answering_ = false;  ///< the 101 is being written
