@@ -14,6 +14,8 @@
 #include <duplex/message_websocket.hpp>
 #include <duplex/websocket_listener.hpp>
 
+#include "server_metrics.hpp"
+
 namespace duplex::cli {
 
 struct EchoServerOptions {
@@ -28,6 +30,9 @@ struct EchoServerOptions {
   bool verbose = false;    // one line per connection event on stderr
   bool json = false;       // those lines as JSON on stdout
   DeflateOptions deflate;  // permessage-deflate (off unless --deflate)
+
+  /// Non-empty: Prometheus metrics over plain HTTP at this path (--metrics).
+  std::string metrics_path;
 };
 
 /// Counters of an echo server (all connections so far).
@@ -63,6 +68,7 @@ private:
     std::atomic<std::uint64_t> connections{0};
     std::atomic<std::uint64_t> messages{0};
     std::atomic<std::uint64_t> bytes{0};
+    std::shared_ptr<ServerMetrics> metrics;  // with metrics_path only
     bool verbose = false;
     bool json = false;
   };
