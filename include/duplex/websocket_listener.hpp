@@ -379,6 +379,21 @@ public:
   /// stop().
   HostEndpoint listen(std::string_view address, std::uint16_t port);
 
+  /// Binds a Unix domain socket at `path` (an absolute or relative file path,
+  /// at most 107 bytes) and starts accepting on it, like listen(): for a
+  /// reverse proxy on the same host (nginx `proxy_pass http://unix:PATH:`,
+  /// HAProxy `server s unix@PATH`) or local clients (`ws+unix://PATH`). The
+  /// connections are the same as over TCP (handshake, hooks, HTTP handler,
+  /// limits); their request's remote_address is {"", 0} and local_address
+  /// {path, 0}; no_delay does not apply. The file must not exist
+  /// (std::system_error with EADDRINUSE otherwise); it is created with the
+  /// process's umask and is not removed by the listener: remove it after
+  /// the listener is destroyed. Returns {path, 0}, which local_endpoints()
+  /// then lists. Throws std::invalid_argument for an empty path, one over 107
+  /// bytes or holding NUL, std::system_error if the bind or listen fails,
+  /// std::logic_error after stop().
+  HostEndpoint listen_unix(const std::string& path);
+
   /// The port of the first listen(); 0 before.
   [[nodiscard]] std::uint16_t local_port() const;
   /// Every bound endpoint, in listen() order.

@@ -142,6 +142,7 @@ public:
 
   // --- public operations (any thread) ------------------------------------------
   HostEndpoint listen(std::string_view address, std::uint16_t port);
+  HostEndpoint listen_unix(const std::string& path);  // (unix_listener.cpp)
   std::uint16_t local_port() const;
   std::vector<HostEndpoint> local_endpoints() const;
   std::size_t connection_count() const noexcept { return connections_.load(); }

@@ -18,6 +18,7 @@
 
 #include "transport/listener_impl.hpp"
 #include "transport/server_tls.hpp"
+#include "transport/unix_socket.hpp"
 
 namespace duplex::detail {
 
@@ -31,10 +32,6 @@ constexpr std::size_t initial_buffer_size = 1024;
 // the limit): read and drop this much at most before closing, so the close does
 // not turn into a reset that destroys the answer in the client's receive queue.
 constexpr std::size_t linger_discard_limit = 64 * 1024;
-
-HostEndpoint to_host_endpoint(const tcp::endpoint& e) {
-  return HostEndpoint{e.address().to_string(), e.port()};
-}
 
 class ServerHandshake final : public HandshakeEntry,
                               public std::enable_shared_from_this<ServerHandshake> {
@@ -162,9 +159,8 @@ private:
     request_.origin = std::move(hs.origin);
     request_.protocols = std::move(hs.protocols);
     request_.extensions = std::move(hs.extensions);
-    std::error_code ignored;
-    request_.remote_address = to_host_endpoint(socket().remote_endpoint(ignored));
-    request_.local_address = to_host_endpoint(socket().local_endpoint(ignored));
+    request_.remote_address = transport::host_endpoint(socket(), false);
+    request_.local_address = transport::host_endpoint(socket(), true);
     request_.secure = tls_ != nullptr;
     if (tls_)
       request_.client_certificate_subject =
@@ -246,9 +242,8 @@ private:
   void answer_http() {
     http_->body.assign(buf_.data() + body_begin_, body_end_ - body_begin_);
     std::string().swap(buf_);
-    std::error_code ignored;
-    http_->remote_address = to_host_endpoint(socket().remote_endpoint(ignored));
-    http_->local_address = to_host_endpoint(socket().local_endpoint(ignored));
+    http_->remote_address = transport::host_endpoint(socket(), false);
+    http_->local_address = transport::host_endpoint(socket(), true);
     http_->secure = tls_ != nullptr;
     if (tls_)
       http_->client_certificate_subject =
