@@ -295,8 +295,10 @@ struct ListenerLoopMetrics {
   /// left or sent nothing in time (handshake_timeout), the answer could not
   /// be written, or stop() closed them.
   std::uint64_t handshake_errors = 0;
-  std::uint64_t websocket_answers = 0;  ///< answers to upgrade requests (101 or refusals)
-  std::uint64_t http_answers = 0;       ///< answers to plain HTTP requests
+  /// Answers to upgrade requests (101 or refusals), and to requests refused
+  /// before they could be parsed (400, 431).
+  std::uint64_t websocket_answers = 0;
+  std::uint64_t http_answers = 0;  ///< answers to plain HTTP requests
 };
 
 /// A snapshot of a listener's counters since its construction. Counters are
@@ -307,7 +309,8 @@ struct ListenerMetrics {
   /// Connections counted against max_connections (connection_count()): a gauge.
   std::size_t open_connections = 0;
   /// Answers to WebSocket upgrade requests by status: 101 for each accepted
-  /// handshake, else the refusal's status (400, 403, 426, 503, the hook's...).
+  /// handshake, else the refusal's status (400, 403, 426, 503, the hook's...);
+  /// requests refused before they could be parsed (400, 431) count here too.
   std::map<int, std::uint64_t> websocket_answers;
   /// Answers to plain HTTP requests by status (the http_requested handler's,
   /// or the listener's own 400, 411, 413, 431, 501, 503 before it runs).

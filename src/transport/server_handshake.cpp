@@ -130,16 +130,16 @@ private:
   }
 
   void process(protocol::HttpRequest request, std::size_t consumed) {
+    // Not a WebSocket upgrade, and the application serves plain HTTP: its
+    // handler answers (health checks, a page, metrics on the same port).
+    http_answer_ = listener_.has_http_handler() &&
+                   !protocol::header_has_token(request.headers, "Upgrade", "websocket");
     // Over the limit at accept: a slot may have come back since.
     if (busy_ && !listener_.stopping() && listener_.claim_connection()) busy_ = false;
     if (busy_ || listener_.stopping())
       return respond_error(503, "server busy, try again later\n", {{"Retry-After", "1"}});
 
-    // Not a WebSocket upgrade, and the application serves plain HTTP: its
-    // handler answers (health checks, a page, metrics on the same port).
-    if (listener_.has_http_handler() &&
-        !protocol::header_has_token(request.headers, "Upgrade", "websocket"))
-      return start_http(std::move(request), consumed);
+    if (http_answer_) return start_http(std::move(request), consumed);
 
     protocol::ServerHandshakeRequest hs;
     if (const auto ec = protocol::validate_client_request(request, hs)) {
@@ -194,7 +194,6 @@ private:
   // A plain HTTP request: read its body (Content-Length only), then answer
   // with the handler's response and close.
   void start_http(protocol::HttpRequest request, std::size_t consumed) {
-    http_answer_ = true;
     std::size_t length = 0;
     if (const auto ec = protocol::request_body_length(
             request, listener_.options().max_http_body_size, length)) {
