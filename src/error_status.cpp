@@ -31,6 +31,7 @@ WebErrorStatus status_of(error e) noexcept {
     case error::cannot_connect: return WebErrorStatus::cannot_connect;
     case error::proxy_failed: return WebErrorStatus::cannot_connect;
     case error::certificate_rejected: return WebErrorStatus::certificate_is_invalid;
+    case error::certificate_file_unusable: return WebErrorStatus::certificate_is_invalid;
     case error::already_connected:
     case error::buffer_full: return WebErrorStatus::unknown;
     case error::unexpected_status: return WebErrorStatus::unexpected_status_code;
@@ -119,6 +120,11 @@ WebErrorStatus get_status(std::error_code ec) noexcept {
   const auto& cat = ec.category();
   if (cat == error_category()) return status_of(static_cast<error>(ec.value()));
   if (cat == http_category()) return status_of_http(ec.value());
+  if (cat == proxy_category()) {
+    // The proxy, not the server, refused: the server was not reached.
+    if (ec.value() == 407) return WebErrorStatus::proxy_authentication_required;
+    return WebErrorStatus::cannot_connect;
+  }
   if (cat == x509_category()) return status_of_x509(ec.value());
   if (cat == asio::error::get_netdb_category() || cat == asio::error::get_addrinfo_category())
     return WebErrorStatus::host_name_not_resolved;

@@ -36,6 +36,19 @@ void LoopTimers::schedule(const std::shared_ptr<TimerClient>& client, Clock::tim
     arm(deadline);
 }
 
+void LoopTimers::release(TimerClient& client) {
+  if (stopped_ || in_sweep_ || !client.timer_registered_) return;
+  std::erase_if(clients_, [&](const std::weak_ptr<TimerClient>& w) {
+    auto c = w.lock();
+    return !c || c.get() == &client;
+  });
+  client.timer_registered_ = false;
+  if (clients_.empty() && armed_ != Clock::time_point::max()) {
+    armed_ = Clock::time_point::max();
+    timer_->cancel();
+  }
+}
+
 void LoopTimers::arm(Clock::time_point at) {
   armed_ = at;
   timer_->expires_at(at);

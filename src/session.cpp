@@ -538,9 +538,20 @@ void Session::connect_failed(std::error_code ec) {
   Op op = connecting_ ? std::move(connecting_->op) : Op{};
   connecting_.reset();
   connect_deadline_ = never;
+  asio::use_service<LoopTimers>(ex_.context()).release(*this);
   phase_ = Phase::closed;
   closed_raised_ = true;  // a failed connect raises no closed event (as on Windows)
   complete(op, ec);
+  // A close asked for while connecting: nothing is left to close (aborted
+  // when the socket itself went away).
+  const auto close_ec = ec == make_error_code(error::operation_aborted) ? ec : std::error_code{};
+  if (pending_close_) {
+    auto pc = std::move(pending_close_);
+    complete(pc->op, close_ec);
+  }
+  auto closes = std::move(close_ops_);
+  close_ops_.clear();
+  for (auto& c : closes) complete(c, close_ec);
 }
 
 void Session::become_open(std::span<const std::byte> leftover) {
@@ -557,6 +568,11 @@ void Session::become_open(std::span<const std::byte> leftover) {
   if (cfg_.unsolicited_pong_interval.count() > 0)
     set_deadline(unsolicited_pong_due_, now + cfg_.unsolicited_pong_interval);
   complete(op, {});
+  if (pending_close_) {
+    // Asked for while connecting: the close frame is the first thing we send.
+    auto pc = std::move(pending_close_);
+    do_close(pc->code, std::move(pc->reason), std::move(pc->op));
+  }
   // After the connect completion (posted first, same loop): bytes that came
   // with the handshake answer, then the read loop.
   asio::post(ex_, [self = shared_from_this()] {
@@ -606,6 +622,14 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
       self->stream_->close();
       self->phase_ = Phase::closed;
       self->closed_raised_ = true;
+      const auto aborted = make_error_code(error::operation_aborted);
+      if (self->pending_close_) {
+        auto pc = std::move(self->pending_close_);
+        self->complete(pc->op, aborted);
+      }
+      auto closes = std::move(self->close_ops_);
+      self->close_ops_.clear();
+      for (auto& c : closes) self->complete(c, aborted);
       return;
     }
     self->phase_ = Phase::connecting;
@@ -617,7 +641,7 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
 // --- data path ------------------------------------------------------------------------------
 
 void Session::start_reading() {
-  if (reading_ || read_paused_ || !stream_ || phase() == Phase::closed) return;
+  if (reading_ || read_paused_ || out_paused_ || !stream_ || phase() == Phase::closed) return;
   reading_ = true;
   if (stream_->is_tls()) {
     if (tls_buffer_.size() != tls_read_size) tls_buffer_.resize(tls_read_size);
@@ -663,7 +687,7 @@ void Session::on_read(std::error_code ec, std::size_t n) {
       }
       if (failure_) {
         stream_->close();
-        return finish(close_code_of(failure_), {}, failure_);
+        return finish(failure_close_code(), {}, failure_);
       }
       return fail(make_error_code(error::connection_reset));
     }
@@ -680,6 +704,13 @@ void Session::on_read(std::error_code ec, std::size_t n) {
   auto self = shared_from_this();  // handlers may drop the last outside reference
   process(data);
   if (phase() == Phase::closed || reading_ || read_paused_) return;
+  if (unsent() >= cfg_.outbound_buffer_size && !conn_->close_sent()) {
+    // Backpressure: the peer is not reading what we send (our echoes, our
+    // pongs). Stop reading until the output drains below its limit, so the
+    // peer is slowed by TCP flow control instead of growing our memory.
+    out_paused_ = true;
+    return;
+  }
   if (full) {
     // More is likely waiting: read again after other connections had a turn.
     reading_ = true;
@@ -887,8 +918,21 @@ void Session::flush() {
     wire_bytes_sent_ += done;
     pump_sends();  // room again for sends that waited
   }
-  if (bytes.size() == done) return;  // all written (or nothing to write)
+  if (bytes.size() == done) return maybe_resume_reading();  // all written (or nothing)
   write_rest(bytes, done);
+}
+
+void Session::maybe_resume_reading() {
+  if (!out_paused_ || resume_posted_ || unsent() >= cfg_.outbound_buffer_size) return;
+  // Posted, not called: a read here could recurse through process() and
+  // flush() once per read while the kernel keeps taking our writes.
+  resume_posted_ = true;
+  asio::post(ex_, [self = shared_from_this()] {
+    self->resume_posted_ = false;
+    if (!self->out_paused_ || self->unsent() >= self->cfg_.outbound_buffer_size) return;
+    self->out_paused_ = false;
+    self->start_reading();
+  });
 }
 
 void Session::write_rest(std::span<const std::byte> bytes, std::size_t done) {
@@ -921,7 +965,10 @@ void Session::on_written(std::error_code ec, std::size_t n) {
   wire_bytes_sent_ += n;
   publish_stats();
   pump_sends();
-  if (conn_->has_output()) flush();
+  if (conn_->has_output())
+    flush();
+  else
+    maybe_resume_reading();
   maybe_finish_close();
 }
 
@@ -945,6 +992,7 @@ void Session::maybe_finish_close() {
       const auto drain_deadline = Clock::now() + drain;
       if (close_deadline_ > drain_deadline) set_deadline(close_deadline_, drain_deadline);
       read_paused_ = false;
+      out_paused_ = false;
       start_reading();
     }
     return;
@@ -963,6 +1011,7 @@ void Session::maybe_finish_close() {
     }
     if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
     read_paused_ = false;
+    out_paused_ = false;
     start_reading();
   }
 }
@@ -974,12 +1023,49 @@ void Session::fail(std::error_code ec) {
   finish(protocol::close_code::abnormal, {}, failure_);
 }
 
+void Session::fail_send_timeout() {
+  const auto ec = make_error_code(error::timed_out);
+  if (!failure_) failure_ = ec;
+  // RFC 6455 7.4.1: 1008, the peer broke our policy: it did not read what we
+  // sent for send_timeout.
+  failure_code_ = protocol::close_code::policy_violation;
+  while (!sends_.empty()) {
+    auto op = std::move(sends_.front().op);
+    const auto n = sends_.front().offset;
+    sends_.pop_front();
+    complete(op, ec, n);
+  }
+  (void)conn_->send_close(failure_code_, "send timeout");
+  phase_ = Phase::closing;
+  write_deadline_ = never;
+  // The close frame waits behind the data already queued; the close timeout
+  // bounds how long the peer gets to read its way to it.
+  const auto by = Clock::now() + cfg_.close_timeout;
+  if (close_deadline_ > by) set_deadline(close_deadline_, by);
+  // Read again (discarding nothing): the peer's answer ends the connection.
+  out_paused_ = false;
+  read_paused_ = false;
+  if (input_) {
+    input_->data.clear();
+    input_->pos = 0;
+  }
+  schedule_flush();
+  start_reading();
+}
+
+std::uint16_t Session::failure_close_code() const noexcept {
+  return failure_code_ != 0 ? failure_code_ : close_code_of(failure_);
+}
+
 void Session::finish(std::uint16_t code, std::string reason, std::error_code ec) {
   if (phase() == Phase::closed && closed_raised_) return;
   phase_ = Phase::closed;
   if (stream_) stream_->close();
   connect_deadline_ = write_deadline_ = read_deadline_ = ping_due_ = pong_deadline_ =
       unsolicited_pong_due_ = close_deadline_ = never;
+  // No deadline is left: a user's io_context need not wait for one (run()
+  // returns once its last connection ended).
+  asio::use_service<LoopTimers>(ex_.context()).release(*this);
   publish_stats();
   auto self = shared_from_this();
   const auto send_error = ec ? ec : make_error_code(error::closed);
@@ -1012,8 +1098,15 @@ void Session::do_close(std::uint16_t code, std::string reason, Op op) {
   switch (phase()) {
     case Phase::idle: return complete(op, {});
     case Phase::connecting:
-      if (connecting_) connect_failed(make_error_code(error::operation_aborted));
-      return complete(op, {});
+      // Sent as soon as the session opens (become_open), in both roles; a
+      // second request completes with the first.
+      if (pending_close_) {
+        close_ops_.push_back(std::move(op));
+        return;
+      }
+      pending_close_ =
+          std::make_unique<PendingClose>(PendingClose{code, std::move(reason), std::move(op)});
+      return;
     case Phase::closed: return complete(op, failure_);
     default: break;
   }
@@ -1031,8 +1124,19 @@ void Session::do_close(std::uint16_t code, std::string reason, Op op) {
   phase_ = Phase::closing;
   if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
   close_ops_.push_back(std::move(op));
+  if (input_ && !input_->op) {
+    // A stream closed with input unread: that input is dropped, and reading
+    // goes on (backpressure had stopped it) to find the peer's close frame.
+    std::vector<std::byte>().swap(input_->data);
+    input_->pos = 0;
+    read_paused_ = false;
+  }
+  // Our close frame is queued: the output can only shrink now, and the
+  // peer's answer must be read.
+  out_paused_ = false;
   schedule_flush();
   maybe_finish_close();
+  start_reading();
 }
 
 // --- stream input -------------------------------------------------------------------------------
@@ -1096,7 +1200,8 @@ void Session::on_message(SocketMessageType type, std::span<const std::byte> data
       read_deadline_ = never;
       complete(input_->op, {}, n);
     }
-    if (!rest.empty()) {
+    // After our close frame nobody reads the stream any more: drop the rest.
+    if (!rest.empty() && !conn_->close_sent()) {
       input_->data.insert(input_->data.end(), rest.begin(), rest.end());
       if (input_->data.size() - input_->pos >= stream_input_limit) read_paused_ = true;
     }
@@ -1158,8 +1263,14 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
     if (connecting_) connect_failed(timed_out);
   }
   if (phase() == Phase::open || phase() == Phase::closing) {
-    if (write_deadline_ <= now || (!sends_.empty() && sends_.front().deadline <= now))
-      fail(timed_out);
+    if (write_deadline_ <= now || (!sends_.empty() && sends_.front().deadline <= now)) {
+      // First a close frame (1008) behind the queued data; if even that does
+      // not get out within the close timeout, TCP is torn down.
+      if (failure_code_ == 0 && !conn_->close_sent())
+        fail_send_timeout();
+      else
+        fail(timed_out);
+    }
   }
   if (read_deadline_ <= now) {
     read_deadline_ = never;
@@ -1172,7 +1283,7 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
     if (failure_ && socket_shutdown_) {
       // The drain after our failing close frame ran out: the failure stands.
       stream_->close();
-      finish(close_code_of(failure_), {}, failure_);
+      finish(failure_close_code(), {}, failure_);
     } else {
       fail(timed_out);
     }
@@ -1268,9 +1379,51 @@ SocketMessageType message_type_of(const Session& s, std::optional<SocketMessageT
 }
 }  // namespace
 
+void Session::check_frame_order(SendKind kind, SocketMessageType type,
+                                std::span<const std::byte> data) {
+  if (kind == SendKind::whole) {
+    // RFC 6455 5.4: the frames of one message are not interleaved with another
+    // message.
+    if (call_in_message_.load(std::memory_order_acquire))
+      throw std::logic_error(
+          "send_async: a message sent in frames is unfinished; end it with "
+          "send_final_frame_async first (RFC 6455 5.4)");
+    return;
+  }
+  std::call_once(call_frames_once_, [this] { call_frames_ = std::make_unique<CallFrames>(); });
+  std::lock_guard lock(call_frames_->mutex);
+  auto& cf = *call_frames_;
+  const bool first = !call_in_message_.load(std::memory_order_relaxed);
+  // The first piece's type holds for the whole message.
+  const bool text = first ? type == SocketMessageType::utf8 : cf.text;
+  if (text) {
+    // RFC 6455 5.6: a code point may be split between frames, but the message
+    // must be valid UTF-8 and end on a boundary.
+    protocol::Utf8Validator next = first ? protocol::Utf8Validator{} : cf.utf8;
+    if (!next.feed(data))
+      throw std::invalid_argument(std::string(kind == SendKind::final
+                                                  ? "send_final_frame_async"
+                                                  : "send_nonfinal_frame_async") +
+                                  ": a utf8 message must be valid UTF-8 (RFC 6455 5.6)");
+    if (kind == SendKind::final && !next.complete())
+      throw std::invalid_argument(
+          "send_final_frame_async: a utf8 message must end on a whole UTF-8 code point "
+          "(RFC 6455 5.6)");
+    cf.utf8 = next;
+  }
+  cf.text = text;
+  call_in_message_.store(kind == SendKind::nonfinal, std::memory_order_release);
+}
+
+void check_frame(Session& s, SendKind kind, std::span<const std::byte> data,
+                 std::optional<SocketMessageType> per_message) {
+  s.check_frame_order(kind, message_type_of(s, per_message), data);
+}
+
 SocketMessageType check_send(Session& s, SendKind kind, std::span<const std::byte> data,
                              std::optional<SocketMessageType> per_message) {
   const auto type = message_type_of(s, per_message);
+  if (kind == SendKind::whole) s.check_frame_order(kind, type, data);
   // RFC 6455 5.6: a text message must be UTF-8; a whole one is checked here, at
   // the call; pieces are checked across frames by the connection.
   if (type == SocketMessageType::utf8 && kind == SendKind::whole && !protocol::is_valid_utf8(data))
@@ -1292,6 +1445,8 @@ std::optional<std::error_code> try_send_now(Session& s, SendKind kind,
                                             std::span<const std::byte> data,
                                             std::optional<SocketMessageType> per_message,
                                             bool compress) {
+  if (kind == SendKind::whole && s.call_in_message_.load(std::memory_order_relaxed))
+    s.check_frame_order(kind, SocketMessageType::binary, data);  // throws
   if (!s.on_loop_thread()) return std::nullopt;
   const auto type = message_type_of(s, per_message);
   // The connection checks a text message's UTF-8 as it copies it (nothing is

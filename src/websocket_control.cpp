@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "detail/session.hpp"
+#include "transport/tls.hpp"
 #include "transport/uri.hpp"
 
 namespace duplex {
@@ -53,11 +54,22 @@ void check_credential(const Credential& c, const char* what) {
       throw std::invalid_argument(std::string(what) + ": must not contain CR, LF or NUL");
 }
 
+// The header's promise: a control that outlives its socket keeps its getters
+// but refuses every setter.
+void check_alive(const detail::Session& s) {
+  if (s.detached())
+    throw std::logic_error("control: the socket was destroyed; settings can no longer change");
+}
+
 }  // namespace
 
 #define DUPLEX_GET(expr) \
   return session_->read_config([&](const SessionConfig& c) { return (expr); })
-#define DUPLEX_SET(stmt) session_->configure([&](SessionConfig& c) { stmt; })
+#define DUPLEX_SET(stmt)                                  \
+  do {                                                    \
+    check_alive(*session_);                               \
+    session_->configure([&](SessionConfig& c) { stmt; }); \
+  } while (false)
 
 std::vector<std::string> WebSocketControl::supported_protocols() const {
   DUPLEX_GET(c.protocols);
@@ -67,6 +79,7 @@ void WebSocketControl::supported_protocols(std::vector<std::string> protocols) {
   DUPLEX_SET(c.protocols = std::move(protocols));
 }
 void WebSocketControl::add_supported_protocol(std::string protocol) {
+  check_alive(*session_);
   session_->configure([&](SessionConfig& c) {
     auto next = c.protocols;
     next.push_back(protocol);
@@ -140,7 +153,13 @@ std::string WebSocketControl::trusted_ca_file() const {
   DUPLEX_GET(c.trusted_ca_file);
 }
 void WebSocketControl::trusted_ca_file(std::string path) {
-  DUPLEX_SET(c.trusted_ca_file = std::move(path));
+  check_alive(*session_);
+  // The file is read under the settings lock, after the state checks, so
+  // misuse (after connect, server role) is reported before a bad file.
+  session_->configure([&](SessionConfig& c) {
+    if (!path.empty()) transport::check_ca_file(path);
+    c.trusted_ca_file = std::move(path);
+  });
 }
 std::optional<ClientCertificate> WebSocketControl::client_certificate() const {
   DUPLEX_GET(c.client_certificate);
@@ -148,7 +167,11 @@ std::optional<ClientCertificate> WebSocketControl::client_certificate() const {
 void WebSocketControl::client_certificate(ClientCertificate certificate) {
   if (certificate.certificate_file.empty() || certificate.private_key_file.empty())
     throw std::invalid_argument("client_certificate: both file names are required");
-  DUPLEX_SET(c.client_certificate = std::move(certificate));
+  check_alive(*session_);
+  session_->configure([&](SessionConfig& c) {
+    transport::check_client_certificate(certificate);
+    c.client_certificate = std::move(certificate);
+  });
 }
 
 bool WebSocketControl::no_delay() const {
@@ -193,6 +216,7 @@ SocketMessageType MessageWebSocketControl::message_type() const {
 void MessageWebSocketControl::message_type(SocketMessageType type) {
   if (type != SocketMessageType::binary && type != SocketMessageType::utf8)
     throw std::invalid_argument("message_type: must be binary or utf8");
+  check_alive(*session_);
   session_->message_type.store(type);
 }
 std::uint64_t MessageWebSocketControl::max_message_size() const {

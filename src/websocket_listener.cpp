@@ -225,8 +225,62 @@ constexpr int loop_drain_rounds = 3;
 // After an accept failure (EMFILE, ENOBUFS...) the kernel is out of something;
 // accepting again at once would spin.
 constexpr auto accept_retry_delay = std::chrono::milliseconds(50);
+// Handshakes refer to their listener: its destructor runs the loops until the
+// last one is gone (their sockets are closed, so a few turns do), at most
+// this many turns.
+constexpr int max_drain_rounds = 1000;
+// How often an orphaned loop (its listener gone, some of its sockets still
+// held) looks whether the last of them went.
+constexpr auto orphan_watch_interval = std::chrono::milliseconds(20);
+
+// The orphaned loops, reachable from here until they free themselves (never
+// destroyed: a loop may outlive the statics).
+struct Orphans {
+  std::mutex mutex;
+  std::vector<ListenerLoop*> loops;
+};
+Orphans& orphans() {
+  static auto* o = new Orphans;
+  return *o;
+}
+
+void watch_orphan(ListenerLoop& loop) {
+  loop.session_sweep.expires_after(orphan_watch_interval);
+  loop.session_sweep.async_wait([&loop](std::error_code ec) {
+    if (ec) return;
+    const auto gone = [](const std::weak_ptr<Session>& w) { return w.expired(); };
+    std::erase_if(loop.sessions, gone);
+    std::erase_if(loop.ended, gone);
+    if (!loop.sessions.empty() || !loop.ended.empty()) return watch_orphan(loop);
+    // The last socket is gone: run() returns and the thread frees the loop.
+    loop.work.reset();
+    loop.ctx.stop();
+  });
+}
+
+// The body of a loop's thread.
+void run_loop(ListenerLoop* loop) {
+  loop->ctx.run();
+  if (!loop->orphaned) return;  // joined by its listener
+  {
+    std::lock_guard lock(orphans().mutex);
+    std::erase(orphans().loops, loop);
+  }
+  // run() returned on this thread: the io_context may be destroyed here.
+  delete loop;
+}
 
 }  // namespace
+
+std::size_t orphaned_loop_count() {
+  std::lock_guard lock(orphans().mutex);
+  return orphans().loops.size();
+}
+
+ListenerTestHooks& listener_test_hooks() noexcept {
+  static ListenerTestHooks hooks;
+  return hooks;
+}
 
 AcceptedStream::~AcceptedStream() {
   close();
@@ -264,22 +318,50 @@ ListenerImpl::~ListenerImpl() {
     std::lock_guard lock(mutex_);
     started = started_;
   }
-  if (started)
-    for (int round = 0; round < loop_drain_rounds; ++round) on_each_loop([](ListenerLoop&) {});
-  for (auto& lp : loops_) lp->ctx.stop();
+  if (started) {
+    for (int round = 0;
+         round < max_drain_rounds && (round < loop_drain_rounds || live_handshakes.load() != 0);
+         ++round)
+      on_each_loop([](ListenerLoop&) {});
+    // On each loop's own thread: its acceptors go, and a loop whose sockets
+    // the application still holds is orphaned: those sockets need its
+    // io_context until they are destroyed (their connections are closed by
+    // now, so their operations complete at once, with errors).
+    on_each_loop([this](ListenerLoop& loop) {
+      {
+        std::lock_guard lock(mutex_);
+        std::erase_if(acceptors_,
+                      [&](const std::unique_ptr<Acceptor>& a) { return a->loop == &loop; });
+      }
+      const auto held = [](const std::weak_ptr<Session>& w) { return !w.expired(); };
+      if (std::none_of(loop.sessions.begin(), loop.sessions.end(), held) &&
+          std::none_of(loop.ended.begin(), loop.ended.end(), held))
+        return;
+      loop.orphaned = true;  // the timers' handlers refer to this listener: end them
+      loop.sweep.cancel();
+      loop.session_sweep.cancel();
+    });
+  }
+  for (auto& lp : loops_) {
+    if (!lp->orphaned) {
+      lp->ctx.stop();
+      continue;
+    }
+    // It runs on alone and frees itself after its last socket (run_loop).
+    ListenerLoop* loop = lp.release();
+    loop->thread.detach();
+    {
+      std::lock_guard lock(orphans().mutex);
+      orphans().loops.push_back(loop);
+    }
+    asio::post(loop->ctx, [loop] { watch_orphan(*loop); });
+  }
   for (auto& lp : loops_)
-    if (lp->thread.joinable()) lp->thread.join();
+    if (lp && lp->thread.joinable()) lp->thread.join();
   // Acceptors and timers before their io_contexts; each io_context destroys the
   // handlers it still holds (their handshakes unlink themselves) while every
   // member here is alive.
   acceptors_.clear();
-  for (auto& lp : loops_) {
-    // A socket the application still holds needs its loop's io_context (its
-    // socket service) until it is destroyed: keep that loop rather than crash.
-    const bool in_use = std::any_of(lp->sessions.begin(), lp->sessions.end(),
-                                    [](const std::weak_ptr<Session>& w) { return !w.expired(); });
-    if (in_use) (void)lp.release();
-  }
   loops_.clear();
 }
 
@@ -339,7 +421,7 @@ void ListenerImpl::start_loops() {
     ListenerLoop& loop = *lp;
     arm_sweep(loop);
     arm_session_sweep(loop, session_sweep_interval);
-    loop.thread = std::thread([&loop] { loop.ctx.run(); });
+    loop.thread = std::thread(run_loop, &loop);
   }
 }
 
@@ -388,7 +470,7 @@ void ListenerImpl::arm_sweep(ListenerLoop& loop) {
   // Runs until the loop stops: after stop() it still bounds the connections
   // that end with a 1001 frame right after their 101.
   loop.sweep.async_wait([this, &loop](std::error_code ec) {
-    if (ec) return;
+    if (ec || loop.orphaned) return;
     sweep(loop);
   });
 }
@@ -406,13 +488,14 @@ void ListenerImpl::sweep(ListenerLoop& loop) {
 void ListenerImpl::arm_session_sweep(ListenerLoop& loop, std::chrono::milliseconds interval) {
   loop.session_sweep.expires_after(interval);
   loop.session_sweep.async_wait([this, &loop](std::error_code ec) {
-    if (ec) return;
+    if (ec || loop.orphaned) return;
     sweep_sessions(loop);
     arm_session_sweep(loop, draining_ ? drain_sweep_interval : session_sweep_interval);
   });
 }
 
 std::size_t ListenerImpl::sweep_sessions(ListenerLoop& loop) {
+  std::erase_if(loop.ended, [](const std::weak_ptr<Session>& w) { return w.expired(); });
   auto& v = loop.sessions;
   for (std::size_t i = 0; i < v.size();) {
     const auto s = v[i].lock();
@@ -420,6 +503,8 @@ std::size_t ListenerImpl::sweep_sessions(ListenerLoop& loop) {
       ++i;
       continue;
     }
+    // Still held by the application: remembered for the loop's lifetime.
+    if (s) loop.ended.push_back(std::move(v[i]));
     v[i] = std::move(v.back());
     v.pop_back();
     release_connection(false);
@@ -460,7 +545,7 @@ std::shared_ptr<Session> ListenerImpl::adopt(AcceptedStream& a, const std::strin
 }
 
 template <class F>
-void ListenerImpl::on_each_loop(F f) {
+void ListenerImpl::on_each_loop(F f, const std::function<void()>& posted) {
   std::mutex m;
   std::condition_variable cv;
   std::size_t pending = loops_.size();
@@ -472,6 +557,7 @@ void ListenerImpl::on_each_loop(F f) {
       if (--pending == 0) cv.notify_all();
     });
   }
+  if (posted) posted();
   std::unique_lock lock(m);
   cv.wait(lock, [&] { return pending == 0; });
 }
@@ -500,6 +586,7 @@ void ListenerImpl::run_hook(WebSocketHandshakeContext& context) {
 
 void ListenerImpl::hand_over(AcceptedStream& stream, WebSocketRequest request, std::string protocol,
                              ListenerSocketType type) {
+  if (const auto& hook = listener_test_hooks().before_adopt) hook();
   // Nobody to take it: the connection closes with `stream`.
   if (!on_connection_) return;
   auto conn = std::make_shared<AcceptedConnection>();
@@ -573,29 +660,31 @@ std::size_t ListenerImpl::stop(std::chrono::milliseconds timeout) {
   // own loop. The close operations share one token: cancelling it fails the
   // connections still closing at the deadline.
   CancellationSource force;
-  on_each_loop([&, this](ListenerLoop& loop) {
-    for (auto& a : acceptors_) {
-      if (a->loop != &loop) continue;
-      std::error_code ignored;
-      a->socket.close(ignored);
-      a->retry.cancel();
-    }
-    for (HandshakeEntry* e = loop.handshakes.front(); e != nullptr;) {
-      HandshakeEntry* next = HandshakeList::next(*e);
-      e->stop();
-      e = next;
-    }
-    sweep_sessions(loop);
-    for (auto& w : loop.sessions) {
-      if (auto s = w.lock()) {
-        s->close(protocol::close_code::going_away, "server shutting down", force.token(),
-                 CompletionHandler::make<void(std::error_code)>([](std::error_code) {},
-                                                                loop.ctx.get_executor()));
-      }
-    }
-    // Wake the session sweep up at the drain interval.
-    arm_session_sweep(loop, drain_sweep_interval);
-  });
+  on_each_loop(
+      [&, this](ListenerLoop& loop) {
+        for (auto& a : acceptors_) {
+          if (a->loop != &loop) continue;
+          std::error_code ignored;
+          a->socket.close(ignored);
+          a->retry.cancel();
+        }
+        for (HandshakeEntry* e = loop.handshakes.front(); e != nullptr;) {
+          HandshakeEntry* next = HandshakeList::next(*e);
+          e->stop();
+          e = next;
+        }
+        sweep_sessions(loop);
+        for (auto& w : loop.sessions) {
+          if (auto s = w.lock()) {
+            s->close(protocol::close_code::going_away, "server shutting down", force.token(),
+                     CompletionHandler::make<void(std::error_code)>([](std::error_code) {},
+                                                                    loop.ctx.get_executor()));
+          }
+        }
+        // Wake the session sweep up at the drain interval.
+        arm_session_sweep(loop, drain_sweep_interval);
+      },
+      listener_test_hooks().stop_posted);
 
   const auto open_sessions = [this] { return connections_.load(); };
   const auto deadline = ListenerClock::now() + timeout;

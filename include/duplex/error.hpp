@@ -2,8 +2,9 @@
 //
 // Every failure in duplex is a std::error_code. Codes of the `duplex::error`
 // enumeration come from the protocol core, the handshake and the session; HTTP
-// status codes received during the opening handshake use `http_category()`;
-// Asio's and OpenSSL's codes pass through unchanged. `get_status(ec)` maps any of
+// status codes received during the opening handshake use `http_category()`,
+// those an HTTP proxy answers to CONNECT `proxy_category()`; Asio's and
+// OpenSSL's codes pass through unchanged. `get_status(ec)` maps any of
 // them to the Windows-style `WebErrorStatus`.
 //
 // Thread safety: everything here is a pure function or a constant.
@@ -63,8 +64,11 @@ enum class error {
   dead_peer,             ///< no pong within the keep-alive pong timeout
   host_not_resolved,     ///< the host name did not resolve
   cannot_connect,        ///< no resolved address accepted the TCP connection
-  proxy_failed,          ///< the proxy refused or answered badly
+  proxy_failed,          ///< SOCKS5 refusal, bad proxy answer (HTTP refusal: proxy_category)
   certificate_rejected,  ///< the custom validation handler rejected the certificate
+  /// The trusted CA file, client certificate or key set on the control could
+  /// not be loaded at connect (changed since the setter checked it).
+  certificate_file_unusable,
 };
 
 /// Groups of errors, for `ec == condition::protocol_violation` tests.
@@ -80,6 +84,13 @@ const std::error_category& error_category() noexcept;
 const std::error_category& condition_category() noexcept;
 /// HTTP status codes received in the opening handshake; value = status code.
 const std::error_category& http_category() noexcept;
+/// HTTP status codes an HTTP proxy answered to CONNECT other than 2xx (it could
+/// not, or would not, open the tunnel); value = status code, message e.g.
+/// "proxy answered CONNECT with HTTP status 502 (the tunnel to the server was
+/// not opened)". Name: "duplex.proxy".
+/// get_status() maps them to `cannot_connect` (407 to
+/// `proxy_authentication_required`), never to the server's statuses.
+const std::error_category& proxy_category() noexcept;
 /// OpenSSL X.509 verification results (value = X509_V_ERR_*), for a server
 /// certificate that failed verification during a wss:// connect. Defined in the
 /// `duplex` library.
@@ -89,6 +100,8 @@ std::error_code make_error_code(error e) noexcept;
 std::error_condition make_error_condition(condition c) noexcept;
 /// An error_code holding HTTP status `status` in http_category().
 std::error_code make_http_error(int status) noexcept;
+/// An error_code holding a proxy's HTTP status `status` in proxy_category().
+std::error_code make_proxy_error(int status) noexcept;
 
 /// The close code a protocol error is failed with (RFC 6455 7.4.1): 1002 for
 /// framing errors, 1007 for invalid data, 1009 for too big; 1011 otherwise.

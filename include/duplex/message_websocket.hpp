@@ -111,7 +111,9 @@ public:
   /// outbound buffer (at once while it has room: called with the default token
   /// on the socket's loop, e.g. in an event handler, it returns a Task that is
   /// already ready, and costs no allocation). Throws std::invalid_argument
-  /// for a utf8 message that is not valid UTF-8. Errors: not_connected,
+  /// for a utf8 message that is not valid UTF-8, and std::logic_error while a
+  /// message sent in frames (send_nonfinal_frame_async) is unfinished (RFC
+  /// 6455 5.4: messages do not interleave). Errors: not_connected,
   /// closed (a close was sent or received), timed_out, operation_aborted.
   /// Cancelling a send still waiting for room leaves the socket usable.
   template <class CompletionToken = UseTask>
@@ -164,7 +166,9 @@ public:
 
   /// Sends one piece of a message that more pieces follow (a frame without
   /// FIN); the first piece's type (control().message_type()) holds for the
-  /// message. UTF-8 is checked across pieces. Otherwise as send_async.
+  /// message. UTF-8 is checked across pieces, at the call, in call order: a
+  /// piece that makes the text invalid throws std::invalid_argument (a code
+  /// point may still be split between pieces). Otherwise as send_async.
   template <class CompletionToken = UseTask>
   auto send_nonfinal_frame_async(std::span<const std::byte> data, CompletionToken&& token = {}) {
     return send_impl(detail::SendKind::nonfinal, data, CancellationToken{},
@@ -191,6 +195,8 @@ public:
                      std::forward<CompletionToken>(token), options);
   }
   /// Sends the last piece of a message sent in pieces (or a whole message).
+  /// Throws std::invalid_argument when a utf8 message would end invalid or
+  /// in the middle of a code point (RFC 6455 5.6).
   template <class CompletionToken = UseTask>
   auto send_final_frame_async(std::span<const std::byte> data, CompletionToken&& token = {}) {
     return send_impl(detail::SendKind::final, data, CancellationToken{},
@@ -236,6 +242,9 @@ private:
   auto send_impl(detail::SendKind kind, std::span<const std::byte> data, CancellationToken ct,
                  CompletionToken&& token, SendOptions options = {}) {
     const bool compress = options.compress;
+    // Frame sends are checked in call order, here, whatever thread sends.
+    if (kind != detail::SendKind::whole)
+      detail::check_frame(*session_, kind, data, options.message_type);
     if constexpr (std::is_same_v<std::decay_t<CompletionToken>, UseTask>) {
       // On the loop (an event handler): done at once, no operation object.
       if (auto ec = detail::try_send_now(*session_, kind, data, options.message_type, compress))

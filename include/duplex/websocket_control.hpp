@@ -4,7 +4,15 @@
 //
 // Controls and information are small handles (like the Windows projections):
 // `ws.control()` returns one by value; it refers to the socket's shared state and
-// stays usable after the socket is gone (setters then throw std::logic_error).
+// stays usable after the socket is gone: getters return the last settings,
+// every setter (message_type included) throws std::logic_error ("control: the
+// socket was destroyed; ...").
+//
+// TLS (wss://): TLS 1.2 or 1.3. TLS 1.2 offers only ECDHE suites with AEAD
+// ciphers (ECDHE-ECDSA/RSA with AES-GCM or CHACHA20-POLY1305, Mozilla's
+// "intermediate" profile without DHE), so a server that only speaks plain-RSA
+// key exchange or CBC suites fails the connect; TLS 1.3 uses OpenSSL's
+// defaults. ALPN offers "http/1.1". See docs/client.md.
 //
 // Thread safety: every member may be called from any thread. Setters throw
 // std::logic_error once connect_async was called (or on a server-role socket),
@@ -129,8 +137,10 @@ public:
 
   /// Outbound buffer: a send completes once its data is accepted into this
   /// buffer; while more than this many bytes wait to be written, sends wait
-  /// (backpressure). 1 MiB by default: deep enough to keep a fast link busy,
-  /// small enough to bound memory per connection. Must be > 0.
+  /// and the socket stops reading (backpressure: pongs and the close frame
+  /// count too; reading resumes once the data drains below it). 1 MiB by
+  /// default: deep enough to keep a fast link busy, small enough to bound
+  /// memory per connection. Must be > 0.
   [[nodiscard]] std::size_t outbound_buffer_size_in_bytes() const;
   void outbound_buffer_size_in_bytes(std::size_t bytes);
 
@@ -152,10 +162,20 @@ public:
   /// Certificate errors to accept anyway (wss). Default: none (secure).
   [[nodiscard]] std::vector<ChainValidationResult> ignorable_server_certificate_errors() const;
   void ignorable_server_certificate_errors(std::vector<ChainValidationResult> errors);
-  /// Extra trust anchors (PEM file) in addition to the system store.
+  /// Extra trust anchors (PEM file) in addition to the system store; empty:
+  /// none. The setter reads the file: std::invalid_argument naming it and the
+  /// reason ("trusted_ca_file: file '/x.pem' cannot be read: No such file or
+  /// directory") when it cannot be read or holds no PEM certificate.
   [[nodiscard]] std::string trusted_ca_file() const;
   void trusted_ca_file(std::string path);
-  /// Client certificate for mutual TLS.
+  /// Client certificate for mutual TLS. The setter loads both files as a
+  /// connect would: std::invalid_argument naming the file and the reason
+  /// ("client_certificate: certificate_file '/x.pem' cannot be read: No such
+  /// file or directory"; a file without a PEM certificate or unencrypted key;
+  /// a key that does not match the certificate), and when a name is empty.
+  /// The files are read again at connect; one that became unusable since
+  /// fails the connect with `error::certificate_file_unusable`
+  /// (WebErrorStatus::certificate_is_invalid).
   [[nodiscard]] std::optional<ClientCertificate> client_certificate() const;
   void client_certificate(ClientCertificate certificate);
 
@@ -169,7 +189,9 @@ public:
   [[nodiscard]] std::chrono::milliseconds connect_timeout() const;
   void connect_timeout(std::chrono::milliseconds timeout);
   /// A send that waits longer than this for room in the outbound buffer, or
-  /// whose bytes are not written within it, fails the connection with
+  /// whose bytes are not written within it, ends the connection: a 1008
+  /// (policy violation) close frame is queued behind the data, and after
+  /// close_timeout TCP is torn down; sends and the closed event report
   /// `error::timed_out`. 30 s by default. Must be > 0.
   [[nodiscard]] std::chrono::milliseconds send_timeout() const;
   void send_timeout(std::chrono::milliseconds timeout);

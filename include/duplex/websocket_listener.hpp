@@ -64,7 +64,15 @@ enum class ListenerSocketType : std::uint8_t {
   stream_websocket,   ///< StreamWebSocket: a binary byte stream
 };
 
-/// TLS settings of a wss:// listener (OpenSSL; TLS 1.2 or later).
+/// TLS settings of a wss:// listener (OpenSSL; TLS 1.2 or later). The suite
+/// policy is fixed: TLS 1.2 accepts only ECDHE key exchange with AEAD ciphers
+/// (ECDHE-ECDSA/RSA with AES-GCM or CHACHA20-POLY1305, Mozilla's
+/// "intermediate" profile without DHE), so clients limited to plain-RSA key
+/// exchange (no forward secrecy) or CBC suites fail the TLS handshake; TLS 1.3
+/// uses OpenSSL's defaults. ALPN: "http/1.1" is selected when the client
+/// offers it; a client that offers ALPN without it gets the
+/// no_application_protocol alert (RFC 7301 3.2), one without ALPN is served.
+/// Either an RSA or an ECDSA certificate works. See docs/server.md.
 struct ListenerTlsOptions {
   /// PEM file holding the server certificate first, then its intermediates.
   std::string certificate_chain_file;
@@ -121,12 +129,18 @@ struct WebSocketListenerOptions {
   std::chrono::milliseconds keep_alive_interval{std::chrono::seconds(30)};
   /// Wait for the keep-alive pong. 10 s. Must be > 0.
   std::chrono::milliseconds keep_alive_timeout{std::chrono::seconds(10)};
-  /// Outbound buffer per connection: sends wait while more than this is queued.
-  /// 256 KiB: a server holds many connections, so a smaller per-connection
-  /// bound than the client's 1 MiB. Must be > 0.
+  /// Outbound buffer per connection: sends wait while more than this is
+  /// queued, and the connection stops reading while it is over (its pongs and
+  /// close frame count too), so a peer that sends without reading is slowed
+  /// by TCP instead of growing the server's memory. 256 KiB: a server holds
+  /// many connections, so a smaller per-connection bound than the client's
+  /// 1 MiB. Must be > 0.
   std::size_t outbound_buffer_size = 256 * 1024;
-  /// A send not written within this fails the connection (a client that does
-  /// not read is closed, so its queued data does not stay). 30 s. Must be > 0.
+  /// Outbound data that makes no progress for this long (a client that does
+  /// not read) ends the connection: a 1008 (policy violation) close frame is
+  /// queued behind the data, reading resumes to find the client's answer, and
+  /// after close_timeout TCP is torn down; waiting sends and the closed event
+  /// report `error::timed_out`. 30 s. Must be > 0.
   std::chrono::milliseconds send_timeout{std::chrono::seconds(30)};
   /// Bound on the closing handshake of a connection. 5 s. Must be > 0.
   std::chrono::milliseconds close_timeout{std::chrono::seconds(5)};
@@ -324,9 +338,11 @@ struct ListenerMetrics {
 ///
 /// Lifetime: the destructor stops the listener (stop() with a zero timeout:
 /// connections still open get a 1001 close frame queued, then are cut) and
-/// joins its threads. Sockets taken from it run on its loops: destroy them
-/// before the listener (one that outlives it keeps the loop's memory and its
-/// operations never complete).
+/// joins its threads. Sockets taken from it may be destroyed before or after
+/// it: a loop whose sockets outlive the listener keeps running on its own
+/// thread, their connections closed, so their operations complete (with an
+/// error) and their events run; the loop frees itself when the last of them
+/// is destroyed.
 class WebSocketListener {
 public:
   using HandshakeRequestedHandler = std::function<void(WebSocketHandshakeContext&)>;
@@ -360,7 +376,7 @@ public:
   /// such requests are answered 426 (GET) or 405 (other methods), as before.
   ///
   /// Before the handler runs, the listener answers by itself: 503 when over
-  /// max_connections or stopping (a load balancer takes it as "not ready"),
+  /// max_connections (a load balancer takes it as "not ready"),
   /// 431 for a header block over max_header_size, 400 for a malformed
   /// request or Content-Length, 413 for a body over max_http_body_size, 411
   /// for a chunked body and 501 for another Transfer-Encoding (bodies are read
@@ -369,7 +385,9 @@ public:
   /// are bounded by handshake_timeout from the accept. An exception from the
   /// handler, or a response the answer cannot hold (a body with 204 or 304),
   /// is answered 500. The handler blocks its loop while it runs: keep it
-  /// short. It may be called concurrently on different loops. Only before
+  /// short. It may be called concurrently on different loops. stop() stops
+  /// accepting; a request already on its way is still answered (within
+  /// handshake_timeout), one not yet sent is closed. Only before
   /// the first listen() (std::logic_error after).
   void http_requested(HttpRequestedHandler handler);
 
@@ -413,11 +431,16 @@ public:
   /// http_requested handler serving them). Never throws but std::bad_alloc.
   [[nodiscard]] ListenerMetrics metrics() const;
 
-  /// Graceful shutdown: stops accepting, closes handshaking connections, sends
-  /// a 1001 (going away) close frame on every open connection, waits up to
-  /// `timeout` for them to finish their closing handshakes, then cuts those
-  /// left (their closed event reports 1006 and operation_aborted). The loops
-  /// keep running for the sockets already handed out until the destructor.
+  /// Graceful shutdown: stops accepting and sends a 1001 (going away) close
+  /// frame on every connection accepted before it returned: open ones at
+  /// once, one still opening (or whose close was asked for while it opened)
+  /// as soon as it opens, and a handshake whose request is on its way right
+  /// after its 101 (a connection that has sent nothing yet is closed). Waits
+  /// up to `timeout` for them to finish their closing handshakes, then cuts
+  /// those left (their closed event reports 1006 and operation_aborted). The
+  /// loops keep running for the sockets already handed out until the
+  /// destructor. Must not be called on one of the listener's loops
+  /// (std::logic_error).
   /// Returns the number of connections that had to be cut. Idempotent (a
   /// second call returns 0).
   std::size_t stop(std::chrono::milliseconds timeout = std::chrono::seconds(5));

@@ -39,6 +39,10 @@ public:
   /// Makes sure `client` is asked at (or shortly after) `deadline`. The
   /// client stays registered while on_deadline returns a deadline.
   void schedule(const std::shared_ptr<TimerClient>& client, Clock::time_point deadline);
+  /// `client` has no deadline any more (it ended): it leaves the list, and
+  /// when no client is left the timer is cancelled, so an io_context whose
+  /// connections all ended has no pending wait (its run() may return).
+  void release(TimerClient& client);
 
 private:
   void shutdown() override;

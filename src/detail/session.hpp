@@ -31,6 +31,7 @@
 #include <duplex/message_websocket.hpp>
 #include <duplex/protocol/connection.hpp>
 #include <duplex/protocol/handshake.hpp>
+#include <duplex/protocol/utf8.hpp>
 #include <duplex/websocket_control.hpp>
 #include <duplex/websocket_events.hpp>
 
@@ -201,6 +202,8 @@ public:
   /// The public object is being destroyed: no event starts after this returns;
   /// the connection is aborted and pending operations complete as aborted.
   void detach() noexcept;
+  /// True once detach() ran: the public object is gone (controls then refuse setters).
+  [[nodiscard]] bool detached() const noexcept { return detached_.load(); }
 
   // --- Operations (any thread; see socket_ops.hpp) ---------------------------------
   void check_connect(std::string_view uri);
@@ -216,6 +219,11 @@ public:
   std::optional<std::error_code> send_now(SendKind kind, SocketMessageType type,
                                           std::span<const std::byte> data, bool compress);
   void close(std::uint16_t code, std::string reason, CancellationToken ct, CompletionHandler h);
+  /// At the call of a send (any thread): throws std::logic_error for a whole
+  /// message while a message sent in frames is unfinished, and
+  /// std::invalid_argument for a text frame that makes the message invalid
+  /// UTF-8 (RFC 6455 5.6); records the frame's place in its message.
+  void check_frame_order(SendKind kind, SocketMessageType type, std::span<const std::byte> data);
   void read(std::span<std::byte> buffer, CancellationToken ct, CompletionHandler h);
 
   /// Server role: adopt an accepted, handshaken stream and start reading
@@ -244,6 +252,20 @@ private:
     bool compress = true;  ///< permessage-deflate allowed for this message
   };
   struct ConnectState;
+  /// A close asked for while the session was still connecting: sent as soon
+  /// as it opens (a close request is never dropped).
+  struct PendingClose {
+    std::uint16_t code;
+    std::string reason;
+    Op op;
+  };
+  /// The order and text of frame sends as the caller made them (checked at
+  /// the call, before any I/O); made by the first frame send.
+  struct CallFrames {
+    std::mutex mutex;
+    bool text = false;  ///< the message being sent in pieces is utf8
+    protocol::Utf8Validator utf8;
+  };
 
   // Loop-side operations.
   void do_connect(std::string uri, Op op);
@@ -297,6 +319,16 @@ private:
   void deliver_input();
   void maybe_finish_close();
   void fail(std::error_code ec);
+  /// Our outbound data made no progress for send_timeout: the peer is not
+  /// reading. Ends the connection with a close frame (1008) behind what is
+  /// queued, reading again to find the peer's answer, bounded by the close
+  /// timeout; then TCP is torn down.
+  void fail_send_timeout();
+  /// The close code we sent when we failed the connection.
+  [[nodiscard]] std::uint16_t failure_close_code() const noexcept;
+  /// Reading stops while the outbound data is over its limit; this resumes
+  /// it (from a posted handler) once the data drained below it.
+  void maybe_resume_reading();
   void finish(std::uint16_t code, std::string reason, std::error_code ec);
   void set_deadline(Clock::time_point& slot, Clock::time_point at);
   Clock::time_point on_deadline(Clock::time_point now) override;
@@ -344,6 +376,8 @@ private:
   std::vector<std::byte> tls_buffer_;  ///< TLS connections read here (not shared)
   bool reading_ = false;               ///< a read or wait is pending
   bool read_paused_ = false;           ///< stream input full
+  bool out_paused_ = false;            ///< outbound data over its limit: not reading
+  bool resume_posted_ = false;         ///< maybe_resume_reading's handler is queued
   bool in_process_ = false;            ///< inside conn_.receive: cork writes
   bool flush_scheduled_ = false;
   bool writing_ = false;
@@ -357,6 +391,14 @@ private:
   std::uint16_t peer_code_ = 1005;
   std::string peer_reason_;
   std::error_code failure_;
+  std::uint16_t failure_code_ = 0;  ///< close code sent for failure_ (0: the protocol's)
+  std::unique_ptr<PendingClose> pending_close_;
+  std::unique_ptr<CallFrames> call_frames_;  ///< guarded by call_frames_once_
+public:
+  std::atomic<bool> call_in_message_{false};  ///< a frame send left a message open (any thread)
+
+private:
+  std::once_flag call_frames_once_;
 
   // Stream input [loop]: StreamWebSocket only (a message socket has none).
   struct StreamInput {

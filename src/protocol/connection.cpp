@@ -401,7 +401,18 @@ bool Connection::handle_control(std::span<const std::byte> payload, ConnectionHa
     case op_ping:
       // RFC 6455 5.5.2: answer a ping with a pong carrying the same payload,
       // unless a close was sent (5.5.1: no frames after a close).
-      if (config_.auto_pong && !close_sent_) queue_frame(bit_fin | op_pong, payload);
+      if (config_.auto_pong && !close_sent_) {
+        // RFC 6455 5.5.3: a pong may answer only the most recent of several
+        // pings. While a write is in flight (the peer reads slower than we
+        // send) a pong still last in the queue is replaced by the newer one,
+        // so a ping flood holds at most one pong; otherwise every ping gets
+        // its own.
+        if (write_active_ && wr_pong_end_ != 0 && wr_pong_end_ == out_.size())
+          out_.drop_back(wr_pong_end_ - wr_pong_at_);
+        wr_pong_at_ = out_.size();
+        queue_frame(bit_fin | op_pong, payload);
+        wr_pong_end_ = out_.size();
+      }
       handler.on_ping(payload);
       return true;
     case op_pong: handler.on_pong(payload); return true;
@@ -782,6 +793,7 @@ std::span<const std::byte> Connection::begin_write() noexcept {
     // the other buffer; both keep their capacity.
     out_.swap(writing_);
     write_active_ = true;
+    wr_pong_end_ = 0;  // the queued pong (if any) is on its way
   }
   return writing_.bytes();
 }

@@ -51,6 +51,8 @@ const char* describe(error e) noexcept {
     case error::proxy_failed: return "proxy refused or failed";
     case error::certificate_rejected:
       return "server certificate rejected by the validation handler";
+    case error::certificate_file_unusable:
+      return "the trusted CA file, client certificate or key cannot be loaded";
   }
   return "unknown duplex error";
 }
@@ -97,6 +99,15 @@ public:
   std::string message(int ev) const override { return "HTTP status " + std::to_string(ev); }
 };
 
+class ProxyCategory final : public std::error_category {
+public:
+  const char* name() const noexcept override { return "duplex.proxy"; }
+  std::string message(int ev) const override {
+    return "proxy answered CONNECT with HTTP status " + std::to_string(ev) +
+           " (the tunnel to the server was not opened)";
+  }
+};
+
 }  // namespace
 
 const std::error_category& error_category() noexcept {
@@ -111,6 +122,10 @@ const std::error_category& http_category() noexcept {
   static const HttpCategory c;
   return c;
 }
+const std::error_category& proxy_category() noexcept {
+  static const ProxyCategory c;
+  return c;
+}
 std::error_code make_error_code(error e) noexcept {
   return {static_cast<int>(e), error_category()};
 }
@@ -119,6 +134,9 @@ std::error_condition make_error_condition(condition c) noexcept {
 }
 std::error_code make_http_error(int status) noexcept {
   return {status, http_category()};
+}
+std::error_code make_proxy_error(int status) noexcept {
+  return {status, proxy_category()};
 }
 
 std::uint16_t close_code_for(error e) noexcept {

@@ -222,7 +222,9 @@ struct ProxyOp : std::enable_shared_from_this<ProxyOp> {
       if (head[i] < '0' || head[i] > '9') return fail(make_error_code(error::proxy_failed));
       status = status * 10 + (head[i] - '0');
     }
-    if (status / 100 != 2) return fail(make_http_error(status));
+    // The proxy's status is not the server's: 502 from a proxy means it could
+    // not reach the server, not that the server failed.
+    if (status / 100 != 2) return fail(make_proxy_error(status));
     done({});
   }
 

@@ -77,8 +77,8 @@ private:
 
 /// Tunnels `socket` (connected to the proxy) to host:port: HTTP CONNECT (RFC
 /// 9110 9.3.6, Basic credential) or SOCKS5 (RFC 1928, user/password RFC 1929).
-/// `done(ec)`: error::proxy_failed, an HTTP status of the proxy
-/// (http_category), or an I/O error.
+/// `done(ec)`: error::proxy_failed, a non-2xx HTTP status of the proxy
+/// (proxy_category), or an I/O error.
 void async_proxy_handshake(TcpSocket& socket, const ProxyUri& proxy, std::string host,
                            std::uint16_t port, std::optional<Credential> credential,
                            std::function<void(std::error_code)> done);

@@ -46,9 +46,10 @@ public:
   virtual ~HandshakeEntry() = default;
   /// The deadline passed: close the socket now.
   virtual void expire() noexcept = 0;
-  /// The listener stops: close now (returns true), unless the 101 answer is
-  /// already on its way; then the connection ends with a 1001 close frame
-  /// right after it, still bounded by its deadline (returns false).
+  /// The listener stops: close now (returns true) a connection that has not
+  /// sent a byte of its request yet; any other handshake goes on (bounded by
+  /// its deadline and stop()'s) and its connection ends with a 1001 close
+  /// frame right after its 101 (returns false).
   virtual bool stop() noexcept = 0;
 
 private:
@@ -124,9 +125,29 @@ struct ListenerLoop {
   /// The sessions handed out on this loop (one weak reference each, 16 bytes),
   /// for max_connections and stop().
   std::vector<std::weak_ptr<Session>> sessions;
+  /// Sessions that ended (their slot given back) while the application still
+  /// holds their socket: they need this loop until they are destroyed.
+  std::vector<std::weak_ptr<Session>> ended;
   std::thread thread;
   LoopCounters counters;  ///< for WebSocketListener::metrics() (listener_metrics.cpp)
+  /// Set (on the loop's thread) when its listener is destroyed while sockets
+  /// of this loop are still held: the loop then runs on alone, on its
+  /// detached thread, until the last of them is gone, and frees itself.
+  bool orphaned = false;
 };
+
+/// Test seams, empty outside tests: `before_adopt` runs on the loop thread in
+/// hand_over() after the handshake checked stopping() and before the session
+/// is made; `stop_posted` runs in stop() once the stop pass is posted to every
+/// loop, before stop() waits for it. Set them before listen() and clear them
+/// after the listener is gone.
+struct ListenerTestHooks {
+  std::function<void()> before_adopt;
+  std::function<void()> stop_posted;
+};
+ListenerTestHooks& listener_test_hooks() noexcept;
+/// Loops orphaned by a destroyed listener that have not freed themselves yet.
+std::size_t orphaned_loop_count();
 
 /// Shared state of a listener. Owned by WebSocketListener; kept alive by the
 /// connections it handed out.
@@ -197,9 +218,10 @@ private:
   /// Drops the ended sessions of `loop`, giving back their slots; returns how
   /// many are still open.
   std::size_t sweep_sessions(ListenerLoop& loop);
-  /// Runs `f(loop)` on each loop's thread and waits for all of them.
+  /// Runs `f(loop)` on each loop's thread and waits for all of them
+  /// (`posted` runs once every loop has it queued, before the wait).
   template <class F>
-  void on_each_loop(F f);
+  void on_each_loop(F f, const std::function<void()>& posted = {});
 
   WebSocketListenerOptions options_;
   std::shared_ptr<asio::ssl::context> tls_context_;
@@ -219,6 +241,11 @@ private:
   std::atomic<bool> stopping_{false};
   std::atomic<bool> draining_{false};  ///< stop(): sweep sessions often
   std::atomic<ListenerClock::rep> last_forced_sweep_{0};
+
+public:
+  /// Handshake objects alive (they refer to this listener): the destructor
+  /// lets the loops run until none is left.
+  std::atomic<std::size_t> live_handshakes{0};
 };
 
 /// Starts the opening handshake of an accepted socket on `loop` (transport/server_handshake.cpp).

@@ -39,6 +39,7 @@ public:
   ServerHandshake(ListenerImpl& listener, ListenerLoop& loop, transport::TcpSocket socket,
                   bool busy)
       : listener_(listener), loop_(loop), tcp_(std::move(socket)), busy_(busy) {
+    listener_.live_handshakes.fetch_add(1);
     loop_.counters.handshakes_pending.fetch_add(1, std::memory_order_relaxed);
   }
 
@@ -48,6 +49,7 @@ public:
   ~ServerHandshake() override {
     loop_.handshakes.remove(*this);
     if (!handed_over_) listener_.release_connection(busy_);
+    listener_.live_handshakes.fetch_sub(1);
     if (!answered_) LoopCounters::bump(loop_.counters.handshake_errors);
     loop_.counters.handshakes_pending.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -76,7 +78,9 @@ public:
   }
 
   bool stop() noexcept override {
-    if (answering_) return false;
+    // A client whose request is on its way gets its 101 and then a 1001 close
+    // frame (hand_over); one that sent nothing yet has nothing to answer.
+    if (answering_ || used_ > 0 || tls_) return false;
     expire();
     return true;
   }
@@ -136,8 +140,7 @@ private:
                    !protocol::header_has_token(request.headers, "Upgrade", "websocket");
     // Over the limit at accept: a slot may have come back since.
     if (busy_ && !listener_.stopping() && listener_.claim_connection()) busy_ = false;
-    if (busy_ || listener_.stopping())
-      return respond_error(503, "server busy, try again later\n", {{"Retry-After", "1"}});
+    if (busy_) return respond_error(503, "server busy, try again later\n", {{"Retry-After", "1"}});
 
     if (http_answer_) return start_http(std::move(request), consumed);
 

@@ -7,12 +7,28 @@
 #include <openssl/bio.h>
 #include <openssl/x509.h>
 
+#include "transport/tls.hpp"
+
 namespace duplex::transport {
 
 namespace {
 
 [[noreturn]] void fail(const std::string& what, std::error_code ec) {
   throw std::system_error(ec, what);
+}
+
+// RFC 7301 3.2: select "http/1.1" from the client's ALPN list; a client that
+// offers ALPN without it cannot speak the opening handshake and gets the
+// no_application_protocol alert. A client without ALPN never comes here.
+int select_alpn(SSL*, const unsigned char** out, unsigned char* out_len, const unsigned char* in,
+                unsigned int in_len, void*) {
+  unsigned char* selected = nullptr;
+  if (SSL_select_next_proto(&selected, out_len, alpn_http11.data(),
+                            static_cast<unsigned int>(alpn_http11.size()), in,
+                            in_len) != OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+  *out = selected;
+  return SSL_TLSEXT_ERR_OK;
 }
 
 }  // namespace
@@ -34,6 +50,12 @@ std::shared_ptr<asio::ssl::context> make_server_context(const ListenerTlsOptions
                    asio::ssl::context::single_dh_use);
   SSL_CTX* native = ctx->native_handle();
   SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION);
+  // TLS 1.2: forward-secret AEAD suites only, as the client (tls12_cipher_list);
+  // TLS 1.3 keeps OpenSSL's suites.
+  if (SSL_CTX_set_cipher_list(native, tls12_cipher_list) != 1)
+    fail("tls: OpenSSL supports none of the cipher suites " + std::string(tls12_cipher_list),
+         std::make_error_code(std::errc::not_supported));
+  SSL_CTX_set_alpn_select_cb(native, select_alpn, nullptr);
   // Idle connections must stay small: OpenSSL frees its 16 KiB+ record buffers
   // between records instead of keeping them per connection.
   SSL_CTX_set_mode(native, SSL_MODE_RELEASE_BUFFERS);

@@ -12,7 +12,9 @@
 
 namespace duplex::transport {
 
-/// A TLS 1.2+ server context for `options`. Throws std::system_error when a
+/// A TLS 1.2+ server context for `options`: TLS 1.2 with the suites of
+/// tls12_cipher_list (ECDHE with AEAD) only, ALPN "http/1.1" selected when
+/// the client offers it. Throws std::system_error when a
 /// file cannot be loaded or the key does not match the certificate,
 /// std::invalid_argument when a required file name is empty.
 std::shared_ptr<asio::ssl::context> make_server_context(const ListenerTlsOptions& options);

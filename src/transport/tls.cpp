@@ -1,13 +1,19 @@
 // Client TLS on OpenSSL.
 #include "transport/tls.hpp"
 
+#include <cerrno>
+#include <cstdio>
 #include <ctime>
 #include <mutex>
+#include <stdexcept>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+
+#include <duplex/error.hpp>
 
 #include "transport/uri.hpp"
 
@@ -38,10 +44,68 @@ int verify_callback(int preverify_ok, X509_STORE_CTX* ctx) {
 
 std::shared_ptr<asio::ssl::context> new_context(std::error_code& ec) {
   auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+  SSL_CTX* native = ctx->native_handle();
   // TLS 1.0 and 1.1 are deprecated (RFC 8996).
-  SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+  SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION);
+  // TLS 1.2: forward-secret AEAD suites only (tls12_cipher_list); TLS 1.3
+  // keeps OpenSSL's suites, which all are.
+  if (SSL_CTX_set_cipher_list(native, tls12_cipher_list) != 1 ||
+      SSL_CTX_set_alpn_protos(native, alpn_http11.data(),
+                              static_cast<unsigned>(alpn_http11.size())) != 0) {
+    ec = std::make_error_code(std::errc::not_supported);
+    return ctx;
+  }
   ctx->set_default_verify_paths(ec);
   return ctx;
+}
+
+// OpenSSL's reason for the last failure, or `fallback` when it gave none.
+std::string openssl_reason(const char* fallback) {
+  const unsigned long e = ERR_peek_last_error();
+  ERR_clear_error();
+  if (e == 0) return fallback;
+  const char* reason = ERR_reason_error_string(e);
+  return reason ? reason : fallback;
+}
+
+// A file that cannot be opened is named with errno's text ("No such file or
+// directory"), before OpenSSL would report it as a PEM error.
+std::optional<std::string> unreadable(const std::string& what, const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr)
+    return what + " '" + path + "' cannot be read: " + std::generic_category().message(errno);
+  std::fclose(f);
+  return std::nullopt;
+}
+
+// Loads the certificate chain and key into `ctx`; the reason on failure.
+std::optional<std::string> load_client_certificate(asio::ssl::context& ctx,
+                                                   const ClientCertificate& cert) {
+  if (auto why = unreadable("certificate_file", cert.certificate_file)) return why;
+  if (auto why = unreadable("private_key_file", cert.private_key_file)) return why;
+  SSL_CTX* native = ctx.native_handle();
+  ERR_clear_error();
+  if (SSL_CTX_use_certificate_chain_file(native, cert.certificate_file.c_str()) != 1)
+    return "certificate_file '" + cert.certificate_file +
+           "' holds no usable PEM certificate: " + openssl_reason("not PEM");
+  if (SSL_CTX_use_PrivateKey_file(native, cert.private_key_file.c_str(), SSL_FILETYPE_PEM) != 1)
+    return "private_key_file '" + cert.private_key_file +
+           "' holds no usable unencrypted PEM key: " + openssl_reason("not PEM");
+  if (SSL_CTX_check_private_key(native) != 1) {
+    ERR_clear_error();
+    return "private_key_file '" + cert.private_key_file + "' does not match certificate_file '" +
+           cert.certificate_file + "'";
+  }
+  return std::nullopt;
+}
+
+// Adds the CA file's certificates to `ctx`'s trust store; the reason on failure.
+std::optional<std::string> load_ca_file(asio::ssl::context& ctx, const std::string& path) {
+  if (auto why = unreadable("file", path)) return why;
+  ERR_clear_error();
+  if (SSL_CTX_load_verify_locations(ctx.native_handle(), path.c_str(), nullptr) != 1)
+    return "file '" + path + "' holds no usable PEM certificate: " + openssl_reason("not PEM");
+  return std::nullopt;
 }
 
 std::chrono::system_clock::time_point to_time(const ASN1_TIME* t) {
@@ -80,17 +144,29 @@ std::shared_ptr<asio::ssl::context> make_client_context(
   }
   auto ctx = new_context(ec);
   if (ec) return nullptr;
-  if (!ca_file.empty()) {
-    ctx->load_verify_file(ca_file, ec);
-    if (ec) return nullptr;
+  // The setters checked these files; one that changed since then (removed,
+  // rewritten) fails the connect with a code of its own, not an errno.
+  if (!ca_file.empty() && load_ca_file(*ctx, ca_file)) {
+    ec = make_error_code(error::certificate_file_unusable);
+    return nullptr;
   }
-  if (cert) {
-    ctx->use_certificate_chain_file(cert->certificate_file, ec);
-    if (ec) return nullptr;
-    ctx->use_private_key_file(cert->private_key_file, asio::ssl::context::pem, ec);
-    if (ec) return nullptr;
+  if (cert && load_client_certificate(*ctx, *cert)) {
+    ec = make_error_code(error::certificate_file_unusable);
+    return nullptr;
   }
   return ctx;
+}
+
+void check_client_certificate(const ClientCertificate& cert) {
+  asio::ssl::context scratch(asio::ssl::context::tls_client);
+  if (auto why = load_client_certificate(scratch, cert))
+    throw std::invalid_argument("client_certificate: " + *why);
+}
+
+void check_ca_file(const std::string& path) {
+  asio::ssl::context scratch(asio::ssl::context::tls_client);
+  if (auto why = load_ca_file(scratch, path))
+    throw std::invalid_argument("trusted_ca_file: " + *why);
 }
 
 void prepare_client_tls(TlsStream& stream, const std::string& host, std::vector<int>* errors) {

@@ -166,7 +166,7 @@ class Conn:
             return False
         try:
             if not chop:
-                self.sock.sendall(data)
+                self._send_reading(data)
             else:
                 for i in range(0, len(data), chop):
                     self.sock.sendall(data[i:i + chop])
@@ -178,6 +178,32 @@ class Conn:
             self.send_error = e
             self.log.append("%.3f >> send failed: %s" % (self.now(), e))
             return False
+
+    def _send_reading(self, data, stall=30.0):
+        """sendall that keeps reading meanwhile: a peer applying backpressure
+        stops reading while its own output to us waits, so a large send that
+        read nothing would deadlock against it. What arrives is kept in self.buf
+        for next_event."""
+        view = memoryview(data)
+        while view:
+            r, w, _ = select.select([] if self.eof else [self.sock], [self.sock], [], stall)
+            if not r and not w:
+                raise TimeoutError("send made no progress for %.0f s" % stall)
+            if r:
+                try:
+                    chunk = self.sock.recv(1 << 20)
+                except ConnectionResetError:
+                    chunk = b""
+                if chunk:
+                    self.buf += chunk
+                else:
+                    self.eof = True
+            if w:
+                try:
+                    n = self.sock.send(view[:1 << 16], socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    continue
+                view = view[n:]
 
     def send_frames(self, frames, mode="one", pause=None):
         """Send a list of frame byte strings: mode 'one' (one write), 'frame' (one

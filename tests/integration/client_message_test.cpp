@@ -30,11 +30,13 @@ std::unique_ptr<duplex::test::PeerProcess>& echo_peer() {
   return p;
 }
 
-class ClientMessage : public ::testing::Test {
+class ClientMessage : public duplex::test::PeerSuite {
 protected:
   static void SetUpTestSuite() {
-    echo_peer() = std::make_unique<duplex::test::PeerProcess>(
-        "ws_echo_server.py", std::vector<std::string>{"--protocol", "chat"});
+    start_suite([] {
+      echo_peer() = std::make_unique<duplex::test::PeerProcess>(
+          "ws_echo_server.py", std::vector<std::string>{"--protocol", "chat"});
+    });
   }
   static void TearDownTestSuite() { echo_peer().reset(); }
   static std::string url(const std::string& path = "/") {

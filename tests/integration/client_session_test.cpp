@@ -32,11 +32,13 @@ std::unique_ptr<duplex::test::PeerProcess>& peer() {
   return p;
 }
 
-class ClientSession : public ::testing::Test {
+class ClientSession : public duplex::test::PeerSuite {
 protected:
   static void SetUpTestSuite() {
-    peer() = std::make_unique<duplex::test::PeerProcess>("ws_echo_server.py",
-                                                         std::vector<std::string>{});
+    start_suite([] {
+      peer() = std::make_unique<duplex::test::PeerProcess>("ws_echo_server.py",
+                                                           std::vector<std::string>{});
+    });
   }
   static void TearDownTestSuite() { peer().reset(); }
   static std::string url() { return "ws://127.0.0.1:" + std::to_string(peer()->port()) + "/"; }
@@ -49,6 +51,9 @@ TEST_F(ClientSession, SendTimeoutFailsTheConnection) {
   MessageWebSocket ws;
   ws.control().outbound_buffer_size_in_bytes(64 * 1024);
   ws.control().send_timeout(300ms);
+  // After the send timeout a 1008 close frame waits behind the data; a peer
+  // that never reads never gets it, and the close timeout tears TCP down.
+  ws.control().close_timeout(300ms);
   Closed closed;
   closed.attach(ws);
   ws.connect_async("ws://127.0.0.1:" + std::to_string(server.port()) + "/").get();

@@ -12,11 +12,13 @@ using duplex::StreamWebSocket;
 
 namespace {
 
-class ClientStream : public ::testing::Test {
+class ClientStream : public duplex::test::PeerSuite {
 protected:
   static void SetUpTestSuite() {
-    peer() = std::make_unique<duplex::test::PeerProcess>("ws_echo_server.py",
-                                                         std::vector<std::string>{});
+    start_suite([] {
+      peer() = std::make_unique<duplex::test::PeerProcess>("ws_echo_server.py",
+                                                           std::vector<std::string>{});
+    });
   }
   static void TearDownTestSuite() { peer().reset(); }
   static std::unique_ptr<duplex::test::PeerProcess>& peer() {

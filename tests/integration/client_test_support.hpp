@@ -28,11 +28,41 @@
 
 #include <duplex/protocol/handshake.hpp>
 
+#include <gtest/gtest.h>
+
 namespace duplex::test {
 
 inline std::filesystem::path peers_dir() {
-  return std::filesystem::path(__FILE__).parent_path() / "peers";
+  // Set by tests/integration/CMakeLists.txt: __FILE__ may be relative (a
+  // compiler cache rewrites paths), the working directory is the build's.
+  return std::filesystem::path(DUPLEX_TEST_PEERS_DIR);
 }
+
+/// A fixture whose SetUpTestSuite starts peers: a start that fails fails each
+/// test of the suite. (GoogleTest reports the tests of a suite whose set-up
+/// threw as skipped, and CTest passes a skipped test: a missing peer would go
+/// unnoticed.) Call start_suite from SetUpTestSuite.
+class PeerSuite : public ::testing::Test {
+protected:
+  template <class F>
+  static void start_suite(F&& start) {
+    suite_error().clear();
+    try {
+      start();
+    } catch (const std::exception& e) {
+      suite_error() = e.what();
+    }
+  }
+  void SetUp() override {
+    if (!suite_error().empty()) FAIL() << "the suite's peers did not start: " << suite_error();
+  }
+
+private:
+  static std::string& suite_error() {
+    static std::string error;
+    return error;
+  }
+};
 
 /// Waits for a condition set from another thread, with a deadline.
 class Flag {

@@ -18,11 +18,13 @@ std::unique_ptr<duplex::test::PeerProcess>& peer() {
   return p;
 }
 
-class ClientTransport : public ::testing::Test {
+class ClientTransport : public duplex::test::PeerSuite {
 protected:
   static void SetUpTestSuite() {
-    peer() = std::make_unique<duplex::test::PeerProcess>("ws_echo_server.py",
-                                                         std::vector<std::string>{});
+    start_suite([] {
+      peer() = std::make_unique<duplex::test::PeerProcess>("ws_echo_server.py",
+                                                           std::vector<std::string>{});
+    });
   }
   static void TearDownTestSuite() { peer().reset(); }
   void TearDown() override { duplex::transport::set_resolver_override({}); }

@@ -293,6 +293,56 @@ TEST(ConnectionPing, ServerAnswersRfcPingWithPong) {
   f.conn.end_write();
 }
 
+TEST(ConnectionPing, EveryPingGetsItsPongWhileNothingIsBeingWritten) {
+  // Autobahn 2.10: ten pings in one read, ten pongs, in order.
+  Fixture f(Role::server);
+  Bytes in;
+  for (int i = 0; i < 10; ++i) in = cat(in, client_frame(0x89, test::bytes(std::to_string(i))));
+  f.feed(in);
+  auto out = output_frames(f.conn);
+  ASSERT_EQ(out.size(), 10u);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(out[i].payload, test::bytes(std::to_string(i)));
+}
+
+TEST(ConnectionPing, WhileAWriteIsInFlightANewerPongReplacesTheWaitingOne) {
+  // RFC 6455 5.5.3: a peer that pings faster than it reads holds one pong.
+  for (Role r : {Role::server, Role::client}) {
+    Fixture f(r);
+    ASSERT_FALSE(f.conn.send_message(SocketMessageType::binary, test::bytes("data")));
+    const auto first = f.conn.begin_write();  // the write is in flight from here
+    const std::size_t written = first.size();
+    for (int i = 0; i < 1000; ++i)
+      f.feed(peer_frame(r, 0x89, std::string(100, 'a') + std::to_string(i)));
+    // One pong of 104 bytes waits, whatever the number of pings.
+    EXPECT_LE(f.conn.buffered_amount(), 2u + 4u + 104u)
+        << (r == Role::server ? "server" : "client");
+    f.conn.end_write();
+    auto out = output_frames(f.conn);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].b0, 0x8a);
+    EXPECT_EQ(out[0].payload, test::bytes(std::string(100, 'a') + "999"));
+    EXPECT_GT(written, 0u);
+  }
+}
+
+TEST(ConnectionPing, APongBehindOtherFramesIsNotMovedAcrossThem) {
+  // Only a pong that is still last in the queue is replaced: frames keep
+  // their order.
+  Fixture f(Role::server);
+  ASSERT_FALSE(f.conn.send_message(SocketMessageType::binary, test::bytes("a")));
+  (void)f.conn.begin_write();
+  f.feed(client_frame(0x89, test::bytes("1")));
+  ASSERT_FALSE(f.conn.send_message(SocketMessageType::utf8, test::bytes("b")));
+  f.feed(client_frame(0x89, test::bytes("2")));
+  f.feed(client_frame(0x89, test::bytes("3")));
+  f.conn.end_write();
+  auto out = output_frames(f.conn);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].payload, test::bytes("1"));
+  EXPECT_EQ(out[1].payload, test::bytes("b"));
+  EXPECT_EQ(out[2].payload, test::bytes("3"));
+}
+
 TEST(ConnectionPing, ClientAnswersPingWithMaskedPong) {
   Fixture f(Role::client);
   f.feed(bytes({0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f}));

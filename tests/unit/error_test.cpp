@@ -46,5 +46,27 @@ TEST(WebErrorStatus, MapsDuplexAndHttpCodes) {
   EXPECT_EQ(to_string(WebErrorStatus::host_name_not_resolved), "host_name_not_resolved");
 }
 
+TEST(WebErrorStatus, ProxyStatusIsCannotConnectNotTheServers) {
+  const auto ec = make_proxy_error(500);
+  EXPECT_STREQ(ec.category().name(), "duplex.proxy");
+  EXPECT_EQ(ec.value(), 500);
+  EXPECT_EQ(ec.message(),
+            "proxy answered CONNECT with HTTP status 500 (the tunnel to the server was not "
+            "opened)");
+  EXPECT_EQ(get_status(ec), WebErrorStatus::cannot_connect);
+  EXPECT_EQ(get_status(make_proxy_error(502)), WebErrorStatus::cannot_connect);
+  EXPECT_EQ(get_status(make_proxy_error(403)), WebErrorStatus::cannot_connect);
+  EXPECT_EQ(get_status(make_proxy_error(407)), WebErrorStatus::proxy_authentication_required);
+  // Not a failed opening handshake: the server was never reached.
+  EXPECT_NE(ec, condition::handshake_failed);
+  EXPECT_NE(ec, make_http_error(500));
+}
+
+TEST(WebErrorStatus, UnusableCertificateFileIsInvalidCertificate) {
+  const std::error_code ec = error::certificate_file_unusable;
+  EXPECT_EQ(ec.message(), "the trusted CA file, client certificate or key cannot be loaded");
+  EXPECT_EQ(get_status(ec), WebErrorStatus::certificate_is_invalid);
+}
+
 }  // namespace
 }  // namespace duplex

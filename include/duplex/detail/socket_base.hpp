@@ -92,6 +92,10 @@ public:
   /// closed event follows when the peer answers, or after close_timeout().
   /// Throws std::invalid_argument for a code not allowed (RFC 6455 7.4) or a
   /// reason over 123 bytes or not UTF-8. Without a connection: nothing.
+  /// While connect_async (or, for a socket from a listener, its opening) is
+  /// still in progress, the close frame is sent as soon as the socket opens.
+  /// A StreamWebSocket's unread input is dropped, and reading goes on to find
+  /// the peer's close frame.
   void close(std::uint16_t code = 1000, std::string_view reason = {});
   /// Like close(), completing when the connection is closed (peer's close
   /// frame received and TCP closed, or failed after close_timeout():

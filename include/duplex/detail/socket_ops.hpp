@@ -42,11 +42,18 @@ asio::any_io_executor session_executor(const Session& s) noexcept;
 /// the socket is not in a state to connect.
 void check_connect(Session& s, std::string_view uri);
 /// Throws std::invalid_argument for text that is not UTF-8 when the message
-/// type is utf8, std::logic_error for a server... never for state (state
-/// errors complete the operation with a code). Returns the type to send:
-/// `type` if given, else the socket's message type control.
+/// type is utf8, and std::logic_error for a whole message while a message sent
+/// in frames is unfinished (the caller's misuse); never for the connection's
+/// state (state errors complete the operation with a code). Returns the type
+/// to send: `type` if given, else the socket's message type control.
 SocketMessageType check_send(Session& s, SendKind kind, std::span<const std::byte> data,
                              std::optional<SocketMessageType> type = std::nullopt);
+/// At the call of a frame send (nonfinal or final), once per call: throws
+/// std::invalid_argument when the piece makes a utf8 message invalid UTF-8
+/// (or a final piece ends mid code point), and records the piece's place in
+/// its message for check_send's order check.
+void check_frame(Session& s, SendKind kind, std::span<const std::byte> data,
+                 std::optional<SocketMessageType> type = std::nullopt);
 /// Throws std::invalid_argument for a close code or reason not allowed.
 void check_close(std::uint16_t code, std::string_view reason);
 

@@ -90,7 +90,8 @@ public:
   /// receive buffer (unmasked in place) or the connection's reassembly buffer.
   virtual void on_message(SocketMessageType type, std::span<const std::byte> data,
                           bool complete) = 0;
-  /// A ping; its pong is already queued when auto_pong is on.
+  /// A ping; its pong is already queued when auto_pong is on (while a write
+  /// is in flight, it replaces a pong that still waits last in the queue).
   virtual void on_ping(std::span<const std::byte> payload) { (void)payload; }
   /// A pong (solicited or not).
   virtual void on_pong(std::span<const std::byte> payload) { (void)payload; }
@@ -279,7 +280,10 @@ private:
   Utf8Validator rd_utf8_;
   std::vector<std::byte> rd_message_;  ///< reassembly buffer (full mode)
 
-  // Send side: a message sent in pieces.
+  // Send side: the last pong queued in out_ ([wr_pong_at_, wr_pong_end_);
+  // wr_pong_end_ 0 when none waits there), and a message sent in pieces.
+  std::size_t wr_pong_at_ = 0;
+  std::size_t wr_pong_end_ = 0;
   bool wr_in_message_ = false;
   bool wr_text_ = false;
   Utf8Validator wr_utf8_;
