@@ -30,7 +30,7 @@ if [[ $preset == fuzz ]]; then
 fi
 if (( with_tests )); then
   # Peers we did not write, and the tools the suite drives.
-  pkgs+=(python3 python3-websockets chromium valgrind clang clang-format libclang-rt-14-dev
+  pkgs+=(python3 python3-websockets chromium curl valgrind clang clang-format libclang-rt-14-dev
          libboost-dev libwebsocketpp-dev gnuplot-nox
          redis-server nats-server)
   # install.deb: `cpack -G DEB` runs dpkg-shlibdeps.

@@ -13,6 +13,7 @@
 #include <duplex/protocol/utf8.hpp>
 
 #include "transport/tls.hpp"
+#include "transport/unix_socket.hpp"
 #include "transport/uri.hpp"
 
 namespace duplex::detail {
@@ -307,7 +308,8 @@ void Session::do_connect(std::string uri, Op op) {
   phase_ = Phase::connecting;
   connecting_ = std::move(state);
   connecting_->uri = transport::parse_websocket_uri(uri);
-  if (!connecting_->config.proxy.empty())
+  // A Unix socket (ws+unix) is local: never through a proxy.
+  if (!connecting_->config.proxy.empty() && connecting_->uri.unix_path.empty())
     connecting_->proxy = transport::parse_proxy_uri(connecting_->config.proxy);
   connecting_->op = std::move(op);
   set_deadline(connect_deadline_, Clock::now() + cfg_.connect_timeout);
@@ -336,10 +338,8 @@ void Session::on_tcp_connected(std::error_code ec, transport::TcpSocket socket) 
   socket.set_option(asio::ip::tcp::no_delay(cfg_.no_delay), ignored);
   {
     std::lock_guard lock(config_mutex_);
-    auto l = socket.local_endpoint(ignored);
-    auto r = socket.remote_endpoint(ignored);
-    info_.local = {l.address().to_string(), l.port()};
-    info_.remote = {r.address().to_string(), r.port()};
+    info_.local = transport::host_endpoint(socket, true);
+    info_.remote = transport::host_endpoint(socket, false);
   }
   stream_.emplace(std::move(socket));
   if (connecting_->proxy) {
@@ -610,10 +610,8 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
   stream.socket().set_option(asio::ip::tcp::no_delay(o.settings.no_delay), ignored);
   {
     std::lock_guard lock(config_mutex_);
-    auto l = stream.socket().local_endpoint(ignored);
-    auto r = stream.socket().remote_endpoint(ignored);
-    info_.local = {l.address().to_string(), l.port()};
-    info_.remote = {r.address().to_string(), r.port()};
+    info_.local = transport::host_endpoint(stream.socket(), true);
+    info_.remote = transport::host_endpoint(stream.socket(), false);
     info_.protocol = o.protocol;
     info_.extensions = o.extensions;
     info_.deflate = o.deflate;

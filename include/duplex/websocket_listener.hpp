@@ -24,8 +24,9 @@
 // handshake_timeout from the accept), validates it (RFC 6455 4.2.1), checks the
 // Origin, selects a subprotocol, runs the handshake_requested hook, and answers 101
 // or an HTTP error (400, 403, 405, 426, 431, 503, or the hook's status) followed
-// by a clean close. No timer object exists per connection: each loop sweeps its
-// handshakes in deadline order.
+// by a clean close. A plain HTTP request (no WebSocket upgrade) on the same port
+// goes to the http_requested handler when one is set (duplex/http_server.hpp). No timer object
+// exists per connection: each loop sweeps its handshakes in deadline order.
 //
 // Thread safety: every member may be called from any thread, except that stop()
 // and the destructor must not be called from a handler running on one of the
@@ -37,12 +38,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include <duplex/http_server.hpp>
 #include <duplex/message_websocket.hpp>
 #include <duplex/protocol/handshake.hpp>
 #include <duplex/stream_websocket.hpp>
@@ -101,6 +104,11 @@ struct WebSocketListenerOptions {
   /// answered 431. 16 KiB: browsers send under 2 KiB, cookies included. At
   /// least 256.
   std::size_t max_header_size = protocol::default_max_header_size;
+  /// Largest body of a plain HTTP request given to the http_requested
+  /// handler (by its Content-Length, before any of it is read); a larger one
+  /// is answered 413. 64 KiB: health checks and small JSON posts. Zero: only
+  /// requests without a body are taken.
+  std::size_t max_http_body_size = protocol::default_max_http_body_size;
   /// Connections (handshaking or open) beyond which a new one is answered 503
   /// and closed. 100,000: above what one process is usually given file
   /// descriptors for, so the kernel limit, not this, is the usual bound. > 0.
@@ -303,6 +311,40 @@ private:
   std::optional<StreamWebSocket>* stream_;
 };
 
+/// Counters of one event loop of a listener (WebSocketListener::metrics()).
+struct ListenerLoopMetrics {
+  /// Connections on this loop between their accept and the end of their
+  /// handshake stage (hand-over, or the close after an answer or a failure):
+  /// the loop's handshake queue depth (a gauge).
+  std::uint64_t handshakes_pending = 0;
+  /// Handshakes that ended without an answer: TLS handshake failed, the client
+  /// left or sent nothing in time (handshake_timeout), the answer could not
+  /// be written, or stop() closed them.
+  std::uint64_t handshake_errors = 0;
+  /// Answers to upgrade requests (101 or refusals), and to requests refused
+  /// before they could be parsed (400, 431).
+  std::uint64_t websocket_answers = 0;
+  std::uint64_t http_answers = 0;  ///< answers to plain HTTP requests
+};
+
+/// A snapshot of a listener's counters since its construction. Counters are
+/// monotonic; gauges say "now". The values are read one by one from relaxed
+/// atomics per loop (summed here), so a snapshot taken under load may be off
+/// by the events in flight between two reads.
+struct ListenerMetrics {
+  /// Connections counted against max_connections (connection_count()): a gauge.
+  std::size_t open_connections = 0;
+  /// Answers to WebSocket upgrade requests by status: 101 for each accepted
+  /// handshake, else the refusal's status (400, 403, 426, 503, the hook's...);
+  /// requests refused before they could be parsed (400, 431) count here too.
+  std::map<int, std::uint64_t> websocket_answers;
+  /// Answers to plain HTTP requests by status (the http_requested handler's,
+  /// or the listener's own 400, 411, 413, 431, 501, 503 before it runs).
+  std::map<int, std::uint64_t> http_answers;
+  /// One entry per event loop, in loop order.
+  std::vector<ListenerLoopMetrics> loops;
+};
+
 /// A WebSocket server: accepts ws:// or wss:// connections on one or more
 /// addresses and hands each one to the application.
 ///
@@ -318,6 +360,7 @@ public:
   using HandshakeRequestedHandler = std::function<void(WebSocketHandshakeContext&)>;
   using ConnectionReceivedHandler =
       std::function<void(WebSocketListenerConnectionReceivedEventArgs&)>;
+  using HttpRequestedHandler = std::function<void(const HttpServerRequest&, HttpServerResponse&)>;
 
   /// Checks `options` (std::invalid_argument naming the field and the rule)
   /// and, for TLS, loads the certificate, key and CA files (std::system_error
@@ -337,6 +380,29 @@ public:
   /// (std::logic_error after).
   void connection_received(ConnectionReceivedHandler handler);
 
+  /// The handler of plain HTTP requests on the listener's ports (duplex/http_server.hpp):
+  /// each request whose Upgrade header does not hold "websocket" (any method)
+  /// goes to it once its body is read, on the connection's loop, and gets the
+  /// response it fills, with `Connection: close`, after which the connection
+  /// closes (one request per connection, no keep-alive). Without a handler,
+  /// such requests are answered 426 (GET) or 405 (other methods), as before.
+  ///
+  /// Before the handler runs, the listener answers by itself: 503 when over
+  /// max_connections (a load balancer takes it as "not ready"),
+  /// 431 for a header block over max_header_size, 400 for a malformed
+  /// request or Content-Length, 413 for a body over max_http_body_size, 411
+  /// for a chunked body and 501 for another Transfer-Encoding (bodies are read
+  /// by Content-Length only). `Expect: 100-continue` is answered 100 before
+  /// the body is read. Reading the request and body and writing the answer
+  /// are bounded by handshake_timeout from the accept. An exception from the
+  /// handler, or a response the answer cannot hold (a body with 204 or 304),
+  /// is answered 500. The handler blocks its loop while it runs: keep it
+  /// short. It may be called concurrently on different loops. stop() stops
+  /// accepting; a request already on its way is still answered (within
+  /// handshake_timeout), one not yet sent is closed. Only before
+  /// the first listen() (std::logic_error after).
+  void http_requested(HttpRequestedHandler handler);
+
   /// Binds `address` (numeric IPv4 or IPv6, e.g. "127.0.0.1", "::1", "0.0.0.0",
   /// "::"; an IPv6 listener accepts IPv6 only) and `port` (0: an ephemeral port)
   /// and starts accepting; the first call starts the loop threads. May be
@@ -345,6 +411,21 @@ public:
   /// std::system_error if the bind or listen fails, std::logic_error after
   /// stop().
   HostEndpoint listen(std::string_view address, std::uint16_t port);
+
+  /// Binds a Unix domain socket at `path` (an absolute or relative file path,
+  /// at most 107 bytes) and starts accepting on it, like listen(): for a
+  /// reverse proxy on the same host (nginx `proxy_pass http://unix:PATH:`,
+  /// HAProxy `server s unix@PATH`) or local clients (`ws+unix://PATH`). The
+  /// connections are the same as over TCP (handshake, hooks, HTTP handler,
+  /// limits); their request's remote_address is {"", 0} and local_address
+  /// {path, 0}; no_delay does not apply. The file must not exist
+  /// (std::system_error with EADDRINUSE otherwise); it is created with the
+  /// process's umask and is not removed by the listener: remove it after
+  /// the listener is destroyed. Returns {path, 0}, which local_endpoints()
+  /// then lists. Throws std::invalid_argument for an empty path, one over 107
+  /// bytes or holding NUL, std::system_error if the bind or listen fails,
+  /// std::logic_error after stop().
+  HostEndpoint listen_unix(const std::string& path);
 
   /// The port of the first listen(); 0 before.
   [[nodiscard]] std::uint16_t local_port() const;
@@ -355,6 +436,12 @@ public:
   [[nodiscard]] std::size_t connection_count() const noexcept;
   /// Number of event-loop threads.
   [[nodiscard]] std::size_t thread_count() const noexcept;
+
+  /// The listener's counters now (see ListenerMetrics): cheap enough to call
+  /// per scrape (a few hundred relaxed loads per loop), from any thread,
+  /// including a handler on one of the listener's loops (e.g. the
+  /// http_requested handler serving them). Never throws but std::bad_alloc.
+  [[nodiscard]] ListenerMetrics metrics() const;
 
   /// Graceful shutdown: stops accepting and sends a 1001 (going away) close
   /// frame on every connection accepted before it returned: open ones at

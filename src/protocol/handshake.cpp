@@ -625,6 +625,80 @@ std::string build_error_response(int status, std::string_view body, const HttpHe
   return out;
 }
 
+// --- plain HTTP ------------------------------------------------------------------------------
+
+std::error_code request_body_length(const HttpRequest& request, std::size_t max_size,
+                                    std::size_t& length) noexcept {
+  // RFC 9112 6.1: Transfer-Encoding decides over Content-Length. We read
+  // bodies by length only: a chunked body may come again with a length (411,
+  // RFC 9110 15.5.12); any other coding is one we do not implement (501).
+  bool has_coding = false;
+  bool last_chunked = false;
+  for (const auto& h : request.headers) {
+    if (!iequals(h.name, "Transfer-Encoding")) continue;
+    has_coding = true;
+    for_each_element(h.value, [&](std::string_view coding) {
+      last_chunked = iequals(coding, "chunked");
+      return false;
+    });
+  }
+  if (has_coding) return make_http_error(last_chunked ? 411 : 501);
+
+  // RFC 9112 6.3 item 5: a Content-Length that is not a number, or several
+  // that differ, make the message length unknowable: 400.
+  std::optional<std::size_t> declared;
+  for (const auto& h : request.headers) {
+    if (!iequals(h.name, "Content-Length")) continue;
+    if (h.value.empty()) return make_error_code(error::bad_http_message);
+    std::size_t value = 0;
+    bool too_large = false;
+    for (char c : h.value) {
+      if (c < '0' || c > '9') return make_error_code(error::bad_http_message);
+      const auto digit = static_cast<std::size_t>(c - '0');
+      if (value > (SIZE_MAX - digit) / 10)
+        too_large = true;
+      else
+        value = value * 10 + digit;
+    }
+    // Over the bound (or over what size_t holds): refused before any of it is read.
+    if (too_large || value > max_size) return make_http_error(413);
+    if (declared && *declared != value) return make_error_code(error::bad_http_message);
+    declared = value;
+  }
+  // RFC 9112 6.3 item 7: a request with neither header has no body.
+  length = declared.value_or(0);
+  return {};
+}
+
+std::string build_http_response(int status, const HttpHeaders& headers, std::string_view body,
+                                bool head_request) {
+  // A 1xx is not a final answer, and 101 belongs to the upgrade.
+  if (status < 200 || status > 599) invalid("build_http_response: status must be within 200-599");
+  // RFC 9110 15.3.5, 15.4.5: 204 and 304 never carry a body.
+  const bool no_body = status == 204 || status == 304;
+  if (no_body && !body.empty())
+    invalid("build_http_response: a 204 or 304 answer must have an empty body");
+  for (const auto& h : headers) {
+    if (!is_token(h.name) || !is_valid_value(h.value))
+      invalid("build_http_response: header names must be tokens and values printable");
+    if (iequals(h.name, "Connection") || iequals(h.name, "Content-Length") ||
+        iequals(h.name, "Transfer-Encoding"))
+      invalid(
+          "build_http_response: headers must not hold Connection, Content-Length or "
+          "Transfer-Encoding (set here)");
+  }
+  std::string out;
+  out.reserve(96 + body.size());
+  out.append("HTTP/1.1 ");
+  out.append(std::to_string(status)).append(" ").append(reason_phrase(status)).append("\r\n");
+  for (const auto& h : headers) append_header(out, h.name, h.value);
+  append_header(out, "Connection", "close");
+  if (!no_body) append_header(out, "Content-Length", std::to_string(body.size()));
+  out.append("\r\n");
+  if (!head_request) out.append(body);
+  return out;
+}
+
 std::string_view reason_phrase(int status) noexcept {
   // RFC 9110 15: the registered reason phrases.
   switch (status) {

@@ -1,5 +1,6 @@
 // Resolve, Happy Eyeballs connect, and proxy tunnels.
 #include "transport/connect.hpp"
+#include "transport/unix_socket.hpp"
 
 #include <array>
 #include <mutex>
@@ -42,6 +43,15 @@ Connector::Connector(asio::io_context::executor_type ex) : ex_(ex), resolver_(ex
 
 void Connector::start(std::string host, std::uint16_t port, Done done) {
   done_ = std::move(done);
+  // A Unix socket path (ws+unix): no resolving; the connect ends at once.
+  if (is_unix_path(host)) {
+    attempts_.push_back(std::make_unique<TcpSocket>(ex_));
+    const auto ec = connect_unix(*attempts_.back(), host);
+    asio::post(ex_, [self = shared_from_this(), ec] {
+      if (!self->finished_) self->finish(ec, ec ? nullptr : self->attempts_.front().get());
+    });
+    return;
+  }
   std::optional<Endpoints> fixed;
   {
     std::lock_guard lock(override_mutex);

@@ -28,6 +28,7 @@
 #include <duplex/websocket_listener.hpp>
 
 #include "detail/session.hpp"
+#include "transport/listener_counters.hpp"
 
 namespace duplex::detail {
 
@@ -128,6 +129,7 @@ struct ListenerLoop {
   /// holds their socket: they need this loop until they are destroyed.
   std::vector<std::weak_ptr<Session>> ended;
   std::thread thread;
+  LoopCounters counters;  ///< for WebSocketListener::metrics() (listener_metrics.cpp)
   /// Set (on the loop's thread) when its listener is destroyed while sockets
   /// of this loop are still held: the loop then runs on alone, on its
   /// detached thread, until the last of them is gone, and frees itself.
@@ -157,14 +159,17 @@ public:
   // --- configuration (before the first listen) --------------------------------
   void set_handshake_handler(WebSocketListener::HandshakeRequestedHandler h);
   void set_connection_handler(WebSocketListener::ConnectionReceivedHandler h);
+  void set_http_handler(WebSocketListener::HttpRequestedHandler h);  // (http_server.cpp)
 
   // --- public operations (any thread) ------------------------------------------
   HostEndpoint listen(std::string_view address, std::uint16_t port);
+  HostEndpoint listen_unix(const std::string& path);  // (unix_listener.cpp)
   std::uint16_t local_port() const;
   std::vector<HostEndpoint> local_endpoints() const;
   std::size_t connection_count() const noexcept { return connections_.load(); }
   std::size_t thread_count() const noexcept { return loops_.size(); }
   std::size_t stop(std::chrono::milliseconds timeout);
+  ListenerMetrics metrics() const;  // (listener_metrics.cpp)
 
   // --- used by the handshakes (on their loop) ----------------------------------
   [[nodiscard]] const WebSocketListenerOptions& options() const noexcept { return options_; }
@@ -172,6 +177,10 @@ public:
     return tls_context_;
   }
   [[nodiscard]] bool stopping() const noexcept { return stopping_.load(); }
+  [[nodiscard]] bool has_http_handler() const noexcept { return static_cast<bool>(on_http_); }
+  /// Runs the http_requested handler (set) and builds the answer; an
+  /// exception or an answer that cannot be built gives a 500 (http_server.cpp).
+  std::string run_http_handler(const HttpServerRequest& request, int& status);
   /// Runs the hook on a valid request; fills the context's decision.
   void run_hook(WebSocketHandshakeContext& context);
   /// The 101 is written: makes the socket of `type` and raises
@@ -218,6 +227,7 @@ private:
   std::shared_ptr<asio::ssl::context> tls_context_;
   WebSocketListener::HandshakeRequestedHandler on_handshake_;
   WebSocketListener::ConnectionReceivedHandler on_connection_;
+  WebSocketListener::HttpRequestedHandler on_http_;
   std::chrono::milliseconds sweep_interval_;
 
   std::vector<std::unique_ptr<ListenerLoop>> loops_;

@@ -18,6 +18,7 @@
 
 #include "transport/listener_impl.hpp"
 #include "transport/server_tls.hpp"
+#include "transport/unix_socket.hpp"
 
 namespace duplex::detail {
 
@@ -32,10 +33,6 @@ constexpr std::size_t initial_buffer_size = 1024;
 // not turn into a reset that destroys the answer in the client's receive queue.
 constexpr std::size_t linger_discard_limit = 64 * 1024;
 
-HostEndpoint to_host_endpoint(const tcp::endpoint& e) {
-  return HostEndpoint{e.address().to_string(), e.port()};
-}
-
 class ServerHandshake final : public HandshakeEntry,
                               public std::enable_shared_from_this<ServerHandshake> {
 public:
@@ -43,6 +40,7 @@ public:
                   bool busy)
       : listener_(listener), loop_(loop), tcp_(std::move(socket)), busy_(busy) {
     listener_.live_handshakes.fetch_add(1);
+    loop_.counters.handshakes_pending.fetch_add(1, std::memory_order_relaxed);
   }
 
   ServerHandshake(const ServerHandshake&) = delete;
@@ -52,6 +50,8 @@ public:
     loop_.handshakes.remove(*this);
     if (!handed_over_) listener_.release_connection(busy_);
     listener_.live_handshakes.fetch_sub(1);
+    if (!answered_) LoopCounters::bump(loop_.counters.handshake_errors);
+    loop_.counters.handshakes_pending.fetch_sub(1, std::memory_order_relaxed);
   }
 
   void start() {
@@ -134,9 +134,15 @@ private:
   }
 
   void process(protocol::HttpRequest request, std::size_t consumed) {
+    // Not a WebSocket upgrade, and the application serves plain HTTP: its
+    // handler answers (health checks, a page, metrics on the same port).
+    http_answer_ = listener_.has_http_handler() &&
+                   !protocol::header_has_token(request.headers, "Upgrade", "websocket");
     // Over the limit at accept: a slot may have come back since.
     if (busy_ && !listener_.stopping() && listener_.claim_connection()) busy_ = false;
     if (busy_) return respond_error(503, "server busy, try again later\n", {{"Retry-After", "1"}});
+
+    if (http_answer_) return start_http(std::move(request), consumed);
 
     protocol::ServerHandshakeRequest hs;
     if (const auto ec = protocol::validate_client_request(request, hs)) {
@@ -156,9 +162,8 @@ private:
     request_.origin = std::move(hs.origin);
     request_.protocols = std::move(hs.protocols);
     request_.extensions = std::move(hs.extensions);
-    std::error_code ignored;
-    request_.remote_address = to_host_endpoint(socket().remote_endpoint(ignored));
-    request_.local_address = to_host_endpoint(socket().local_endpoint(ignored));
+    request_.remote_address = transport::host_endpoint(socket(), false);
+    request_.local_address = transport::host_endpoint(socket(), true);
     request_.secure = tls_ != nullptr;
     if (tls_)
       request_.client_certificate_subject =
@@ -185,6 +190,73 @@ private:
     leftover_.assign(buf_.data() + consumed, used_ - consumed);
     std::string().swap(buf_);
     answering_ = true;
+    answered(101);
+    write();
+  }
+
+  // A plain HTTP request: read its body (Content-Length only), then answer
+  // with the handler's response and close.
+  void start_http(protocol::HttpRequest request, std::size_t consumed) {
+    std::size_t length = 0;
+    if (const auto ec = protocol::request_body_length(
+            request, listener_.options().max_http_body_size, length)) {
+      const int status = protocol::status_for(ec);
+      return respond_error(status, status == 413   ? "request body too large\n"
+                                   : status == 411 ? "a Content-Length is required\n"
+                                   : status == 501 ? "transfer coding not implemented\n"
+                                                   : "malformed HTTP request\n");
+    }
+    http_ = std::make_unique<HttpServerRequest>();
+    http_->method = std::move(request.method);
+    http_->target = std::move(request.target);
+    http_->version_minor = request.version_minor;
+    http_->headers = std::move(request.headers);
+    body_begin_ = consumed;
+    body_end_ = consumed + length;  // no overflow: consumed <= max_header_size
+    if (used_ >= body_end_) return answer_http();
+    buf_.resize(body_end_);
+    // RFC 9110 10.1.1: a client that waits for 100 (Continue) sends its body
+    // after it; answering at once saves it the wait. Only HTTP/1.1 clients
+    // understand a 1xx (RFC 9110 15.2).
+    if (http_->version_minor >= 1 &&
+        protocol::header_has_token(http_->headers, "Expect", "100-continue")) {
+      response_ = "HTTP/1.1 100 Continue\r\n\r\n";
+      continue_sent_ = true;
+      return write();
+    }
+    read_body();
+  }
+
+  void read_body() {
+    auto buffer = asio::buffer(buf_.data() + used_, body_end_ - used_);
+    visit([&](auto& stream) {
+      stream.async_read_some(buffer,
+                             [self = shared_from_this()](std::error_code ec, std::size_t n) {
+                               // The client left, or the sweep closed the socket.
+                               if (ec) return self->close();
+                               self->used_ += n;
+                               if (self->used_ < self->body_end_) return self->read_body();
+                               self->answer_http();
+                             });
+    });
+  }
+
+  void answer_http() {
+    http_->body.assign(buf_.data() + body_begin_, body_end_ - body_begin_);
+    std::string().swap(buf_);
+    http_->remote_address = transport::host_endpoint(socket(), false);
+    http_->local_address = transport::host_endpoint(socket(), true);
+    http_->secure = tls_ != nullptr;
+    if (tls_)
+      http_->client_certificate_subject =
+          transport::client_certificate_subject(tls_->native_handle());
+    int status = 500;
+    response_ = listener_.run_http_handler(*http_, status);
+    http_.reset();
+    answered(status);
+    // One answer per connection: it ends like an error answer (FIN, then
+    // what the client still sends is read and dropped).
+    error_answer_ = true;
     write();
   }
 
@@ -200,7 +272,14 @@ private:
     }
   }
 
+  // Counted when decided: an answer whose write fails counts here, not as an error.
+  void answered(int status) noexcept {
+    answered_ = true;
+    loop_.counters.answered(http_answer_, status);
+  }
+
   void respond_error(int status, std::string_view body, const protocol::HttpHeaders& extra = {}) {
+    answered(status);
     error_answer_ = true;
     response_ = protocol::build_error_response(status, body, extra);
     write();
@@ -211,6 +290,11 @@ private:
       asio::async_write(stream, asio::buffer(response_),
                         [self = shared_from_this()](std::error_code ec, std::size_t) {
                           if (ec) return self->close();
+                          if (self->continue_sent_) {
+                            self->continue_sent_ = false;
+                            std::string().swap(self->response_);
+                            return self->read_body();
+                          }
                           if (self->error_answer_) return self->linger();
                           self->hand_over();
                         });
@@ -280,6 +364,12 @@ private:
   ListenerSocketType socket_type_ = ListenerSocketType::message_websocket;
   std::string response_;
   std::string leftover_;
+  std::unique_ptr<HttpServerRequest> http_;  ///< a plain HTTP request being read
+  std::size_t body_begin_ = 0;               ///< its body within buf_
+  std::size_t body_end_ = 0;
+  bool continue_sent_ = false;  ///< the 100 (Continue) is being written
+  bool http_answer_ = false;    ///< the request went the plain HTTP way
+  bool answered_ = false;       ///< an answer was decided (else: a handshake error)
   bool busy_;
   bool error_answer_ = false;
   bool answering_ = false;  ///< the 101 is being written

@@ -1,5 +1,6 @@
 // URI parsing for connect_async and the proxy control.
 #include "transport/uri.hpp"
+#include "transport/unix_socket.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -78,21 +79,56 @@ Authority parse_authority(std::string_view a, const char* what) {
   return out;
 }
 
+// Node's `ws` form: ws+unix:///socket/path[:/target]. The socket path ends at
+// the first ':' (a path holding ':' cannot be named this way, as in Node).
+WebSocketUri parse_unix_uri(std::string_view rest) {
+  for (char c : rest) {
+    auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f)
+      throw std::invalid_argument(
+          "uri: spaces, controls and non-ASCII bytes must be percent-encoded");
+  }
+  if (rest.find('#') != std::string_view::npos)
+    throw std::invalid_argument("uri: a fragment (#) is not allowed");
+  if (rest.empty() || rest.front() != '/')
+    throw std::invalid_argument(
+        "uri: ws+unix must be ws+unix:///absolute/socket/path[:/target] (no host)");
+  const auto colon = rest.find(':');
+  WebSocketUri out;
+  out.unix_path = std::string(rest.substr(0, colon));
+  if (out.unix_path.find('?') != std::string::npos)
+    throw std::invalid_argument(
+        "uri: a ws+unix socket path must not hold '?' (put the target after ':')");
+  if (out.unix_path.size() > max_unix_path)
+    throw std::invalid_argument("uri: a ws+unix socket path must be at most 107 bytes");
+  out.target = colon == std::string_view::npos ? "/" : std::string(rest.substr(colon + 1));
+  if (out.target.empty()) out.target = "/";
+  if (out.target.front() == '?') out.target.insert(out.target.begin(), '/');
+  if (out.target.front() != '/')
+    throw std::invalid_argument("uri: the ws+unix target after ':' must start with '/'");
+  out.host = out.unix_path;
+  // RFC 9112 3.2: a Host header is required; a socket path has no host name,
+  // so send what Node's ws and curl send for Unix sockets.
+  out.host_header = "localhost";
+  return out;
+}
+
 }  // namespace
 
 WebSocketUri parse_websocket_uri(std::string_view uri) {
   auto sep = uri.find("://");
   if (sep == std::string_view::npos)
-    throw std::invalid_argument("uri: must start with ws:// or wss://");
+    throw std::invalid_argument("uri: must start with ws://, wss:// or ws+unix://");
   auto scheme = lower(uri.substr(0, sep));
   WebSocketUri out;
   // RFC 6455 3: only the ws and wss schemes name WebSocket endpoints.
+  if (scheme == "ws+unix") return parse_unix_uri(uri.substr(sep + 3));
   if (scheme == "ws")
     out.secure = false;
   else if (scheme == "wss")
     out.secure = true;
   else
-    throw std::invalid_argument("uri: scheme must be ws or wss, not '" + scheme + "'");
+    throw std::invalid_argument("uri: scheme must be ws, wss or ws+unix, not '" + scheme + "'");
   auto rest = uri.substr(sep + 3);
   // RFC 6455 3: fragment identifiers are not allowed in WebSocket URIs.
   if (rest.find('#') != std::string_view::npos)

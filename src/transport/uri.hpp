@@ -13,11 +13,20 @@ struct WebSocketUri {
   std::uint16_t port = 0;   ///< explicit or 80 / 443
   std::string target;       ///< "/path?query", "/" when empty
   std::string host_header;  ///< Host header value (port only when not default)
+  /// ws+unix: the socket path, also in `host` (transport::is_unix_path), so a
+  /// connector given `host` connects to it; port 0, Host header "localhost".
+  std::string unix_path;
 };
 
 /// Parses a WebSocket URI (RFC 6455 3). Throws std::invalid_argument naming the
-/// rule: scheme must be ws or wss, a host is required, no user info, no
-/// fragment, port 1-65535.
+/// rule: scheme must be ws, wss or ws+unix, a host is required, no user info,
+/// no fragment, port 1-65535.
+///
+/// ws+unix (the form of Node's `ws`): `ws+unix:///abs/path.sock` or
+/// `ws+unix:///abs/path.sock:/request/target?query`: the socket path runs to
+/// the first ':' and the request target (default "/") follows it. The path
+/// must be absolute, at most 107 bytes, and hold no '?' (the target's query
+/// goes after the ':'); no authority (nothing between "//" and the path).
 WebSocketUri parse_websocket_uri(std::string_view uri);
 
 struct ProxyUri {

@@ -88,6 +88,9 @@ void add_echo_server_command(CLI::App& app, int& exit_status) {
                   "Subprotocol to select when a client offers it (repeatable)");
   cmd->add_option("--allow-origin", c->server.allowed_origins,
                   "Accept only browsers from this Origin (repeatable; others get 403)");
+  cmd->add_option("--metrics", c->server.metrics_path,
+                  "Serve Prometheus metrics at this path over plain HTTP on the same port "
+                  "(e.g. /metrics; other plain HTTP requests get 404)");
   cmd->add_option("--stop-timeout", c->stop_timeout,
                   "On SIGINT/SIGTERM, wait this many seconds for connections to close")
       ->capture_default_str();

@@ -57,6 +57,10 @@ EchoServer::EchoServer(const EchoServerOptions& options) : shared_(std::make_sha
   shared_->verbose = options.verbose;
   shared_->json = options.json;
   listener_ = std::make_unique<WebSocketListener>(listener_options(options));
+  if (!options.metrics_path.empty()) {
+    shared_->metrics = std::make_shared<ServerMetrics>();
+    listener_->http_requested(metrics_handler(options.metrics_path, *listener_, shared_->metrics));
+  }
 
   listener_->connection_received(
       [shared = shared_](WebSocketListenerConnectionReceivedEventArgs& args) {
@@ -69,6 +73,7 @@ EchoServer::EchoServer(const EchoServerOptions& options) : shared_(std::make_sha
           shared->sockets.emplace(id, std::move(socket));
         }
         shared->connections.fetch_add(1, std::memory_order_relaxed);
+        if (shared->metrics) shared->metrics->opened();
         const auto& remote = args.request().remote_address;
         const std::string peer = remote.host + ":" + std::to_string(remote.port);
         if (shared->verbose) log_extensions(shared->json, id, ws.information().extensions());
@@ -86,6 +91,10 @@ EchoServer::EchoServer(const EchoServerOptions& options) : shared_(std::make_sha
               const bool last = m.is_message_complete();
               if (last) shared->messages.fetch_add(1, std::memory_order_relaxed);
               shared->bytes.fetch_add(m.data().size(), std::memory_order_relaxed);
+              if (shared->metrics) {
+                shared->metrics->received(m.data().size(), last);
+                shared->metrics->sent(m.data().size(), last);
+              }
               // Same type back. A message that arrived whole goes back whole; one that
               // arrived in pieces goes back as the frames of one message, each piece
               // (at least partial_message_threshold bytes, but the last) as one frame,
@@ -102,6 +111,7 @@ EchoServer::EchoServer(const EchoServerOptions& options) : shared_(std::make_sha
               mid_message = !last;
             });
         ws.closed([shared, id](MessageWebSocket&, const WebSocketClosedEventArgs& c) {
+          if (shared->metrics) shared->metrics->closed(c.code(), static_cast<bool>(c.error()));
           if (shared->verbose) {
             const std::string err = c.error() ? describe_error(c.error()) : std::string();
             log_event(shared->json,

@@ -14,6 +14,8 @@
 #include <duplex/message_websocket.hpp>
 #include <duplex/websocket_listener.hpp>
 
+#include "server_metrics.hpp"
+
 namespace duplex::cli {
 
 struct EchoServerOptions {
@@ -35,6 +37,9 @@ struct EchoServerOptions {
   // frames (Node ws refuses more than 16,384).
   std::size_t partial_message_threshold =
       MessageWebSocketControl::default_partial_message_threshold;
+
+  /// Non-empty: Prometheus metrics over plain HTTP at this path (--metrics).
+  std::string metrics_path;
 };
 
 /// Counters of an echo server (all connections so far).
@@ -70,6 +75,7 @@ private:
     std::atomic<std::uint64_t> connections{0};
     std::atomic<std::uint64_t> messages{0};
     std::atomic<std::uint64_t> bytes{0};
+    std::shared_ptr<ServerMetrics> metrics;  // with metrics_path only
     bool verbose = false;
     bool json = false;
   };

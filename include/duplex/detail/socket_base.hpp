@@ -62,12 +62,16 @@ public:
   void set_request_header(std::string_view name, std::string_view value);
 
   /// Connects to a `ws://` or `wss://` URI: resolve, TCP (racing up to 5
-  /// addresses, RFC 8305), proxy, TLS, opening handshake; bounded by
+  /// addresses, RFC 8305), proxy, TLS, opening handshake; or to a Unix domain
+  /// socket with `ws+unix:///path/to.sock` (Node's `ws` form; a request
+  /// target may follow a ':', as in `ws+unix:///tmp/s.sock:/chat?x=1`; Host
+  /// is "localhost"; never through a proxy; no TLS). Bounded by
   /// control().connect_timeout(). Throws std::invalid_argument for a bad URI
   /// or scheme, std::logic_error if connect was already called. Completes with
   /// an error mapped by get_status(): host_not_resolved, cannot_connect,
   /// timed_out, an HTTP status (http_category), handshake errors, X.509
-  /// errors (x509_category), certificate_rejected, operation_aborted.
+  /// errors (x509_category), certificate_rejected, operation_aborted; for a
+  /// Unix socket the system error of its connect (no such file, refused).
   template <class CompletionToken = UseTask>
   auto connect_async(std::string_view uri, CompletionToken&& token = {}) {
     return connect_async(uri, CancellationToken{}, std::forward<CompletionToken>(token));

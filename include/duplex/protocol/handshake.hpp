@@ -188,6 +188,41 @@ std::string build_server_response(std::string_view key, std::string_view protoco
 /// (set here).
 std::string build_error_response(int status, std::string_view body, const HttpHeaders& extra = {});
 
+// --- Plain HTTP beside WebSocket ------------------------------------------------
+
+/// Bound on the body of a plain HTTP request a listener reads (not an upgrade):
+/// health checks and small JSON posts fit; a larger body is refused with 413.
+inline constexpr std::size_t default_max_http_body_size = 64 * 1024;
+
+/// The length of the body of `request` (RFC 9112 6.3), for a server that reads
+/// bodies delimited by Content-Length only. Sets `length` and returns no error
+/// when the request has no body (length 0) or a valid Content-Length not over
+/// `max_size`. Errors, each an http_category() code naming the status to
+/// answer (status_for(ec)):
+///  - 411 (Length Required): Transfer-Encoding whose last coding is chunked;
+///    the client may retry with a Content-Length (RFC 9110 15.5.12);
+///  - 501 (Not Implemented): any other Transfer-Encoding (RFC 9112 6.1: a
+///    coding the server does not understand);
+///  - 400 (Bad Request): a Content-Length that is not a decimal number, or
+///    several that differ (RFC 9112 6.3 item 5);
+///  - 413 (Content Too Large): a length over `max_size` (checked before any
+///    byte of the body is read or stored).
+/// `length` is written only on success. Reentrant.
+std::error_code request_body_length(const HttpRequest& request, std::size_t max_size,
+                                    std::size_t& length) noexcept;
+
+/// A complete HTTP/1.1 answer to a plain request: status line with
+/// reason_phrase(status), the `headers` in order, `Connection: close` (one
+/// answer per connection), `Content-Length: body.size()` (except for 204 and
+/// 304, which have no body), then `body`, unless `head_request` (RFC 9110
+/// 9.3.2: a HEAD answer has the headers of the GET answer, no body). Throws
+/// std::invalid_argument for a status outside 200-599, a body with 204 or
+/// 304, a header name that is not a token or a value with control characters
+/// (is_valid_header's value rule), or a Connection, Content-Length or
+/// Transfer-Encoding header (set here).
+std::string build_http_response(int status, const HttpHeaders& headers, std::string_view body,
+                                bool head_request = false);
+
 /// The standard reason phrase for an HTTP status ("Not Found"); "Unknown" if none.
 std::string_view reason_phrase(int status) noexcept;
 

@@ -1,0 +1,51 @@
+// transport/unix_socket.hpp: Unix domain stream sockets (ws+unix:// clients,
+// WebSocketListener::listen_unix) carried in the TCP-typed socket of every
+// connection.
+//
+// Why in a TcpSocket: a connection's socket type is fixed at compile time on
+// the data path (transport::Stream, the session's reads and writes). On Linux,
+// Asio's stream socket operations are recv/send/shutdown/close on the
+// descriptor, the same calls for AF_UNIX as for AF_INET, so an AF_UNIX
+// descriptor assigned to a TcpSocket behaves as a stream socket with no change
+// to the types, the code or the cost of the TCP path. What differs is kept
+// here: connecting and binding by path, and reading the endpoints (Asio's TCP
+// endpoint cannot hold a path). TCP options (TCP_NODELAY) fail on such a
+// socket and are ignored where they are set.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include <duplex/websocket_control.hpp>
+
+#include "transport/tcp.hpp"
+
+namespace duplex::transport {
+
+/// True when a connect "host" names a Unix socket: an absolute path (a DNS
+/// name or an IP address never starts with '/'; parse_websocket_uri puts the
+/// socket path of a ws+unix URI there).
+[[nodiscard]] inline bool is_unix_path(std::string_view host) noexcept {
+  return !host.empty() && host.front() == '/';
+}
+
+/// Longest socket path (sockaddr_un::sun_path holds 108 bytes with its NUL).
+inline constexpr std::size_t max_unix_path = 107;
+
+/// Connects a new non-blocking AF_UNIX stream socket to `path` and assigns it
+/// to `socket` (closed before). A Unix connect completes at once or fails: no
+/// file (ENOENT), nobody listening (ECONNREFUSED), backlog full (EAGAIN), a
+/// path over max_unix_path (ENAMETOOLONG). Returns the error, if any.
+std::error_code connect_unix(TcpSocket& socket, const std::string& path);
+
+/// A listening AF_UNIX stream socket bound to `path` (which must not exist:
+/// EADDRINUSE otherwise), with `backlog`; its descriptor, or -1 with `ec`.
+int listen_unix(const std::string& path, int backlog, std::error_code& ec);
+
+/// The local or remote endpoint of `socket` as the library reports it: the
+/// numeric address and port for TCP; for a Unix socket, the socket path (the
+/// bound one, "" for an unnamed client end) and port 0.
+HostEndpoint host_endpoint(const TcpSocket& socket, bool local);
+
+}  // namespace duplex::transport
