@@ -15,14 +15,11 @@ namespace duplex {
 // --- HttpServerRequest ------------------------------------------------------------
 
 std::string_view HttpServerRequest::path() const noexcept {
-  std::string_view t = target;
-  return t.substr(0, t.find('?'));
+  return protocol::target_path(target);
 }
 
 std::string_view HttpServerRequest::query() const noexcept {
-  std::string_view t = target;
-  const auto q = t.find('?');
-  return q == std::string_view::npos ? std::string_view{} : t.substr(q + 1);
+  return protocol::target_query(target);
 }
 
 std::optional<std::string_view> HttpServerRequest::header(std::string_view name) const noexcept {
@@ -38,11 +35,8 @@ bool is_answer_header(std::string_view name) noexcept {
          protocol::iequals(name, "Transfer-Encoding");
 }
 
-// The header rules of protocol::is_valid_header, apart: it also refuses the
-// WebSocket handshake's names, which a plain answer may use (Upgrade, Host).
-bool is_token(std::string_view name) noexcept {
-  return protocol::is_valid_header(name, "x") || protocol::is_reserved_header(name);
-}
+// The value rule of protocol::is_valid_header (whose name rule also refuses
+// the WebSocket handshake's names, which a plain answer may use).
 bool is_valid_value(std::string_view value) noexcept {
   return protocol::is_valid_header("X", value);
 }
@@ -57,7 +51,7 @@ void HttpServerResponse::status(int status) {
 }
 
 void HttpServerResponse::add_header(std::string_view name, std::string_view value) {
-  if (!is_token(name))
+  if (!protocol::is_token(name))
     throw std::invalid_argument("HttpServerResponse::add_header: name must be an HTTP token");
   if (is_answer_header(name))
     throw std::invalid_argument(

@@ -1,5 +1,7 @@
 // Controls, information and event arguments: thin views of the session.
 #include <duplex/websocket_control.hpp>
+
+#include <duplex/protocol/handshake.hpp>
 #include <duplex/websocket_events.hpp>
 
 #include <algorithm>
@@ -15,17 +17,6 @@ namespace {
 using detail::SessionConfig;
 using std::chrono::milliseconds;
 
-// RFC 9110 5.6.2: a token is one or more tchar.
-bool is_token(std::string_view s) {
-  if (s.empty()) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    auto u = static_cast<unsigned char>(c);
-    if (u >= '0' && u <= '9') return true;
-    if ((u | 0x20) >= 'a' && (u | 0x20) <= 'z') return true;
-    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-  });
-}
-
 void check_positive(milliseconds d, const char* what) {
   if (d.count() <= 0)
     throw std::invalid_argument(std::string(what) + ": must be greater than zero");
@@ -37,7 +28,7 @@ void check_not_negative(milliseconds d, const char* what) {
 void check_protocols(const std::vector<std::string>& ps) {
   for (std::size_t i = 0; i < ps.size(); ++i) {
     // RFC 6455 4.1: each subprotocol is a token, offered once.
-    if (!is_token(ps[i]))
+    if (!protocol::is_token(ps[i]))
       throw std::invalid_argument("supported_protocols: '" + ps[i] + "' is not an HTTP token");
     for (std::size_t j = 0; j < i; ++j)
       if (ps[j] == ps[i])

@@ -26,16 +26,6 @@ namespace duplex {
 
 namespace {
 
-// RFC 9110 5.6.2: tchar, the characters of a token.
-bool is_tchar(char c) noexcept {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-bool is_token(std::string_view s) noexcept {
-  return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar);
-}
-
 bool has_control(std::string_view s) noexcept {
   return std::any_of(s.begin(), s.end(),
                      [](char c) { return c == '\r' || c == '\n' || c == '\0'; });
@@ -66,7 +56,7 @@ void check_options(const WebSocketListenerOptions& o) {
   if (o.backlog < 0) throw std::invalid_argument("backlog: must be >= 0");
   // RFC 6455 4.1: subprotocol names are tokens, each offered once.
   for (std::size_t i = 0; i < o.supported_protocols.size(); ++i) {
-    if (!is_token(o.supported_protocols[i]))
+    if (!protocol::is_token(o.supported_protocols[i]))
       throw std::invalid_argument("supported_protocols: each must be a non-empty HTTP token");
     for (std::size_t j = 0; j < i; ++j)
       if (o.supported_protocols[j] == o.supported_protocols[i])
@@ -83,14 +73,11 @@ void check_options(const WebSocketListenerOptions& o) {
 // --- WebSocketRequest ------------------------------------------------------------
 
 std::string_view WebSocketRequest::path() const noexcept {
-  std::string_view t = target;
-  return t.substr(0, t.find('?'));
+  return protocol::target_path(target);
 }
 
 std::string_view WebSocketRequest::query() const noexcept {
-  std::string_view t = target;
-  const auto q = t.find('?');
-  return q == std::string_view::npos ? std::string_view{} : t.substr(q + 1);
+  return protocol::target_query(target);
 }
 
 std::optional<std::string_view> WebSocketRequest::header(std::string_view name) const noexcept {
@@ -119,7 +106,7 @@ void WebSocketHandshakeContext::reject(int status, std::string_view body,
                                        protocol::HttpHeaders headers) {
   if (status < 200 || status > 599) throw std::invalid_argument("reject: status must be 200-599");
   for (const auto& h : headers) {
-    if (!is_token(h.name) || has_control(h.value))
+    if (!protocol::is_token(h.name) || has_control(h.value))
       throw std::invalid_argument(
           "reject: header names must be HTTP tokens, values without CR, LF or NUL");
     if (protocol::iequals(h.name, "Connection") || protocol::iequals(h.name, "Content-Type") ||

@@ -52,9 +52,6 @@ bool all_of(std::string_view s, CharClass cls) noexcept {
     if (!is(c, cls)) return false;
   return true;
 }
-bool is_token(std::string_view s) noexcept {
-  return !s.empty() && all_of(s, tchar);
-}
 bool is_ows(char c) noexcept {
   return c == ' ' || c == '\t';
 }
@@ -787,6 +784,10 @@ bool is_reserved_header(std::string_view name) noexcept {
 
 bool is_valid_header(std::string_view name, std::string_view value) noexcept {
   return is_token(name) && !is_reserved_header(name) && is_valid_value(value);
+}
+
+bool is_token(std::string_view s) noexcept {
+  return !s.empty() && all_of(s, tchar);
 }
 
 }  // namespace duplex::protocol

@@ -244,4 +244,17 @@ bool is_reserved_header(std::string_view name) noexcept;
 /// set_request_header accepts.
 bool is_valid_header(std::string_view name, std::string_view value) noexcept;
 
+/// True if `s` is an HTTP token: one or more tchar (RFC 9110 5.6.2).
+bool is_token(std::string_view s) noexcept;
+
+/// The path of a request target (before any '?').
+inline std::string_view target_path(std::string_view target) noexcept {
+  return target.substr(0, target.find('?'));
+}
+/// The query of a request target (after the first '?'; empty without one).
+inline std::string_view target_query(std::string_view target) noexcept {
+  const auto q = target.find('?');
+  return q == std::string_view::npos ? std::string_view{} : target.substr(q + 1);
+}
+
 }  // namespace duplex::protocol
