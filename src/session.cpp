@@ -5,6 +5,12 @@
 #include <cstring>
 #include <stdexcept>
 
+#include <cerrno>
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
 #include <openssl/ssl.h>
 #include <asio/post.hpp>
 #include <asio/write.hpp>
@@ -44,6 +50,15 @@ std::uint16_t close_code_of(std::error_code ec) {
   }
   return protocol::close_code::abnormal;
 }
+
+// errno as the error Asio's socket calls report (compared with asio::error::*).
+std::error_code last_socket_error() {
+  return {errno, asio::error::get_system_category()};
+}
+
+bool would_block(int e) {
+  return e == EAGAIN || e == EWOULDBLOCK;
+}
 }  // namespace
 
 struct Session::ConnectState {
@@ -67,7 +82,10 @@ Session::Session(asio::io_context::executor_type ex, Kind kind, protocol::Role r
       config_(role == protocol::Role::client ? std::make_unique<SessionConfig>() : nullptr),
       input_(kind == Kind::stream ? std::make_unique<StreamInput>() : nullptr) {}
 
-Session::~Session() = default;
+Session::~Session() {
+  // Destroyed by its loop's shutdown while polled: the descriptor is ours.
+  if (fd_ >= 0) ::close(fd_);
+}
 
 // --- plumbing --------------------------------------------------------------------------
 
@@ -536,7 +554,7 @@ void Session::on_response_bytes(std::error_code ec, std::size_t n) {
 
 void Session::connect_failed(std::error_code ec) {
   if (connecting_ && connecting_->connector) connecting_->connector->cancel();
-  if (stream_) stream_->close();
+  close_transport();
   Op op = connecting_ ? std::move(connecting_->op) : Op{};
   connecting_.reset();
   connect_deadline_ = never;
@@ -557,13 +575,14 @@ void Session::connect_failed(std::error_code ec) {
 }
 
 void Session::become_open(std::span<const std::byte> leftover) {
+  if (stream_ && !stream_->is_tls()) {
+    if (auto ec = to_poller()) return connect_failed(ec);
+  }
   leftover_.assign(leftover.begin(), leftover.end());
   Op op = connecting_ ? std::move(connecting_->op) : Op{};
   connecting_.reset();
   connect_deadline_ = never;
   phase_ = Phase::open;
-  std::error_code ignored;
-  if (!stream_->is_tls()) stream_->socket().non_blocking(true, ignored);
   const auto now = Clock::now();
   rate_window_start_ = now;
   if (cfg_.keep_alive_interval.count() > 0) set_deadline(ping_due_, now + cfg_.keep_alive_interval);
@@ -622,7 +641,7 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
   asio::post(ex_, [self = shared_from_this(), rest = std::move(rest)]() mutable {
     if (self->detached_) {
       // The socket was destroyed before its first read: drop the connection.
-      self->stream_->close();
+      self->close_transport();
       self->phase_ = Phase::closed;
       self->closed_raised_ = true;
       const auto aborted = make_error_code(error::operation_aborted);
@@ -643,39 +662,78 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
 
 // --- data path ------------------------------------------------------------------------------
 
-void Session::start_reading() {
-  if (reading_ || read_paused_ || out_paused_ || !stream_ || phase() == Phase::closed) return;
-  reading_ = true;
-  if (stream_->is_tls()) {
-    if (tls_buffer_.size() != tls_read_size) tls_buffer_.resize(tls_read_size);
-    stream_->tls().async_read_some(
-        asio::buffer(tls_buffer_),
-        [self = shared_from_this()](std::error_code ec, std::size_t n) { self->on_read(ec, n); });
-    return;
+std::error_code Session::to_poller() {
+  std::error_code ec;
+  auto& socket = stream_->socket();
+  socket.non_blocking(true, ec);
+  if (ec) return ec;
+  const int fd = socket.release(ec);
+  if (ec) return ec;
+  stream_.reset();
+  ec = asio::use_service<LoopPoller>(ex_.context()).add(fd, *this, shared_from_this());
+  if (ec) {
+    ::close(fd);
+    return ec;
   }
-  read_some();
+  fd_ = fd;
+  return {};
+}
+
+void Session::close_transport() noexcept {
+  if (fd_ >= 0) {
+    asio::use_service<LoopPoller>(ex_.context()).remove_and_close(fd_, *this);
+    fd_ = -1;
+    rd_wait_ = wr_wait_ = false;
+  } else if (stream_) {
+    stream_->close();
+  }
+}
+
+void Session::shutdown_send() noexcept {
+  if (fd_ >= 0) {
+    ::shutdown(fd_, SHUT_WR);
+  } else if (stream_) {
+    std::error_code ignored;
+    stream_->socket().shutdown(asio::socket_base::shutdown_send, ignored);
+  }
+}
+
+void Session::on_poll(std::uint32_t events) {
+  if (wr_wait_ && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0) continue_write();
+  if (rd_wait_ && (events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) != 0) {
+    rd_wait_ = false;
+    read_some();
+  }
+}
+
+void Session::start_reading() {
+  if (reading_ || read_paused_ || out_paused_ || phase() == Phase::closed) return;
+  if (polled()) {
+    reading_ = true;
+    return read_some();
+  }
+  if (!stream_ || !stream_->is_tls()) return;
+  reading_ = true;
+  if (tls_buffer_.size() != tls_read_size) tls_buffer_.resize(tls_read_size);
+  stream_->tls().async_read_some(
+      asio::buffer(tls_buffer_),
+      [self = shared_from_this()](std::error_code ec, std::size_t n) { self->on_read(ec, n); });
 }
 
 void Session::read_some() {
-  auto buf = thread_read_buffer();
-  std::error_code ec;
-  const std::size_t n = stream_->socket().read_some(asio::buffer(buf.data(), buf.size()), ec);
-  if (ec == asio::error::would_block || ec == asio::error::try_again) {
-    stream_->socket().async_wait(
-        asio::socket_base::wait_read,
-        [self = shared_from_this()](std::error_code e) { self->on_readable(e); });
+  const auto buf = thread_read_buffer();
+  ssize_t n = 0;
+  do {
+    n = ::recv(fd_, buf.data(), buf.size(), 0);
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) return on_read({}, static_cast<std::size_t>(n));
+  if (n == 0) return on_read(asio::error::eof, 0);
+  // Drained: the poller reports the next arrival (reading_ stays set).
+  if (would_block(errno)) {
+    rd_wait_ = true;
     return;
   }
-  on_read(ec, n);
-}
-
-void Session::on_readable(std::error_code ec) {
-  if (phase() == Phase::closed) {
-    reading_ = false;
-    return;
-  }
-  if (ec) return on_read(ec, 0);
-  read_some();
+  on_read(last_socket_error(), 0);
 }
 
 void Session::on_read(std::error_code ec, std::size_t n) {
@@ -685,25 +743,25 @@ void Session::on_read(std::error_code ec, std::size_t n) {
     if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
       // The peer ended TCP: clean if both close frames went, else a drop.
       if (conn_->close_received() && conn_->close_sent()) {
-        stream_->close();
+        close_transport();
         return finish(peer_code_, peer_reason_, failure_);
       }
       if (failure_) {
-        stream_->close();
+        close_transport();
         return finish(failure_close_code(), {}, failure_);
       }
       return fail(make_error_code(error::connection_reset));
     }
     if (conn_->close_received() && !failure_) {
-      stream_->close();
+      close_transport();
       return finish(peer_code_, peer_reason_, {});
     }
     return fail(ec);
   }
   wire_bytes_received_ += n;
-  std::span<std::byte> data = stream_->is_tls() ? std::span<std::byte>(tls_buffer_.data(), n)
-                                                : thread_read_buffer().first(n);
-  const bool full = !stream_->is_tls() && n == thread_read_buffer().size();
+  std::span<std::byte> data =
+      polled() ? thread_read_buffer().first(n) : std::span<std::byte>(tls_buffer_.data(), n);
+  const bool full = polled() && n == thread_read_buffer().size();
   auto self = shared_from_this();  // handlers may drop the last outside reference
   process(data);
   if (phase() == Phase::closed || reading_ || read_paused_) return;
@@ -723,11 +781,11 @@ void Session::on_read(std::error_code ec, std::size_t n) {
     });
     return;
   }
-  if (stream_->is_tls()) return start_reading();
-  // The kernel buffer was drained by this read; wait for the next arrival.
+  if (!polled()) return start_reading();
+  // The kernel buffer was drained by this read: the poller reports the next
+  // arrival (edge-triggered, so bytes that came meanwhile are reported too).
   reading_ = true;
-  stream_->socket().async_wait(asio::socket_base::wait_read,
-                               [self](std::error_code e) { self->on_readable(e); });
+  rd_wait_ = true;
 }
 
 void Session::process(std::span<std::byte> data) {
@@ -753,8 +811,8 @@ DUPLEX_HOT_INLINE std::error_code Session::send_one(SendKind kind, SocketMessage
                                                     bool compress) {
   // A large frame while nothing is being written goes from the caller's buffer
   // to the socket (zero copy); only what the kernel does not take is copied.
-  if (data.size() >= protocol::Connection::direct_min_payload && !writing_ && stream_ &&
-      !stream_->is_tls()) [[unlikely]] {
+  if (data.size() >= protocol::Connection::direct_min_payload && !writing_ && polled())
+      [[unlikely]] {
     protocol::Connection::DirectFrame direct;
     auto ec = queue(kind, type, data, compress, &direct);
     if (!ec && direct.header_size != 0)
@@ -777,15 +835,22 @@ DUPLEX_HOT_INLINE std::error_code Session::queue(SendKind kind, SocketMessageTyp
 
 void Session::write_direct(std::span<const std::byte> header, std::span<const std::byte> payload) {
   const auto buffered = conn_->begin_write();
-  const std::array<asio::const_buffer, 3> parts{asio::buffer(buffered.data(), buffered.size()),
-                                                asio::buffer(header.data(), header.size()),
-                                                asio::buffer(payload.data(), payload.size())};
+  std::array<iovec, 3> parts{iovec{const_cast<std::byte*>(buffered.data()), buffered.size()},
+                             iovec{const_cast<std::byte*>(header.data()), header.size()},
+                             iovec{const_cast<std::byte*>(payload.data()), payload.size()}};
+  msghdr msg{};
+  msg.msg_iov = parts.data();
+  msg.msg_iovlen = parts.size();
   std::error_code ec;
-  std::size_t n = stream_->socket().write_some(parts, ec);
-  if (ec == asio::error::would_block || ec == asio::error::try_again) {
-    ec = {};
-    n = 0;
-  }
+  ssize_t sent = 0;
+  do {
+    sent = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  std::size_t n = 0;
+  if (sent >= 0)
+    n = static_cast<std::size_t>(sent);
+  else if (!would_block(errno))
+    ec = last_socket_error();
   if (!ec && n >= buffered.size()) {
     conn_->end_write();
     wire_bytes_sent_ += n;
@@ -910,7 +975,7 @@ void Session::schedule_flush() {
 }
 
 void Session::flush() {
-  if (writing_ || !stream_ || !conn_ || phase() == Phase::closed) return;
+  if (writing_ || !has_transport() || !conn_ || phase() == Phase::closed) return;
   std::span<const std::byte> bytes;
   std::size_t done = 0;
   while (conn_->has_output()) {
@@ -918,20 +983,20 @@ void Session::flush() {
     if (writing_) return;
     bytes = conn_->begin_write();
     done = 0;
-    if (stream_->is_tls()) break;
+    if (!polled()) break;
     // Plain TCP (non-blocking): write at once. While the kernel takes it all
     // there is no operation object and no completion to run; the rest (or
-    // all of it, when the socket is full) waits for the reactor below.
-    std::error_code ec;
-    done = stream_->socket().write_some(asio::buffer(bytes.data(), bytes.size()), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      done = 0;
-      break;
-    }
-    if (ec) {
+    // all of it, when the socket is full) waits for the poller below.
+    ssize_t sent = 0;
+    do {
+      sent = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    } while (sent < 0 && errno == EINTR);
+    if (sent < 0) {
+      if (would_block(errno)) break;
       writing_ = true;
-      return on_written(ec, 0);
+      return on_written(last_socket_error(), 0);
     }
+    done = static_cast<std::size_t>(sent);
     if (done < bytes.size()) break;
     conn_->end_write();
     wire_bytes_sent_ += done;
@@ -958,6 +1023,14 @@ void Session::write_rest(std::span<const std::byte> bytes, std::size_t done) {
   inflight_ = bytes.size();
   writing_ = true;
   set_deadline(write_deadline_, Clock::now() + cfg_.send_timeout);
+  if (polled()) {
+    // The poller reports room (edge-triggered: the kernel marked the socket
+    // full when it refused the rest).
+    wr_rest_ = bytes;
+    wr_done_ = done;
+    wr_wait_ = true;
+    return;
+  }
   auto self = shared_from_this();
   const auto rest = bytes.subspan(done);
   stream_->visit([&](auto& s) {
@@ -965,6 +1038,27 @@ void Session::write_rest(std::span<const std::byte> bytes, std::size_t done) {
         s, asio::buffer(rest.data(), rest.size()),
         [self, done](std::error_code ec, std::size_t n) { self->on_written(ec, done + n); });
   });
+}
+
+void Session::continue_write() {
+  wr_wait_ = false;
+  while (wr_done_ < wr_rest_.size()) {
+    const auto rest = wr_rest_.subspan(wr_done_);
+    const ssize_t sent = ::send(fd_, rest.data(), rest.size(), MSG_NOSIGNAL);
+    if (sent < 0) {
+      if (errno == EINTR) continue;
+      if (would_block(errno)) {
+        wr_wait_ = true;
+        return;
+      }
+      wr_rest_ = {};
+      return on_written(last_socket_error(), 0);
+    }
+    wr_done_ += static_cast<std::size_t>(sent);
+  }
+  const auto n = wr_rest_.size();
+  wr_rest_ = {};
+  on_written({}, n);
 }
 
 void Session::on_written(std::error_code ec, std::size_t n) {
@@ -976,7 +1070,7 @@ void Session::on_written(std::error_code ec, std::size_t n) {
   if (ec) {
     // The peer's close frame arrived: it may drop TCP before our echo lands.
     if (conn_->close_received() && !failure_) {
-      stream_->close();
+      close_transport();
       return finish(peer_code_, peer_reason_, {});
     }
     return fail(ec);
@@ -1003,8 +1097,7 @@ void Session::maybe_finish_close() {
     // deadline), so the peer learns the close code.
     if (!socket_shutdown_) {
       socket_shutdown_ = true;
-      std::error_code ignored;
-      stream_->socket().shutdown(asio::socket_base::shutdown_send, ignored);
+      shutdown_send();
       // A compliant peer answers within a round trip; one that does not is
       // not waited for long.
       const auto drain = std::min<Clock::duration>(cfg_.close_timeout, failure_drain_limit);
@@ -1018,16 +1111,13 @@ void Session::maybe_finish_close() {
   }
   if (role_ == protocol::Role::server) {
     // RFC 6455 7.1.1: the server closes the TCP connection first.
-    stream_->close();
+    close_transport();
     return finish(peer_code_, peer_reason_, {});
   }
   // Client: wait (bounded by the close deadline) for the server to end TCP.
   if (!socket_shutdown_) {
     socket_shutdown_ = true;
-    if (!stream_->is_tls()) {
-      std::error_code ignored;
-      stream_->socket().shutdown(asio::socket_base::shutdown_send, ignored);
-    }
+    if (polled()) shutdown_send();
     if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
     read_paused_ = false;
     out_paused_ = false;
@@ -1038,7 +1128,7 @@ void Session::maybe_finish_close() {
 void Session::fail(std::error_code ec) {
   if (phase() == Phase::closed) return;
   if (!failure_) failure_ = ec;
-  if (stream_) stream_->close();
+  close_transport();
   finish(protocol::close_code::abnormal, {}, failure_);
 }
 
@@ -1079,7 +1169,7 @@ std::uint16_t Session::failure_close_code() const noexcept {
 void Session::finish(std::uint16_t code, std::string reason, std::error_code ec) {
   if (phase() == Phase::closed && closed_raised_) return;
   phase_ = Phase::closed;
-  if (stream_) stream_->close();
+  close_transport();
   connect_deadline_ = write_deadline_ = read_deadline_ = ping_due_ = pong_deadline_ =
       unsolicited_pong_due_ = close_deadline_ = never;
   // No deadline is left: a user's io_context need not wait for one (run()
@@ -1301,7 +1391,7 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
   if (close_deadline_ <= now && phase() != Phase::closed) {
     if (failure_ && socket_shutdown_) {
       // The drain after our failing close frame ran out: the failure stands.
-      stream_->close();
+      close_transport();
       finish(failure_close_code(), {}, failure_);
     } else {
       fail(timed_out);

@@ -1,16 +1,24 @@
 // detail/event_loop.hpp: per-event-loop state shared by the connections of one
-// io_context: the timer sweep that drives every connection's deadlines (no timer
-// object per connection), and the library's default io_context.
+// io_context: the poller that drives every open connection's descriptor (one
+// epoll set per loop, outside Asio's per-socket reactor), the timer sweep that
+// drives every connection's deadlines (no timer object per connection), and the
+// library's default io_context.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <span>
+#include <system_error>
 #include <vector>
 
 #include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
 #include <asio/steady_timer.hpp>
+
+#include <sys/epoll.h>
 
 namespace duplex::detail {
 
@@ -56,6 +64,71 @@ private:
   bool in_sweep_ = false;
   Clock::time_point sweep_min_ = Clock::time_point::max();
   bool stopped_ = false;
+};
+
+/// A descriptor driven by its loop's LoopPoller: told which of input, output
+/// and hang-up (EPOLLIN, EPOLLOUT, EPOLLRDHUP, EPOLLHUP, EPOLLERR) became ready.
+/// Edge-triggered: an event is reported when readiness changes (new bytes, room
+/// freed), so a client reads until EAGAIN, or keeps a short read as "drained",
+/// before it waits for the next event.
+class PollClient {
+public:
+  virtual void on_poll(std::uint32_t events) = 0;
+
+protected:
+  ~PollClient() = default;
+
+private:
+  friend class LoopPoller;
+  std::shared_ptr<void> poll_keep_;  ///< the client's owner, kept while registered
+  PollClient* poll_prev_ = nullptr;  ///< the loop's list of registered clients
+  PollClient* poll_next_ = nullptr;
+};
+
+/// One per io_context (an Asio service); used only on the loop's thread.
+///
+/// Why: Asio's reactor gives each socket its own state, allocates an operation
+/// per wait, takes three mutexes per completion and re-arms the descriptor with
+/// epoll_ctl at every wait. Here each loop owns one epoll set, a connection's
+/// descriptor is added once (edge-triggered, input and output), and the
+/// io_context waits on the set as one descriptor: one Asio wait per batch of
+/// ready connections instead of one per connection per message, so timers,
+/// posts and completion tokens on the same io_context keep working.
+class LoopPoller : public asio::execution_context::service {
+public:
+  using key_type = LoopPoller;
+  static inline asio::execution_context::id id;
+  explicit LoopPoller(asio::execution_context& ctx);
+  ~LoopPoller() override;
+
+  /// Adds `fd` (non-blocking, owned by `client` until remove_and_close) to the
+  /// set. `keep` (the client's owner) stays alive while it is registered, so an
+  /// event never reaches a destroyed client. Returns epoll_ctl's error.
+  std::error_code add(int fd, PollClient& client, std::shared_ptr<void> keep);
+  /// Takes `fd` out of the set and closes it. No event reaches `client` after
+  /// this returns, not even one of the batch being dispatched; its owner is
+  /// released after the current handler (never inside a call of the client).
+  void remove_and_close(int fd, PollClient& client) noexcept;
+  /// Descriptors registered.
+  [[nodiscard]] std::size_t size() const noexcept { return count_; }
+
+private:
+  void shutdown() override;
+  void arm();
+  void dispatch();
+  void release_later(std::shared_ptr<void> keep);
+
+  static constexpr int batch_size = 64;
+  int epfd_ = -1;
+  std::unique_ptr<asio::posix::stream_descriptor> wait_;
+  bool waiting_ = false;
+  bool stopped_ = false;
+  std::size_t count_ = 0;
+  PollClient* head_ = nullptr;
+  std::array<epoll_event, batch_size> batch_{};
+  int batch_count_ = 0;  ///< events of the batch being dispatched (0: none)
+  std::vector<std::shared_ptr<void>> released_;
+  bool release_posted_ = false;
 };
 
 /// The library-wide io_context, run by a background thread started on first
