@@ -115,11 +115,13 @@ void LoopPoller::dispatch() {
   const int n = ::epoll_wait(epfd_, batch_.data(), batch_size, 0);
   if (n <= 0) return;
   batch_count_ = n;
+  loop_tls::batch_now = Clock::now();
   for (int i = 0; i < n; ++i) {
     auto& ev = batch_[static_cast<std::size_t>(i)];
     if (ev.data.ptr != nullptr) static_cast<PollClient*>(ev.data.ptr)->on_poll(ev.events);
   }
   batch_count_ = 0;
+  loop_tls::batch_now = {};
   // Owners released during the batch: destroyed now, outside their calls.
   auto drop = std::move(released_);
   released_.clear();
@@ -229,13 +231,14 @@ asio::io_context& default_io_context() {
   return loop.context;
 }
 
-std::span<std::byte> thread_read_buffer() {
+std::span<std::byte> thread_read_buffer_slow() {
   // 256 KiB: a read takes several large messages whole (a message that spans
   // two reads is copied to be reassembled; with 64 KiB, every 64 KiB message
   // did, at about 1.5 instructions per byte). Only the pages a read fills are
   // touched, so small messages pay nothing for the size.
-  thread_local std::vector<std::byte> buffer(256 * 1024);
-  return buffer;
+  thread_local const std::unique_ptr<std::byte[]> buffer(new std::byte[thread_read_buffer_size]);
+  loop_tls::read_buffer = buffer.get();
+  return {buffer.get(), thread_read_buffer_size};
 }
 
 }  // namespace duplex::detail

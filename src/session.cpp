@@ -8,6 +8,7 @@
 #include <cerrno>
 
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -58,6 +59,19 @@ std::error_code last_socket_error() {
 
 bool would_block(int e) {
   return e == EAGAIN || e == EWOULDBLOCK;
+}
+
+// recv/send/sendmsg through syscall(): glibc's wrappers are thread
+// cancellation points, which cost two calls around each system call; the
+// library never uses thread cancellation.
+inline ssize_t sys_recv(int fd, void* buf, std::size_t len) noexcept {
+  return ::syscall(SYS_recvfrom, fd, buf, len, 0, nullptr, nullptr);
+}
+inline ssize_t sys_send(int fd, const void* buf, std::size_t len) noexcept {
+  return ::syscall(SYS_sendto, fd, buf, len, MSG_NOSIGNAL, nullptr, 0);
+}
+inline ssize_t sys_sendmsg(int fd, const msghdr* msg) noexcept {
+  return ::syscall(SYS_sendmsg, fd, msg, MSG_NOSIGNAL);
 }
 }  // namespace
 
@@ -699,6 +713,9 @@ void Session::shutdown_send() noexcept {
 }
 
 void Session::on_poll(std::uint32_t events) {
+  // The peer's FIN (or an error) is reported once, with whatever data came
+  // before it: remembered, so a short read is not taken as "drained" then.
+  if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) rd_hup_ = true;
   if (wr_wait_ && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0) continue_write();
   if (rd_wait_ && (events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) != 0) {
     rd_wait_ = false;
@@ -724,7 +741,7 @@ void Session::read_some() {
   const auto buf = thread_read_buffer();
   ssize_t n = 0;
   do {
-    n = ::recv(fd_, buf.data(), buf.size(), 0);
+    n = sys_recv(fd_, buf.data(), buf.size());
   } while (n < 0 && errno == EINTR);
   if (n > 0) return on_read({}, static_cast<std::size_t>(n));
   if (n == 0) return on_read(asio::error::eof, 0);
@@ -761,8 +778,13 @@ void Session::on_read(std::error_code ec, std::size_t n) {
   wire_bytes_received_ += n;
   std::span<std::byte> data =
       polled() ? thread_read_buffer().first(n) : std::span<std::byte>(tls_buffer_.data(), n);
-  const bool full = polled() && n == thread_read_buffer().size();
-  auto self = shared_from_this();  // handlers may drop the last outside reference
+  // Read again at once when more is likely waiting: the buffer was filled,
+  // or the peer's FIN came with this data (edge-triggered: no new event for it).
+  const bool full = polled() && (n == thread_read_buffer().size() || rd_hup_);
+  // Handlers may drop the last outside reference. A polled session is kept
+  // by its registration, released only after the current handler: no copy.
+  std::shared_ptr<Session> self;
+  if (!polled()) self = shared_from_this();
   process(data);
   if (phase() == Phase::closed || reading_ || read_paused_) return;
   if (unsent() >= cfg_.outbound_buffer_size && !conn_->close_sent()) {
@@ -775,7 +797,7 @@ void Session::on_read(std::error_code ec, std::size_t n) {
   if (full) {
     // More is likely waiting: read again after other connections had a turn.
     reading_ = true;
-    asio::post(ex_, [self] {
+    asio::post(ex_, [self = shared_from_this()] {
       self->reading_ = false;
       self->start_reading();
     });
@@ -791,7 +813,17 @@ void Session::on_read(std::error_code ec, std::size_t n) {
 void Session::process(std::span<std::byte> data) {
   note_activity();
   in_process_ = true;
-  conn_->receive(data, *this);
+  if (kind_ == Kind::message) {
+    // One event lock for every message of this read, not one per message
+    // (a change from another thread waits for the read's handlers).
+    EventMutex::DispatchGuard lock(events_mutex_);
+    EventLoopScope scope;
+    dispatching_ = true;
+    conn_->receive(data, *this);
+    dispatching_ = false;
+  } else {
+    conn_->receive(data, *this);
+  }
   in_process_ = false;
   publish_stats();
   if (phase() == Phase::closed) return;
@@ -844,7 +876,7 @@ void Session::write_direct(std::span<const std::byte> header, std::span<const st
   std::error_code ec;
   ssize_t sent = 0;
   do {
-    sent = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    sent = sys_sendmsg(fd_, &msg);
   } while (sent < 0 && errno == EINTR);
   std::size_t n = 0;
   if (sent >= 0)
@@ -989,7 +1021,7 @@ void Session::flush() {
     // all of it, when the socket is full) waits for the poller below.
     ssize_t sent = 0;
     do {
-      sent = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      sent = sys_send(fd_, bytes.data(), bytes.size());
     } while (sent < 0 && errno == EINTR);
     if (sent < 0) {
       if (would_block(errno)) break;
@@ -1044,7 +1076,7 @@ void Session::continue_write() {
   wr_wait_ = false;
   while (wr_done_ < wr_rest_.size()) {
     const auto rest = wr_rest_.subspan(wr_done_);
-    const ssize_t sent = ::send(fd_, rest.data(), rest.size(), MSG_NOSIGNAL);
+    const ssize_t sent = sys_send(fd_, rest.data(), rest.size());
     if (sent < 0) {
       if (errno == EINTR) continue;
       if (would_block(errno)) {
@@ -1319,12 +1351,16 @@ void Session::on_message(SocketMessageType type, std::span<const std::byte> data
   // Counters first: a handler that reads the statistics sees this message
   // (the rates follow once per read).
   publish_counts();
+  const auto raise = [&] {
+    if (detached_) return;
+    MessageWebSocketMessageReceivedEventArgs args(type, data, complete_);
+    for (std::size_t i = 0; i < message_handlers_.size() && !detached_; ++i)
+      (*message_handlers_[i].second)(*static_cast<MessageWebSocket*>(owner_), args);
+  };
+  if (dispatching_) return raise();  // process() holds the event lock
   EventMutex::DispatchGuard lock(events_mutex_);
-  if (detached_) return;
-  MessageWebSocketMessageReceivedEventArgs args(type, data, complete_);
   EventLoopScope scope;
-  for (std::size_t i = 0; i < message_handlers_.size() && !detached_; ++i)
-    (*message_handlers_[i].second)(*static_cast<MessageWebSocket*>(owner_), args);
+  raise();
 }
 
 void Session::on_ping(std::span<const std::byte>) {}
@@ -1438,7 +1474,7 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
 void Session::publish_stats() {
   if (!conn_) return;
   publish_counts();
-  const auto now = Clock::now();
+  const auto now = loop_now();
   const auto elapsed = now - rate_window_start_;
   if (elapsed >= std::chrono::seconds(1)) {
     const auto us = std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count();

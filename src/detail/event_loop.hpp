@@ -144,9 +144,29 @@ private:
 /// use and joined at exit.
 asio::io_context& default_io_context();
 
-/// The read buffer of the calling thread (64 KiB), shared by every plain TCP
+/// The read buffer of the calling thread (256 KiB), shared by every plain TCP
 /// connection whose loop runs on this thread: a read fills it and the bytes are
 /// consumed before the next read.
-std::span<std::byte> thread_read_buffer();
+inline constexpr std::size_t thread_read_buffer_size = std::size_t{256} << 10;
+namespace loop_tls {
+// Constant-initialised (no guard, no destructor): one load per access. The
+// buffer itself is owned by thread_read_buffer_slow()'s thread_local holder.
+inline thread_local std::byte* read_buffer = nullptr;
+// The time a batch of the poller started (epoch: none in progress).
+inline thread_local Clock::time_point batch_now{};
+}  // namespace loop_tls
+std::span<std::byte> thread_read_buffer_slow();
+inline std::span<std::byte> thread_read_buffer() {
+  if (loop_tls::read_buffer != nullptr) [[likely]]
+    return {loop_tls::read_buffer, thread_read_buffer_size};
+  return thread_read_buffer_slow();
+}
+
+/// Now, to the precision of a loop turn: inside a batch of the poller, the
+/// time the batch started (one clock read per batch, not per message).
+inline Clock::time_point loop_now() noexcept {
+  const auto t = loop_tls::batch_now;
+  return t != Clock::time_point{} ? t : Clock::now();
+}
 
 }  // namespace duplex::detail

@@ -417,12 +417,14 @@ private:
   std::span<const std::byte> wr_rest_;  ///< polled: the write waiting for room
   std::size_t wr_done_ = 0;             ///< polled: bytes of it already sent
   bool reading_ = false;                ///< a read or wait is pending
+  bool rd_hup_ = false;                 ///< polled: the peer's FIN or an error was reported
   bool rd_wait_ = false;                ///< polled: waiting for input from the poller
   bool wr_wait_ = false;                ///< polled: waiting for room from the poller
   bool read_paused_ = false;            ///< stream input full
   bool out_paused_ = false;             ///< outbound data over its limit: not reading
   bool resume_posted_ = false;          ///< maybe_resume_reading's handler is queued
   bool in_process_ = false;             ///< inside conn_.receive: cork writes
+  bool dispatching_ = false;            ///< process() holds events_mutex_ for the read
   bool flush_scheduled_ = false;
   bool writing_ = false;
   std::size_t inflight_ = 0;
