@@ -330,6 +330,12 @@ private:
   void on_payload(const std::byte* data, std::size_t n);
   void on_frame_end();
   void on_message_end();
+  /// The usual echo: `frame_` is one whole unfragmented message of the
+  /// expected type, and its `n` bytes of payload at `data` are all here.
+  [[nodiscard]] bool is_whole_echo(std::size_t n) const noexcept;
+  void check_whole_echo(const std::byte* data);
+  void on_echo_checked();
+  /// Queues messages until K are in flight, in one pass over the output buffer.
   void top_up();
   /// Queues one masked frame whose payload is `first` then `second`, masked
   /// as it is copied (a message's prefix spliced before the shared payload).
@@ -342,10 +348,12 @@ private:
   void finish();
   void close_socket() noexcept;
   void set_prefix(std::uint64_t seq) noexcept;
+  proto::MaskKey next_mask() noexcept;
 
   Bench& bench_;
   int fd_ = -1;
   std::size_t id_;
+  std::uint64_t id_hex_;      // the first 8 bytes of every message's prefix
   std::size_t endpoint_ = 0;  // the address being connected to
   std::uint64_t rng_;
   // Handshake.
@@ -386,8 +394,14 @@ struct Endpoint {
 class Bench {
 public:
   explicit Bench(BenchOptions options)
-      : options_(std::move(options)), payload_(make_payload(options_.size)) {
+      : options_(std::move(options)), payload_(make_payload(options_.size)), message_(payload_) {
     read_buffer_.resize(256 * 1024);
+    data_header_value_.opcode = options_.binary ? proto::Opcode::binary : proto::Opcode::text;
+    data_header_value_.masked = true;
+    data_header_value_.payload_length = options_.size;
+    data_header_size_ = proto::write_frame_header(
+        data_header_value_, std::span<std::byte, proto::max_frame_header_size>(
+                                data_header_.data(), proto::max_frame_header_size));
   }
   ~Bench() {
     connections_.clear();  // sockets before the epoll set
@@ -418,12 +432,27 @@ public:
   }
   void read_later(BenchConnection& c) { read_later_.push_back(&c); }
   bool measuring() const noexcept { return measuring_; }
-  bool may_send() noexcept {
-    if (!measuring_) return false;
-    if (options_.messages != 0 && sent_ >= options_.messages) return false;
-    ++sent_;
-    return true;
+  /// Claims up to `want` messages to send: fewer near the -n limit, none
+  /// once the load stopped.
+  std::size_t take_sends(std::size_t want) noexcept {
+    if (!measuring_) return 0;
+    if (options_.messages != 0) {
+      want = static_cast<std::size_t>(
+          std::min<std::uint64_t>(want, options_.messages > sent_ ? options_.messages - sent_ : 0));
+    }
+    sent_ += want;
+    return want;
   }
+  /// The opcode of every message and echo.
+  proto::Opcode data_opcode() const noexcept { return data_header_value_.opcode; }
+  /// The header of every data frame, made once by write_frame_header with a
+  /// zero mask key (its last 4 bytes); padded to 16 bytes so that it is
+  /// copied as one block.
+  const std::array<std::byte, 16>& data_header() const noexcept { return data_header_; }
+  std::size_t data_header_size() const noexcept { return data_header_size_; }
+  /// The payload, into which each message's prefix is spliced before it is
+  /// masked into the output.
+  std::span<std::byte> message_scratch() noexcept { return message_; }
   void on_echo(std::size_t bytes, std::optional<Clock::duration> rtt) noexcept {
     ++received_;
     received_bytes_ += bytes;
@@ -456,6 +485,10 @@ private:
   std::vector<Endpoint> endpoints_;
   proto::ClientHandshakeOptions handshake_;
   std::vector<std::byte> payload_;
+  std::vector<std::byte> message_;
+  proto::FrameHeader data_header_value_;
+  std::array<std::byte, 16> data_header_{};
+  std::size_t data_header_size_ = 0;
   std::vector<std::byte> read_buffer_;
   std::vector<std::unique_ptr<BenchConnection>> connections_;
   std::vector<BenchConnection*> read_later_;
@@ -487,7 +520,10 @@ private:
 // --- BenchConnection -------------------------------------------------------------
 
 BenchConnection::BenchConnection(Bench& bench, std::size_t id)
-    : bench_(bench), id_(id), rng_(0x9E3779B97F4A7C15ull * (id + 1)) {
+    : bench_(bench),
+      id_(id),
+      id_hex_(hex8(static_cast<std::uint32_t>(id))),
+      rng_(0x9E3779B97F4A7C15ull * (id + 1)) {
   if (bench_.options().latency)
     sent_at_.resize(std::max<std::size_t>(1, bench.options().in_flight));
 }
@@ -659,6 +695,14 @@ void BenchConnection::consume(std::byte* data, std::size_t n) {
       }
       data += used;
       n -= used;
+      if (is_whole_echo(n)) {
+        check_whole_echo(data);
+        if (finished_) return;
+        auto size = static_cast<std::size_t>(frame_.payload_length);
+        data += size;
+        n -= size;
+        continue;
+      }
       on_frame_header(frame_);
       if (finished_) return;
       if (frame_left_ == 0) {
@@ -709,8 +753,46 @@ void BenchConnection::on_frame_header(const proto::FrameHeader& h) {
   }
 }
 
+bool BenchConnection::is_whole_echo(std::size_t n) const noexcept {
+  const proto::FrameHeader& h = frame_;
+  return h.fin && h.opcode == bench_.data_opcode() && !h.masked && !h.rsv1 && !h.rsv2 && !h.rsv3 &&
+         !in_message_ && !closing_ && in_flight_ != 0 &&
+         h.payload_length == bench_.payload().size() && h.payload_length <= n;
+}
+
+void BenchConnection::check_whole_echo(const std::byte* data) {
+  const auto& payload = bench_.payload();
+  const std::size_t size = payload.size();
+  bool same;
+  if (size >= 16) {
+    std::uint64_t id_part;
+    std::uint64_t seq_part;
+    std::memcpy(&id_part, data, 8);
+    std::memcpy(&seq_part, data + 8, 8);
+    same = id_part == id_hex_ && seq_part == hex8(static_cast<std::uint32_t>(next_receive_)) &&
+           (size == 16 || std::memcmp(data + 16, payload.data() + 16, size - 16) == 0);
+  } else {
+    set_prefix(next_receive_);
+    same = std::memcmp(data, prefix_.data(), size) == 0;
+  }
+  if (!same) return fail("echo differs from the message sent");
+  on_echo_checked();
+}
+
 void BenchConnection::set_prefix(std::uint64_t seq) noexcept {
-  make_prefix(id_, seq, prefix_);
+  std::uint64_t seq_hex = hex8(static_cast<std::uint32_t>(seq));
+  std::memcpy(prefix_.data(), &id_hex_, 8);
+  std::memcpy(prefix_.data() + 8, &seq_hex, 8);
+}
+
+proto::MaskKey BenchConnection::next_mask() noexcept {
+  rng_ ^= rng_ << 13;
+  rng_ ^= rng_ >> 7;
+  rng_ ^= rng_ << 17;
+  auto key_bits = static_cast<std::uint32_t>(rng_);
+  proto::MaskKey key;
+  std::memcpy(key.data(), &key_bits, 4);
+  return key;
 }
 
 void BenchConnection::on_payload(const std::byte* data, std::size_t n) {
@@ -763,6 +845,10 @@ void BenchConnection::on_message_end() {
   in_message_ = false;
   if (message_offset_ != bench_.payload().size())
     return fail("echo is shorter than the message sent");
+  on_echo_checked();
+}
+
+void BenchConnection::on_echo_checked() {
   std::optional<Clock::duration> rtt;
   if (!sent_at_.empty()) rtt = Clock::now() - sent_at_[next_receive_ % sent_at_.size()];
   ++next_receive_;
@@ -772,18 +858,34 @@ void BenchConnection::on_message_end() {
 }
 
 void BenchConnection::top_up() {
-  const auto& payload = bench_.payload();
-  auto op = bench_.options().binary ? proto::Opcode::binary : proto::Opcode::text;
-  while (in_flight_ < bench_.options().in_flight && !closing_ && bench_.may_send()) {
+  if (closing_) return;
+  std::size_t want = bench_.options().in_flight - in_flight_;
+  if (want == 0) return;
+  std::size_t count = bench_.take_sends(want);
+  if (count == 0) return;
+  std::span<std::byte> message = bench_.message_scratch();
+  const std::size_t header_size = bench_.data_header_size();
+  const std::size_t frame_size = header_size + message.size();
+  const std::size_t head = std::min(prefix_.size(), message.size());
+  // One reservation for the batch; 16 more bytes because the header is
+  // copied as a 16-byte block.
+  std::byte* at = out_.prepare(count * frame_size + 16);
+  for (std::size_t i = 0; i < count; ++i, at += frame_size) {
     if (!sent_at_.empty()) sent_at_[next_send_ % sent_at_.size()] = Clock::now();
-    set_prefix(next_send_);
-    // The message's prefix replaces the first bytes of the shared payload.
-    const std::size_t head = std::min(prefix_.size(), payload.size());
-    queue_frame(op, std::span(reinterpret_cast<const std::byte*>(prefix_.data()), head),
-                std::span(payload).subspan(head));
+    // The message's prefix replaces the first bytes of the payload.
+    std::array<char, 16> prefix;
+    std::uint64_t seq_hex = hex8(static_cast<std::uint32_t>(next_send_));
+    std::memcpy(prefix.data(), &id_hex_, 8);
+    std::memcpy(prefix.data() + 8, &seq_hex, 8);
+    std::memcpy(message.data(), prefix.data(), head);
+    const proto::MaskKey mask = next_mask();
+    std::memcpy(at, bench_.data_header().data(), 16);
+    std::memcpy(at + header_size - mask.size(), mask.data(), mask.size());
+    proto::copy_masked(std::span(at + header_size, message.size()), message, mask);
     ++next_send_;
-    ++in_flight_;
   }
+  out_.commit(count * frame_size);
+  in_flight_ += count;
 }
 
 void BenchConnection::queue_frame(proto::Opcode op, std::span<const std::byte> first,
@@ -791,11 +893,7 @@ void BenchConnection::queue_frame(proto::Opcode op, std::span<const std::byte> f
   proto::FrameHeader h;
   h.opcode = op;
   h.masked = true;
-  rng_ ^= rng_ << 13;
-  rng_ ^= rng_ >> 7;
-  rng_ ^= rng_ << 17;
-  std::uint32_t key_bits = static_cast<std::uint32_t>(rng_);
-  std::memcpy(h.mask.data(), &key_bits, 4);
+  h.mask = next_mask();
   h.payload_length = first.size() + second.size();
   // Header and masked payload go straight into the output buffer.
   std::byte* at = out_.prepare(proto::max_frame_header_size + first.size() + second.size());
