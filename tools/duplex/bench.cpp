@@ -220,7 +220,7 @@ void print_report(const BenchOptions& options, const Totals& t, const LatencyHis
 // so that a lost, repeated or reordered echo is caught.
 // 8 hex digits of `value` (lowest nibble first), a word at a time: this runs
 // twice per message.
-std::uint64_t hex8(std::uint32_t value) noexcept {
+[[gnu::always_inline]] inline std::uint64_t hex8(std::uint32_t value) noexcept {
   std::uint64_t x = value;
   x = (x | (x << 16)) & 0x0000FFFF0000FFFFull;
   x = (x | (x << 8)) & 0x00FF00FF00FF00FFull;
@@ -330,11 +330,13 @@ private:
   void on_payload(const std::byte* data, std::size_t n);
   void on_frame_end();
   void on_message_end();
-  /// The usual echo: `frame_` is one whole unfragmented message of the
-  /// expected type, and its `n` bytes of payload at `data` are all here.
-  [[nodiscard]] bool is_whole_echo(std::size_t n) const noexcept;
-  void check_whole_echo(const std::byte* data);
-  void on_echo_checked();
+  /// Checks the whole echoes at the start of `data`, the usual content of a
+  /// read, and returns the bytes they take: it stops before anything else
+  /// (a split or fragmented frame, a control frame, an error), which
+  /// consume() then parses again one step at a time.
+  std::size_t consume_echoes(const std::byte* data, std::size_t n);
+  /// `count` more echoes are checked and counted.
+  void on_echoes(std::size_t count);
   /// Queues messages until K are in flight, in one pass over the output buffer.
   void top_up();
   /// Queues one masked frame whose payload is `first` then `second`, masked
@@ -453,12 +455,13 @@ public:
   /// The payload, into which each message's prefix is spliced before it is
   /// masked into the output.
   std::span<std::byte> message_scratch() noexcept { return message_; }
-  void on_echo(std::size_t bytes, std::optional<Clock::duration> rtt) noexcept {
-    ++received_;
+  void on_round_trip(Clock::duration rtt) noexcept {
+    latency_.record(static_cast<std::uint64_t>(std::max<std::int64_t>(
+        0, std::chrono::duration_cast<std::chrono::nanoseconds>(rtt).count())));
+  }
+  void on_echoes(std::size_t count, std::uint64_t bytes) {
+    received_ += count;
     received_bytes_ += bytes;
-    if (rtt)
-      latency_.record(static_cast<std::uint64_t>(std::max<std::int64_t>(
-          0, std::chrono::duration_cast<std::chrono::nanoseconds>(*rtt).count())));
     if (options_.messages != 0 && received_ >= options_.messages) stop_load();
   }
   void on_open();
@@ -667,6 +670,13 @@ void BenchConnection::begin_load() {
 
 void BenchConnection::consume(std::byte* data, std::size_t n) {
   while (n != 0 && !finished_) {
+    if (!in_frame_ && spill_size_ == 0 && !in_message_) {
+      std::size_t used = consume_echoes(data, n);
+      if (finished_) return;
+      data += used;
+      n -= used;
+      if (n == 0) return;
+    }
     if (!in_frame_) {
       std::error_code ec;
       std::size_t used;
@@ -695,14 +705,6 @@ void BenchConnection::consume(std::byte* data, std::size_t n) {
       }
       data += used;
       n -= used;
-      if (is_whole_echo(n)) {
-        check_whole_echo(data);
-        if (finished_) return;
-        auto size = static_cast<std::size_t>(frame_.payload_length);
-        data += size;
-        n -= size;
-        continue;
-      }
       on_frame_header(frame_);
       if (finished_) return;
       if (frame_left_ == 0) {
@@ -753,30 +755,45 @@ void BenchConnection::on_frame_header(const proto::FrameHeader& h) {
   }
 }
 
-bool BenchConnection::is_whole_echo(std::size_t n) const noexcept {
-  const proto::FrameHeader& h = frame_;
-  return h.fin && h.opcode == bench_.data_opcode() && !h.masked && !h.rsv1 && !h.rsv2 && !h.rsv3 &&
-         !in_message_ && !closing_ && in_flight_ != 0 &&
-         h.payload_length == bench_.payload().size() && h.payload_length <= n;
-}
-
-void BenchConnection::check_whole_echo(const std::byte* data) {
+std::size_t BenchConnection::consume_echoes(const std::byte* data, std::size_t n) {
   const auto& payload = bench_.payload();
   const std::size_t size = payload.size();
-  bool same;
-  if (size >= 16) {
-    std::uint64_t id_part;
-    std::uint64_t seq_part;
-    std::memcpy(&id_part, data, 8);
-    std::memcpy(&seq_part, data + 8, 8);
-    same = id_part == id_hex_ && seq_part == hex8(static_cast<std::uint32_t>(next_receive_)) &&
-           (size == 16 || std::memcmp(data + 16, payload.data() + 16, size - 16) == 0);
-  } else {
-    set_prefix(next_receive_);
-    same = std::memcmp(data, prefix_.data(), size) == 0;
+  const proto::Opcode opcode = bench_.data_opcode();
+  std::size_t at = 0;
+  std::size_t count = 0;
+  proto::FrameHeader h;
+  std::error_code ec;
+  while (count < in_flight_ && !closing_) {
+    std::size_t used = proto::parse_frame_header(std::span(data + at, n - at), h, ec);
+    // RFC 6455 5.1, 5.2: an echo is unmasked, final, without reserved bits.
+    if (used == 0 || !h.fin || h.opcode != opcode || h.masked || h.rsv1 || h.rsv2 || h.rsv3 ||
+        h.payload_length != size || n - at - used < size) {
+      break;
+    }
+    const std::byte* echo = data + at + used;
+    const std::uint64_t seq = next_receive_ + count;
+    bool same;
+    if (size >= 16) {
+      std::uint64_t id_part;
+      std::uint64_t seq_part;
+      std::memcpy(&id_part, echo, 8);
+      std::memcpy(&seq_part, echo + 8, 8);
+      same = id_part == id_hex_ && seq_part == hex8(static_cast<std::uint32_t>(seq)) &&
+             (size == 16 || std::memcmp(echo + 16, payload.data() + 16, size - 16) == 0);
+    } else {
+      set_prefix(seq);
+      same = std::memcmp(echo, prefix_.data(), size) == 0;
+    }
+    if (!same) {
+      on_echoes(count);
+      fail("echo differs from the message sent");
+      return at;
+    }
+    at += used + size;
+    ++count;
   }
-  if (!same) return fail("echo differs from the message sent");
-  on_echo_checked();
+  if (count != 0) on_echoes(count);
+  return at;
 }
 
 void BenchConnection::set_prefix(std::uint64_t seq) noexcept {
@@ -845,15 +862,19 @@ void BenchConnection::on_message_end() {
   in_message_ = false;
   if (message_offset_ != bench_.payload().size())
     return fail("echo is shorter than the message sent");
-  on_echo_checked();
+  on_echoes(1);
 }
 
-void BenchConnection::on_echo_checked() {
-  std::optional<Clock::duration> rtt;
-  if (!sent_at_.empty()) rtt = Clock::now() - sent_at_[next_receive_ % sent_at_.size()];
-  ++next_receive_;
-  --in_flight_;
-  bench_.on_echo(bench_.payload().size(), rtt);
+void BenchConnection::on_echoes(std::size_t count) {
+  if (!sent_at_.empty()) {
+    Clock::time_point now = Clock::now();
+    for (std::size_t i = 0; i < count; ++i) {
+      bench_.on_round_trip(now - sent_at_[(next_receive_ + i) % sent_at_.size()]);
+    }
+  }
+  next_receive_ += count;
+  in_flight_ -= count;
+  bench_.on_echoes(count, count * bench_.payload().size());
   if (in_flight_ == 0 && !bench_.measuring()) bench_.on_drained();
 }
 
@@ -877,11 +898,16 @@ void BenchConnection::top_up() {
     std::uint64_t seq_hex = hex8(static_cast<std::uint32_t>(next_send_));
     std::memcpy(prefix.data(), &id_hex_, 8);
     std::memcpy(prefix.data() + 8, &seq_hex, 8);
-    std::memcpy(message.data(), prefix.data(), head);
     const proto::MaskKey mask = next_mask();
     std::memcpy(at, bench_.data_header().data(), 16);
     std::memcpy(at + header_size - mask.size(), mask.data(), mask.size());
-    proto::copy_masked(std::span(at + header_size, message.size()), message, mask);
+    std::span<std::byte> body(at + header_size, message.size());
+    if (head == message.size()) {
+      proto::copy_masked(body, std::as_bytes(std::span(prefix).first(head)), mask);
+    } else {
+      std::memcpy(message.data(), prefix.data(), head);
+      proto::copy_masked(body, message, mask);
+    }
     ++next_send_;
   }
   out_.commit(count * frame_size);
