@@ -383,6 +383,7 @@ private:
   bool open_ = false;
   bool closing_ = false;
   bool finished_ = false;
+  bool hangup_ = false;  // the server shut its side: read on to the end of the stream
 };
 
 // An address to connect to, as the kernel takes it.
@@ -588,6 +589,9 @@ void BenchConnection::on_event(std::uint32_t events) {
     // The request is sent; a response cannot have come yet, or it is read now.
   }
   if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) != 0) {
+    // No further edge follows the end of the stream, so after a hangup a
+    // short read does not mean that the reading is done.
+    if ((events & (EPOLLRDHUP | EPOLLHUP)) != 0) hangup_ = true;
     on_readable();
     if (finished_) return;
   }
@@ -631,7 +635,7 @@ void BenchConnection::on_readable() {
       on_handshake_bytes(buffer.data(), size);
     }
     if (finished_) return;
-    if (size < buffer.size()) break;
+    if (size < buffer.size() && !hangup_) break;
     if (round + 1 == max_reads) bench_.read_later(*this);
   }
   if (!open_) return;
