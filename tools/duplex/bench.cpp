@@ -278,7 +278,7 @@ private:
       sent_ = 0;
       if (capacity_ - size_ >= n) return;
     }
-    std::size_t capacity = std::max({size_ + n, 2 * capacity_, std::size_t{4096}});
+    std::size_t capacity = std::max({size_ + n, 2 * capacity_, std::size_t{256}});
     auto fresh = std::make_unique_for_overwrite<std::byte[]>(capacity);
     if (size_ != 0) std::memcpy(fresh.get(), data_.get(), size_);
     data_ = std::move(fresh);
