@@ -43,10 +43,15 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCENARIOS = {
+    # "callgrind_args": the load of issue 11's steady-state method where it
+    # differs from the wall-clock one; "callgrind_messages": the extra messages
+    # of the load run over the base run (one echo per connection).
     "pipelined": {"args": ["-c", "100", "-k", "16", "-s", "16"], "connections": 100,
-                  "callgrind_messages": 50000, "smoke_messages": 2000},
+                  "callgrind_messages": 30000, "smoke_messages": 1600},
     "pingpong": {"args": ["-c", "1", "-k", "1", "-s", "16", "--latency"], "connections": 1,
-                 "callgrind_messages": 5000, "smoke_messages": 200},
+                 "callgrind_args": ["-c", "100", "-k", "1", "-s", "16"],
+                 "callgrind_connections": 100,
+                 "callgrind_messages": 20000, "smoke_messages": 200},
     "large": {"args": ["-c", "10", "-k", "4", "-s", "65536", "--binary"], "connections": 10,
               "callgrind_messages": 1000, "smoke_messages": 40},
 }
@@ -60,6 +65,7 @@ def server_commands(bin_dir):
                     "--port", "0", "--threads", "1"]),
         ("beast", [os.path.join(bin_dir, "beast_echo"), "0"]),
         ("websocketpp", [os.path.join(bin_dir, "websocketpp_echo"), "0"]),
+        ("epoll_echo", [os.path.join(bin_dir, "epoll_echo"), "0"]),
     ]
     found = {}
     for name, argv in candidates:
@@ -96,6 +102,9 @@ class Server:
 
     def __init__(self, name, argv, wrapper=(), timeout=30.0):
         self.name = name
+        # Under strace the server is strace's child: the signal goes to it, and
+        # strace writes its summary once it exits.
+        self.traced = bool(wrapper) and os.path.basename(wrapper[0]) == "strace"
         self.proc = subprocess.Popen(pinned(0, list(wrapper) + argv), stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self.stderr_lines = []
@@ -137,7 +146,18 @@ class Server:
 
     def stop(self, timeout=60.0):
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            pids = [self.proc.pid]
+            if self.traced:
+                try:
+                    with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                        pids = [int(p) for p in f.read().split()] or pids
+                except OSError:
+                    pass
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -146,10 +166,11 @@ class Server:
         self.stderr_thread.join(5)
 
 
-def run_load(duplex, url, args, timeout, wait_open=None):
+def run_load(duplex, url, args, timeout, wait_open=None, wrapper=()):
     """Runs `duplex bench URL ARGS --json` on core 1 and returns its JSON object.
-    `wait_open(proc)` is called once every connection is open (idle mode)."""
-    argv = pinned(1, [duplex, "bench", url, "--json"] + args)
+    `wait_open()` is called once every connection is open (idle mode); `wrapper`
+    goes before the command (valgrind, for the client-side figures)."""
+    argv = pinned(1, list(wrapper) + [duplex, "bench", url, "--json"] + args)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     err_lines = []
     opened = threading.Event()
@@ -184,12 +205,13 @@ def run_load(duplex, url, args, timeout, wait_open=None):
     return result, sample
 
 
-def throughput(servers, duplex, rounds, duration, smoke):
+def throughput(servers, duplex, rounds, duration, scenarios=None):
     """Alternating rounds: for each scenario and round, every server in turn
     (the order rotates each round), a fresh server process each run."""
-    samples = {s: {n: [] for n in servers} for s in LOAD_SCENARIOS}
+    scenarios = scenarios or LOAD_SCENARIOS
+    samples = {s: {n: [] for n in servers} for s in scenarios}
     names = list(servers)
-    for scenario in LOAD_SCENARIOS:
+    for scenario in scenarios:
         for r in range(rounds):
             order = names[r % len(names):] + names[:r % len(names)]
             for name in order:
@@ -285,35 +307,211 @@ def callgrind_total(path):
     raise RuntimeError(f"no totals in {path}")
 
 
-def callgrind(servers, duplex, smoke, workdir):
-    """User-space instructions per echoed message, server side."""
-    table = {}
-    for name, argv in servers.items():
-        table[name] = {}
-        for scenario in LOAD_SCENARIOS:
-            spec = SCENARIOS[scenario]
-            messages = spec["smoke_messages"] if smoke else spec["callgrind_messages"]
-            totals = {}
-            for label, extra in (("base", ["-k", "0", "-d", "0.001"]),
-                                 ("load", ["-n", str(messages)])):
-                out = os.path.join(workdir, f"callgrind.{name}.{scenario}.{label}")
-                wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-                server = Server(name, argv, wrapper=wrapper, timeout=120)
-                try:
-                    args = [a for a in spec["args"] if a != "--latency"]
-                    if label == "base":
-                        k = args.index("-k")
-                        del args[k:k + 2]
-                    run_load(duplex, server.url, args + extra, timeout=600)
-                finally:
-                    server.stop(timeout=120)
-                totals[label] = callgrind_total(out)
-            per = (totals["load"] - totals["base"]) / messages
-            table[name][scenario] = {"instructions_per_message": per, "messages": messages,
-                                     "ir_load": totals["load"], "ir_base": totals["base"]}
-            print(f"  callgrind  {scenario:10} {name:12} {per:10.0f} Ir/message "
-                  f"({messages} messages)", file=sys.stderr)
-    return table
+class Issue11:
+    """The figures of issue 11, each by subtraction so start-up cancels out:
+    a load run minus a base run with the same connections and one echo each.
+
+    - server: Ir per echoed message (callgrind on the server), per scenario;
+    - accept: Ir per accepted connection (1,000 connections minus 100, one
+      echo each, handshake and close included);
+    - syscalls: system calls per ping-pong message (strace -f -c on the server);
+    - massif: heap bytes per idle connection (valgrind massif snapshots through
+      vgdb before and while the connections are open);
+    - client: Ir per message of `duplex bench` itself (wire engine and --api)
+      against epoll_echo;
+    - 64 KiB wall-clock MB/s of duplex against epoll_echo, alternated."""
+
+    def __init__(self, servers, duplex, smoke, workdir):
+        self.servers, self.duplex, self.smoke, self.workdir = servers, duplex, smoke, workdir
+        self.cache = {}
+
+    def messages(self, scenario):
+        spec = SCENARIOS[scenario]
+        return spec["smoke_messages"] if self.smoke else spec["callgrind_messages"]
+
+    @staticmethod
+    def load_args(scenario):
+        """(bench arguments without -n, connections) of the steady-state load."""
+        spec = SCENARIOS[scenario]
+        args = spec.get("callgrind_args", spec["args"])
+        return [a for a in args if a != "--latency"], spec.get("callgrind_connections",
+                                                               spec["connections"])
+
+    def server_ir(self, name, args):
+        """Ir of one server process that echoes the load `args` (cached)."""
+        key = (name, tuple(args))
+        if key not in self.cache:
+            out = os.path.join(self.workdir, f"callgrind.{name}.{len(self.cache)}")
+            wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+            server = Server(name, self.servers[name], wrapper=wrapper, timeout=120)
+            try:
+                run_load(self.duplex, server.url, args, timeout=900)
+            finally:
+                server.stop(timeout=120)
+            self.cache[key] = callgrind_total(out)
+        return self.cache[key]
+
+    def server_steady(self, name, scenario):
+        args, connections = self.load_args(scenario)
+        extra = self.messages(scenario)
+        base = self.server_ir(name, args + ["-n", str(connections)])
+        load = self.server_ir(name, args + ["-n", str(connections + extra)])
+        per = (load - base) / extra
+        print(f"  callgrind  {scenario:10} {name:12} {per:10.0f} Ir/message "
+              f"({extra} messages over the base)", file=sys.stderr)
+        return {"instructions_per_message": per, "messages": extra, "ir_load": load,
+                "ir_base": base, "args": " ".join(args)}
+
+    def accept(self, name):
+        few, many = (20, 50) if self.smoke else (100, 1000)
+        ir = {c: self.server_ir(name, ["-c", str(c), "-k", "1", "-s", "16", "-n", str(c)])
+              for c in (few, many)}
+        per = (ir[many] - ir[few]) / (many - few)
+        print(f"  accept                {name:12} {per:10.0f} Ir/connection "
+              f"({many} - {few} connections)", file=sys.stderr)
+        return {"instructions_per_connection": per, "connections": [few, many],
+                "ir": [ir[few], ir[many]]}
+
+    def strace_counts(self, name, args):
+        out = os.path.join(self.workdir, f"strace.{name}.{len(self.cache)}")
+        self.cache[("strace", out)] = True
+        server = Server(name, self.servers[name], wrapper=["strace", "-f", "-c", "-o", out],
+                        timeout=60)
+        try:
+            run_load(self.duplex, server.url, args, timeout=600)
+        finally:
+            server.stop(timeout=60)
+        counts = {}
+        with open(out) as f:
+            for line in f:
+                fields = line.split()
+                # "% time seconds usecs/call calls [errors] syscall"
+                if len(fields) >= 5 and re.match(r"^[\d.]+$", fields[0]) and \
+                        fields[-1] != "total" and fields[3].isdigit():
+                    counts[fields[-1]] = int(fields[3])
+        return counts
+
+    def syscalls(self, name):
+        args, connections = self.load_args("pingpong")
+        extra = 300 if self.smoke else 10000
+        base = self.strace_counts(name, args + ["-n", str(connections)])
+        load = self.strace_counts(name, args + ["-n", str(connections + extra)])
+        per = {call: (load.get(call, 0) - base.get(call, 0)) / extra
+               for call in set(base) | set(load)}
+        per = {call: v for call, v in per.items() if abs(v) >= 0.0005}
+        total = sum(per.values())
+        print(f"  strace     pingpong   {name:12} {total:10.2f} syscalls/message, "
+              f"epoll_ctl {per.get('epoll_ctl', 0):.3f}", file=sys.stderr)
+        return {"per_message": per, "total_per_message": total, "messages": extra,
+                "args": " ".join(args)}
+
+    def heap_snapshot(self, pid, tag):
+        path = os.path.join(self.workdir, f"massif.snapshot.{tag}")
+        res = subprocess.run(["vgdb", f"--pid={pid}", "snapshot", path], capture_output=True,
+                             text=True, timeout=120)
+        if res.returncode != 0 or not os.path.exists(path):
+            raise RuntimeError(f"vgdb snapshot failed: {res.stderr[-300:]}")
+        values = {}
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.strip().partition("=")
+                if key in ("mem_heap_B", "mem_heap_extra_B"):
+                    values[key] = int(value)
+        return values.get("mem_heap_B", 0) + values.get("mem_heap_extra_B", 0)
+
+    def massif(self, name, connections):
+        out = os.path.join(self.workdir, f"massif.{name}")
+        wrapper = ["valgrind", "--tool=massif", f"--massif-out-file={out}", "--vgdb=yes"]
+        server = Server(name, self.servers[name], wrapper=wrapper, timeout=120)
+        try:
+            run_load(self.duplex, server.url, ["-c", "1", "-k", "1", "-n", "10"], timeout=120)
+            base = self.heap_snapshot(server.proc.pid, f"{name}.base")
+            _, peak = run_load(self.duplex, server.url,
+                               ["-c", str(connections), "-k", "0", "-d", "4"], timeout=600,
+                               wait_open=lambda: self.heap_snapshot(server.proc.pid,
+                                                                    f"{name}.open"))
+        finally:
+            server.stop(timeout=120)
+        if peak is None:
+            raise RuntimeError(f"{name}: connections never all opened under massif")
+        per = (peak - base) / connections
+        print(f"  massif     idle       {name:12} {per:10.0f} heap B/connection "
+              f"({base} -> {peak} B)", file=sys.stderr)
+        return {"heap_bytes_per_connection": per, "connections": connections,
+                "heap_base": base, "heap_open": peak}
+
+    def client_ir(self, url, args, engine):
+        out = os.path.join(self.workdir, f"callgrind.client.{len(self.cache)}")
+        self.cache[("client", out)] = True
+        wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        run_load(self.duplex, url, args + (["--api"] if engine == "api" else []), timeout=900,
+                 wrapper=wrapper)
+        return callgrind_total(out)
+
+    def client(self):
+        """`duplex bench`'s own Ir per message against epoll_echo (not under valgrind)."""
+        table = {}
+        server = Server("epoll_echo", self.servers["epoll_echo"])
+        try:
+            for engine in ("wire", "api"):
+                for scenario in ("pingpong", "pipelined"):
+                    args, connections = self.load_args(scenario)
+                    extra = self.messages(scenario)
+                    base = self.client_ir(server.url, args + ["-n", str(connections)], engine)
+                    load = self.client_ir(server.url, args + ["-n", str(connections + extra)],
+                                          engine)
+                    per = (load - base) / extra
+                    table.setdefault(engine, {})[scenario] = {
+                        "instructions_per_message": per, "messages": extra, "ir_load": load,
+                        "ir_base": base, "args": " ".join(args)}
+                    print(f"  client     {scenario:10} {engine:12} {per:10.0f} Ir/message",
+                          file=sys.stderr)
+        finally:
+            server.stop()
+        return table
+
+
+def issue11(servers, duplex, smoke, workdir, data, rounds, duration, idle_connections):
+    """Every figure of issue 11 into `data`, in one run."""
+    m = Issue11(servers, duplex, smoke, workdir)
+    have_strace = shutil.which("strace") is not None
+    if not have_strace:
+        print("run.py: strace not installed, no syscall figures", file=sys.stderr)
+    for name in servers:
+        data.setdefault("callgrind", {})[name] = {
+            scenario: m.server_steady(name, scenario) for scenario in LOAD_SCENARIOS}
+        data.setdefault("accept", {})[name] = m.accept(name)
+        if have_strace:
+            data.setdefault("syscalls", {})[name] = m.syscalls(name)
+    for name in servers:
+        data.setdefault("massif", {})[name] = m.massif(name, idle_connections)
+    data["memory"] = idle_memory(servers, duplex, rounds, idle_connections)
+    data["idle_connections"] = idle_connections
+    if "epoll_echo" in servers:
+        data["client"] = m.client()
+    if "duplex" in servers and "epoll_echo" in servers:
+        pair = {n: servers[n] for n in ("duplex", "epoll_echo")}
+        table = throughput(pair, duplex, max(rounds, 1), duration, ["large"])["large"]
+        data["wallclock_64k"] = {
+            "rounds": rounds, "duration_s": duration, "servers": table,
+            "ratio": table["duplex"]["mb_per_s"] / table["epoll_echo"]["mb_per_s"]}
+        print(f"  64 KiB wall clock: duplex / epoll_echo = "
+              f"{data['wallclock_64k']['ratio']:.2f}", file=sys.stderr)
+
+
+ISSUE11_SECTIONS = ("callgrind", "accept", "syscalls", "massif", "memory", "client",
+                    "wallclock_64k")
+
+
+def run_stamp(started):
+    """When, at which commit and in how long a run was made."""
+    try:
+        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit,
+            "seconds": round(time.monotonic() - started)}
 
 
 def best_peer(values):
@@ -501,17 +699,21 @@ def main():
         if args.callgrind:
             if not shutil.which("valgrind"):
                 sys.exit("run.py: valgrind not installed (scripts/setup.sh --tests)")
-            data.setdefault("callgrind", {})
-            for name, rows in callgrind(servers, duplex, args.smoke, workdir).items():
-                data["callgrind"].setdefault(name, {}).update(rows)
+            # Every figure of this mode comes from this one run: no leftovers.
+            for section in ISSUE11_SECTIONS:
+                data.pop(section, None)
+            issue11(servers, duplex, args.smoke, workdir, data, args.rounds, args.duration,
+                    args.idle_connections)
             data["callgrind_command"] = " ".join(["bench/run.py"] + sys.argv[1:])
+            data["callgrind_run"] = run_stamp(started)
         else:
             data.setdefault("throughput", {}).update(
-                throughput(servers, duplex, args.rounds, args.duration, args.smoke))
+                throughput(servers, duplex, args.rounds, args.duration))
             if run_idle:
                 data["memory"] = idle_memory(servers, duplex, args.rounds, args.idle_connections)
                 data["idle_connections"] = args.idle_connections
             data["throughput_command"] = " ".join(["bench/run.py"] + sys.argv[1:])
+            data["throughput_run"] = run_stamp(started)
         with open(json_path, "w") as f:
             json.dump(data, f, indent=1, sort_keys=True)
             f.write("\n")
