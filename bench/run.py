@@ -28,6 +28,7 @@ chart OUT/benchmarks.svg is redrawn from it with gnuplot when it is installed.
 """
 
 import argparse
+import io
 import json
 import os
 import re
@@ -524,13 +525,129 @@ def duplex_first(names):
     return sorted(names, key=lambda n: (n != "duplex", n))
 
 
+def fmt(value, digits=0):
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def get(data, *keys):
+    """data[k0][k1]..., or None where a level is missing."""
+    for key in keys:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def stamp(data, key):
+    run = data.get(f"{key}_run") or {}
+    when = f", {run['date']}" if run.get("date") else ""
+    at = f", at commit {run['commit']}" if run.get("commit") else ""
+    took = f", {run['seconds']} s" if run.get("seconds") else ""
+    return f"`{data.get(f'{key}_command', '?')}`{when}{at}{took}"
+
+
+# Issue 11's required figures: (label, path in the JSON, limit, "max" or "min", digits).
+TARGETS = [
+    ("server, pipelined 16 B, Ir/message", ("callgrind", "duplex", "pipelined",
+                                            "instructions_per_message"), 400, "max", 0),
+    ("server, ping-pong, Ir/message", ("callgrind", "duplex", "pingpong",
+                                       "instructions_per_message"), 700, "max", 0),
+    ("server, 64 KiB, Ir/message", ("callgrind", "duplex", "large", "instructions_per_message"),
+     20000, "max", 0),
+    ("server, KiB per idle connection (RSS, 10,000)", ("memory", "duplex",
+                                                       "kib_per_connection"), 1.0, "max", 2),
+    ("server, Ir per accepted connection", ("accept", "duplex", "instructions_per_connection"),
+     15000, "max", 0),
+    ("server, epoll_ctl per ping-pong message", ("syscalls", "duplex", "per_message",
+                                                 "epoll_ctl"), 0.1, "max", 3),
+    ("server, 64 KiB MB/s / epoll_echo's", ("wallclock_64k", "ratio"), 1.0, "min", 2),
+    ("client `duplex bench`, ping-pong Ir/message", ("client", "wire", "pingpong",
+                                                     "instructions_per_message"), 600, "max", 0),
+    ("client `duplex bench`, pipelined Ir/message", ("client", "wire", "pipelined",
+                                                     "instructions_per_message"), 300, "max", 0),
+    ("client MessageWebSocket, ping-pong Ir/message", ("client", "api", "pingpong",
+                                                       "instructions_per_message"), 1000, "max", 0),
+    ("client MessageWebSocket, pipelined Ir/message", ("client", "api", "pipelined",
+                                                       "instructions_per_message"), 500, "max", 0),
+]
+
+
+def print_issue11(data, out):
+    cg = data.get("callgrind")
+    if not cg:
+        return
+    conns = data.get("idle_connections", "?")
+    print(f"\n#### Server side, one thread each\n\nRun: {stamp(data, 'callgrind')}.\n", file=out)
+    print(f"| server | pipelined 16 B | ping-pong 16 B | 64 KiB | idle KiB/conn (RSS, {conns:,}) "
+          f"| idle heap B/conn (massif) | Ir per accepted connection | syscalls per ping-pong "
+          "| epoll_ctl per ping-pong |", file=out)
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|", file=out)
+    for name in duplex_first(cg):
+        cells = [fmt(get(cg, name, s, "instructions_per_message")) for s in SCENARIOS]
+        cells += [fmt(get(data, "memory", name, "kib_per_connection"), 2),
+                  fmt(get(data, "massif", name, "heap_bytes_per_connection")),
+                  fmt(get(data, "accept", name, "instructions_per_connection")),
+                  fmt(get(data, "syscalls", name, "total_per_message"), 2),
+                  fmt(get(data, "syscalls", name, "per_message", "epoll_ctl") or
+                      (0.0 if get(data, "syscalls", name) else None), 3)]
+        print(f"| {name} | {' | '.join(cells)} |", file=out)
+    sc = data.get("syscalls")
+    if sc:
+        print("\nSystem calls per ping-pong message (strace -f -c on the server; "
+              "load minus base over the extra messages):\n", file=out)
+        print("| server | system calls per message |", file=out)
+        print("|---|---|", file=out)
+        for name in duplex_first(sc):
+            per = sorted(sc[name]["per_message"].items(), key=lambda kv: -kv[1])
+            text = ", ".join(f"{call} {v:.2f}" for call, v in per if v >= 0.005)
+            print(f"| {name} | {text or '–'} |", file=out)
+    client = data.get("client")
+    if client:
+        print("\n#### Client side: `duplex bench` against epoll_echo\n", file=out)
+        print("| engine | ping-pong 16 B (100 × 1) | pipelined 16 B (100 × 16) |", file=out)
+        print("|---|---:|---:|", file=out)
+        for engine, label in (("wire", "wire engine (default)"), ("api", "`--api` (MessageWebSocket)")):
+            if engine in client:
+                print(f"| {label} | {fmt(get(client, engine, 'pingpong', 'instructions_per_message'))} "
+                      f"| {fmt(get(client, engine, 'pipelined', 'instructions_per_message'))} |",
+                      file=out)
+    wc = data.get("wallclock_64k")
+    if wc:
+        print(f"\n#### 64 KiB wall clock, duplex against epoll_echo\n\n"
+              f"{wc['rounds']} alternating rounds of {wc['duration_s']} s, 10 connections × 4 in "
+              f"flight, medians; duplex / epoll_echo = **{wc['ratio']:.2f}**.\n", file=out)
+        print("| server | MB/s | messages/s per round |", file=out)
+        print("|---|---:|---|", file=out)
+        for name in duplex_first(wc["servers"]):
+            r = wc["servers"][name]
+            print(f"| {name} | {r['mb_per_s']:,.1f} | {', '.join(f'{x:,}' for x in r['runs'])} |",
+                  file=out)
+    print("\n#### Against the targets of issue 11\n", file=out)
+    print("| figure | target | measured | |", file=out)
+    print("|---|---:|---:|---|", file=out)
+    for label, path, limit, kind, digits in TARGETS:
+        value = get(data, *path)
+        if value is None and path[0] == "syscalls" and get(data, *path[:2]) is not None:
+            value = 0.0
+        if value is None:
+            verdict = "not measured"
+        elif (value <= limit) if kind == "max" else (value >= limit):
+            verdict = "met"
+        else:
+            verdict = f"missed ({value / limit:.2f}× the target)"
+        sign = "≤" if kind == "max" else "≥"
+        print(f"| {label} | {sign} {fmt(limit, digits)} | {fmt(value, digits)} | {verdict} |",
+              file=out)
+
+
 def print_tables(data, out=sys.stdout):
     tp = data.get("throughput")
     if tp:
-        print("\nThroughput (median of alternating rounds; ratio = server / best peer)\n", file=out)
+        print(f"\n#### Throughput\n\nRun: {stamp(data, 'throughput')}. Median of alternating "
+              "rounds; ratio = server / best peer.\n", file=out)
         print("| scenario | server | messages/s | MB/s | p50 µs | p99 µs | vs best peer |", file=out)
         print("|---|---|---:|---:|---:|---:|---:|", file=out)
-        for scenario in LOAD_SCENARIOS:
+        for scenario in SCENARIOS:
             rows = tp.get(scenario, {})
             best = best_peer({n: r["messages_per_s"] for n, r in rows.items()})
             for name in duplex_first(rows):
@@ -540,24 +657,28 @@ def print_tables(data, out=sys.stdout):
                 p99 = f"{r['p99_us']:.1f}" if "p99_us" in r else "–"
                 print(f"| {scenario} | {name} | {r['messages_per_s']:,.0f} | "
                       f"{r['mb_per_s']:,.1f} | {p50} | {p99} | {ratio} |", file=out)
-    mem = data.get("memory")
-    if mem:
-        print(f"\nMemory per idle connection ({data.get('idle_connections', '?')} connections, "
-              "server RSS growth)\n", file=out)
-        print("| server | KiB per connection |", file=out)
-        print("|---|---:|", file=out)
-        for name in duplex_first(mem):
-            print(f"| {name} | {mem[name]['kib_per_connection']:.2f} |", file=out)
-    cg = data.get("callgrind")
-    if cg:
-        print("\nUser-space instructions per echoed message (callgrind, server side)\n", file=out)
-        print("| server | pipelined 16 B | ping-pong 16 B | 64 KiB |", file=out)
-        print("|---|---:|---:|---:|", file=out)
-        for name in duplex_first(cg):
-            r = cg[name]
-            cells = [f"{r[s]['instructions_per_message']:,.0f}" if s in r else "–"
-                     for s in LOAD_SCENARIOS]
-            print(f"| {name} | {' | '.join(cells)} |", file=out)
+    print_issue11(data, out)
+
+
+DOC_BEGIN = "<!-- bench/run.py --report: generated from benchmarks.json, do not edit -->"
+DOC_END = "<!-- end of bench/run.py --report -->"
+
+
+def update_doc(data, path):
+    """Replaces the generated block of docs/benchmarks.md with fresh tables."""
+    with open(path) as f:
+        text = f.read()
+    if DOC_BEGIN not in text or DOC_END not in text:
+        print(f"run.py: {path} has no generated block, not updated", file=sys.stderr)
+        return
+    buf = io.StringIO()
+    print_tables(data, buf)
+    head, rest = text.split(DOC_BEGIN, 1)
+    _, tail = rest.split(DOC_END, 1)
+    with open(path, "w") as f:
+        f.write(head + DOC_BEGIN + "\n" + buf.getvalue().strip("\n").replace("\n\n\n", "\n\n")
+                + "\n\n" + DOC_END + tail)
+    print(f"run.py: tables in {path} regenerated", file=sys.stderr)
 
 
 def chart(data, path, workdir):
@@ -668,6 +789,9 @@ def main():
         with open(os.path.join(out, "benchmarks.json")) as f:
             data = json.load(f)
         print_tables(data)
+        doc = os.path.join(out, "benchmarks.md")
+        if os.path.exists(doc):
+            update_doc(data, doc)
         with tempfile.TemporaryDirectory(prefix="duplex-bench-") as workdir:
             chart(data, os.path.join(out, "benchmarks.svg"), workdir)
         return
@@ -718,6 +842,9 @@ def main():
             json.dump(data, f, indent=1, sort_keys=True)
             f.write("\n")
         print_tables(data)
+        doc = os.path.join(args.out, "benchmarks.md")
+        if os.path.exists(doc):
+            update_doc(data, doc)
         svg = os.path.join(args.out, "benchmarks.svg")
         if chart(data, svg, workdir):
             print(f"\nchart: {svg}", file=sys.stderr)
