@@ -1,33 +1,50 @@
 #!/usr/bin/python3
-"""Runs the issue-5 scenarios against duplex's echo server and its peers, side by side.
+"""Runs the issue-5 and issue-11 scenarios against duplex's echo server and its peers.
 
 Servers (each single-threaded, no compression, pinned to core 0):
-  duplex       `duplex echo-server` (one event loop)
+  duplex       `duplex echo-server --threads 1` (one event loop)
   beast        bench/peers/beast_echo.cpp (Boost.Beast)
   websocketpp  bench/peers/websocketpp_echo.cpp (websocketpp)
+  epoll_echo   bench/peers/epoll_echo.cpp (bare edge-triggered epoll: the ceiling)
 Load: `duplex bench` pinned to core 1, which checks every echo.
 
 Scenarios:
   pipelined  100 connections x 16 in flight, 16 B text
-  pingpong   1 connection x 1 in flight, 16 B text (round-trip percentiles)
+  pingpong   1 connection x 1 in flight, 16 B text (round-trip percentiles);
+             100 connections x 1 in flight under --callgrind
   large      10 connections x 4 in flight, 64 KiB binary
   idle       10,000 idle connections: server RSS growth per connection
 
 Modes:
   (default)    throughput and memory: rounds alternate the servers, medians
                are reported with ratios against the best peer.
-  --callgrind  the server under `valgrind --tool=callgrind` for a fixed number
-               of echoes; user-space instructions per echoed message are
-               (Ir of the run - Ir of a run with the same connections and no
-               messages) / messages, so start-up and handshakes cancel out.
+  --callgrind  every figure of issue 11, from one run (about 10 minutes):
+               - server Ir per echoed message in steady state: Ir of a run of
+                 N echoes minus Ir of a run with the same connections and one
+                 echo each, over the N - C extra messages (callgrind);
+               - server Ir per accepted connection: 1,000 connections with one
+                 echo each minus 100, over 900 (handshake and close included);
+               - system calls per ping-pong message (strace -f -c), same
+                 subtraction;
+               - memory per idle connection: RSS growth (as the default mode)
+                 and heap bytes from valgrind massif snapshots taken with vgdb;
+               - client: Ir per message of `duplex bench` itself, the wire
+                 engine and --api (MessageWebSocket), against epoll_echo;
+               - 64 KiB wall-clock MB/s of duplex over epoll_echo's,
+                 alternating rounds.
   --smoke      seconds in all, tiny counts, for CI: checks that every part
-               runs, asserts nothing about the figures.
+               runs (with --callgrind, every part of that mode), asserts
+               nothing about the figures.
+  --report     reprints the tables from OUT/benchmarks.json.
 
-Results are merged into OUT/benchmarks.json (one section per mode) and the
-chart OUT/benchmarks.svg is redrawn from it with gnuplot when it is installed.
+Results are merged into OUT/benchmarks.json (one section per figure), the
+tables of OUT/benchmarks.md (between its generated-block markers) are rewritten
+from it, and the chart OUT/benchmarks.svg is redrawn with gnuplot when it is
+installed.
 """
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -167,10 +184,12 @@ class Server:
         self.stderr_thread.join(5)
 
 
-def run_load(duplex, url, args, timeout, wait_open=None, wrapper=()):
+def run_load(duplex, url, args, timeout, wait_open=None, wrapper=(), slow_close=False):
     """Runs `duplex bench URL ARGS --json` on core 1 and returns its JSON object.
     `wait_open()` is called once every connection is open (idle mode); `wrapper`
-    goes before the command (valgrind, for the client-side figures)."""
+    goes before the command (valgrind, for the client-side figures). With
+    `slow_close`, connections still closing when `duplex bench` gives up on
+    them are not an error (a server under massif closes 10,000 slowly)."""
     argv = pinned(1, list(wrapper) + [duplex, "bench", url, "--json"] + args)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     err_lines = []
@@ -200,6 +219,9 @@ def run_load(duplex, url, args, timeout, wait_open=None, wrapper=()):
         raise RuntimeError(f"duplex bench printed no result ({proc.returncode}): "
                            f"{''.join(err_lines)[-500:]}")
     result = json.loads(lines[-1])
+    if slow_close and "did not finish closing" in result.get("first_error", "") and \
+            result.get("errors", 0) <= 1:
+        return result, sample
     if proc.returncode != 0 or result.get("errors"):
         raise RuntimeError(f"duplex bench failed against {url}: "
                            f"{result.get('first_error', ''.join(err_lines)[-300:])}")
@@ -308,6 +330,12 @@ def callgrind_total(path):
     raise RuntimeError(f"no totals in {path}")
 
 
+def tag(args):
+    """A file-name tag for bench arguments: ["-c", "100", "-k", "1"] -> "c100-k1"."""
+    return "-".join(a.lstrip("-") + (b if not b.startswith("-") else "")
+                    for a, b in zip(args, args[1:] + ["-"]) if a.startswith("-"))
+
+
 class Issue11:
     """The figures of issue 11, each by subtraction so start-up cancels out:
     a load run minus a base run with the same connections and one echo each.
@@ -342,7 +370,7 @@ class Issue11:
         """Ir of one server process that echoes the load `args` (cached)."""
         key = (name, tuple(args))
         if key not in self.cache:
-            out = os.path.join(self.workdir, f"callgrind.{name}.{len(self.cache)}")
+            out = os.path.join(self.workdir, f"callgrind.{name}.{tag(args)}")
             wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
             server = Server(name, self.servers[name], wrapper=wrapper, timeout=120)
             try:
@@ -374,8 +402,7 @@ class Issue11:
                 "ir": [ir[few], ir[many]]}
 
     def strace_counts(self, name, args):
-        out = os.path.join(self.workdir, f"strace.{name}.{len(self.cache)}")
-        self.cache[("strace", out)] = True
+        out = os.path.join(self.workdir, f"strace.{name}.{tag(args)}")
         server = Server(name, self.servers[name], wrapper=["strace", "-f", "-c", "-o", out],
                         timeout=60)
         try:
@@ -429,6 +456,7 @@ class Issue11:
             base = self.heap_snapshot(server.proc.pid, f"{name}.base")
             _, peak = run_load(self.duplex, server.url,
                                ["-c", str(connections), "-k", "0", "-d", "4"], timeout=600,
+                               slow_close=True,
                                wait_open=lambda: self.heap_snapshot(server.proc.pid,
                                                                     f"{name}.open"))
         finally:
@@ -442,8 +470,7 @@ class Issue11:
                 "heap_base": base, "heap_open": peak}
 
     def client_ir(self, url, args, engine):
-        out = os.path.join(self.workdir, f"callgrind.client.{len(self.cache)}")
-        self.cache[("client", out)] = True
+        out = os.path.join(self.workdir, f"callgrind.client-{engine}.{tag(args)}")
         wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
         run_load(self.duplex, url, args + (["--api"] if engine == "api" else []), timeout=900,
                  wrapper=wrapper)
@@ -606,11 +633,12 @@ def print_issue11(data, out):
         print("\n#### Client side: `duplex bench` against epoll_echo\n", file=out)
         print("| engine | ping-pong 16 B (100 × 1) | pipelined 16 B (100 × 16) |", file=out)
         print("|---|---:|---:|", file=out)
-        for engine, label in (("wire", "wire engine (default)"), ("api", "`--api` (MessageWebSocket)")):
+        for engine, label in (("wire", "wire engine (default)"),
+                              ("api", "`--api` (MessageWebSocket)")):
             if engine in client:
-                print(f"| {label} | {fmt(get(client, engine, 'pingpong', 'instructions_per_message'))} "
-                      f"| {fmt(get(client, engine, 'pipelined', 'instructions_per_message'))} |",
-                      file=out)
+                cells = [fmt(get(client, engine, s, "instructions_per_message"))
+                         for s in ("pingpong", "pipelined")]
+                print(f"| {label} | {' | '.join(cells)} |", file=out)
     wc = data.get("wallclock_64k")
     if wc:
         print(f"\n#### 64 KiB wall clock, duplex against epoll_echo\n\n"
@@ -761,7 +789,13 @@ def main():
     parser.add_argument("--idle-connections", type=int, default=10000)
     parser.add_argument("--servers", help="comma-separated subset of duplex,beast,websocketpp")
     parser.add_argument("--callgrind", action="store_true",
-                        help="instructions per message under callgrind instead of wall clock")
+                        help="every figure of issue 11 (callgrind, strace, massif, client side, "
+                        "64 KiB wall clock) instead of the throughput rounds")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="keep the raw callgrind, strace and massif outputs in DIR "
+                        "(for callgrind_annotate)")
+    parser.add_argument("--all", action="store_true",
+                        help="the throughput rounds, then everything --callgrind measures")
     parser.add_argument("--smoke", action="store_true", help="seconds in all, for CI")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin with taskset (on a machine shared with other jobs, "
@@ -797,6 +831,8 @@ def main():
         return
     bin_dir = os.path.join(args.build_dir, "bin")
     duplex = args.duplex or os.path.join(bin_dir, "duplex")
+    if (args.callgrind or args.all) and not shutil.which("valgrind"):
+        sys.exit("run.py: valgrind not installed (scripts/setup.sh --tests)")
     if not duplex_has(duplex, "bench"):
         sys.exit(f"run.py: {duplex} has no bench sub-command; build it first")
     servers = server_commands(bin_dir)
@@ -819,25 +855,29 @@ def main():
     started = time.monotonic()
     if args.smoke:
         self_check(bin_dir, duplex)
-    with tempfile.TemporaryDirectory(prefix="duplex-bench-") as workdir:
-        if args.callgrind:
-            if not shutil.which("valgrind"):
-                sys.exit("run.py: valgrind not installed (scripts/setup.sh --tests)")
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+    keep = contextlib.nullcontext(os.path.abspath(args.keep)) if args.keep else None
+    with keep or tempfile.TemporaryDirectory(prefix="duplex-bench-") as workdir:
+        command = " ".join(["bench/run.py"] + sys.argv[1:])
+        if not args.callgrind or args.all:
+            part = time.monotonic()
+            data.setdefault("throughput", {}).update(
+                throughput(servers, duplex, args.rounds, args.duration))
+            if run_idle and not args.all:
+                data["memory"] = idle_memory(servers, duplex, args.rounds, args.idle_connections)
+                data["idle_connections"] = args.idle_connections
+            data["throughput_command"] = command
+            data["throughput_run"] = run_stamp(part)
+        if args.callgrind or args.all:
+            part = time.monotonic()
             # Every figure of this mode comes from this one run: no leftovers.
             for section in ISSUE11_SECTIONS:
                 data.pop(section, None)
             issue11(servers, duplex, args.smoke, workdir, data, args.rounds, args.duration,
                     args.idle_connections)
-            data["callgrind_command"] = " ".join(["bench/run.py"] + sys.argv[1:])
-            data["callgrind_run"] = run_stamp(started)
-        else:
-            data.setdefault("throughput", {}).update(
-                throughput(servers, duplex, args.rounds, args.duration))
-            if run_idle:
-                data["memory"] = idle_memory(servers, duplex, args.rounds, args.idle_connections)
-                data["idle_connections"] = args.idle_connections
-            data["throughput_command"] = " ".join(["bench/run.py"] + sys.argv[1:])
-            data["throughput_run"] = run_stamp(started)
+            data["callgrind_command"] = command
+            data["callgrind_run"] = run_stamp(part)
         with open(json_path, "w") as f:
             json.dump(data, f, indent=1, sort_keys=True)
             f.write("\n")
