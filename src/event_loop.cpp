@@ -137,12 +137,14 @@ void LoopTimers::shutdown() {
   clients_.clear();
 }
 
+void LoopTimers::push(Entry e) {
+  e.raw->timer_index_ = static_cast<std::uint32_t>(clients_.size());
+  clients_.push_back(std::move(e));
+}
+
 void LoopTimers::schedule(const std::shared_ptr<TimerClient>& client, Clock::time_point deadline) {
   if (stopped_) return;
-  if (!client->timer_registered_) {
-    client->timer_registered_ = true;
-    clients_.push_back(client);
-  }
+  if (client->timer_index_ == TimerClient::not_registered) push({client, client.get()});
   if (in_sweep_)
     sweep_min_ = std::min(sweep_min_, deadline);
   else if (deadline < armed_)
@@ -150,12 +152,15 @@ void LoopTimers::schedule(const std::shared_ptr<TimerClient>& client, Clock::tim
 }
 
 void LoopTimers::release(TimerClient& client) {
-  if (stopped_ || in_sweep_ || !client.timer_registered_) return;
-  std::erase_if(clients_, [&](const std::weak_ptr<TimerClient>& w) {
-    auto c = w.lock();
-    return !c || c.get() == &client;
-  });
-  client.timer_registered_ = false;
+  const auto i = client.timer_index_;
+  if (stopped_ || in_sweep_ || i == TimerClient::not_registered) return;
+  client.timer_index_ = TimerClient::not_registered;
+  if (i + std::size_t{1} != clients_.size()) {
+    // The last entry takes its place (its client, if still alive, learns it).
+    clients_[i] = std::move(clients_.back());
+    if (auto moved = clients_[i].weak.lock()) moved->timer_index_ = i;
+  }
+  clients_.pop_back();
   if (clients_.empty() && armed_ != Clock::time_point::max()) {
     armed_ = Clock::time_point::max();
     timer_->cancel();
@@ -179,16 +184,13 @@ void LoopTimers::on_timer() {
   auto next = Clock::time_point::max();
   scratch_.swap(clients_);
   clients_.clear();
-  for (auto& w : scratch_) {
-    auto c = w.lock();
+  for (auto& e : scratch_) {
+    auto c = e.weak.lock();
     if (!c) continue;
-    c->timer_registered_ = false;
+    c->timer_index_ = TimerClient::not_registered;
     auto d = c->on_deadline(now);
     if (d != Clock::time_point::max()) {
-      if (!c->timer_registered_) {
-        c->timer_registered_ = true;
-        clients_.push_back(w);
-      }
+      if (c->timer_index_ == TimerClient::not_registered) push(std::move(e));
       next = std::min(next, d);
     }
   }

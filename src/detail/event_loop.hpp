@@ -33,7 +33,8 @@ public:
 
 private:
   friend class LoopTimers;
-  bool timer_registered_ = false;  ///< in its loop's client list
+  static constexpr std::uint32_t not_registered = ~std::uint32_t{0};
+  std::uint32_t timer_index_ = not_registered;  ///< its place in its loop's client list
 };
 
 /// One per io_context (an Asio service). Used only on the loop's thread.
@@ -59,8 +60,16 @@ private:
 
   std::unique_ptr<asio::steady_timer> timer_;
   Clock::time_point armed_ = Clock::time_point::max();
-  std::vector<std::weak_ptr<TimerClient>> clients_;
-  std::vector<std::weak_ptr<TimerClient>> scratch_;
+  /// A registered client: `raw` is its address while `weak` lives (release()
+  /// finds a client by its index, in constant time: a close storm of n
+  /// connections is not n^2).
+  struct Entry {
+    std::weak_ptr<TimerClient> weak;
+    TimerClient* raw;
+  };
+  void push(Entry e);
+  std::vector<Entry> clients_;
+  std::vector<Entry> scratch_;
   bool in_sweep_ = false;
   Clock::time_point sweep_min_ = Clock::time_point::max();
   bool stopped_ = false;
