@@ -18,7 +18,7 @@ Scenarios:
 Modes:
   (default)    throughput and memory: rounds alternate the servers, medians
                are reported with ratios against the best peer.
-  --callgrind  every figure of issue 11, from one run (about 10 minutes):
+  --callgrind  every figure of issue 11, from one run (6-7 minutes on 2 shared cores):
                - server Ir per echoed message in steady state: Ir of a run of
                  N echoes minus Ir of a run with the same connections and one
                  echo each, over the N - C extra messages (callgrind);
