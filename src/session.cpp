@@ -96,6 +96,11 @@ Session::Session(asio::io_context::executor_type ex, Kind kind, protocol::Role r
       config_(role == protocol::Role::client ? std::make_unique<SessionConfig>() : nullptr),
       input_(kind == Kind::stream ? std::make_unique<StreamInput>() : nullptr) {}
 
+const std::shared_ptr<const LoopSettings>& Session::default_settings() {
+  static const auto settings = std::make_shared<const LoopSettings>();
+  return settings;
+}
+
 Session::~Session() {
   // Destroyed by its loop's shutdown while polled: the descriptor is ours.
   if (fd_ >= 0) ::close(fd_);
@@ -335,7 +340,7 @@ void Session::do_connect(std::string uri, Op op) {
     std::lock_guard lock(config_mutex_);
     state->config = *config_;
   }
-  cfg_ = LoopSettings(state->config);
+  cfg_ = std::make_shared<const LoopSettings>(state->config);
   if (detached_) return complete(op, make_error_code(error::operation_aborted));
   phase_ = Phase::connecting;
   connecting_ = std::move(state);
@@ -344,15 +349,15 @@ void Session::do_connect(std::string uri, Op op) {
   if (!connecting_->config.proxy.empty() && connecting_->uri.unix_path.empty())
     connecting_->proxy = transport::parse_proxy_uri(connecting_->config.proxy);
   connecting_->op = std::move(op);
-  set_deadline(connect_deadline_, Clock::now() + cfg_.connect_timeout);
+  set_deadline(connect_deadline_, Clock::now() + cfg_->connect_timeout);
   protocol::ConnectionConfig cc;
   cc.role = protocol::Role::client;
   cc.max_message_size =
-      kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : cfg_.max_message_size;
+      kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : cfg_->max_message_size;
   cc.partial_messages =
-      kind_ == Kind::stream || cfg_.receive_mode == MessageWebSocketReceiveMode::partial_message;
+      kind_ == Kind::stream || cfg_->receive_mode == MessageWebSocketReceiveMode::partial_message;
   // A stream hands out what arrived at once (read_async takes any amount).
-  cc.partial_message_threshold = kind_ == Kind::stream ? 1 : cfg_.partial_message_threshold;
+  cc.partial_message_threshold = kind_ == Kind::stream ? 1 : cfg_->partial_message_threshold;
   conn_.emplace(cc);
   const auto& target = connecting_->proxy ? connecting_->proxy->host : connecting_->uri.host;
   const auto port = connecting_->proxy ? connecting_->proxy->port : connecting_->uri.port;
@@ -367,13 +372,13 @@ void Session::on_tcp_connected(std::error_code ec, transport::TcpSocket socket) 
   if (!connecting_) return;
   if (ec) return connect_failed(ec);
   std::error_code ignored;
-  socket.set_option(asio::ip::tcp::no_delay(cfg_.no_delay), ignored);
+  socket.set_option(asio::ip::tcp::no_delay(cfg_->no_delay), ignored);
   {
     std::lock_guard lock(config_mutex_);
     info_.local = transport::host_endpoint(socket, true);
     info_.remote = transport::host_endpoint(socket, false);
   }
-  stream_.emplace(std::move(socket));
+  stream_ = std::make_unique<transport::Stream>(std::move(socket));
   if (connecting_->proxy) {
     std::weak_ptr<Session> weak = weak_from_this();
     transport::async_proxy_handshake(stream_->socket(), *connecting_->proxy, connecting_->uri.host,
@@ -400,7 +405,7 @@ void Session::start_tls() {
   if (ec) return connect_failed(ec);
   auto tls = std::make_unique<transport::TlsStream>(std::move(stream_->socket()), *ctx);
   transport::prepare_client_tls(*tls, connecting_->uri.host, &connecting_->tls_errors);
-  stream_.emplace(std::move(tls), std::move(ctx));
+  stream_ = std::make_unique<transport::Stream>(std::move(tls), std::move(ctx));
   std::weak_ptr<Session> weak = weak_from_this();
   stream_->tls().async_handshake(asio::ssl::stream_base::client, [weak](std::error_code e) {
     if (auto self = weak.lock()) self->on_tls_handshake(e);
@@ -599,9 +604,10 @@ void Session::become_open(std::span<const std::byte> leftover) {
   phase_ = Phase::open;
   const auto now = Clock::now();
   rate_window_start_ = now;
-  if (cfg_.keep_alive_interval.count() > 0) set_deadline(ping_due_, now + cfg_.keep_alive_interval);
-  if (cfg_.unsolicited_pong_interval.count() > 0)
-    set_deadline(unsolicited_pong_due_, now + cfg_.unsolicited_pong_interval);
+  if (cfg_->keep_alive_interval.count() > 0)
+    set_deadline(ping_due_, now + cfg_->keep_alive_interval);
+  if (cfg_->unsolicited_pong_interval.count() > 0)
+    set_deadline(unsolicited_pong_due_, now + cfg_->unsolicited_pong_interval);
   complete(op, {});
   if (pending_close_) {
     // Asked for while connecting: the close frame is the first thing we send.
@@ -628,19 +634,19 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
   {
     // Read by the controls from any thread once the socket is handed out.
     std::lock_guard lock(config_mutex_);
-    cfg_ = o.settings;
+    cfg_ = o.settings ? o.settings : default_settings();
   }
   protocol::ConnectionConfig cc;
   cc.role = protocol::Role::server;
   cc.max_message_size =
-      kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : o.settings.max_message_size;
-  cc.partial_messages = kind_ == Kind::stream ||
-                        o.settings.receive_mode == MessageWebSocketReceiveMode::partial_message;
-  cc.partial_message_threshold = kind_ == Kind::stream ? 1 : o.settings.partial_message_threshold;
+      kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : cfg_->max_message_size;
+  cc.partial_messages =
+      kind_ == Kind::stream || cfg_->receive_mode == MessageWebSocketReceiveMode::partial_message;
+  cc.partial_message_threshold = kind_ == Kind::stream ? 1 : cfg_->partial_message_threshold;
   cc.deflate = o.deflate;
   conn_.emplace(cc);
   std::error_code ignored;
-  stream.socket().set_option(asio::ip::tcp::no_delay(o.settings.no_delay), ignored);
+  stream.socket().set_option(asio::ip::tcp::no_delay(cfg_->no_delay), ignored);
   {
     std::lock_guard lock(config_mutex_);
     info_.local = transport::host_endpoint(stream.socket(), true);
@@ -649,7 +655,7 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
     info_.extensions = o.extensions;
     info_.deflate = o.deflate;
   }
-  stream_.emplace(std::move(stream));
+  stream_ = std::make_unique<transport::Stream>(std::move(stream));
   phase_ = Phase::connecting;
   std::vector<std::byte> rest(leftover.begin(), leftover.end());
   asio::post(ex_, [self = shared_from_this(), rest = std::move(rest)]() mutable {
@@ -787,7 +793,7 @@ void Session::on_read(std::error_code ec, std::size_t n) {
   if (!polled()) self = shared_from_this();
   process(data);
   if (phase() == Phase::closed || reading_ || read_paused_) return;
-  if (unsent() >= cfg_.outbound_buffer_size && !conn_->close_sent()) {
+  if (unsent() >= cfg_->outbound_buffer_size && !conn_->close_sent()) {
     // Backpressure: the peer is not reading what we send (our echoes, our
     // pongs). Stop reading until the output drains below its limit, so the
     // peer is slowed by TCP flow control instead of growing our memory.
@@ -922,7 +928,7 @@ DUPLEX_HOT_INLINE std::optional<std::error_code> Session::send_now(SendKind kind
   if (phase() != Phase::open || conn_->close_sent()) [[unlikely]] {
     if (auto ec = send_state_error()) return ec;
   }
-  if (!sends_.empty() || unsent() >= cfg_.outbound_buffer_size) return std::nullopt;
+  if (!sends_.empty() || unsent() >= cfg_->outbound_buffer_size) return std::nullopt;
   // The connection copies (and masks) the payload into its buffer.
   auto ec = send_one(kind, type, data, compress);
   if (!ec) schedule_flush();
@@ -932,7 +938,7 @@ DUPLEX_HOT_INLINE std::optional<std::error_code> Session::send_now(SendKind kind
 Session::PrebuiltResult Session::send_prebuilt(std::span<const std::byte> frame) {
   if (phase() != Phase::open || conn_->close_sent()) return PrebuiltResult::closed;
   // Waiting sends mean the output is already over its limit.
-  if (!sends_.empty() || unsent() >= cfg_.outbound_buffer_size) return PrebuiltResult::full;
+  if (!sends_.empty() || unsent() >= cfg_->outbound_buffer_size) return PrebuiltResult::full;
   // RFC 6455 5.4: no other data frame may go between the pieces of a message.
   if (call_in_message_.load(std::memory_order_relaxed)) return PrebuiltResult::busy;
   conn_->append_output(frame);
@@ -956,7 +962,7 @@ void Session::do_send(PendingSend p) {
     p.data.assign(p.view.begin(), p.view.end());
     p.view = p.data;
   }
-  p.deadline = Clock::now() + cfg_.send_timeout;
+  p.deadline = Clock::now() + cfg_->send_timeout;
   const auto d = p.deadline;
   sends_.push_back(std::move(p));
   asio::use_service<LoopTimers>(ex_.context()).schedule(shared_from_this(), d);
@@ -965,12 +971,12 @@ void Session::do_send(PendingSend p) {
 
 void Session::pump_sends() {
   bool queued = false;
-  while (!sends_.empty() && unsent() < cfg_.outbound_buffer_size &&
+  while (!sends_.empty() && unsent() < cfg_->outbound_buffer_size &&
          (phase() == Phase::open || phase() == Phase::closing)) {
     auto& p = sends_.front();
     std::error_code ec;
     if (p.stream_write) {
-      const auto chunk = std::min(p.view.size() - p.offset, cfg_.outbound_buffer_size);
+      const auto chunk = std::min(p.view.size() - p.offset, cfg_->outbound_buffer_size);
       ec = conn_->send_message(SocketMessageType::binary, p.view.subspan(p.offset, chunk));
       if (!ec) {
         p.offset += chunk;
@@ -1039,13 +1045,13 @@ void Session::flush() {
 }
 
 void Session::maybe_resume_reading() {
-  if (!out_paused_ || resume_posted_ || unsent() >= cfg_.outbound_buffer_size) return;
+  if (!out_paused_ || resume_posted_ || unsent() >= cfg_->outbound_buffer_size) return;
   // Posted, not called: a read here could recurse through process() and
   // flush() once per read while the kernel keeps taking our writes.
   resume_posted_ = true;
   asio::post(ex_, [self = shared_from_this()] {
     self->resume_posted_ = false;
-    if (!self->out_paused_ || self->unsent() >= self->cfg_.outbound_buffer_size) return;
+    if (!self->out_paused_ || self->unsent() >= self->cfg_->outbound_buffer_size) return;
     self->out_paused_ = false;
     self->start_reading();
   });
@@ -1054,7 +1060,7 @@ void Session::maybe_resume_reading() {
 void Session::write_rest(std::span<const std::byte> bytes, std::size_t done) {
   inflight_ = bytes.size();
   writing_ = true;
-  set_deadline(write_deadline_, Clock::now() + cfg_.send_timeout);
+  set_deadline(write_deadline_, Clock::now() + cfg_->send_timeout);
   if (polled()) {
     // The poller reports room (edge-triggered: the kernel marked the socket
     // full when it refused the rest).
@@ -1132,7 +1138,7 @@ void Session::maybe_finish_close() {
       shutdown_send();
       // A compliant peer answers within a round trip; one that does not is
       // not waited for long.
-      const auto drain = std::min<Clock::duration>(cfg_.close_timeout, failure_drain_limit);
+      const auto drain = std::min<Clock::duration>(cfg_->close_timeout, failure_drain_limit);
       const auto drain_deadline = Clock::now() + drain;
       if (close_deadline_ > drain_deadline) set_deadline(close_deadline_, drain_deadline);
       read_paused_ = false;
@@ -1150,7 +1156,7 @@ void Session::maybe_finish_close() {
   if (!socket_shutdown_) {
     socket_shutdown_ = true;
     if (polled()) shutdown_send();
-    if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
+    if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_->close_timeout);
     read_paused_ = false;
     out_paused_ = false;
     start_reading();
@@ -1181,7 +1187,7 @@ void Session::fail_send_timeout() {
   write_deadline_ = never;
   // The close frame waits behind the data already queued; the close timeout
   // bounds how long the peer gets to read its way to it.
-  const auto by = Clock::now() + cfg_.close_timeout;
+  const auto by = Clock::now() + cfg_->close_timeout;
   if (close_deadline_ > by) set_deadline(close_deadline_, by);
   // Read again (discarding nothing): the peer's answer ends the connection.
   out_paused_ = false;
@@ -1263,7 +1269,7 @@ void Session::do_close(std::uint16_t code, std::string reason, Op op) {
     conn_->send_close(code, reason);
   }
   phase_ = Phase::closing;
-  if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
+  if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_->close_timeout);
   close_ops_.push_back(std::move(op));
   if (input_ && !input_->op) {
     // A stream closed with input unread: that input is dropped, and reading
@@ -1311,7 +1317,7 @@ void Session::do_read(std::span<std::byte> buffer, Op op) {
   if (buffer.empty()) return complete(op, {}, 0);
   input_->op = std::move(op);
   input_->buffer = buffer;
-  set_deadline(read_deadline_, Clock::now() + cfg_.receive_timeout);
+  set_deadline(read_deadline_, Clock::now() + cfg_->receive_timeout);
 }
 
 // --- connection events
@@ -1373,7 +1379,8 @@ void Session::on_pong(std::span<const std::byte>) {
     info_.rtt = std::chrono::duration_cast<std::chrono::microseconds>(now - ping_sent_at_);
   }
   pong_deadline_ = never;
-  if (cfg_.keep_alive_interval.count() > 0) set_deadline(ping_due_, now + cfg_.keep_alive_interval);
+  if (cfg_->keep_alive_interval.count() > 0)
+    set_deadline(ping_due_, now + cfg_->keep_alive_interval);
 }
 
 void Session::on_close(std::uint16_t code, std::string_view reason) {
@@ -1388,13 +1395,13 @@ void Session::on_close(std::uint16_t code, std::string_view reason) {
       complete(input_->op, {}, 0);
     }
   }
-  if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
+  if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_->close_timeout);
 }
 
 void Session::on_error(std::error_code ec) {
   if (!failure_) failure_ = ec;
   phase_ = Phase::closing;
-  if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
+  if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_->close_timeout);
 }
 
 // --- deadlines
@@ -1439,7 +1446,7 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
       if (activity_) {
         // Data arrived since the ping: the peer is alive, its pong may follow.
         activity_ = false;
-        ping_due_ = now + cfg_.keep_alive_interval;
+        ping_due_ = now + cfg_->keep_alive_interval;
       } else {
         fail(make_error_code(error::dead_peer));
       }
@@ -1447,17 +1454,17 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
     if (phase() == Phase::open && ping_due_ <= now) {
       if (activity_) {
         activity_ = false;
-        ping_due_ = now + cfg_.keep_alive_interval;
+        ping_due_ = now + cfg_->keep_alive_interval;
       } else {
         ping_due_ = never;
         ping_sent_at_ = now;
-        pong_deadline_ = now + cfg_.keep_alive_timeout;
+        pong_deadline_ = now + cfg_->keep_alive_timeout;
         if (!conn_->send_ping({})) schedule_flush();
       }
     }
     if (phase() == Phase::open && unsolicited_pong_due_ <= now) {
       // RFC 6455 5.5.3: an unsolicited pong is a heartbeat that needs no answer.
-      unsolicited_pong_due_ = now + cfg_.unsolicited_pong_interval;
+      unsolicited_pong_due_ = now + cfg_->unsolicited_pong_interval;
       if (!conn_->send_pong({})) schedule_flush();
     }
   }

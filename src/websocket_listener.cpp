@@ -294,6 +294,17 @@ ListenerImpl::ListenerImpl(WebSocketListenerOptions options) : options_(std::mov
   // The sweep closes an expired handshake within an eighth of the timeout.
   sweep_interval_ = std::clamp(options_.handshake_timeout / 8, std::chrono::milliseconds(5),
                                std::chrono::milliseconds(250));
+  auto ls = std::make_shared<LoopSettings>();
+  ls->max_message_size = options_.max_message_size;
+  ls->receive_mode = options_.receive_mode;
+  ls->partial_message_threshold = options_.partial_message_threshold;
+  ls->outbound_buffer_size = options_.outbound_buffer_size;
+  ls->keep_alive_interval = options_.keep_alive_interval;
+  ls->keep_alive_timeout = options_.keep_alive_timeout;
+  ls->send_timeout = options_.send_timeout;
+  ls->close_timeout = options_.close_timeout;
+  ls->no_delay = options_.no_delay;
+  session_settings_ = std::move(ls);
   loops_.reserve(n);
   for (std::size_t i = 0; i < n; ++i) loops_.push_back(std::make_unique<ListenerLoop>(i));
 }
@@ -512,16 +523,7 @@ std::shared_ptr<Session> ListenerImpl::adopt(AcceptedStream& a, const std::strin
   a.tls.reset();
   ServerSessionOptions so;
   so.protocol = protocol;
-  auto& ls = so.settings;
-  ls.max_message_size = options_.max_message_size;
-  ls.receive_mode = options_.receive_mode;
-  ls.partial_message_threshold = options_.partial_message_threshold;
-  ls.outbound_buffer_size = options_.outbound_buffer_size;
-  ls.keep_alive_interval = options_.keep_alive_interval;
-  ls.keep_alive_timeout = options_.keep_alive_timeout;
-  ls.send_timeout = options_.send_timeout;
-  ls.close_timeout = options_.close_timeout;
-  ls.no_delay = options_.no_delay;
+  so.settings = session_settings_;
   so.deflate = a.deflate;
   so.extensions = a.extensions;
   auto s = std::make_shared<Session>(a.loop->ctx.get_executor(), kind, protocol::Role::server);

@@ -136,7 +136,7 @@ struct ValidationState {
 struct ServerSessionOptions {
   std::string protocol;                            ///< negotiated subprotocol ("" if none)
   std::string extensions;                          ///< negotiated extensions answer ("" if none)
-  LoopSettings settings;                           ///< from the listener's options
+  std::shared_ptr<const LoopSettings> settings;    ///< the listener's, shared
   std::optional<protocol::DeflateParams> deflate;  ///< negotiated permessage-deflate
 };
 
@@ -174,7 +174,7 @@ public:
   auto read_config(F&& f) const {
     std::lock_guard lock(config_mutex_);
     if (config_) return f(*config_);
-    return f(cfg_.as_config());  // server role: the listener's settings
+    return f(cfg_->as_config());  // server role: the listener's settings
   }
   std::atomic<SocketMessageType> message_type{SocketMessageType::binary};
 
@@ -396,8 +396,11 @@ private:
   // information (never held together with another lock of the session).
   mutable std::mutex config_mutex_;
   std::unique_ptr<SessionConfig> config_;  ///< the controls; client role only
-  LoopSettings cfg_;                       ///< [loop] taken at connect
-  Info info_;                              ///< guarded by config_mutex_
+  /// [loop] Taken at connect (client) or shared with the listener (server);
+  /// never changed after: read from any thread under config_mutex_.
+  std::shared_ptr<const LoopSettings> cfg_ = default_settings();
+  static const std::shared_ptr<const LoopSettings>& default_settings();
+  Info info_;  ///< guarded by config_mutex_
 
   // Events: handlers run with events_mutex_ held (re-entered by a handler
   // that registers, revokes or destroys on the loop thread).
@@ -410,7 +413,7 @@ private:
 
   // [loop] connection.
   std::optional<protocol::Connection> conn_;
-  std::optional<transport::Stream> stream_;
+  std::unique_ptr<transport::Stream> stream_;  ///< until open (TLS: for good)
   std::unique_ptr<ConnectState> connecting_;
   std::vector<std::byte> tls_buffer_;   ///< TLS connections read here (not shared)
   int fd_ = -1;                         ///< polled(): the descriptor, owned

@@ -224,6 +224,9 @@ private:
   void on_each_loop(F f, const std::function<void()>& posted = {});
 
   WebSocketListenerOptions options_;
+  /// The settings every session of this listener reads, shared (not copied
+  /// into each connection).
+  std::shared_ptr<const LoopSettings> session_settings_;
   std::shared_ptr<asio::ssl::context> tls_context_;
   WebSocketListener::HandshakeRequestedHandler on_handshake_;
   WebSocketListener::ConnectionReceivedHandler on_connection_;
