@@ -14,10 +14,11 @@
 //   listener.stop(std::chrono::seconds(5));      // 1001 to every connection
 //
 // The listener runs its own event loops: `threads` threads, each running one
-// asio::io_context. Accepted connections are spread over the loops round-robin;
-// each connection lives on one loop, and its events (the hooks, the
-// connection_received event, and then every event of the socket handed over) run
-// on that loop's thread.
+// asio::io_context; or, constructed with the application's io_contexts, it
+// runs on those and starts no thread (see the constructors). Accepted
+// connections are spread over the loops round-robin; each connection lives on
+// one loop, and its events (the hooks, the connection_received event, and then
+// every event of the socket handed over) run on that loop's thread.
 //
 // Before a connection becomes a WebSocket, the listener runs the TLS handshake
 // (wss), reads the HTTP request (bounded by max_header_size and by
@@ -41,9 +42,12 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <asio/io_context.hpp>
 
 #include <duplex/http_server.hpp>
 #include <duplex/message_websocket.hpp>
@@ -354,7 +358,8 @@ struct ListenerMetrics {
 /// it: a loop whose sockets outlive the listener keeps running on its own
 /// thread, their connections closed, so their operations complete (with an
 /// error) and their events run; the loop frees itself when the last of them
-/// is destroyed.
+/// is destroyed. On the application's io_contexts, those sockets simply stay
+/// on them (see the constructor taking them for the rules).
 class WebSocketListener {
 public:
   using HandshakeRequestedHandler = std::function<void(WebSocketHandshakeContext&)>;
@@ -366,6 +371,39 @@ public:
   /// and, for TLS, loads the certificate, key and CA files (std::system_error
   /// if one cannot be loaded or the key does not match). Starts no thread.
   explicit WebSocketListener(WebSocketListenerOptions options = {});
+
+  /// A listener on the application's event loops: one loop per io_context in
+  /// `contexts` (connections spread over them round-robin), and no thread of
+  /// its own. Everything the listener does (accepting, handshakes, hooks,
+  /// events, the sockets handed over) runs in handlers posted to those
+  /// io_contexts, which the application runs as it likes: each by ONE
+  /// thread at a time (a connection's events are not synchronised against
+  /// each other otherwise), e.g. `ctx.run()` in a thread per context. The
+  /// listener holds no work guard: while it listens its pending accepts
+  /// keep run() busy; after stop() it leaves nothing behind (acceptors
+  /// closed, lingering handshakes closed, its timers ended), so a context
+  /// whose sockets are all destroyed runs out of work and run() returns.
+  ///
+  /// Lifetime: each io_context must outlive the listener and every socket
+  /// taken from it (destroying one before is undefined behaviour, as for any
+  /// Asio object). stop() and the destructor wait for each io_context to run
+  /// a handler of theirs, so call them from a thread that does not run one of
+  /// them (std::logic_error from stop() otherwise), while the application's
+  /// threads run them, or after the contexts stopped (io_context::stopped():
+  /// ctx.stop() was called or run() ran out of work, and no thread is inside
+  /// run() any more): a stopped context is then run (restart(), poll(),
+  /// stop()) on the calling thread for as long as they need, so the
+  /// application's own ready handlers may run there too. A context that is
+  /// neither run nor stopped makes them wait forever.
+  ///
+  /// Throws std::invalid_argument for an empty `contexts`, a null or repeated
+  /// entry, options.threads other than 0 or contexts.size(), and as the
+  /// constructor above for the options and the TLS files.
+  WebSocketListener(std::span<asio::io_context* const> contexts,
+                    WebSocketListenerOptions options = {});
+  /// The same with one io_context.
+  explicit WebSocketListener(asio::io_context& context, WebSocketListenerOptions options = {});
+
   WebSocketListener(const WebSocketListener&) = delete;
   WebSocketListener& operator=(const WebSocketListener&) = delete;
   ~WebSocketListener();
@@ -434,7 +472,8 @@ public:
   /// Connections counted against max_connections: handshaking, or handed out
   /// and not yet closed (a closed one is given back within about a second).
   [[nodiscard]] std::size_t connection_count() const noexcept;
-  /// Number of event-loop threads.
+  /// Number of event loops: the listener's threads, or the application's
+  /// io_contexts it was given.
   [[nodiscard]] std::size_t thread_count() const noexcept;
 
   /// The listener's counters now (see ListenerMetrics): cheap enough to call
@@ -452,7 +491,8 @@ public:
   /// those left (their closed event reports 1006 and operation_aborted). The
   /// loops keep running for the sockets already handed out until the
   /// destructor. Must not be called on one of the listener's loops
-  /// (std::logic_error).
+  /// (std::logic_error), including a thread running one of the application's
+  /// io_contexts it was given.
   /// Returns the number of connections that had to be cut. Idempotent (a
   /// second call returns 0).
   std::size_t stop(std::chrono::milliseconds timeout = std::chrono::seconds(5));

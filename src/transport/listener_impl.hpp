@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -111,14 +112,28 @@ struct AcceptedConnection {
 };
 
 /// One event loop: an io_context run by one thread, its handshakes and sweep.
+/// The io_context is the listener's own (run by the loop's thread) or, when
+/// `external`, one the application gave and runs.
 struct ListenerLoop {
-  explicit ListenerLoop(std::size_t i) : index(i) {}
+  explicit ListenerLoop(std::size_t i)
+      : index(i), owned_ctx(std::make_unique<asio::io_context>(1)), ctx(*owned_ctx) {}
+  /// A loop on the application's `context`: no thread, no work guard.
+  ListenerLoop(std::size_t i, asio::io_context& context) : index(i), ctx(context), external(true) {
+    work.reset();
+  }
 
   std::size_t index;
   HandshakeList handshakes;  // declared before ctx: outlives the handlers ctx destroys
-  asio::io_context ctx{1};
+  std::unique_ptr<asio::io_context> owned_ctx;  ///< null when external
+  asio::io_context& ctx;
+  /// The application's io_context: it owns and runs it; the listener only
+  /// posts to it and must leave no work in it once stopped.
+  bool external = false;
+  /// Set once stop() finished on an external loop: its timers are cancelled
+  /// and not armed again, so the application's run() can return.
+  bool quiet = false;
   /// Keeps run() going while the listener exists (also after stop(): the
-  /// sockets handed out still need their loop).
+  /// sockets handed out still need their loop). Released at once when external.
   asio::executor_work_guard<asio::io_context::executor_type> work{ctx.get_executor()};
   asio::steady_timer sweep{ctx};          ///< handshake deadlines
   asio::steady_timer session_sweep{ctx};  ///< gives back the slots of ended sessions
@@ -153,7 +168,10 @@ std::size_t orphaned_loop_count();
 /// connections it handed out.
 class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
 public:
-  explicit ListenerImpl(WebSocketListenerOptions options);
+  /// `contexts` empty: options.threads loops of its own; else one loop on
+  /// each of the application's io_contexts (checked by WebSocketListener).
+  explicit ListenerImpl(WebSocketListenerOptions options,
+                        std::span<asio::io_context* const> contexts = {});
   ~ListenerImpl();
 
   // --- configuration (before the first listen) --------------------------------
@@ -222,6 +240,13 @@ private:
   /// (`posted` runs once every loop has it queued, before the wait).
   template <class F>
   void on_each_loop(F f, const std::function<void()>& posted = {});
+  /// Runs, on the calling thread, the ready handlers of every external loop
+  /// whose io_context is stopped (the application's run() returned): nothing
+  /// else would run what the listener posts there. Leaves it stopped.
+  void run_stopped_contexts();
+  /// Waits one drain interval while stop() waits for connections to close,
+  /// running stopped external io_contexts meanwhile.
+  void drain_wait();
 
   WebSocketListenerOptions options_;
   std::shared_ptr<asio::ssl::context> tls_context_;
