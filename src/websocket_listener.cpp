@@ -468,20 +468,13 @@ void ListenerImpl::accept_next(Acceptor& a) {
                             });
                             return;
                           }
-                          bool busy = false;
-                          if (connections_.fetch_add(1) >= options_.max_connections) {
-                            connections_.fetch_sub(1);
-                            // Slots of closed sessions may wait for their sweep:
-                            // sweep now, the request may still find one.
-                            request_session_sweep();
-                            if (refusing_.fetch_add(1) >= max_refusing) {
-                              refusing_.fetch_sub(1);
-                              std::error_code ignored;
-                              socket.close(ignored);
-                              return accept_next(a);
-                            }
-                            busy = true;
+                          const Admission admission = admit();
+                          if (admission == Admission::refuse) {
+                            std::error_code ignored;
+                            socket.close(ignored);
+                            return accept_next(a);
                           }
+                          const bool busy = admission == Admission::busy;
                           asio::post(target.ctx,
                                      [this, &target, s = std::move(socket), busy]() mutable {
                                        if (stopping_) {
@@ -493,6 +486,19 @@ void ListenerImpl::accept_next(Acceptor& a) {
                                      });
                           accept_next(a);
                         });
+}
+
+ListenerImpl::Admission ListenerImpl::admit() noexcept {
+  if (connections_.fetch_add(1) < options_.max_connections) return Admission::ok;
+  connections_.fetch_sub(1);
+  // Slots of closed sessions may wait for their sweep: sweep now, the
+  // request may still find one.
+  request_session_sweep();
+  if (refusing_.fetch_add(1) >= max_refusing) {
+    refusing_.fetch_sub(1);
+    return Admission::refuse;
+  }
+  return Admission::busy;
 }
 
 void ListenerImpl::arm_sweep(ListenerLoop& loop) {
@@ -692,16 +698,17 @@ void ListenerImpl::release_connection(bool busy) noexcept {
 }
 
 std::size_t ListenerImpl::stop(std::chrono::milliseconds timeout) {
+  // Checked first: a refused call leaves the listener running.
+  for (const auto& lp : loops_)
+    if (lp->thread.get_id() == std::this_thread::get_id() ||
+        lp->ctx.get_executor().running_in_this_thread())
+      throw std::logic_error("stop: must not be called on one of the listener's loops");
   {
     std::lock_guard lock(mutex_);
     if (stopped_) return 0;
     stopped_ = true;
     if (!started_) return 0;
   }
-  for (const auto& lp : loops_)
-    if (lp->thread.get_id() == std::this_thread::get_id() ||
-        lp->ctx.get_executor().running_in_this_thread())
-      throw std::logic_error("stop: must not be called on one of the listener's loops");
   stopping_ = true;
   draining_ = true;
 

@@ -48,6 +48,8 @@
 #include <vector>
 
 #include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/ssl/stream.hpp>
 
 #include <duplex/http_server.hpp>
 #include <duplex/message_websocket.hpp>
@@ -464,6 +466,47 @@ public:
   /// bytes or holding NUL, std::system_error if the bind or listen fails,
   /// std::logic_error after stop().
   HostEndpoint listen_unix(const std::string& path);
+
+  /// Takes over a WebSocket connection that the application's own server
+  /// accepted and whose request it read (e.g. an HTTP server that routes
+  /// one path to duplex): `socket` is the connected TCP socket, `request`
+  /// the parsed request (protocol::parse_http_request parses one; another
+  /// parser's result converts field by field), `rest` the bytes read past
+  /// the header block, if any. The connection then goes exactly the way of
+  /// one the listener accepted right after its request was parsed: the
+  /// request is validated (RFC 6455 4.2.1) and refused with the same
+  /// answers (400, 403, 405, 426, 503 over max_connections, the hook's
+  /// status...), the Origin is checked, the subprotocol and
+  /// permessage-deflate negotiated, the handshake_requested hook runs, the
+  /// 101 is written and connection_received raised; a request without a
+  /// WebSocket upgrade goes to the http_requested handler. It counts in
+  /// metrics() and connection_count(), handshake_timeout bounds it from this
+  /// call, and stop() treats it as a handshake whose request arrived.
+  ///
+  /// The socket's descriptor moves to the loop of the io_context `socket`
+  /// was on, when the listener runs on it (see the constructor taking
+  /// io_contexts), else to the next loop round-robin; `socket` is left
+  /// closed. It must have no operation pending. The first adopt() starts
+  /// the loops like listen() (handlers are then fixed). Returns at once:
+  /// everything else happens on the loop (a refused request is no error
+  /// here, the client gets its answer). Throws std::invalid_argument if
+  /// `socket` is not open or not connected (it is then left as it was),
+  /// std::logic_error after stop(). Thread-safe.
+  void adopt(asio::ip::tcp::socket socket, protocol::HttpRequest request,
+             std::string_view rest = {});
+  /// The same for a wss:// connection: `stream` has completed its TLS
+  /// handshake in the server role (SSL_is_init_finished), with the
+  /// application's own asio::ssl::context (the listener's tls options play
+  /// no part; the SSL object keeps its SSL_CTX alive). Its SSL object moves
+  /// to a stream on the loop; TLS records `stream` read but did not decrypt
+  /// are not carried over (a client sends nothing between its request and
+  /// the 101, RFC 6455 4.1; decrypted bytes past the header block belong in
+  /// `rest`). The request's `secure` is true and client_certificate_subject
+  /// is filled from the peer's verified certificate. Throws
+  /// std::invalid_argument as above, or if the TLS handshake is not
+  /// complete or was made in the client role.
+  void adopt(asio::ssl::stream<asio::ip::tcp::socket> stream, protocol::HttpRequest request,
+             std::string_view rest = {});
 
   /// The port of the first listen(); 0 before.
   [[nodiscard]] std::uint16_t local_port() const;
