@@ -256,16 +256,15 @@ tcp::socket accept_one(tcp::acceptor& acceptor) {
   return acceptor.accept();
 }
 
-// Reads a request with duplex's parser: the request and the bytes after it.
-template <class Stream>
-std::pair<protocol::HttpRequest, std::string> read_request(Stream& s, int fd, SSL* ssl = nullptr) {
+// Feeds what `read_some(buffer)` returns to duplex's parser until a request
+// is complete: the request and the bytes after it.
+template <class ReadSome>
+std::pair<protocol::HttpRequest, std::string> parse_request(ReadSome read_some) {
   std::string buf;
   protocol::HttpRequest request;
   for (int i = 0; i < 64; ++i) {
-    if ((ssl == nullptr || SSL_pending(ssl) == 0) && !readable(fd))
-      throw std::runtime_error("no request within 5 s");
     char chunk[1024];
-    const std::size_t n = s.read_some(asio::buffer(chunk));
+    const std::size_t n = read_some(asio::buffer(chunk));
     buf.append(chunk, n);
     std::error_code ec;
     const std::size_t used = protocol::parse_http_request(buf, request, ec);
@@ -273,6 +272,49 @@ std::pair<protocol::HttpRequest, std::string> read_request(Stream& s, int fd, SS
     if (used != 0) return {std::move(request), buf.substr(used)};
   }
   throw std::runtime_error("request not complete after 64 reads");
+}
+
+// A blocking read of a plain TCP socket, bounded by poll().
+std::pair<protocol::HttpRequest, std::string> read_request(tcp::socket& s) {
+  return parse_request([&](asio::mutable_buffer b) {
+    if (!readable(s.native_handle())) throw std::runtime_error("no request within 5 s");
+    return s.read_some(b);
+  });
+}
+
+// Runs `ctx` (the test's own, run by nobody else) until `done` or 5 s.
+void run_until(asio::io_context& ctx, const bool& done) {
+  ctx.restart();
+  const auto end = Clock::now() + 5s;
+  while (!done && Clock::now() < end) ctx.run_one_for(100ms);
+  if (!done) throw std::runtime_error("not done within 5 s");
+}
+
+// The TLS handshake and the request, read with asynchronous operations on
+// the test's `ctx` (the stream may hold decrypted bytes that poll() on the
+// socket cannot see).
+std::pair<protocol::HttpRequest, std::string> handshake_and_read(
+    asio::io_context& ctx, asio::ssl::stream<tcp::socket>& stream) {
+  bool done = false;
+  std::error_code ec;
+  stream.async_handshake(asio::ssl::stream_base::server, [&](std::error_code e) {
+    ec = e;
+    done = true;
+  });
+  run_until(ctx, done);
+  if (ec) throw std::system_error(ec, "TLS handshake");
+  return parse_request([&](asio::mutable_buffer b) {
+    done = false;
+    std::size_t n = 0;
+    stream.async_read_some(b, [&](std::error_code e, std::size_t k) {
+      ec = e;
+      n = k;
+      done = true;
+    });
+    run_until(ctx, done);
+    if (ec) throw std::system_error(ec, "read");
+    return n;
+  });
 }
 
 // Records the request each hook call saw.
@@ -308,16 +350,16 @@ TEST(ListenerAdopt, TcpConnectionFromTheApplicationsAcceptorOnItsOwnContext) {
     ctx.run();
   });
 
+  std::promise<std::error_code> connected;  // before the client: outlives its handler
   Client c;
   c.ws.control().supported_protocols({"chat"});
   DeflateOptions d;
   d.enable = true;
   c.ws.control().deflate(d);
-  std::promise<std::error_code> connected;
   c.ws.connect_async(port_url("ws", acceptor, "/chat?room=1"),
                      [&](std::error_code ec) { connected.set_value(ec); });
   tcp::socket s = accept_one(acceptor);
-  auto [request, rest] = read_request(s, s.native_handle());
+  auto [request, rest] = read_request(s);
   EXPECT_EQ(request.target, "/chat?room=1");
   EXPECT_TRUE(rest.empty());
   listener.adopt(std::move(s), std::move(request), rest);
@@ -360,7 +402,7 @@ TEST(ListenerAdopt, BadRequestsGetTheListenersAnswers) {
     if (!c.connect(acceptor.local_endpoint().port())) return std::string("no connect");
     c.send(raw);
     tcp::socket s = accept_one(acceptor);
-    auto [request, rest] = read_request(s, s.native_handle());
+    auto [request, rest] = read_request(s);
     listener.adopt(std::move(s), std::move(request), rest);
     const std::string response = c.read_response(5s);
     return response.substr(0, response.find("\r\n"));
@@ -400,16 +442,13 @@ TEST(ListenerAdopt, TlsStreamHandshakenByTheApplication) {
   asio::io_context ctx;
   auto acceptor = loopback_acceptor(ctx);
 
+  std::promise<std::error_code> connected;  // before the client: outlives its handler
   Client c;
   c.ws.control().trusted_ca_file(certs.file("ca.pem"));
-  std::promise<std::error_code> connected;
   c.ws.connect_async(port_url("wss", acceptor, "/secure"),
                      [&](std::error_code ec) { connected.set_value(ec); });
   asio::ssl::stream<tcp::socket> stream(accept_one(acceptor), tls);
-  ASSERT_TRUE(readable(stream.next_layer().native_handle()));
-  stream.handshake(asio::ssl::stream_base::server);
-  auto [request, rest] =
-      read_request(stream, stream.next_layer().native_handle(), stream.native_handle());
+  auto [request, rest] = handshake_and_read(ctx, stream);
   listener.adopt(std::move(stream), std::move(request), rest);
 
   auto f = connected.get_future();
