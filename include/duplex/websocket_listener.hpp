@@ -96,7 +96,8 @@ struct ListenerTlsOptions {
 /// The settings of a WebSocketListener, fixed at construction.
 struct WebSocketListenerOptions {
   /// Event-loop threads; 0: std::thread::hardware_concurrency() (one per core),
-  /// at least 1.
+  /// at least 1. With the application's io_contexts (the constructor taking
+  /// them), 0 or their number: one loop per context, no thread.
   std::size_t threads = 0;
   /// wss:// when set; ws:// otherwise.
   std::optional<ListenerTlsOptions> tls;
