@@ -423,6 +423,46 @@ TEST(ListenerAdopt, BadRequestsGetTheListenersAnswers) {
   EXPECT_EQ(m.websocket_answers.at(426), 2u);
 }
 
+TEST(ListenerAdopt, PlainHttpAndTheConnectionLimitAsForAcceptedConnections) {
+  WebSocketListenerOptions o;
+  o.threads = 1;
+  o.max_connections = 1;
+  WebSocketListener listener(o);
+  listener.http_requested([](const HttpServerRequest& req, HttpServerResponse& res) {
+    res.body(std::string(req.path()) + " " + req.body);
+  });
+  EchoApp app(listener);
+  asio::io_context ctx;
+  auto acceptor = loopback_acceptor(ctx);
+  const auto adopt_raw = [&](RawClient& c, const std::string& raw) {
+    if (!c.connect(acceptor.local_endpoint().port())) throw std::runtime_error("no connect");
+    c.send(raw);
+    tcp::socket s = accept_one(acceptor);
+    auto [request, rest] = read_request(s);
+    listener.adopt(std::move(s), std::move(request), rest);
+  };
+  // A plain request (its body partly in `rest`) goes to the HTTP handler.
+  {
+    RawClient c;
+    adopt_raw(c, "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello");
+    const std::string response = c.read_response(5s);
+    EXPECT_EQ(response.substr(0, response.find("\r\n")), "HTTP/1.1 200 OK");
+    EXPECT_EQ(response.substr(response.size() - 11), "/echo hello");
+  }
+  // Its slot comes back once the client has gone (the answer's linger ends).
+  ASSERT_TRUE(wait_until([&] { return listener.connection_count() == 0; }, 5s));
+  // One WebSocket holds the only slot: the next upgrade is answered 503.
+  RawClient first;
+  adopt_raw(first, upgrade_request("/"));
+  EXPECT_EQ(first.read_response(5s).substr(0, 34), "HTTP/1.1 101 Switching Protocols\r\n");
+  ASSERT_TRUE(app.opened.wait_for_count(1, 5s));
+  RawClient second;
+  adopt_raw(second, upgrade_request("/"));
+  const std::string busy = second.read_response(5s);
+  EXPECT_EQ(busy.substr(0, busy.find("\r\n")), "HTTP/1.1 503 Service Unavailable");
+  EXPECT_EQ(listener.metrics().websocket_answers.at(503), 1u);
+}
+
 TEST(ListenerAdopt, TlsStreamHandshakenByTheApplication) {
   const TestCertificates certs;
   ASSERT_TRUE(certs.ok());
