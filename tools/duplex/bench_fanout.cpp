@@ -183,8 +183,10 @@ int run_fanout_bench(const FanoutOptions& options) {
   auto& lat = run.latency_us;
   std::sort(lat.begin(), lat.end());
   auto pct = [&](double q) {
-    return lat.empty() ? 0u
-                       : lat[std::min(lat.size() - 1, static_cast<std::size_t>(q * lat.size()))];
+    return lat.empty()
+               ? 0u
+               : lat[std::min(lat.size() - 1,
+                              static_cast<std::size_t>(q * static_cast<double>(lat.size())))];
   };
   const std::uint64_t missing =
       published * options.subscribers - std::min(deliveries, published * options.subscribers);
@@ -201,7 +203,7 @@ int run_fanout_bench(const FanoutOptions& options) {
     std::cout << "fan-out: 1 publisher, " << options.subscribers << " subscribers, " << options.size
               << " B messages\n"
               << "  published    " << published << " ("
-              << static_cast<std::uint64_t>(published / seconds) << "/s)\n"
+              << static_cast<std::uint64_t>(static_cast<double>(published) / seconds) << "/s)\n"
               << "  deliveries   " << deliveries << " (" << static_cast<std::uint64_t>(dps)
               << "/s)\n"
               << "  latency      p50 " << pct(0.5) << " us, p99 " << pct(0.99) << " us\n"
