@@ -12,13 +12,16 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
 
 #include <duplex/protocol/connection.hpp>
 #include <duplex/protocol/deflate.hpp>
@@ -43,6 +46,12 @@ namespace duplex {
 using detail::Session;
 
 namespace {
+
+// How long a session that closed without its closed event reaching the
+// registry stays held: its socket was destroyed inside an earlier closed
+// handler, which drops the later ones (the registry's). Rare enough that a
+// walk of the loop's members this often costs nothing that matters.
+constexpr auto sweep_interval = std::chrono::seconds(1);
 
 /// A frame's bytes, built once and shared by reference count: the one object
 /// every subscriber on a loop is handed (Session::send_prebuilt copies the
@@ -161,7 +170,7 @@ struct Work {
 
 /// The members of one event loop ([loop]: touched only on its thread, or
 /// once its context shut down and no thread runs it).
-struct LoopState {
+struct LoopState : std::enable_shared_from_this<LoopState> {
   LoopState(asio::io_context::executor_type e, std::uint64_t i) : ex(std::move(e)), id(i) {}
   asio::io_context::executor_type ex;
   const std::uint64_t id;
@@ -180,6 +189,11 @@ struct LoopState {
   bool drain_posted = false;
   std::vector<Work> draining;     ///< [loop] the batch being run
   std::atomic<bool> dead{false};  ///< its context shut down
+  /// Armed while the loop has members: finds sessions that closed without
+  /// their closed event reaching the registry (see Impl::sweep).
+  std::optional<asio::steady_timer> sweep;
+  std::uint64_t sweep_generation = 0;  ///< a wait acts only if still current
+  bool sweep_armed = false;
 };
 
 void LoopId::shutdown() {
@@ -191,8 +205,10 @@ void LoopId::shutdown() {
   for (const auto& w : states)
     if (auto loop = w.lock()) {
       loop->dead.store(true);
-      // No thread runs this loop any more: release its sessions now.
+      // No thread runs this loop any more: release its sessions now, and
+      // the timer while the context's services exist.
       loop->members.clear();
+      loop->sweep.reset();
       std::lock_guard lock(loop->inbox_mutex);
       loop->inbox.clear();
     }
@@ -412,6 +428,7 @@ public:
         asio::post(loop->ex, [loop] {
           loop->members.clear();
           loop->deflate_sets.clear();
+          disarm_sweep(*loop);
         });
   }
 
@@ -539,6 +556,48 @@ private:
     if (!s) return;  // gone: its entry is forgotten at the next delivery
     auto& ms = loop.members[topic];
     if (!ms.find(raw)) ms.add({raw, std::move(s), deflate_set(loop, *raw)});
+    arm_sweep(loop);
+  }
+
+  /// Arms `loop`'s sweep unless it is (on the loop's thread).
+  void arm_sweep(LoopState& loop) {
+    if (loop.sweep_armed || loop.dead.load()) return;
+    if (!loop.sweep) loop.sweep.emplace(loop.ex);
+    loop.sweep_armed = true;
+    const auto generation = ++loop.sweep_generation;
+    loop.sweep->expires_after(sweep_interval);
+    // Weak references: a pending wait keeps neither the registry nor the
+    // loop's state alive.
+    loop.sweep->async_wait([weak = weak_from_this(), weak_loop = loop.weak_from_this(),
+                            generation](std::error_code ec) {
+      auto l = weak_loop.lock();
+      if (!l || l->sweep_generation != generation) return;
+      l->sweep_armed = false;
+      auto self = weak.lock();
+      if (!ec && self) self->sweep(*l);
+    });
+  }
+
+  /// Stops `loop`'s sweep (it has no members left).
+  static void disarm_sweep(LoopState& loop) {
+    if (!loop.sweep_armed) return;
+    loop.sweep_armed = false;
+    ++loop.sweep_generation;
+    loop.sweep->cancel();
+  }
+
+  /// On `loop`'s thread: forgets the members whose session is closed, then
+  /// re-arms while members remain.
+  void sweep(LoopState& loop) {
+    std::vector<std::pair<std::string, Session*>> closed;
+    for (const auto& [topic, ms] : loop.members)
+      for (const auto& m : ms.list)
+        if (m.keep->phase() == detail::Phase::closed) closed.emplace_back(topic, m.raw);
+    for (const auto& [topic, raw] : closed) {
+      forget(raw);
+      remove_member(loop, topic, raw);
+    }
+    if (!loop.members.empty()) arm_sweep(loop);
   }
 
   /// 0 for a member that takes the plain frame; else 1 + the index of its
@@ -560,6 +619,7 @@ private:
     if (it == loop.members.end()) return;
     it->second.remove(raw);
     if (it->second.list.empty()) loop.members.erase(it);
+    if (loop.members.empty()) disarm_sweep(loop);
   }
 
   /// The bytes for a member of deflate set `set` (see deflate_set()): the
