@@ -61,7 +61,9 @@ class Server:
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         self.err = []
-        threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True).start()
+        self.reader = threading.Thread(target=lambda: self.err.extend(self.proc.stderr),
+                                       daemon=True)
+        self.reader.start()
         line = self.proc.stdout.readline()  # "listening on ws[s]://HOST:PORT/"
         if "listening on" not in line:
             self.stop()
@@ -77,6 +79,7 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
                 raise Failure("pubsub-server did not stop on SIGTERM")
+        self.reader.join(TIMEOUT)  # its stderr to the end: the summary line
         return self.proc.returncode
 
 
