@@ -120,8 +120,11 @@ run(${CMAKE_COMMAND} --build ${WORK_DIR}/cmake)
 check_linkage(${WORK_DIR}/cmake/consumer)
 run(${WORK_DIR}/cmake/consumer)
 if(BROKERS)
+  # It needs libduplex but none of libduplex_protocol's symbols itself, so only
+  # libduplex finds that one: through the library path, as in a system
+  # install (a RUNPATH does not serve the libraries it loads).
   check_linkage(${WORK_DIR}/cmake/consumer_brokers)
-  run(${WORK_DIR}/cmake/consumer_brokers)
+  run(${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${prefix}/lib ${WORK_DIR}/cmake/consumer_brokers)
 endif()
 
 # 2. pkg-config, the plain command a user types (no --static, even for archives).
