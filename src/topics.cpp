@@ -2,20 +2,26 @@
 // mutex (which sockets are in which topics, how many per loop); each event
 // loop keeps its own copy of its members per topic, touched only on that
 // loop's thread and brought in line with the authoritative state by sync().
-// A publish frames the message once and posts it once per loop that has
-// subscribers.
+// A publish frames the message once and hands it to each loop that has
+// subscribers through the loop's inbox: one post per loop per batch of
+// publishes, never one per subscriber. On the loop, each subscriber is a
+// plain pointer beside a strong reference held by the registry, so a
+// delivery takes no lock and copies no reference count.
 #include <duplex/topics.hpp>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
 
 #include <duplex/protocol/connection.hpp>
 #include <duplex/protocol/deflate.hpp>
@@ -41,42 +47,172 @@ using detail::Session;
 
 namespace {
 
-/// One publish: the frame's bytes, shared by every loop it is posted to.
+// How long a session that closed without its closed event reaching the
+// registry stays held: its socket was destroyed inside an earlier closed
+// handler, which drops the later ones (the registry's). Rare enough that a
+// walk of the loop's members this often costs nothing that matters.
+constexpr auto sweep_interval = std::chrono::seconds(1);
+
+/// A frame's bytes, built once and shared by reference count: the one object
+/// every subscriber on a loop is handed (Session::send_prebuilt copies the
+/// bytes today; a write path that gathers shared buffers can keep the
+/// reference instead, see docs/pubsub.md).
+using FrameBytes = std::shared_ptr<const std::vector<std::byte>>;
+
+/// One publish, shared by every loop it is handed to.
 struct Frame {
   std::string topic;
   std::size_t header_size = 0;  ///< bytes before the payload in `bytes`
   protocol::Opcode opcode = protocol::Opcode::binary;
   const Session* except = nullptr;  ///< the subscriber not to deliver to
-  std::vector<std::byte> bytes;
+  FrameBytes bytes;                 ///< header and payload, unmasked (RFC 6455 5.1)
 };
+
+/// A subscriber of a topic on its loop.
+struct Member {
+  Session* raw = nullptr;
+  /// Held from the subscribe until it leaves the topic, its closed event, a
+  /// delivery finds it closed, its loop's context shuts down or the registry
+  /// goes: `raw` stays valid without a weak_ptr lock per delivery.
+  std::shared_ptr<Session> keep;
+  /// 0: it takes the plain frame; else 1 + its index in
+  /// LoopState::deflate_sets (it agreed permessage-deflate without server
+  /// context takeover, so it can take the frame compressed once for its set).
+  std::size_t deflate_set = 0;
+};
+
+/// The members of one topic on one loop: a vector to walk, and an index to
+/// find one for removal once the vector is long.
+struct Members {
+  static constexpr std::size_t index_from = 16;  ///< below this, removal scans
+  std::vector<Member> list;
+  std::unordered_map<Session*, std::size_t> index;
+
+  Member* find(Session* raw) {
+    if (!index.empty()) {
+      auto it = index.find(raw);
+      return it == index.end() ? nullptr : &list[it->second];
+    }
+    for (auto& m : list)
+      if (m.raw == raw) return &m;
+    return nullptr;
+  }
+  void add(Member m) {
+    list.push_back(std::move(m));
+    if (!index.empty())
+      index.emplace(list.back().raw, list.size() - 1);
+    else if (list.size() > index_from)
+      for (std::size_t i = 0; i < list.size(); ++i) index.emplace(list[i].raw, i);
+  }
+  void remove(Session* raw) {
+    auto* m = find(raw);
+    if (!m) return;
+    const auto at = static_cast<std::size_t>(m - list.data());
+    if (at + 1 != list.size()) {
+      list[at] = std::move(list.back());
+      if (!index.empty()) index[list[at].raw] = at;
+    }
+    list.pop_back();
+    if (!index.empty()) index.erase(raw);
+  }
+};
+
+struct LoopState;
 
 /// Gives each io_context a number of its own: a new context at the address of
 /// a destroyed one is told apart from it (a service dies with its context).
+/// At the context's shutdown it releases the sessions the registries hold
+/// for that loop, while the context's services still exist.
 class LoopId : public asio::execution_context::service {
 public:
   using key_type = LoopId;
   static inline asio::execution_context::id id;
   explicit LoopId(asio::execution_context& ctx) : service(ctx), value(next().fetch_add(1) + 1) {}
   const std::uint64_t value;
+  /// Registers a registry's state for this loop (any thread).
+  void add(const std::shared_ptr<LoopState>& loop) {
+    std::lock_guard lock(mutex_);
+    std::erase_if(states_, [](const auto& w) { return w.expired(); });
+    states_.push_back(loop);
+  }
 
 private:
-  void shutdown() override {}
+  void shutdown() override;
   static std::atomic<std::uint64_t>& next() {
     static std::atomic<std::uint64_t> n{0};
     return n;
   }
+  std::mutex mutex_;
+  std::vector<std::weak_ptr<LoopState>> states_;
 };
 
-/// The members of one event loop ([loop]: touched only on its thread).
-struct LoopState {
+/// One unit of a loop's inbox: a publish to deliver, or a subscription to
+/// bring in line (both in the order they were handed over).
+struct Work {
+  std::shared_ptr<const Frame> frame;  ///< set: deliver it
+  Session* raw = nullptr;              ///< else: sync `topic` for `raw`
+  std::weak_ptr<Session> session;
+  std::string topic;
+
+  static Work deliver(std::shared_ptr<const Frame> f) {
+    Work w;
+    w.frame = std::move(f);
+    return w;
+  }
+  static Work sync(Session* raw, std::weak_ptr<Session> s, std::string topic) {
+    Work w;
+    w.raw = raw;
+    w.session = std::move(s);
+    w.topic = std::move(topic);
+    return w;
+  }
+};
+
+/// The members of one event loop ([loop]: touched only on its thread, or
+/// once its context shut down and no thread runs it).
+struct LoopState : std::enable_shared_from_this<LoopState> {
   LoopState(asio::io_context::executor_type e, std::uint64_t i) : ex(std::move(e)), id(i) {}
   asio::io_context::executor_type ex;
   const std::uint64_t id;
-  std::unordered_map<std::string, std::unordered_map<Session*, std::weak_ptr<Session>>> members;
-  std::vector<std::pair<Session*, std::shared_ptr<Session>>> scratch;  ///< a delivery's snapshot
-  /// A delivery's compressed frames, one per set of deflate parameters.
-  std::vector<std::pair<protocol::DeflateParams, std::vector<std::byte>>> compressed;
+  std::unordered_map<std::string, Members> members;
+  /// The deflate parameter sets of members that take a shared compressed
+  /// frame (few: one per server configuration and client offer).
+  std::vector<protocol::DeflateParams> deflate_sets;
+  /// A delivery's compressed frames, by deflate set (null: not made yet).
+  std::vector<FrameBytes> compressed;
+  /// A delivery's subscribers found closed, and those to close as slow.
+  std::vector<Session*> gone;
+  std::vector<std::shared_ptr<Session>> to_close;
+  /// The inbox, handed over from any thread; one drain is posted at a time.
+  std::mutex inbox_mutex;
+  std::vector<Work> inbox;
+  bool drain_posted = false;
+  std::vector<Work> draining;     ///< [loop] the batch being run
+  std::atomic<bool> dead{false};  ///< its context shut down
+  /// Armed while the loop has members: finds sessions that closed without
+  /// their closed event reaching the registry (see Impl::sweep).
+  std::optional<asio::steady_timer> sweep;
+  std::uint64_t sweep_generation = 0;  ///< a wait acts only if still current
+  bool sweep_armed = false;
 };
+
+void LoopId::shutdown() {
+  std::vector<std::weak_ptr<LoopState>> states;
+  {
+    std::lock_guard lock(mutex_);
+    states.swap(states_);
+  }
+  for (const auto& w : states)
+    if (auto loop = w.lock()) {
+      loop->dead.store(true);
+      // No thread runs this loop any more: release its sessions now, and
+      // the timer while the context's services exist.
+      loop->members.clear();
+      loop->sweep.reset();
+      std::lock_guard lock(loop->inbox_mutex);
+      loop->inbox.clear();
+    }
+}
 
 struct TopicEntry {
   std::size_t count = 0;
@@ -213,16 +349,16 @@ public:
     const auto hn = protocol::write_frame_header(h, header);
     frame->header_size = hn;
     frame->opcode = h.opcode;
-    frame->bytes.reserve(hn + data.size());
-    frame->bytes.insert(frame->bytes.end(), header.begin(), header.begin() + hn);
-    frame->bytes.insert(frame->bytes.end(), data.begin(), data.end());
+    auto bytes = std::make_shared<std::vector<std::byte>>();
+    bytes->reserve(hn + data.size());
+    bytes->insert(bytes->end(), header.begin(), header.begin() + hn);
+    bytes->insert(bytes->end(), data.begin(), data.end());
+    frame->bytes = std::move(bytes);
     published_.fetch_add(1, std::memory_order_relaxed);
-    auto post = [&](const std::shared_ptr<LoopState>& loop) {
-      asio::post(loop->ex,
-                 [self = shared_from_this(), loop, frame] { self->deliver(*loop, *frame); });
-    };
-    for (std::size_t i = 0; i < std::min(n, small.size()); ++i) post(small[i]);
-    for (const auto& loop : more) post(loop);
+    std::shared_ptr<const Frame> shared = std::move(frame);
+    for (std::size_t i = 0; i < std::min(n, small.size()); ++i)
+      hand_over(small[i], Work::deliver(shared));
+    for (const auto& loop : more) hand_over(loop, Work::deliver(shared));
   }
 
   PublishStatus relay(std::string_view topic, std::span<const std::byte> data,
@@ -274,13 +410,26 @@ public:
   /// The registry is being destroyed: stop listening to closed events.
   void shutdown() {
     std::vector<std::pair<std::shared_ptr<Session>, EventToken>> handlers;
+    std::vector<std::shared_ptr<LoopState>> loops;
     {
       std::lock_guard lock(mutex_);
       for (auto& [raw, se] : sessions_)
         if (auto s = se.session.lock()) handlers.emplace_back(std::move(s), se.closed_token);
       relay_.reset();
+      sessions_.clear();
+      topics_.clear();
+      for (const auto& [ctx, loop] : loops_) loops.push_back(loop);
     }
     for (auto& [s, token] : handlers) s->remove_handler(token);
+    // Each loop drops the references it holds, on its own thread (after the
+    // work already handed to it). A loop whose context is gone has none.
+    for (const auto& loop : loops)
+      if (!loop->dead.load())
+        asio::post(loop->ex, [loop] {
+          loop->members.clear();
+          loop->deflate_sets.clear();
+          disarm_sweep(*loop);
+        });
   }
 
 private:
@@ -319,7 +468,10 @@ private:
     auto* key = &ex.context();
     const auto id = asio::use_service<LoopId>(ex.context()).value;
     auto& slot = loops_[key];
-    if (!slot || slot->id != id) slot = std::make_shared<LoopState>(ex, id);
+    if (!slot || slot->id != id) {
+      slot = std::make_shared<LoopState>(ex, id);
+      asio::use_service<LoopId>(ex.context()).add(slot);
+    }
     return slot;
   }
 
@@ -349,18 +501,44 @@ private:
     }
   }
 
+  /// Hands `work` to `loop`: into its inbox, with one drain posted for all
+  /// that arrives before it runs.
+  void hand_over(const std::shared_ptr<LoopState>& loop, Work work) {
+    {
+      std::lock_guard lock(loop->inbox_mutex);
+      loop->inbox.push_back(std::move(work));
+      if (loop->drain_posted) return;
+      loop->drain_posted = true;
+    }
+    asio::post(loop->ex, [self = shared_from_this(), loop] { self->drain(*loop); });
+  }
+
+  /// On `loop`'s thread: runs its inbox in order.
+  void drain(LoopState& loop) {
+    {
+      std::lock_guard lock(loop.inbox_mutex);
+      loop.draining.swap(loop.inbox);
+      loop.drain_posted = false;
+    }
+    for (auto& w : loop.draining) {
+      if (w.frame)
+        deliver(loop, *w.frame);
+      else
+        sync(loop, w.raw, w.session, w.topic);
+    }
+    loop.draining.clear();
+  }
+
   /// Brings `loop`'s members of `topic` in line with the subscriptions for
-  /// `s`: at once on the loop's thread, else posted (after the publishes
-  /// this thread posted before, before those it posts after).
+  /// `s`: at once on the loop's thread, else through its inbox (after the
+  /// publishes this thread handed over before, before those it hands after).
   void sync_on_loop(const std::shared_ptr<LoopState>& loop, const std::shared_ptr<Session>& s,
                     std::string topic, Session* raw = nullptr) {
     if (!raw) raw = s.get();
-    auto fn = [self = shared_from_this(), loop, weak = std::weak_ptr<Session>(s), raw,
-               topic = std::move(topic)] { self->sync(*loop, raw, weak, topic); };
     if (s->executor().running_in_this_thread())
-      fn();
+      sync(*loop, raw, s, topic);
     else
-      asio::post(loop->ex, std::move(fn));
+      hand_over(loop, Work::sync(raw, s, std::move(topic)));
   }
 
   void sync(LoopState& loop, Session* raw, const std::weak_ptr<Session>& weak,
@@ -373,36 +551,90 @@ private:
         for (const auto& t : it->second.topics)
           if (t == topic) present = true;
     }
-    if (present)
-      loop.members[topic][raw] = weak;
-    else
+    if (!present) return remove_member(loop, topic, raw);
+    auto s = weak.lock();
+    if (!s) return;  // gone: its entry is forgotten at the next delivery
+    auto& ms = loop.members[topic];
+    if (!ms.find(raw)) ms.add({raw, std::move(s), deflate_set(loop, *raw)});
+    arm_sweep(loop);
+  }
+
+  /// Arms `loop`'s sweep unless it is (on the loop's thread).
+  void arm_sweep(LoopState& loop) {
+    if (loop.sweep_armed || loop.dead.load()) return;
+    if (!loop.sweep) loop.sweep.emplace(loop.ex);
+    loop.sweep_armed = true;
+    const auto generation = ++loop.sweep_generation;
+    loop.sweep->expires_after(sweep_interval);
+    // Weak references: a pending wait keeps neither the registry nor the
+    // loop's state alive.
+    loop.sweep->async_wait([weak = weak_from_this(), weak_loop = loop.weak_from_this(),
+                            generation](std::error_code ec) {
+      auto l = weak_loop.lock();
+      if (!l || l->sweep_generation != generation) return;
+      l->sweep_armed = false;
+      auto self = weak.lock();
+      if (!ec && self) self->sweep(*l);
+    });
+  }
+
+  /// Stops `loop`'s sweep (it has no members left).
+  static void disarm_sweep(LoopState& loop) {
+    if (!loop.sweep_armed) return;
+    loop.sweep_armed = false;
+    ++loop.sweep_generation;
+    loop.sweep->cancel();
+  }
+
+  /// On `loop`'s thread: forgets the members whose session is closed, then
+  /// re-arms while members remain.
+  void sweep(LoopState& loop) {
+    std::vector<std::pair<std::string, Session*>> closed;
+    for (const auto& [topic, ms] : loop.members)
+      for (const auto& m : ms.list)
+        if (m.keep->phase() == detail::Phase::closed) closed.emplace_back(topic, m.raw);
+    for (const auto& [topic, raw] : closed) {
+      forget(raw);
       remove_member(loop, topic, raw);
+    }
+    if (!loop.members.empty()) arm_sweep(loop);
+  }
+
+  /// 0 for a member that takes the plain frame; else 1 + the index of its
+  /// deflate parameters in `loop.deflate_sets`. Only subscribers without
+  /// server context takeover can share a compressed frame (RFC 7692 7.2.3:
+  /// each message then compresses on its own, the same bytes for all).
+  static std::size_t deflate_set(LoopState& loop, const Session& s) {
+    const auto* dp = s.deflate_params();
+    if (!dp || !dp->server_no_context_takeover || !dp->can_compress(protocol::Role::server))
+      return 0;
+    for (std::size_t i = 0; i < loop.deflate_sets.size(); ++i)
+      if (loop.deflate_sets[i] == *dp) return i + 1;
+    loop.deflate_sets.push_back(*dp);
+    return loop.deflate_sets.size();
   }
 
   static void remove_member(LoopState& loop, const std::string& topic, Session* raw) {
     auto it = loop.members.find(topic);
     if (it == loop.members.end()) return;
-    it->second.erase(raw);
-    if (it->second.empty()) loop.members.erase(it);
+    it->second.remove(raw);
+    if (it->second.list.empty()) loop.members.erase(it);
+    if (loop.members.empty()) disarm_sweep(loop);
   }
 
-  /// The bytes for `s`: the shared plain frame, or, for a subscriber that
-  /// agreed permessage-deflate without server context takeover, a frame
-  /// compressed once per set of parameters and shared by every subscriber
-  /// with those (RFC 7692 7.2.3: without context takeover each message
-  /// compresses on its own, so the bytes are the same for all of them). With
-  /// context takeover the message goes uncompressed (RSV1 clear, RFC 7692 6),
-  /// leaving the connection's compressor window untouched.
-  std::span<const std::byte> frame_for(LoopState& loop, const Session& s, const Frame& frame) {
-    const auto* dp = s.deflate_params();
-    const auto payload = std::span(frame.bytes).subspan(frame.header_size);
-    if (!dp || !dp->server_no_context_takeover || !dp->can_compress(protocol::Role::server) ||
-        payload.size() < dp->compress_threshold)
-      return frame.bytes;
-    for (const auto& [params, bytes] : loop.compressed)
-      if (params == *dp) return bytes;
+  /// The bytes for a member of deflate set `set` (see deflate_set()): the
+  /// shared plain frame, or the frame compressed once per delivery and set.
+  /// With context takeover a member gets the message uncompressed (RSV1
+  /// clear, RFC 7692 6), leaving its connection's compressor window alone.
+  const FrameBytes& frame_for(LoopState& loop, std::size_t set, const Frame& frame) {
+    const auto& params = loop.deflate_sets[set - 1];
+    const auto payload = std::span(*frame.bytes).subspan(frame.header_size);
+    if (payload.size() < params.compress_threshold) return frame.bytes;
+    if (loop.compressed.size() < set) loop.compressed.resize(loop.deflate_sets.size());
+    auto& slot = loop.compressed[set - 1];
+    if (slot) return slot;
     std::vector<std::byte> body;
-    protocol::DeflateEncoder enc(*dp, protocol::Role::server);
+    protocol::DeflateEncoder enc(params, protocol::Role::server);
     enc.compress(payload, true, body);
     compressions_.fetch_add(1, std::memory_order_relaxed);
     protocol::FrameHeader h;
@@ -412,48 +644,50 @@ private:
     h.payload_length = body.size();
     std::array<std::byte, protocol::max_frame_header_size> header{};
     const auto hn = protocol::write_frame_header(h, header);
-    std::vector<std::byte> out(header.begin(), header.begin() + hn);
-    out.insert(out.end(), body.begin(), body.end());
-    loop.compressed.emplace_back(*dp, std::move(out));
-    return loop.compressed.back().second;
+    auto out = std::make_shared<std::vector<std::byte>>(header.begin(), header.begin() + hn);
+    out->insert(out->end(), body.begin(), body.end());
+    slot = std::move(out);
+    return slot;
   }
 
-  /// On `loop`'s thread: queue the frame to each member.
+  /// On `loop`'s thread: queue the frame to each member. Nothing in the walk
+  /// runs a handler (send_prebuilt only appends and schedules a write), so
+  /// the member list cannot change under it; closes and removals wait until
+  /// after it.
   void deliver(LoopState& loop, const Frame& frame) {
     auto it = loop.members.find(frame.topic);
     if (it == loop.members.end()) return;
-    // A snapshot: a close below may run closed handlers that change members.
-    auto& snap = loop.scratch;
-    snap.clear();
-    for (const auto& [raw, weak] : it->second) snap.emplace_back(raw, weak.lock());
-    std::uint64_t delivered = 0, dropped = 0, closed = 0;
-    std::vector<Session*> gone;
-    for (auto& [raw, s] : snap) {
-      if (!s) {
-        gone.push_back(raw);
+    std::uint64_t delivered = 0, dropped = 0;
+    const bool close_slow = options_.slow_subscriber != SlowSubscriberPolicy::drop;
+    for (const auto& m : it->second.list) {
+      if (m.raw == frame.except) [[unlikely]]
         continue;
-      }
-      if (raw == frame.except) continue;
-      switch (s->send_prebuilt(frame_for(loop, *s, frame))) {
+      const auto& bytes = m.deflate_set == 0 ? frame.bytes : frame_for(loop, m.deflate_set, frame);
+      switch (m.raw->send_prebuilt(*bytes)) {
         case Session::PrebuiltResult::queued: ++delivered; break;
         case Session::PrebuiltResult::busy: ++dropped; break;
-        case Session::PrebuiltResult::closed: gone.push_back(raw); break;
+        case Session::PrebuiltResult::closed: loop.gone.push_back(m.raw); break;
         case Session::PrebuiltResult::full:
           ++dropped;
-          if (options_.slow_subscriber != SlowSubscriberPolicy::drop) {
-            ++closed;
-            // RFC 6455 7.4.1: 1008 policy violation, 1013 try again later.
-            const std::uint16_t code =
-                options_.slow_subscriber == SlowSubscriberPolicy::close_policy_violation ? 1008
-                                                                                         : 1013;
-            s->close_on_loop(code, "slow subscriber");
-          }
+          if (close_slow) loop.to_close.push_back(m.keep);
           break;
       }
     }
-    snap.clear();
-    loop.compressed.clear();
-    for (auto* raw : gone) forget(raw);
+    for (auto& c : loop.compressed) c.reset();
+    const auto closed = loop.to_close.size();
+    // RFC 6455 7.4.1: 1008 policy violation, 1013 try again later.
+    const std::uint16_t code =
+        options_.slow_subscriber == SlowSubscriberPolicy::close_policy_violation ? 1008 : 1013;
+    for (const auto& s : loop.to_close) s->close_on_loop(code, "slow subscriber");
+    loop.to_close.clear();
+    // Closed without its closed event reaching us (its socket was destroyed
+    // first): forget it, and drop this loop's reference even if it was
+    // forgotten already.
+    for (auto* raw : loop.gone) {
+      forget(raw);
+      remove_member(loop, frame.topic, raw);
+    }
+    loop.gone.clear();
     if (delivered) deliveries_.fetch_add(delivered, std::memory_order_relaxed);
     if (dropped) dropped_.fetch_add(dropped, std::memory_order_relaxed);
     if (closed) slow_closed_.fetch_add(closed, std::memory_order_relaxed);

@@ -12,24 +12,30 @@
 //
 // Model (docs/pubsub.md has the whole story):
 // - A topic is any non-empty string; it exists while it has a subscriber.
-// - publish() frames the message once (one unmasked server frame) and posts
-//   it once to each event loop that has subscribers of the topic; on that loop
-//   each subscriber's output receives the frame's bytes (copied into its
-//   output buffer today; see docs/pubsub.md).
+// - publish() frames the message once (one unmasked server frame, shared by
+//   reference count) and hands it to each event loop that has subscribers of
+//   the topic (one post per loop for all the publishes waiting there, never
+//   one per subscriber); on that loop each subscriber's output receives the
+//   frame's bytes (copied into its output buffer today; see docs/pubsub.md).
 // - Order: the messages of one publishing thread on one topic reach each
 //   subscriber in publish order. There is no order between publishers.
 // - A subscriber whose outbound data is at its limit (the listener's
 //   outbound_buffer_size) is "slow": TopicRegistryOptions::slow_subscriber
 //   decides whether the message is dropped for it (and counted) or it is
 //   closed. The others are never held back.
-// - A socket that closes leaves all its topics by itself (its closed event);
-//   a destroyed socket is skipped and forgotten at the next delivery.
+// - A socket that closes leaves all its topics by itself (its closed event).
+//   The registry holds each subscriber's connection until then, so a delivery
+//   needs no lock per subscriber; a socket destroyed without that event
+//   reaching the registry (destroyed in an earlier closed handler, which drops
+//   the later ones) is let go at the next delivery to it or within a second
+//   (a sweep on its loop, armed while the loop has subscribers).
 //
 // Thread safety: every member may be called from any thread, including from
 // the sockets' event handlers. Lifetime: the registry may be destroyed before
 // or after the sockets; messages already posted to a loop are still
 // delivered; after the destructor returns no registry code runs in a socket's
-// closed event.
+// closed event, and each loop lets go of the connections it held (on its own
+// thread, or when its io_context shuts down).
 #pragma once
 
 #include <cstddef>

@@ -1,6 +1,7 @@
 # Script mode: install duplex (static or shared, as SHARED says) into a scratch
 # prefix, then build and run the consumer with find_package and with pkg-config.
 # BUILD_DIR empty: configure and build the library alone from PROJECT_SOURCE_DIR.
+# BROKERS=ON: the broker back ends (duplex_brokers) are installed and checked too.
 # DEB=ON: instead of `cmake --install`, build the Debian package with
 # `cpack -G DEB`, check its control fields and unpack it (dpkg-deb -x) into a
 # scratch root whose usr/ is the prefix.
@@ -27,7 +28,11 @@ if(BUILD_DIR STREQUAL "")
       -DCMAKE_CXX_COMPILER=${CXX} ${launcher} -DCMAKE_BUILD_TYPE=${BUILD_TYPE}
       -DBUILD_SHARED_LIBS=${SHARED} -DDUPLEX_BUILD_TESTS=OFF -DDUPLEX_BUILD_EXAMPLES=OFF
       -DDUPLEX_BUILD_TOOLS=OFF -DDUPLEX_BUILD_BENCH=OFF -DDUPLEX_BUILD_FUZZ=OFF)
-  run(${CMAKE_COMMAND} --build ${BUILD_DIR} --target duplex duplex_protocol)
+  set(targets duplex duplex_protocol)
+  if(BROKERS)
+    list(APPEND targets duplex_brokers)
+  endif()
+  run(${CMAKE_COMMAND} --build ${BUILD_DIR} --target ${targets})
 endif()
 if(DEB)
   execute_process(COMMAND cpack -G DEB -B ${WORK_DIR}/package WORKING_DIRECTORY ${BUILD_DIR}
@@ -40,8 +45,12 @@ if(DEB)
   execute_process(COMMAND dpkg-deb -f ${debs} Package Version Depends
                   OUTPUT_VARIABLE control RESULT_VARIABLE rc)
   # Development packages a consumer needs, and what dpkg-shlibdeps found.
-  foreach(want "Package: duplex" "Version: ${VERSION}" "libasio-dev" "libssl-dev" "zlib1g-dev"
-          "libssl3" "libstdc++6")
+  set(wants "Package: duplex" "Version: ${VERSION}" "libasio-dev" "libssl-dev" "zlib1g-dev"
+      "libssl3" "libstdc++6")
+  if(BROKERS AND NOT SHARED)
+    list(APPEND wants "libhiredis-dev" "libnats-dev")
+  endif()
+  foreach(want IN LISTS wants)
     string(FIND "${control}" "${want}" at)
     if(NOT rc EQUAL 0 OR at EQUAL -1)
       message(FATAL_ERROR "${debs}: no '${want}' in its control fields:\n${control}")
@@ -76,6 +85,19 @@ if(SHARED)
 elseif(shared_objects OR NOT EXISTS ${prefix}/lib/libduplex.a)
   message(FATAL_ERROR "static install: want lib/libduplex.a and no .so, got ${shared_objects}")
 endif()
+if(BROKERS)
+  if(SHARED)
+    set(brokers_lib lib/libduplex_brokers.so.${SOVERSION})
+  else()
+    set(brokers_lib lib/libduplex_brokers.a)
+  endif()
+  foreach(f ${brokers_lib} include/duplex/topic_broker.hpp lib/cmake/duplex/duplexBrokersTargets.cmake
+          lib/pkgconfig/duplex_brokers.pc)
+    if(NOT EXISTS ${prefix}/${f})
+      message(FATAL_ERROR "the broker back ends were built but ${f} is not installed")
+    endif()
+  endforeach()
+endif()
 
 # A shared consumer must load libduplex through its SONAME.
 function(check_linkage exe)
@@ -93,10 +115,17 @@ endfunction()
 
 # 1. CMake package (the build-tree RPATH finds the installed shared library).
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR}/cmake -G Ninja
-    -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER=${CXX})
+    -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER=${CXX} -DWITH_BROKERS=${BROKERS})
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/cmake)
 check_linkage(${WORK_DIR}/cmake/consumer)
 run(${WORK_DIR}/cmake/consumer)
+if(BROKERS)
+  # It needs libduplex but none of libduplex_protocol's symbols itself, so only
+  # libduplex finds that one: through the library path, as in a system
+  # install (a RUNPATH does not serve the libraries it loads).
+  check_linkage(${WORK_DIR}/cmake/consumer_brokers)
+  run(${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${prefix}/lib ${WORK_DIR}/cmake/consumer_brokers)
+endif()
 
 # 2. pkg-config, the plain command a user types (no --static, even for archives).
 set(ENV{PKG_CONFIG_PATH} ${prefix}/lib/pkgconfig)
@@ -109,3 +138,13 @@ separate_arguments(flags UNIX_COMMAND "${flags}")
 run(${CXX} ${SOURCE_DIR}/main.cpp -o ${WORK_DIR}/consumer_pc ${flags})
 check_linkage(${WORK_DIR}/consumer_pc)
 run(${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${prefix}/lib ${WORK_DIR}/consumer_pc)
+if(BROKERS)
+  execute_process(COMMAND pkg-config --cflags --libs duplex_brokers
+                  OUTPUT_VARIABLE flags RESULT_VARIABLE rc OUTPUT_STRIP_TRAILING_WHITESPACE)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "pkg-config does not know duplex_brokers")
+  endif()
+  separate_arguments(flags UNIX_COMMAND "${flags}")
+  run(${CXX} ${SOURCE_DIR}/brokers.cpp -o ${WORK_DIR}/consumer_brokers_pc ${flags})
+  run(${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${prefix}/lib ${WORK_DIR}/consumer_brokers_pc)
+endif()

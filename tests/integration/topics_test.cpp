@@ -336,6 +336,34 @@ TEST(Topics, DeflateSubscribersShareOneCompressedFrame) {
   EXPECT_GT(rs[3]->ws.information().bandwidth_statistics().bytes_received, 8192u);
 }
 
+// An application that destroys its socket in its own closed handler,
+// registered before the registry's, drops the registry's handler with it
+// (a destroyed socket raises no more events): the registry, which holds the
+// session for its deliveries, still lets it go without any publish (its
+// loop's sweep, within a second).
+TEST(Topics, SocketDestroyedInAnEarlierClosedHandlerIsReleased) {
+  TopicRegistry topics;
+  WebSocketListenerOptions lopt;
+  lopt.threads = 1;
+  TopicServer server(lopt);
+  server.on_open = [&](MessageWebSocket& ws, const std::string& path) {
+    ws.closed([&server](MessageWebSocket& self, const WebSocketClosedEventArgs&) {
+      std::shared_ptr<MessageWebSocket> last;  // destroyed here, after the lock
+      std::lock_guard lock(server.mutex);
+      for (auto& s : server.sockets)
+        if (s.get() == &self) last = std::move(s);
+    });
+    topics.subscribe(ws, path);
+  };
+  Receiver r;
+  r.connect(server.port, "/t");
+  ASSERT_TRUE(wait_until([&] { return topics.subscriber_count("/t") == 1; }, 5s));
+  r.ws.close_async(1000, "bye").get();
+  EXPECT_TRUE(wait_until([&] { return topics.subscriber_count("/t") == 0; }, 5s));
+  EXPECT_EQ(topics.statistics().subscriptions, 0u);
+  EXPECT_EQ(topics.statistics().topics, 0u);
+}
+
 TEST(Topics, ArgumentsAreChecked) {
   TopicRegistry topics;
   MessageWebSocket client;  // client role, not connected

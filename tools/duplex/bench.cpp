@@ -66,7 +66,8 @@ struct BenchOptions {
   std::uint64_t messages = 0;  // 0: run for `duration`
   bool latency = false;
   bool json = false;
-  bool api = false;        // drive duplex::MessageWebSocket instead of the wire engine
+  bool api = false;  // drive duplex::MessageWebSocket instead of the wire engine
+  std::vector<std::string> subscribe_urls;  // fan-out: where the subscribers connect
   std::size_t fanout = 0;  // > 0: fan-out mode with this many subscribers (bench_fanout.cpp)
 };
 
@@ -1454,10 +1455,14 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--fanout", options->fanout,
                   "fan-out mode: one publisher and N subscribers on a topic of a pubsub-server "
                   "(URL: its ws://HOST:PORT/PATH; default: one in this process)");
+  cmd->add_option("--subscribe-url", options->subscribe_urls,
+                  "fan-out mode: spread the subscribers over these URLs, e.g. other nodes of the "
+                  "same topic (repeat it; default: the URL); the publisher stays on the URL");
   cmd->callback([options] {
     if (options->fanout != 0) {
       duplex::cli::FanoutOptions f;
       f.url = options->url;
+      f.subscriber_urls = options->subscribe_urls;
       f.subscribers = options->fanout;
       f.size = std::max<std::size_t>(options->size, 16);
       f.duration = options->duration;

@@ -6,6 +6,10 @@
 // number and the publisher's steady-clock time; every subscriber checks the
 // sequence (lost, reordered) and records the publish-to-delivery latency. The
 // publisher keeps at most `window` publishes not yet delivered everywhere.
+// Against servers by URL (other processes, maybe several nodes behind a
+// broker), probes go first: a message with the sequence number ~0 sent until
+// every subscriber saw one, so no subscription is still on its way when the
+// measured publishes start.
 #include "bench_fanout.hpp"
 
 #include <algorithm>
@@ -66,6 +70,9 @@ struct LocalServer {
   }
 };
 
+/// The sequence number of a probe (not counted, not checked).
+constexpr std::uint64_t probe_seq = ~std::uint64_t{0};
+
 struct Run {
   explicit Run(const FanoutOptions& o) : options(o) {}
   const FanoutOptions& options;
@@ -78,12 +85,21 @@ struct Run {
   std::vector<std::uint32_t> latency_us;
   bool publishing = true;
   std::vector<std::byte> payload;
+  std::vector<bool> probed;  ///< per subscriber: a probe reached it
+  std::size_t probed_count = 0;
 
   void on_message(std::size_t i, std::span<const std::byte> d) {
     std::uint64_t seq = 0, t = 0;
     if (d.size() < 16) return;
     std::memcpy(&seq, d.data(), 8);
     std::memcpy(&t, d.data() + 8, 8);
+    if (seq == probe_seq) {
+      if (!probed[i]) {
+        probed[i] = true;
+        ++probed_count;
+      }
+      return;
+    }
     ++deliveries;
     if (seq > next[i]) lost += seq - next[i];
     if (seq < next[i]) ++reordered;
@@ -91,6 +107,11 @@ struct Run {
     if (latency_us.size() < (1u << 24))
       latency_us.push_back(static_cast<std::uint32_t>((now_ns() - t) / 1000));
     pump();
+  }
+
+  void send_probe() {
+    std::memcpy(payload.data(), &probe_seq, 8);
+    pub->send_async(std::span<const std::byte>(payload), [](std::error_code) {});
   }
 
   /// Publishes while the window has room.
@@ -113,15 +134,20 @@ int run_fanout_bench(const FanoutOptions& options) {
   if (options.subscribers == 0) throw std::invalid_argument("--fanout: at least one subscriber");
   if (options.size < 16)
     throw std::invalid_argument("--size: at least 16 bytes in fan-out mode (sequence and time)");
+  if (options.url.empty() && !options.subscriber_urls.empty())
+    throw std::invalid_argument("--subscribe-url: needs the publisher's URL too");
   std::unique_ptr<LocalServer> server;
   std::string url = options.url;
   if (url.empty()) {
     server = std::make_unique<LocalServer>();
     url = server->url;
   }
+  const auto& sub_urls =
+      options.subscriber_urls.empty() ? std::vector<std::string>{url} : options.subscriber_urls;
   Run run(options);
   run.payload.assign(options.size, std::byte{'x'});
   run.next.assign(options.subscribers, 0);
+  run.probed.assign(options.subscribers, false);
   auto work = asio::make_work_guard(run.io);
   std::thread client([&] { run.io.run(); });
   try {
@@ -129,7 +155,7 @@ int run_fanout_bench(const FanoutOptions& options) {
       auto ws = std::make_unique<MessageWebSocket>(run.io);
       ws->message_received(
           [&run, i](MessageWebSocket&, const auto& m) { run.on_message(i, m.data()); });
-      ws->connect_async(url).get();
+      ws->connect_async(sub_urls[i % sub_urls.size()]).get();
       run.subs.push_back(std::move(ws));
     }
     run.pub = std::make_unique<MessageWebSocket>(run.io);
@@ -148,6 +174,34 @@ int run_fanout_bench(const FanoutOptions& options) {
     while (server->topics.subscriber_count("/bench") < options.subscribers + 1 &&
            Clock::now() < end)
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  } else {
+    // A probe every 50 ms until each subscriber saw one (bounded: 10 s).
+    const auto end = Clock::now() + std::chrono::seconds(10);
+    std::size_t probed = 0;
+    while (Clock::now() < end) {
+      std::promise<std::size_t> p;
+      asio::post(run.io, [&] {
+        if (run.probed_count < options.subscribers) run.send_probe();
+        p.set_value(run.probed_count);
+      });
+      probed = p.get_future().get();
+      if (probed == options.subscribers) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (probed < options.subscribers) {
+      std::promise<void> closed;
+      asio::post(run.io, [&] {
+        for (auto& s : run.subs) s.reset();
+        run.pub.reset();
+        closed.set_value();
+      });
+      closed.get_future().wait();
+      work.reset();
+      run.io.stop();
+      client.join();
+      throw std::runtime_error("--fanout: " + std::to_string(options.subscribers - probed) +
+                               " subscribers got no probe in 10 s (not on the publisher's topic?)");
+    }
   }
   const auto start = Clock::now();
   asio::post(run.io, [&] { run.pump(); });
@@ -183,8 +237,10 @@ int run_fanout_bench(const FanoutOptions& options) {
   auto& lat = run.latency_us;
   std::sort(lat.begin(), lat.end());
   auto pct = [&](double q) {
-    return lat.empty() ? 0u
-                       : lat[std::min(lat.size() - 1, static_cast<std::size_t>(q * lat.size()))];
+    return lat.empty()
+               ? 0u
+               : lat[std::min(lat.size() - 1,
+                              static_cast<std::size_t>(q * static_cast<double>(lat.size())))];
   };
   const std::uint64_t missing =
       published * options.subscribers - std::min(deliveries, published * options.subscribers);
@@ -201,7 +257,7 @@ int run_fanout_bench(const FanoutOptions& options) {
     std::cout << "fan-out: 1 publisher, " << options.subscribers << " subscribers, " << options.size
               << " B messages\n"
               << "  published    " << published << " ("
-              << static_cast<std::uint64_t>(published / seconds) << "/s)\n"
+              << static_cast<std::uint64_t>(static_cast<double>(published) / seconds) << "/s)\n"
               << "  deliveries   " << deliveries << " (" << static_cast<std::uint64_t>(dps)
               << "/s)\n"
               << "  latency      p50 " << pct(0.5) << " us, p99 " << pct(0.99) << " us\n"

@@ -176,7 +176,7 @@ int run_pubsub_server(PubsubServerCommand& c) {
   std::lock_guard lock(output_mutex());
   std::cerr << "stopped (" << (sig == SIGINT ? "SIGINT" : "SIGTERM") << "): " << st.published
             << " published, " << st.deliveries << " deliveries, " << st.dropped << " dropped, "
-            << st.not_relayed << " not relayed";
+            << st.compressions << " compressed, " << st.not_relayed << " not relayed";
 #ifdef DUPLEX_HAVE_BROKERS
   if (broker) {
     const auto b = broker->statistics();
