@@ -330,10 +330,16 @@ def callgrind(a, duplex):
                 if not f.startswith("callgrind.out."):
                     continue
                 incl, calls, total = callgrind_file(os.path.join(work, f))
+                # The delivery loop: deliver() (or drain(), where deliver()
+                # is inlined into it), whose writes follow each batch
+                # (Session::flush_prebuilt, counted apart).
+                flush_re = r"Session::flush_prebuilt\("
                 deliver = find(incl, r"TopicRegistry::Impl::deliver\(")
                 if not deliver:
+                    deliver = find(incl, r"TopicRegistry::Impl::drain\(")
+                    deliver -= find(incl, flush_re)
+                if not deliver:
                     continue
-                flush_re = r"schedule_flush\(\)::\{lambda\(\)#1\}>, std::allocator<void>.*do_complete"
                 rows.append({"deliveries": deliveries, "deliver": deliver,
                              "send_prebuilt": find(incl, r"Session::send_prebuilt\("),
                              "flush": find(incl, flush_re), "flushes": find(calls, flush_re),

@@ -935,7 +935,8 @@ DUPLEX_HOT_INLINE std::optional<std::error_code> Session::send_now(SendKind kind
   return ec;
 }
 
-Session::PrebuiltResult Session::send_prebuilt(std::span<const std::byte> frame) {
+Session::PrebuiltResult Session::send_prebuilt(std::span<const std::byte> frame,
+                                               std::vector<std::shared_ptr<Session>>* flush_list) {
   if (phase() != Phase::open || conn_->close_sent()) return PrebuiltResult::closed;
   // Waiting sends mean the output is already over its limit.
   if (!sends_.empty() || unsent() >= cfg_->outbound_buffer_size) return PrebuiltResult::full;
@@ -943,8 +944,23 @@ Session::PrebuiltResult Session::send_prebuilt(std::span<const std::byte> frame)
   if (call_in_message_.load(std::memory_order_relaxed)) return PrebuiltResult::busy;
   conn_->append_output(frame);
   ++prebuilt_sent_;
-  schedule_flush();
+  if (flush_list == nullptr) {
+    schedule_flush();
+  } else if (!prebuilt_pending_) {
+    prebuilt_pending_ = true;
+    flush_list->push_back(shared_from_this());
+  }
   return PrebuiltResult::queued;
+}
+
+void Session::flush_prebuilt() {
+  if (!prebuilt_pending_) return;
+  prebuilt_pending_ = false;
+  if (phase() == Phase::closed) return;
+  flush();
+  if (phase() == Phase::closed) return;
+  publish_stats();
+  maybe_finish_close();
 }
 
 void Session::close_on_loop(std::uint16_t code, std::string reason) {

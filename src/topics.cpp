@@ -183,6 +183,8 @@ struct LoopState : std::enable_shared_from_this<LoopState> {
   /// A delivery's subscribers found closed, and those to close as slow.
   std::vector<Session*> gone;
   std::vector<std::shared_ptr<Session>> to_close;
+  /// Members given frames in this drain: written once it is done.
+  std::vector<std::shared_ptr<Session>> to_flush;
   /// The inbox, handed over from any thread; one drain is posted at a time.
   std::mutex inbox_mutex;
   std::vector<Work> inbox;
@@ -527,6 +529,10 @@ private:
         sync(loop, w.raw, w.session, w.topic);
     }
     loop.draining.clear();
+    // One write per subscriber for the whole batch, from here (no handler
+    // posted per subscriber).
+    for (auto& s : loop.to_flush) s->flush_prebuilt();
+    loop.to_flush.clear();
   }
 
   /// Brings `loop`'s members of `topic` in line with the subscriptions for
@@ -651,7 +657,8 @@ private:
   }
 
   /// On `loop`'s thread: queue the frame to each member. Nothing in the walk
-  /// runs a handler (send_prebuilt only appends and schedules a write), so
+  /// runs a handler (send_prebuilt only appends; drain() writes after the
+  /// batch), so
   /// the member list cannot change under it; closes and removals wait until
   /// after it.
   void deliver(LoopState& loop, const Frame& frame) {
@@ -663,7 +670,7 @@ private:
       if (m.raw == frame.except) [[unlikely]]
         continue;
       const auto& bytes = m.deflate_set == 0 ? frame.bytes : frame_for(loop, m.deflate_set, frame);
-      switch (m.raw->send_prebuilt(*bytes)) {
+      switch (m.raw->send_prebuilt(*bytes, &loop.to_flush)) {
         case Session::PrebuiltResult::queued: ++delivered; break;
         case Session::PrebuiltResult::busy: ++dropped; break;
         case Session::PrebuiltResult::closed: loop.gone.push_back(m.raw); break;

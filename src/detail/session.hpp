@@ -243,8 +243,15 @@ public:
   };
   /// [loop] Topics fan-out: appends a whole, already encoded server-role
   /// (unmasked) data frame, identical for every subscriber, to the output and
-  /// counts it as one message sent. Server role only.
-  PrebuiltResult send_prebuilt(std::span<const std::byte> frame);
+  /// counts it as one message sent. Server role only. With `flush_list`, no
+  /// write is scheduled: the first frame queued since the last
+  /// flush_prebuilt() adds this session to the list, and the caller calls
+  /// flush_prebuilt() once its batch of deliveries is queued (one write per
+  /// subscriber per batch, no posted handler per subscriber).
+  PrebuiltResult send_prebuilt(std::span<const std::byte> frame,
+                               std::vector<std::shared_ptr<Session>>* flush_list = nullptr);
+  /// [loop] Writes what send_prebuilt(frame, list) queued.
+  void flush_prebuilt();
   /// [loop] The permessage-deflate parameters agreed (null: none).
   [[nodiscard]] const protocol::DeflateParams* deflate_params() const noexcept {
     return conn_ && conn_->config().deflate ? &*conn_->config().deflate : nullptr;
@@ -427,6 +434,7 @@ private:
   bool out_paused_ = false;             ///< outbound data over its limit: not reading
   bool resume_posted_ = false;          ///< maybe_resume_reading's handler is queued
   bool in_process_ = false;             ///< inside conn_.receive: cork writes
+  bool prebuilt_pending_ = false;       ///< send_prebuilt queued: flush_prebuilt() writes
   bool dispatching_ = false;            ///< process() holds events_mutex_ for the read
   bool flush_scheduled_ = false;
   bool writing_ = false;
