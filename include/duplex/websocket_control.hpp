@@ -109,7 +109,8 @@ enum class ReconnectSendPolicy : std::uint8_t {
 /// When: after connect_async succeeded once, a connection that ends without
 /// the application asking is re-established to the same URI with the same
 /// settings, headers and handlers: when it is lost (reset, end of TCP without
-/// a close frame, keep-alive `dead_peer`, a timeout: close code 1006), or when
+/// a close frame, keep-alive `dead_peer`, a timeout without the server's close
+/// frame: close code 1006), or when
 /// the server closes with 1001 (going away, e.g. a restart), 1011 (internal
 /// error), 1012 (service restart), 1013 (try again later) or 1014 (bad
 /// gateway). Never after close()/close_async() or destruction, never after
