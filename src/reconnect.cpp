@@ -246,6 +246,9 @@ void Session::reconnect_on_open() {
   r.waiting = false;
   r.attempt = 0;
   r.last_error = {};
+  // RFC 6455 5.4: the new connection has no message open; the pieces still
+  // to come of one begun on the lost connection must not start one.
+  r.drop_pieces = call_in_message_.load(std::memory_order_acquire);
   // Before the queue: what the handlers send (resubscribe, authenticate)
   // leaves first, since sends_ is still empty.
   raise(events_mutex_, detached_, owner_, reconnected_handlers_,
@@ -276,7 +279,19 @@ std::optional<std::error_code> Session::reconnect_send_now(SendKind kind) const 
   return make_error_code(error::reconnecting);
 }
 
+std::optional<std::error_code> Session::reconnect_piece(SendKind kind) {
+  if (!reconnect_ || kind == SendKind::whole || !reconnect_->drop_pieces) return std::nullopt;
+  if (kind == SendKind::final) reconnect_->drop_pieces = false;
+  return make_error_code(error::reconnecting);
+}
+
 bool Session::reconnect_take_send(PendingSend& p) {
+  if (!p.stream_write) {
+    if (auto ec = reconnect_piece(p.kind)) {
+      complete(p.op, *ec);
+      return true;
+    }
+  }
   if (!reconnect_->waiting) return false;
   enqueue_for_reconnect(std::move(p));
   return true;

@@ -1481,6 +1481,9 @@ std::optional<std::error_code> try_send_now(Session& s, SendKind kind,
   if (kind == SendKind::whole && s.call_in_message_.load(std::memory_order_relaxed))
     s.check_frame_order(kind, SocketMessageType::binary, data);  // throws
   if (!s.on_loop_thread()) return std::nullopt;
+  if (kind != SendKind::whole) {
+    if (auto ec = s.reconnect_piece(kind)) return ec;
+  }
   const auto type = message_type_of(s, per_message);
   // The connection checks a text message's UTF-8 as it copies it (nothing is
   // queued when it fails); a bad argument then throws here, as at the call.

@@ -88,7 +88,11 @@ enum class MessageWebSocketReceiveMode : std::uint8_t {
 };
 
 /// What a send does while an auto-reconnecting MessageWebSocket is
-/// disconnected (ReconnectOptions::send_policy).
+/// disconnected (ReconnectOptions::send_policy). Under either policy, frame
+/// sends (send_nonfinal_frame_async, send_final_frame_async) fail with
+/// `error::reconnecting` while disconnected, and so do, after the reconnect,
+/// the remaining pieces of a message whose first pieces went with the lost
+/// connection, up to its final piece.
 enum class ReconnectSendPolicy : std::uint8_t {
   /// The send completes at once with `error::reconnecting`.
   fail,

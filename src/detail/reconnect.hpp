@@ -62,6 +62,9 @@ struct Session::Reconnect {
   std::deque<PendingSend> queue;  ///< sends made while disconnected (queue policy)
   std::size_t queued_bytes = 0;
   unsigned drain_turns = 0;  ///< loop turns given to the lost connection's completions
+  /// A message sent in pieces was unfinished at the reconnect: its head went
+  /// on the lost connection, so its remaining pieces fail (up to its final).
+  bool drop_pieces = false;
 };
 
 }  // namespace duplex::detail

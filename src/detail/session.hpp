@@ -257,6 +257,10 @@ public:
   using ReconnectedFn = MessageWebSocket::ReconnectedHandler;
   EventToken add_reconnecting_handler(ReconnectingFn f);
   EventToken add_reconnected_handler(ReconnectedFn f);
+  /// [loop] A frame send (kind nonfinal or final) of a message whose head was
+  /// lost with a dropped connection: `error::reconnecting` (a final piece ends
+  /// that message); nullopt otherwise.
+  std::optional<std::error_code> reconnect_piece(SendKind kind);
 
   /// Server role: adopt an accepted, handshaken stream and start reading
   /// (after the current handler returns). `leftover` is what followed the

@@ -548,6 +548,32 @@ TEST(ClientReconnect, GoingAwayFromAStoppedServerIsReconnected) {
   EXPECT_TRUE(c.closed.items().empty());
 }
 
+TEST(ClientReconnect, AMessageInPiecesCutByTheDropIsNotFinishedOnTheNewConnection) {
+  std::optional<EchoServerProcess> server(std::in_place, 0);
+  const auto port = server->port();
+  ReconnectClient c(fast_reconnect());
+  c.connect(server->url());
+  const std::string head = "head", tail = "tail";
+  c.ws->send_nonfinal_frame_async(std::as_bytes(std::span(head))).get();
+  server->kill();
+  server.reset();
+  ASSERT_TRUE(c.reconnecting.wait_for_count(1, 10s));
+  server.emplace(port);
+  ASSERT_TRUE(c.reconnected.wait_for_count(1, 20s));
+  // The head went with the lost connection: the tail must not arrive alone.
+  try {
+    c.ws->send_final_frame_async(std::as_bytes(std::span(tail))).get();
+    ADD_FAILURE() << "the tail of a cut message was sent";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), make_error_code(error::reconnecting));
+  }
+  // The message is over: whole messages go again.
+  c.ws->send_async("whole").get();
+  ASSERT_TRUE(c.messages.wait_for_count(1, 10s));
+  c.ws->close_async(1000, "done").get();
+  EXPECT_EQ(c.messages.items(), std::vector<std::string>{"whole"});
+}
+
 TEST(ClientReconnect, GivesUpAfterMaxAttemptsWithTheLastError) {
   std::optional<EchoServerProcess> server(std::in_place, 0);
   auto o = fast_reconnect();
