@@ -1,33 +1,51 @@
 #!/usr/bin/python3
-"""Runs the issue-5 scenarios against duplex's echo server and its peers, side by side.
+"""Runs the issue-5 and issue-11 scenarios against duplex's echo server and its peers.
 
 Servers (each single-threaded, no compression, pinned to core 0):
-  duplex       `duplex echo-server` (one event loop)
+  duplex       `duplex echo-server --threads 1` (one event loop)
   beast        bench/peers/beast_echo.cpp (Boost.Beast)
   websocketpp  bench/peers/websocketpp_echo.cpp (websocketpp)
+  epoll_echo   bench/peers/epoll_echo.cpp (bare edge-triggered epoll: the ceiling)
 Load: `duplex bench` pinned to core 1, which checks every echo.
 
 Scenarios:
   pipelined  100 connections x 16 in flight, 16 B text
-  pingpong   1 connection x 1 in flight, 16 B text (round-trip percentiles)
+  pingpong   1 connection x 1 in flight, 16 B text (round-trip percentiles);
+             100 connections x 1 in flight under --callgrind
   large      10 connections x 4 in flight, 64 KiB binary
   idle       10,000 idle connections: server RSS growth per connection
 
 Modes:
   (default)    throughput and memory: rounds alternate the servers, medians
                are reported with ratios against the best peer.
-  --callgrind  the server under `valgrind --tool=callgrind` for a fixed number
-               of echoes; user-space instructions per echoed message are
-               (Ir of the run - Ir of a run with the same connections and no
-               messages) / messages, so start-up and handshakes cancel out.
+  --callgrind  every figure of issue 11, from one run (6-7 minutes on 2 shared cores):
+               - server Ir per echoed message in steady state: Ir of a run of
+                 N echoes minus Ir of a run with the same connections and one
+                 echo each, over the N - C extra messages (callgrind);
+               - server Ir per accepted connection: 1,000 connections with one
+                 echo each minus 100, over 900 (handshake and close included);
+               - system calls per ping-pong message (strace -f -c), same
+                 subtraction;
+               - memory per idle connection: RSS growth (as the default mode)
+                 and heap bytes from valgrind massif snapshots taken with vgdb;
+               - client: Ir per message of `duplex bench` itself, the wire
+                 engine and --api (MessageWebSocket), against epoll_echo;
+               - 64 KiB wall-clock MB/s of duplex over epoll_echo's,
+                 alternating rounds.
   --smoke      seconds in all, tiny counts, for CI: checks that every part
-               runs, asserts nothing about the figures.
+               runs (with --callgrind, every part of that mode), asserts
+               nothing about the figures.
+  --report     reprints the tables from OUT/benchmarks.json.
 
-Results are merged into OUT/benchmarks.json (one section per mode) and the
-chart OUT/benchmarks.svg is redrawn from it with gnuplot when it is installed.
+Results are merged into OUT/benchmarks.json (one section per figure), the
+tables of OUT/benchmarks.md (between its generated-block markers) are rewritten
+from it, and the chart OUT/benchmarks.svg is redrawn with gnuplot when it is
+installed.
 """
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import re
@@ -43,10 +61,15 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCENARIOS = {
+    # "callgrind_args": the load of issue 11's steady-state method where it
+    # differs from the wall-clock one; "callgrind_messages": the extra messages
+    # of the load run over the base run (one echo per connection).
     "pipelined": {"args": ["-c", "100", "-k", "16", "-s", "16"], "connections": 100,
-                  "callgrind_messages": 50000, "smoke_messages": 2000},
+                  "callgrind_messages": 30000, "smoke_messages": 1600},
     "pingpong": {"args": ["-c", "1", "-k", "1", "-s", "16", "--latency"], "connections": 1,
-                 "callgrind_messages": 5000, "smoke_messages": 200},
+                 "callgrind_args": ["-c", "100", "-k", "1", "-s", "16"],
+                 "callgrind_connections": 100,
+                 "callgrind_messages": 20000, "smoke_messages": 200},
     "large": {"args": ["-c", "10", "-k", "4", "-s", "65536", "--binary"], "connections": 10,
               "callgrind_messages": 1000, "smoke_messages": 40},
 }
@@ -60,6 +83,7 @@ def server_commands(bin_dir):
                     "--port", "0", "--threads", "1"]),
         ("beast", [os.path.join(bin_dir, "beast_echo"), "0"]),
         ("websocketpp", [os.path.join(bin_dir, "websocketpp_echo"), "0"]),
+        ("epoll_echo", [os.path.join(bin_dir, "epoll_echo"), "0"]),
     ]
     found = {}
     for name, argv in candidates:
@@ -96,6 +120,9 @@ class Server:
 
     def __init__(self, name, argv, wrapper=(), timeout=30.0):
         self.name = name
+        # Under strace the server is strace's child: the signal goes to it, and
+        # strace writes its summary once it exits.
+        self.traced = bool(wrapper) and os.path.basename(wrapper[0]) == "strace"
         self.proc = subprocess.Popen(pinned(0, list(wrapper) + argv), stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self.stderr_lines = []
@@ -137,7 +164,18 @@ class Server:
 
     def stop(self, timeout=60.0):
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            pids = [self.proc.pid]
+            if self.traced:
+                try:
+                    with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                        pids = [int(p) for p in f.read().split()] or pids
+                except OSError:
+                    pass
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -146,10 +184,14 @@ class Server:
         self.stderr_thread.join(5)
 
 
-def run_load(duplex, url, args, timeout, wait_open=None):
+def run_load(duplex, url, args, timeout, wait_open=None, wrapper=(), slow_close=False):
     """Runs `duplex bench URL ARGS --json` on core 1 and returns its JSON object.
-    `wait_open(proc)` is called once every connection is open (idle mode)."""
-    argv = pinned(1, [duplex, "bench", url, "--json"] + args)
+    `wait_open()` is called once every connection is open (idle mode); `wrapper`
+    goes before the command (valgrind, for the client-side figures). With
+    `slow_close`, connections still closing when `duplex bench` gives up on
+    them are not an error (a server under massif, or on a loaded machine,
+    may take longer than 3 s to close 10,000)."""
+    argv = pinned(1, list(wrapper) + [duplex, "bench", url, "--json"] + args)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     err_lines = []
     opened = threading.Event()
@@ -178,18 +220,22 @@ def run_load(duplex, url, args, timeout, wait_open=None):
         raise RuntimeError(f"duplex bench printed no result ({proc.returncode}): "
                            f"{''.join(err_lines)[-500:]}")
     result = json.loads(lines[-1])
+    if slow_close and "did not finish closing" in result.get("first_error", "") and \
+            result.get("errors", 0) <= 1:
+        return result, sample
     if proc.returncode != 0 or result.get("errors"):
         raise RuntimeError(f"duplex bench failed against {url}: "
                            f"{result.get('first_error', ''.join(err_lines)[-300:])}")
     return result, sample
 
 
-def throughput(servers, duplex, rounds, duration, smoke):
+def throughput(servers, duplex, rounds, duration, scenarios=None):
     """Alternating rounds: for each scenario and round, every server in turn
     (the order rotates each round), a fresh server process each run."""
-    samples = {s: {n: [] for n in servers} for s in LOAD_SCENARIOS}
+    scenarios = scenarios or LOAD_SCENARIOS
+    samples = {s: {n: [] for n in servers} for s in scenarios}
     names = list(servers)
-    for scenario in LOAD_SCENARIOS:
+    for scenario in scenarios:
         for r in range(rounds):
             order = names[r % len(names):] + names[:r % len(names)]
             for name in order:
@@ -246,7 +292,7 @@ def idle_memory(servers, duplex, rounds, connections):
                 hold = 2.0 if connections > 1000 else 0.6
                 _, peak = run_load(duplex, server.url,
                                    ["-c", str(connections), "-k", "0", "-d", str(hold)],
-                                   timeout=120, wait_open=sample)
+                                   timeout=120, wait_open=sample, slow_close=True)
             finally:
                 server.stop()
             if peak is None:
@@ -285,35 +331,222 @@ def callgrind_total(path):
     raise RuntimeError(f"no totals in {path}")
 
 
-def callgrind(servers, duplex, smoke, workdir):
-    """User-space instructions per echoed message, server side."""
-    table = {}
-    for name, argv in servers.items():
-        table[name] = {}
-        for scenario in LOAD_SCENARIOS:
-            spec = SCENARIOS[scenario]
-            messages = spec["smoke_messages"] if smoke else spec["callgrind_messages"]
-            totals = {}
-            for label, extra in (("base", ["-k", "0", "-d", "0.001"]),
-                                 ("load", ["-n", str(messages)])):
-                out = os.path.join(workdir, f"callgrind.{name}.{scenario}.{label}")
-                wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-                server = Server(name, argv, wrapper=wrapper, timeout=120)
-                try:
-                    args = [a for a in spec["args"] if a != "--latency"]
-                    if label == "base":
-                        k = args.index("-k")
-                        del args[k:k + 2]
-                    run_load(duplex, server.url, args + extra, timeout=600)
-                finally:
-                    server.stop(timeout=120)
-                totals[label] = callgrind_total(out)
-            per = (totals["load"] - totals["base"]) / messages
-            table[name][scenario] = {"instructions_per_message": per, "messages": messages,
-                                     "ir_load": totals["load"], "ir_base": totals["base"]}
-            print(f"  callgrind  {scenario:10} {name:12} {per:10.0f} Ir/message "
-                  f"({messages} messages)", file=sys.stderr)
-    return table
+def tag(args):
+    """A file-name tag for bench arguments: ["-c", "100", "-k", "1"] -> "c100-k1"."""
+    return "-".join(a.lstrip("-") + (b if not b.startswith("-") else "")
+                    for a, b in zip(args, args[1:] + ["-"]) if a.startswith("-"))
+
+
+class Issue11:
+    """The figures of issue 11, each by subtraction so start-up cancels out:
+    a load run minus a base run with the same connections and one echo each.
+
+    - server: Ir per echoed message (callgrind on the server), per scenario;
+    - accept: Ir per accepted connection (1,000 connections minus 100, one
+      echo each, handshake and close included);
+    - syscalls: system calls per ping-pong message (strace -f -c on the server);
+    - massif: heap bytes per idle connection (valgrind massif snapshots through
+      vgdb before and while the connections are open);
+    - client: Ir per message of `duplex bench` itself (wire engine and --api)
+      against epoll_echo;
+    - 64 KiB wall-clock MB/s of duplex against epoll_echo, alternated."""
+
+    def __init__(self, servers, duplex, smoke, workdir):
+        self.servers, self.duplex, self.smoke, self.workdir = servers, duplex, smoke, workdir
+        self.cache = {}
+
+    def messages(self, scenario):
+        spec = SCENARIOS[scenario]
+        return spec["smoke_messages"] if self.smoke else spec["callgrind_messages"]
+
+    @staticmethod
+    def load_args(scenario):
+        """(bench arguments without -n, connections) of the steady-state load."""
+        spec = SCENARIOS[scenario]
+        args = spec.get("callgrind_args", spec["args"])
+        return [a for a in args if a != "--latency"], spec.get("callgrind_connections",
+                                                               spec["connections"])
+
+    def server_ir(self, name, args):
+        """Ir of one server process that echoes the load `args` (cached)."""
+        key = (name, tuple(args))
+        if key not in self.cache:
+            out = os.path.join(self.workdir, f"callgrind.{name}.{tag(args)}")
+            wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+            server = Server(name, self.servers[name], wrapper=wrapper, timeout=120)
+            try:
+                run_load(self.duplex, server.url, args, timeout=900)
+            finally:
+                server.stop(timeout=120)
+            self.cache[key] = callgrind_total(out)
+        return self.cache[key]
+
+    def server_steady(self, name, scenario):
+        args, connections = self.load_args(scenario)
+        extra = self.messages(scenario)
+        base = self.server_ir(name, args + ["-n", str(connections)])
+        load = self.server_ir(name, args + ["-n", str(connections + extra)])
+        per = (load - base) / extra
+        print(f"  callgrind  {scenario:10} {name:12} {per:10.0f} Ir/message "
+              f"({extra} messages over the base)", file=sys.stderr)
+        return {"instructions_per_message": per, "messages": extra, "ir_load": load,
+                "ir_base": base, "args": " ".join(args)}
+
+    def accept(self, name):
+        # 100 connections with one echo each is also ping-pong's base run (cached).
+        few, many = (100, 130) if self.smoke else (100, 1000)
+        ir = {c: self.server_ir(name, ["-c", str(c), "-k", "1", "-s", "16", "-n", str(c)])
+              for c in (few, many)}
+        per = (ir[many] - ir[few]) / (many - few)
+        print(f"  accept                {name:12} {per:10.0f} Ir/connection "
+              f"({many} - {few} connections)", file=sys.stderr)
+        return {"instructions_per_connection": per, "connections": [few, many],
+                "ir": [ir[few], ir[many]]}
+
+    def strace_counts(self, name, args):
+        out = os.path.join(self.workdir, f"strace.{name}.{tag(args)}")
+        server = Server(name, self.servers[name], wrapper=["strace", "-f", "-c", "-o", out],
+                        timeout=60)
+        try:
+            run_load(self.duplex, server.url, args, timeout=600)
+        finally:
+            server.stop(timeout=60)
+        counts = {}
+        with open(out) as f:
+            for line in f:
+                fields = line.split()
+                # "% time seconds usecs/call calls [errors] syscall"
+                if len(fields) >= 5 and re.match(r"^[\d.]+$", fields[0]) and \
+                        fields[-1] != "total" and fields[3].isdigit():
+                    counts[fields[-1]] = int(fields[3])
+        return counts
+
+    def syscalls(self, name):
+        args, connections = self.load_args("pingpong")
+        extra = 300 if self.smoke else 10000
+        base = self.strace_counts(name, args + ["-n", str(connections)])
+        load = self.strace_counts(name, args + ["-n", str(connections + extra)])
+        per = {call: (load.get(call, 0) - base.get(call, 0)) / extra
+               for call in set(base) | set(load)}
+        per = {call: v for call, v in per.items() if abs(v) >= 0.0005}
+        total = sum(per.values())
+        print(f"  strace     pingpong   {name:12} {total:10.2f} syscalls/message, "
+              f"epoll_ctl {per.get('epoll_ctl', 0):.3f}", file=sys.stderr)
+        return {"per_message": per, "total_per_message": total, "messages": extra,
+                "args": " ".join(args)}
+
+    def heap_snapshot(self, pid, tag):
+        path = os.path.join(self.workdir, f"massif.snapshot.{tag}")
+        res = subprocess.run(["vgdb", f"--pid={pid}", "snapshot", path], capture_output=True,
+                             text=True, timeout=120)
+        if res.returncode != 0 or not os.path.exists(path):
+            raise RuntimeError(f"vgdb snapshot failed: {res.stderr[-300:]}")
+        values = {}
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.strip().partition("=")
+                if key in ("mem_heap_B", "mem_heap_extra_B"):
+                    values[key] = int(value)
+        return values.get("mem_heap_B", 0) + values.get("mem_heap_extra_B", 0)
+
+    def massif(self, name, connections):
+        out = os.path.join(self.workdir, f"massif.{name}")
+        wrapper = ["valgrind", "--tool=massif", f"--massif-out-file={out}", "--vgdb=yes"]
+        server = Server(name, self.servers[name], wrapper=wrapper, timeout=120)
+        try:
+            run_load(self.duplex, server.url, ["-c", "1", "-k", "1", "-n", "10"], timeout=120)
+            base = self.heap_snapshot(server.proc.pid, f"{name}.base")
+            _, peak = run_load(self.duplex, server.url,
+                               ["-c", str(connections), "-k", "0", "-d", "4"], timeout=600,
+                               slow_close=True,
+                               wait_open=lambda: self.heap_snapshot(server.proc.pid,
+                                                                    f"{name}.open"))
+        finally:
+            server.stop(timeout=120)
+        if peak is None:
+            raise RuntimeError(f"{name}: connections never all opened under massif")
+        per = (peak - base) / connections
+        print(f"  massif     idle       {name:12} {per:10.0f} heap B/connection "
+              f"({base} -> {peak} B)", file=sys.stderr)
+        return {"heap_bytes_per_connection": per, "connections": connections,
+                "heap_base": base, "heap_open": peak}
+
+    def client_ir(self, url, args, engine):
+        out = os.path.join(self.workdir, f"callgrind.client-{engine}.{tag(args)}")
+        wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        run_load(self.duplex, url, args + (["--api"] if engine == "api" else []), timeout=900,
+                 wrapper=wrapper)
+        return callgrind_total(out)
+
+    def client(self):
+        """`duplex bench`'s own Ir per message against epoll_echo (not under valgrind)."""
+        table = {}
+        server = Server("epoll_echo", self.servers["epoll_echo"])
+        try:
+            for engine in ("wire", "api"):
+                for scenario in ("pingpong", "pipelined"):
+                    args, connections = self.load_args(scenario)
+                    extra = self.messages(scenario)
+                    base = self.client_ir(server.url, args + ["-n", str(connections)], engine)
+                    load = self.client_ir(server.url, args + ["-n", str(connections + extra)],
+                                          engine)
+                    per = (load - base) / extra
+                    table.setdefault(engine, {})[scenario] = {
+                        "instructions_per_message": per, "messages": extra, "ir_load": load,
+                        "ir_base": base, "args": " ".join(args)}
+                    print(f"  client     {scenario:10} {engine:12} {per:10.0f} Ir/message",
+                          file=sys.stderr)
+        finally:
+            server.stop()
+        return table
+
+
+def issue11(servers, duplex, smoke, workdir, data, rounds, duration, idle_connections):
+    """Every figure of issue 11 into `data`, in one run."""
+    m = Issue11(servers, duplex, smoke, workdir)
+    have_strace = shutil.which("strace") is not None
+    if not have_strace:
+        print("run.py: strace not installed, no syscall figures", file=sys.stderr)
+    # Smoke mode runs the extra figures for two servers only: enough to keep
+    # every code path alive, half the valgrind start-ups.
+    extra = {n: v for n, v in servers.items()
+             if not smoke or n in ("duplex", "epoll_echo")} or servers
+    for name in servers:
+        data.setdefault("callgrind", {})[name] = {
+            scenario: m.server_steady(name, scenario) for scenario in LOAD_SCENARIOS}
+        if name in extra:
+            data.setdefault("accept", {})[name] = m.accept(name)
+            if have_strace:
+                data.setdefault("syscalls", {})[name] = m.syscalls(name)
+    for name in extra:
+        data.setdefault("massif", {})[name] = m.massif(name, idle_connections)
+    data["memory"] = idle_memory(extra, duplex, rounds, idle_connections)
+    data["idle_connections"] = idle_connections
+    if "epoll_echo" in servers:
+        data["client"] = m.client()
+    if "duplex" in servers and "epoll_echo" in servers:
+        pair = {n: servers[n] for n in ("duplex", "epoll_echo")}
+        table = throughput(pair, duplex, max(rounds, 1), duration, ["large"])["large"]
+        data["wallclock_64k"] = {
+            "rounds": rounds, "duration_s": duration, "servers": table,
+            "ratio": table["duplex"]["mb_per_s"] / table["epoll_echo"]["mb_per_s"]}
+        print(f"  64 KiB wall clock: duplex / epoll_echo = "
+              f"{data['wallclock_64k']['ratio']:.2f}", file=sys.stderr)
+
+
+ISSUE11_SECTIONS = ("callgrind", "accept", "syscalls", "massif", "memory", "client",
+                    "wallclock_64k")
+
+
+def run_stamp(started):
+    """When, at which commit and in how long a run was made."""
+    try:
+        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit,
+            "seconds": round(time.monotonic() - started)}
 
 
 def best_peer(values):
@@ -326,13 +559,130 @@ def duplex_first(names):
     return sorted(names, key=lambda n: (n != "duplex", n))
 
 
+def fmt(value, digits=0):
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def get(data, *keys):
+    """data[k0][k1]..., or None where a level is missing."""
+    for key in keys:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def stamp(data, key):
+    run = data.get(f"{key}_run") or {}
+    when = f", {run['date']}" if run.get("date") else ""
+    at = f", at commit {run['commit']}" if run.get("commit") else ""
+    took = f", {run['seconds']} s" if run.get("seconds") else ""
+    return f"`{data.get(f'{key}_command', '?')}`{when}{at}{took}"
+
+
+# Issue 11's required figures: (label, path in the JSON, limit, "max" or "min", digits).
+TARGETS = [
+    ("server, pipelined 16 B, Ir/message", ("callgrind", "duplex", "pipelined",
+                                            "instructions_per_message"), 400, "max", 0),
+    ("server, ping-pong, Ir/message", ("callgrind", "duplex", "pingpong",
+                                       "instructions_per_message"), 700, "max", 0),
+    ("server, 64 KiB, Ir/message", ("callgrind", "duplex", "large", "instructions_per_message"),
+     20000, "max", 0),
+    ("server, KiB per idle connection (RSS, 10,000)", ("memory", "duplex",
+                                                       "kib_per_connection"), 1.0, "max", 2),
+    ("server, Ir per accepted connection", ("accept", "duplex", "instructions_per_connection"),
+     15000, "max", 0),
+    ("server, epoll_ctl per ping-pong message", ("syscalls", "duplex", "per_message",
+                                                 "epoll_ctl"), 0.1, "max", 3),
+    ("server, 64 KiB MB/s / epoll_echo's", ("wallclock_64k", "ratio"), 1.0, "min", 2),
+    ("client `duplex bench`, ping-pong Ir/message", ("client", "wire", "pingpong",
+                                                     "instructions_per_message"), 600, "max", 0),
+    ("client `duplex bench`, pipelined Ir/message", ("client", "wire", "pipelined",
+                                                     "instructions_per_message"), 300, "max", 0),
+    ("client MessageWebSocket, ping-pong Ir/message", ("client", "api", "pingpong",
+                                                       "instructions_per_message"), 1000, "max", 0),
+    ("client MessageWebSocket, pipelined Ir/message", ("client", "api", "pipelined",
+                                                       "instructions_per_message"), 500, "max", 0),
+]
+
+
+def print_issue11(data, out):
+    cg = data.get("callgrind")
+    if not cg:
+        return
+    conns = data.get("idle_connections", "?")
+    print(f"\n#### Server side, one thread each\n\nRun: {stamp(data, 'callgrind')}.\n", file=out)
+    print(f"| server | pipelined 16 B | ping-pong 16 B | 64 KiB | idle KiB/conn (RSS, {conns:,}) "
+          f"| idle heap B/conn (massif) | Ir per accepted connection | syscalls per ping-pong "
+          "| epoll_ctl per ping-pong |", file=out)
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|", file=out)
+    for name in duplex_first(cg):
+        cells = [fmt(get(cg, name, s, "instructions_per_message")) for s in SCENARIOS]
+        cells += [fmt(get(data, "memory", name, "kib_per_connection"), 2),
+                  fmt(get(data, "massif", name, "heap_bytes_per_connection")),
+                  fmt(get(data, "accept", name, "instructions_per_connection")),
+                  fmt(get(data, "syscalls", name, "total_per_message"), 2),
+                  fmt(get(data, "syscalls", name, "per_message", "epoll_ctl") or
+                      (0.0 if get(data, "syscalls", name) else None), 3)]
+        print(f"| {name} | {' | '.join(cells)} |", file=out)
+    sc = data.get("syscalls")
+    if sc:
+        print("\nSystem calls per ping-pong message (strace -f -c on the server; "
+              "load minus base over the extra messages):\n", file=out)
+        print("| server | system calls per message |", file=out)
+        print("|---|---|", file=out)
+        for name in duplex_first(sc):
+            per = sorted(sc[name]["per_message"].items(), key=lambda kv: -kv[1])
+            text = ", ".join(f"{call} {v:.2f}" for call, v in per if v >= 0.005)
+            print(f"| {name} | {text or '–'} |", file=out)
+    client = data.get("client")
+    if client:
+        print("\n#### Client side: `duplex bench` against epoll_echo\n", file=out)
+        print("| engine | ping-pong 16 B (100 × 1) | pipelined 16 B (100 × 16) |", file=out)
+        print("|---|---:|---:|", file=out)
+        for engine, label in (("wire", "wire engine (default)"),
+                              ("api", "`--api` (MessageWebSocket)")):
+            if engine in client:
+                cells = [fmt(get(client, engine, s, "instructions_per_message"))
+                         for s in ("pingpong", "pipelined")]
+                print(f"| {label} | {' | '.join(cells)} |", file=out)
+    wc = data.get("wallclock_64k")
+    if wc:
+        print(f"\n#### 64 KiB wall clock, duplex against epoll_echo\n\n"
+              f"{wc['rounds']} alternating rounds of {wc['duration_s']} s, 10 connections × 4 in "
+              f"flight, medians; duplex / epoll_echo = **{wc['ratio']:.2f}**.\n", file=out)
+        print("| server | MB/s | messages/s per round |", file=out)
+        print("|---|---:|---|", file=out)
+        for name in duplex_first(wc["servers"]):
+            r = wc["servers"][name]
+            print(f"| {name} | {r['mb_per_s']:,.1f} | {', '.join(f'{x:,}' for x in r['runs'])} |",
+                  file=out)
+    print("\n#### Against the targets of issue 11\n", file=out)
+    print("| figure | target | measured | |", file=out)
+    print("|---|---:|---:|---|", file=out)
+    for label, path, limit, kind, digits in TARGETS:
+        value = get(data, *path)
+        if value is None and path[0] == "syscalls" and get(data, *path[:2]) is not None:
+            value = 0.0
+        if value is None:
+            verdict = "not measured"
+        elif (value <= limit) if kind == "max" else (value >= limit):
+            verdict = "met"
+        else:
+            verdict = f"missed ({value / limit:.2f}× the target)"
+        sign = "≤" if kind == "max" else "≥"
+        print(f"| {label} | {sign} {fmt(limit, digits)} | {fmt(value, digits)} | {verdict} |",
+              file=out)
+
+
 def print_tables(data, out=sys.stdout):
     tp = data.get("throughput")
     if tp:
-        print("\nThroughput (median of alternating rounds; ratio = server / best peer)\n", file=out)
+        print(f"\n#### Throughput\n\nRun: {stamp(data, 'throughput')}. Median of alternating "
+              "rounds; ratio = server / best peer.\n", file=out)
         print("| scenario | server | messages/s | MB/s | p50 µs | p99 µs | vs best peer |", file=out)
         print("|---|---|---:|---:|---:|---:|---:|", file=out)
-        for scenario in LOAD_SCENARIOS:
+        for scenario in SCENARIOS:
             rows = tp.get(scenario, {})
             best = best_peer({n: r["messages_per_s"] for n, r in rows.items()})
             for name in duplex_first(rows):
@@ -342,24 +692,28 @@ def print_tables(data, out=sys.stdout):
                 p99 = f"{r['p99_us']:.1f}" if "p99_us" in r else "–"
                 print(f"| {scenario} | {name} | {r['messages_per_s']:,.0f} | "
                       f"{r['mb_per_s']:,.1f} | {p50} | {p99} | {ratio} |", file=out)
-    mem = data.get("memory")
-    if mem:
-        print(f"\nMemory per idle connection ({data.get('idle_connections', '?')} connections, "
-              "server RSS growth)\n", file=out)
-        print("| server | KiB per connection |", file=out)
-        print("|---|---:|", file=out)
-        for name in duplex_first(mem):
-            print(f"| {name} | {mem[name]['kib_per_connection']:.2f} |", file=out)
-    cg = data.get("callgrind")
-    if cg:
-        print("\nUser-space instructions per echoed message (callgrind, server side)\n", file=out)
-        print("| server | pipelined 16 B | ping-pong 16 B | 64 KiB |", file=out)
-        print("|---|---:|---:|---:|", file=out)
-        for name in duplex_first(cg):
-            r = cg[name]
-            cells = [f"{r[s]['instructions_per_message']:,.0f}" if s in r else "–"
-                     for s in LOAD_SCENARIOS]
-            print(f"| {name} | {' | '.join(cells)} |", file=out)
+    print_issue11(data, out)
+
+
+DOC_BEGIN = "<!-- bench/run.py --report: generated from benchmarks.json, do not edit -->"
+DOC_END = "<!-- end of bench/run.py --report -->"
+
+
+def update_doc(data, path):
+    """Replaces the generated block of docs/benchmarks.md with fresh tables."""
+    with open(path) as f:
+        text = f.read()
+    if DOC_BEGIN not in text or DOC_END not in text:
+        print(f"run.py: {path} has no generated block, not updated", file=sys.stderr)
+        return
+    buf = io.StringIO()
+    print_tables(data, buf)
+    head, rest = text.split(DOC_BEGIN, 1)
+    _, tail = rest.split(DOC_END, 1)
+    with open(path, "w") as f:
+        f.write(head + DOC_BEGIN + "\n" + buf.getvalue().strip("\n").replace("\n\n\n", "\n\n")
+                + "\n\n" + DOC_END + tail)
+    print(f"run.py: tables in {path} regenerated", file=sys.stderr)
 
 
 def chart(data, path, workdir):
@@ -442,7 +796,13 @@ def main():
     parser.add_argument("--idle-connections", type=int, default=10000)
     parser.add_argument("--servers", help="comma-separated subset of duplex,beast,websocketpp")
     parser.add_argument("--callgrind", action="store_true",
-                        help="instructions per message under callgrind instead of wall clock")
+                        help="every figure of issue 11 (callgrind, strace, massif, client side, "
+                        "64 KiB wall clock) instead of the throughput rounds")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="keep the raw callgrind, strace and massif outputs in DIR "
+                        "(for callgrind_annotate)")
+    parser.add_argument("--all", action="store_true",
+                        help="the throughput rounds, then everything --callgrind measures")
     parser.add_argument("--smoke", action="store_true", help="seconds in all, for CI")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin with taskset (on a machine shared with other jobs, "
@@ -470,11 +830,16 @@ def main():
         with open(os.path.join(out, "benchmarks.json")) as f:
             data = json.load(f)
         print_tables(data)
+        doc = os.path.join(out, "benchmarks.md")
+        if os.path.exists(doc):
+            update_doc(data, doc)
         with tempfile.TemporaryDirectory(prefix="duplex-bench-") as workdir:
             chart(data, os.path.join(out, "benchmarks.svg"), workdir)
         return
     bin_dir = os.path.join(args.build_dir, "bin")
     duplex = args.duplex or os.path.join(bin_dir, "duplex")
+    if (args.callgrind or args.all) and not shutil.which("valgrind"):
+        sys.exit("run.py: valgrind not installed (scripts/setup.sh --tests)")
     if not duplex_has(duplex, "bench"):
         sys.exit(f"run.py: {duplex} has no bench sub-command; build it first")
     servers = server_commands(bin_dir)
@@ -497,25 +862,36 @@ def main():
     started = time.monotonic()
     if args.smoke:
         self_check(bin_dir, duplex)
-    with tempfile.TemporaryDirectory(prefix="duplex-bench-") as workdir:
-        if args.callgrind:
-            if not shutil.which("valgrind"):
-                sys.exit("run.py: valgrind not installed (scripts/setup.sh --tests)")
-            data.setdefault("callgrind", {})
-            for name, rows in callgrind(servers, duplex, args.smoke, workdir).items():
-                data["callgrind"].setdefault(name, {}).update(rows)
-            data["callgrind_command"] = " ".join(["bench/run.py"] + sys.argv[1:])
-        else:
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+    keep = contextlib.nullcontext(os.path.abspath(args.keep)) if args.keep else None
+    with keep or tempfile.TemporaryDirectory(prefix="duplex-bench-") as workdir:
+        command = " ".join(["bench/run.py"] + sys.argv[1:])
+        if not args.callgrind or args.all:
+            part = time.monotonic()
             data.setdefault("throughput", {}).update(
-                throughput(servers, duplex, args.rounds, args.duration, args.smoke))
-            if run_idle:
+                throughput(servers, duplex, args.rounds, args.duration))
+            if run_idle and not args.all:
                 data["memory"] = idle_memory(servers, duplex, args.rounds, args.idle_connections)
                 data["idle_connections"] = args.idle_connections
-            data["throughput_command"] = " ".join(["bench/run.py"] + sys.argv[1:])
+            data["throughput_command"] = command
+            data["throughput_run"] = run_stamp(part)
+        if args.callgrind or args.all:
+            part = time.monotonic()
+            # Every figure of this mode comes from this one run: no leftovers.
+            for section in ISSUE11_SECTIONS:
+                data.pop(section, None)
+            issue11(servers, duplex, args.smoke, workdir, data, args.rounds, args.duration,
+                    args.idle_connections)
+            data["callgrind_command"] = command
+            data["callgrind_run"] = run_stamp(part)
         with open(json_path, "w") as f:
             json.dump(data, f, indent=1, sort_keys=True)
             f.write("\n")
         print_tables(data)
+        doc = os.path.join(args.out, "benchmarks.md")
+        if os.path.exists(doc):
+            update_doc(data, doc)
         svg = os.path.join(args.out, "benchmarks.svg")
         if chart(data, svg, workdir):
             print(f"\nchart: {svg}", file=sys.stderr)

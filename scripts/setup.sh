@@ -6,7 +6,7 @@
 # Usage: scripts/setup.sh [--tests] [PRESET]     (PRESET defaults to "release")
 #   --tests  also installs what the test suite's peers need (Python websockets,
 #            Node's ws, headless Chromium, valgrind; Boost.Beast, websocketpp and
-#            gnuplot for bench/run.py).
+#            gnuplot and strace for bench/run.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +31,7 @@ fi
 if (( with_tests )); then
   # Peers we did not write, and the tools the suite drives.
   pkgs+=(python3 python3-websockets chromium curl valgrind clang clang-format libclang-rt-14-dev
-         libboost-dev libwebsocketpp-dev gnuplot-nox
+         libboost-dev libwebsocketpp-dev gnuplot-nox strace
          redis-server nats-server)
   # install.deb: `cpack -G DEB` runs dpkg-shlibdeps.
   pkgs+=(dpkg-dev)

@@ -1,16 +1,131 @@
-// Per-loop timers, the default io_context, the per-thread read buffer.
+// Per-loop poller and timers, the default io_context, the per-thread read buffer.
 #include "detail/event_loop.hpp"
 
 #include <duplex/task.hpp>
 
 #include <algorithm>
+#include <cerrno>
+#include <stdexcept>
 #include <thread>
+
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
 #include <asio/executor_work_guard.hpp>
+#include <asio/post.hpp>
 
 namespace duplex::detail {
+
+// --- LoopPoller ----------------------------------------------------------------------------
+
+LoopPoller::LoopPoller(asio::execution_context& ctx) : asio::execution_context::service(ctx) {
+  epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  if (epfd_ < 0)
+    throw std::system_error(errno, std::system_category(), "duplex: epoll_create1 failed");
+  // The io_context's own reactor watches the set as one descriptor (it owns
+  // and closes it).
+  wait_ =
+      std::make_unique<asio::posix::stream_descriptor>(static_cast<asio::io_context&>(ctx), epfd_);
+}
+
+LoopPoller::~LoopPoller() = default;
+
+void LoopPoller::shutdown() {
+  stopped_ = true;
+  // The owners of registered clients may hold sockets of this loop: release
+  // them (their descriptors close with them) before the reactor goes.
+  std::vector<std::shared_ptr<void>> keep;
+  for (auto* c = head_; c != nullptr;) {
+    auto* next = c->poll_next_;
+    c->poll_prev_ = c->poll_next_ = nullptr;
+    keep.push_back(std::move(c->poll_keep_));
+    c = next;
+  }
+  head_ = nullptr;
+  count_ = 0;
+  keep.clear();
+  released_.clear();
+  wait_.reset();
+}
+
+std::error_code LoopPoller::add(int fd, PollClient& client, std::shared_ptr<void> keep) {
+  if (stopped_) return std::make_error_code(std::errc::operation_canceled);
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.ptr = &client;
+  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) return {errno, std::system_category()};
+  client.poll_keep_ = std::move(keep);
+  client.poll_prev_ = nullptr;
+  client.poll_next_ = head_;
+  if (head_ != nullptr) head_->poll_prev_ = &client;
+  head_ = &client;
+  ++count_;
+  arm();
+  return {};
+}
+
+void LoopPoller::remove_and_close(int fd, PollClient& client) noexcept {
+  // Closing the descriptor takes it out of the set (it is not shared).
+  ::close(fd);
+  if (stopped_ || !client.poll_keep_) return;
+  // An event of this client may still wait later in the batch being dispatched.
+  for (int i = 0; i < batch_count_; ++i)
+    if (batch_[static_cast<std::size_t>(i)].data.ptr == &client)
+      batch_[static_cast<std::size_t>(i)].data.ptr = nullptr;
+  if (client.poll_prev_ != nullptr)
+    client.poll_prev_->poll_next_ = client.poll_next_;
+  else
+    head_ = client.poll_next_;
+  if (client.poll_next_ != nullptr) client.poll_next_->poll_prev_ = client.poll_prev_;
+  client.poll_prev_ = client.poll_next_ = nullptr;
+  --count_;
+  release_later(std::move(client.poll_keep_));
+  // No descriptor left: no wait either, so a user's io_context whose
+  // connections all ended has nothing pending (its run() may return).
+  if (count_ == 0 && waiting_) wait_->cancel();
+}
+
+void LoopPoller::release_later(std::shared_ptr<void> keep) {
+  released_.push_back(std::move(keep));
+  if (batch_count_ != 0 || release_posted_) return;  // dispatch() releases after its batch
+  release_posted_ = true;
+  asio::post(static_cast<asio::io_context&>(context()), [this] {
+    release_posted_ = false;
+    auto drop = std::move(released_);
+    released_.clear();
+  });
+}
+
+void LoopPoller::arm() {
+  if (waiting_ || count_ == 0 || stopped_) return;
+  waiting_ = true;
+  wait_->async_wait(asio::posix::descriptor_base::wait_read, [this](std::error_code ec) {
+    waiting_ = false;
+    if (stopped_) return;
+    if (!ec) dispatch();
+    // Cancelled (the set emptied) or done: wait again if anything is
+    // registered. A full batch leaves more ready: Asio's wait re-checks the
+    // set's readiness when it starts, so the next batch follows at once.
+    arm();
+  });
+}
+
+void LoopPoller::dispatch() {
+  const int n = ::epoll_wait(epfd_, batch_.data(), batch_size, 0);
+  if (n <= 0) return;
+  batch_count_ = n;
+  loop_tls::batch_now = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    auto& ev = batch_[static_cast<std::size_t>(i)];
+    if (ev.data.ptr != nullptr) static_cast<PollClient*>(ev.data.ptr)->on_poll(ev.events);
+  }
+  batch_count_ = 0;
+  loop_tls::batch_now = {};
+  // Owners released during the batch: destroyed now, outside their calls.
+  auto drop = std::move(released_);
+  released_.clear();
+}
 
 LoopTimers::LoopTimers(asio::execution_context& ctx)
     : asio::execution_context::service(ctx),
@@ -24,12 +139,14 @@ void LoopTimers::shutdown() {
   clients_.clear();
 }
 
+void LoopTimers::push(Entry e) {
+  e.raw->timer_index_ = static_cast<std::uint32_t>(clients_.size());
+  clients_.push_back(std::move(e));
+}
+
 void LoopTimers::schedule(const std::shared_ptr<TimerClient>& client, Clock::time_point deadline) {
   if (stopped_) return;
-  if (!client->timer_registered_) {
-    client->timer_registered_ = true;
-    clients_.push_back(client);
-  }
+  if (client->timer_index_ == TimerClient::not_registered) push({client, client.get()});
   if (in_sweep_)
     sweep_min_ = std::min(sweep_min_, deadline);
   else if (deadline < armed_)
@@ -37,12 +154,15 @@ void LoopTimers::schedule(const std::shared_ptr<TimerClient>& client, Clock::tim
 }
 
 void LoopTimers::release(TimerClient& client) {
-  if (stopped_ || in_sweep_ || !client.timer_registered_) return;
-  std::erase_if(clients_, [&](const std::weak_ptr<TimerClient>& w) {
-    auto c = w.lock();
-    return !c || c.get() == &client;
-  });
-  client.timer_registered_ = false;
+  const auto i = client.timer_index_;
+  if (stopped_ || in_sweep_ || i == TimerClient::not_registered) return;
+  client.timer_index_ = TimerClient::not_registered;
+  if (i + std::size_t{1} != clients_.size()) {
+    // The last entry takes its place (its client, if still alive, learns it).
+    clients_[i] = std::move(clients_.back());
+    if (auto moved = clients_[i].weak.lock()) moved->timer_index_ = i;
+  }
+  clients_.pop_back();
   if (clients_.empty() && armed_ != Clock::time_point::max()) {
     armed_ = Clock::time_point::max();
     timer_->cancel();
@@ -66,16 +186,13 @@ void LoopTimers::on_timer() {
   auto next = Clock::time_point::max();
   scratch_.swap(clients_);
   clients_.clear();
-  for (auto& w : scratch_) {
-    auto c = w.lock();
+  for (auto& e : scratch_) {
+    auto c = e.weak.lock();
     if (!c) continue;
-    c->timer_registered_ = false;
+    c->timer_index_ = TimerClient::not_registered;
     auto d = c->on_deadline(now);
     if (d != Clock::time_point::max()) {
-      if (!c->timer_registered_) {
-        c->timer_registered_ = true;
-        clients_.push_back(w);
-      }
+      if (c->timer_index_ == TimerClient::not_registered) push(std::move(e));
       next = std::min(next, d);
     }
   }
@@ -114,10 +231,14 @@ asio::io_context& default_io_context() {
   return loop.context;
 }
 
-std::span<std::byte> thread_read_buffer() {
-  // 64 KiB: several TCP segments per read, and a 16 KiB TLS record fits 4 times.
-  thread_local std::vector<std::byte> buffer(64 * 1024);
-  return buffer;
+std::span<std::byte> thread_read_buffer_slow() {
+  // 256 KiB: a read takes several large messages whole (a message that spans
+  // two reads is copied to be reassembled; with 64 KiB, every 64 KiB message
+  // did, at about 1.5 instructions per byte). Only the pages a read fills are
+  // touched, so small messages pay nothing for the size.
+  thread_local const std::unique_ptr<std::byte[]> buffer(new std::byte[thread_read_buffer_size]);
+  loop_tls::read_buffer = buffer.get();
+  return {buffer.get(), thread_read_buffer_size};
 }
 
 }  // namespace duplex::detail

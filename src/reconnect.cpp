@@ -183,10 +183,13 @@ void Session::schedule_reconnect() {
 void Session::start_reconnect_attempt() {
   auto& r = *reconnect_;
   if (!r.waiting || detached_ || connecting_ || phase() != Phase::closed) return;
-  // The lost connection's operations complete (aborted) in the loop turns
-  // after its socket closed, long before a backoff delay ends; should one
-  // still be pending, it runs first, as it must not meet the new connection.
-  if ((reading_ || writing_ || flush_scheduled_ || resume_posted_) && r.drain_turns < 1000) {
+  // A polled connection left the poller when it closed (nothing of it runs
+  // again); an Asio stream's operations (TLS, or not yet polled) complete,
+  // aborted, in the loop turns after it closed, long before a backoff delay
+  // ends. Should one still be pending, it runs first: it must not meet the
+  // new connection.
+  const bool pending = (stream_ && (reading_ || writing_)) || flush_scheduled_ || resume_posted_;
+  if (pending && r.drain_turns < 1000) {
     ++r.drain_turns;
     asio::post(ex_, [weak = weak_from_this()] {
       if (auto self = weak.lock()) self->start_reconnect_attempt();
@@ -199,9 +202,13 @@ void Session::start_reconnect_attempt() {
 }
 
 void Session::reset_for_reconnect() {
+  close_transport();  // already closed by finish or connect_failed: a no-op
   stream_.reset();
   conn_.reset();
-  reading_ = read_paused_ = out_paused_ = resume_posted_ = in_process_ = false;
+  wr_rest_ = {};
+  wr_done_ = 0;
+  reading_ = rd_hup_ = rd_wait_ = wr_wait_ = false;
+  read_paused_ = out_paused_ = resume_posted_ = in_process_ = dispatching_ = false;
   flush_scheduled_ = writing_ = false;
   inflight_ = 0;
   closed_raised_ = false;
@@ -263,7 +270,7 @@ void Session::reconnect_on_open() {
     return;
   }
   // The queued sends now wait for room as any send does, from now on.
-  const auto deadline = Clock::now() + cfg_.send_timeout;
+  const auto deadline = Clock::now() + cfg_->send_timeout;
   for (auto& p : queued) {
     p.deadline = deadline;
     sends_.push_back(std::move(p));

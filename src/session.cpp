@@ -5,6 +5,13 @@
 #include <cstring>
 #include <stdexcept>
 
+#include <cerrno>
+
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
 #include <openssl/ssl.h>
 #include <asio/post.hpp>
 #include <asio/write.hpp>
@@ -45,6 +52,28 @@ std::uint16_t close_code_of(std::error_code ec) {
   }
   return protocol::close_code::abnormal;
 }
+
+// errno as the error Asio's socket calls report (compared with asio::error::*).
+std::error_code last_socket_error() {
+  return {errno, asio::error::get_system_category()};
+}
+
+bool would_block(int e) {
+  return e == EAGAIN || e == EWOULDBLOCK;
+}
+
+// recv/send/sendmsg through syscall(): glibc's wrappers are thread
+// cancellation points, which cost two calls around each system call; the
+// library never uses thread cancellation.
+inline ssize_t sys_recv(int fd, void* buf, std::size_t len) noexcept {
+  return ::syscall(SYS_recvfrom, fd, buf, len, 0, nullptr, nullptr);
+}
+inline ssize_t sys_send(int fd, const void* buf, std::size_t len) noexcept {
+  return ::syscall(SYS_sendto, fd, buf, len, MSG_NOSIGNAL, nullptr, 0);
+}
+inline ssize_t sys_sendmsg(int fd, const msghdr* msg) noexcept {
+  return ::syscall(SYS_sendmsg, fd, msg, MSG_NOSIGNAL);
+}
 }  // namespace
 
 struct Session::ConnectState {
@@ -68,7 +97,15 @@ Session::Session(asio::io_context::executor_type ex, Kind kind, protocol::Role r
       config_(role == protocol::Role::client ? std::make_unique<SessionConfig>() : nullptr),
       input_(kind == Kind::stream ? std::make_unique<StreamInput>() : nullptr) {}
 
-Session::~Session() = default;
+const std::shared_ptr<const LoopSettings>& Session::default_settings() {
+  static const auto settings = std::make_shared<const LoopSettings>();
+  return settings;
+}
+
+Session::~Session() {
+  // Destroyed by its loop's shutdown while polled: the descriptor is ours.
+  if (fd_ >= 0) ::close(fd_);
+}
 
 // --- plumbing --------------------------------------------------------------------------
 
@@ -311,7 +348,7 @@ void Session::do_connect(std::string uri, Op op) {
     state->config = *config_;
   }
   init_reconnect(uri, state->config);
-  cfg_ = LoopSettings(state->config);
+  cfg_ = std::make_shared<const LoopSettings>(state->config);
   if (detached_) return complete(op, make_error_code(error::operation_aborted));
   phase_ = Phase::connecting;
   connecting_ = std::move(state);
@@ -320,15 +357,15 @@ void Session::do_connect(std::string uri, Op op) {
   if (!connecting_->config.proxy.empty() && connecting_->uri.unix_path.empty())
     connecting_->proxy = transport::parse_proxy_uri(connecting_->config.proxy);
   connecting_->op = std::move(op);
-  set_deadline(connect_deadline_, Clock::now() + cfg_.connect_timeout);
+  set_deadline(connect_deadline_, Clock::now() + cfg_->connect_timeout);
   protocol::ConnectionConfig cc;
   cc.role = protocol::Role::client;
   cc.max_message_size =
-      kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : cfg_.max_message_size;
+      kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : cfg_->max_message_size;
   cc.partial_messages =
-      kind_ == Kind::stream || cfg_.receive_mode == MessageWebSocketReceiveMode::partial_message;
+      kind_ == Kind::stream || cfg_->receive_mode == MessageWebSocketReceiveMode::partial_message;
   // A stream hands out what arrived at once (read_async takes any amount).
-  cc.partial_message_threshold = kind_ == Kind::stream ? 1 : cfg_.partial_message_threshold;
+  cc.partial_message_threshold = kind_ == Kind::stream ? 1 : cfg_->partial_message_threshold;
   conn_.emplace(cc);
   const auto& target = connecting_->proxy ? connecting_->proxy->host : connecting_->uri.host;
   const auto port = connecting_->proxy ? connecting_->proxy->port : connecting_->uri.port;
@@ -343,13 +380,13 @@ void Session::on_tcp_connected(std::error_code ec, transport::TcpSocket socket) 
   if (!connecting_) return;
   if (ec) return connect_failed(ec);
   std::error_code ignored;
-  socket.set_option(asio::ip::tcp::no_delay(cfg_.no_delay), ignored);
+  socket.set_option(asio::ip::tcp::no_delay(cfg_->no_delay), ignored);
   {
     std::lock_guard lock(config_mutex_);
     info_.local = transport::host_endpoint(socket, true);
     info_.remote = transport::host_endpoint(socket, false);
   }
-  stream_.emplace(std::move(socket));
+  stream_ = std::make_unique<transport::Stream>(std::move(socket));
   if (connecting_->proxy) {
     std::weak_ptr<Session> weak = weak_from_this();
     transport::async_proxy_handshake(stream_->socket(), *connecting_->proxy, connecting_->uri.host,
@@ -376,7 +413,7 @@ void Session::start_tls() {
   if (ec) return connect_failed(ec);
   auto tls = std::make_unique<transport::TlsStream>(std::move(stream_->socket()), *ctx);
   transport::prepare_client_tls(*tls, connecting_->uri.host, &connecting_->tls_errors);
-  stream_.emplace(std::move(tls), std::move(ctx));
+  stream_ = std::make_unique<transport::Stream>(std::move(tls), std::move(ctx));
   std::weak_ptr<Session> weak = weak_from_this();
   stream_->tls().async_handshake(asio::ssl::stream_base::client, [weak](std::error_code e) {
     if (auto self = weak.lock()) self->on_tls_handshake(e);
@@ -544,7 +581,7 @@ void Session::on_response_bytes(std::error_code ec, std::size_t n) {
 
 void Session::connect_failed(std::error_code ec) {
   if (connecting_ && connecting_->connector) connecting_->connector->cancel();
-  if (stream_) stream_->close();
+  close_transport();
   Op op = connecting_ ? std::move(connecting_->op) : Op{};
   connecting_.reset();
   connect_deadline_ = never;
@@ -566,18 +603,20 @@ void Session::connect_failed(std::error_code ec) {
 }
 
 void Session::become_open(std::span<const std::byte> leftover) {
+  if (stream_ && !stream_->is_tls()) {
+    if (auto ec = to_poller()) return connect_failed(ec);
+  }
   leftover_.assign(leftover.begin(), leftover.end());
   Op op = connecting_ ? std::move(connecting_->op) : Op{};
   connecting_.reset();
   connect_deadline_ = never;
   phase_ = Phase::open;
-  std::error_code ignored;
-  if (!stream_->is_tls()) stream_->socket().non_blocking(true, ignored);
   const auto now = Clock::now();
   rate_window_start_ = now;
-  if (cfg_.keep_alive_interval.count() > 0) set_deadline(ping_due_, now + cfg_.keep_alive_interval);
-  if (cfg_.unsolicited_pong_interval.count() > 0)
-    set_deadline(unsolicited_pong_due_, now + cfg_.unsolicited_pong_interval);
+  if (cfg_->keep_alive_interval.count() > 0)
+    set_deadline(ping_due_, now + cfg_->keep_alive_interval);
+  if (cfg_->unsolicited_pong_interval.count() > 0)
+    set_deadline(unsolicited_pong_due_, now + cfg_->unsolicited_pong_interval);
   complete(op, {});
   if (pending_close_) {
     // Asked for while connecting: the close frame is the first thing we send.
@@ -605,19 +644,19 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
   {
     // Read by the controls from any thread once the socket is handed out.
     std::lock_guard lock(config_mutex_);
-    cfg_ = o.settings;
+    cfg_ = o.settings ? o.settings : default_settings();
   }
   protocol::ConnectionConfig cc;
   cc.role = protocol::Role::server;
   cc.max_message_size =
-      kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : o.settings.max_message_size;
-  cc.partial_messages = kind_ == Kind::stream ||
-                        o.settings.receive_mode == MessageWebSocketReceiveMode::partial_message;
-  cc.partial_message_threshold = kind_ == Kind::stream ? 1 : o.settings.partial_message_threshold;
+      kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : cfg_->max_message_size;
+  cc.partial_messages =
+      kind_ == Kind::stream || cfg_->receive_mode == MessageWebSocketReceiveMode::partial_message;
+  cc.partial_message_threshold = kind_ == Kind::stream ? 1 : cfg_->partial_message_threshold;
   cc.deflate = o.deflate;
   conn_.emplace(cc);
   std::error_code ignored;
-  stream.socket().set_option(asio::ip::tcp::no_delay(o.settings.no_delay), ignored);
+  stream.socket().set_option(asio::ip::tcp::no_delay(cfg_->no_delay), ignored);
   {
     std::lock_guard lock(config_mutex_);
     info_.local = transport::host_endpoint(stream.socket(), true);
@@ -626,13 +665,13 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
     info_.extensions = o.extensions;
     info_.deflate = o.deflate;
   }
-  stream_.emplace(std::move(stream));
+  stream_ = std::make_unique<transport::Stream>(std::move(stream));
   phase_ = Phase::connecting;
   std::vector<std::byte> rest(leftover.begin(), leftover.end());
   asio::post(ex_, [self = shared_from_this(), rest = std::move(rest)]() mutable {
     if (self->detached_) {
       // The socket was destroyed before its first read: drop the connection.
-      self->stream_->close();
+      self->close_transport();
       self->phase_ = Phase::closed;
       self->closed_raised_ = true;
       const auto aborted = make_error_code(error::operation_aborted);
@@ -653,39 +692,81 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
 
 // --- data path ------------------------------------------------------------------------------
 
-void Session::start_reading() {
-  if (reading_ || read_paused_ || out_paused_ || !stream_ || phase() == Phase::closed) return;
-  reading_ = true;
-  if (stream_->is_tls()) {
-    if (tls_buffer_.size() != tls_read_size) tls_buffer_.resize(tls_read_size);
-    stream_->tls().async_read_some(
-        asio::buffer(tls_buffer_),
-        [self = shared_from_this()](std::error_code ec, std::size_t n) { self->on_read(ec, n); });
-    return;
+std::error_code Session::to_poller() {
+  std::error_code ec;
+  auto& socket = stream_->socket();
+  socket.non_blocking(true, ec);
+  if (ec) return ec;
+  const int fd = socket.release(ec);
+  if (ec) return ec;
+  stream_.reset();
+  ec = asio::use_service<LoopPoller>(ex_.context()).add(fd, *this, shared_from_this());
+  if (ec) {
+    ::close(fd);
+    return ec;
   }
-  read_some();
+  fd_ = fd;
+  return {};
+}
+
+void Session::close_transport() noexcept {
+  if (fd_ >= 0) {
+    asio::use_service<LoopPoller>(ex_.context()).remove_and_close(fd_, *this);
+    fd_ = -1;
+    rd_wait_ = wr_wait_ = false;
+  } else if (stream_) {
+    stream_->close();
+  }
+}
+
+void Session::shutdown_send() noexcept {
+  if (fd_ >= 0) {
+    ::shutdown(fd_, SHUT_WR);
+  } else if (stream_) {
+    std::error_code ignored;
+    stream_->socket().shutdown(asio::socket_base::shutdown_send, ignored);
+  }
+}
+
+void Session::on_poll(std::uint32_t events) {
+  // The peer's FIN (or an error) is reported once, with whatever data came
+  // before it: remembered, so a short read is not taken as "drained" then.
+  if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) rd_hup_ = true;
+  if (wr_wait_ && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0) continue_write();
+  if (rd_wait_ && (events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) != 0) {
+    rd_wait_ = false;
+    read_some();
+  }
+}
+
+void Session::start_reading() {
+  if (reading_ || read_paused_ || out_paused_ || phase() == Phase::closed) return;
+  if (polled()) {
+    reading_ = true;
+    return read_some();
+  }
+  if (!stream_ || !stream_->is_tls()) return;
+  reading_ = true;
+  if (tls_buffer_.size() != tls_read_size) tls_buffer_.resize(tls_read_size);
+  stream_->tls().async_read_some(
+      asio::buffer(tls_buffer_),
+      [self = shared_from_this()](std::error_code ec, std::size_t n) { self->on_read(ec, n); });
 }
 
 void Session::read_some() {
-  auto buf = thread_read_buffer();
-  std::error_code ec;
-  const std::size_t n = stream_->socket().read_some(asio::buffer(buf.data(), buf.size()), ec);
-  if (ec == asio::error::would_block || ec == asio::error::try_again) {
-    stream_->socket().async_wait(
-        asio::socket_base::wait_read,
-        [self = shared_from_this()](std::error_code e) { self->on_readable(e); });
+  const auto buf = thread_read_buffer();
+  ssize_t n = 0;
+  do {
+    n = sys_recv(fd_, buf.data(), buf.size());
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) return on_read({}, static_cast<std::size_t>(n));
+  if (n == 0) return on_read(asio::error::eof, 0);
+  // Drained: the poller reports the next arrival (reading_ stays set).
+  if (would_block(errno)) {
+    rd_wait_ = true;
     return;
   }
-  on_read(ec, n);
-}
-
-void Session::on_readable(std::error_code ec) {
-  if (phase() == Phase::closed) {
-    reading_ = false;
-    return;
-  }
-  if (ec) return on_read(ec, 0);
-  read_some();
+  on_read(last_socket_error(), 0);
 }
 
 void Session::on_read(std::error_code ec, std::size_t n) {
@@ -695,29 +776,34 @@ void Session::on_read(std::error_code ec, std::size_t n) {
     if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
       // The peer ended TCP: clean if both close frames went, else a drop.
       if (conn_->close_received() && conn_->close_sent()) {
-        stream_->close();
+        close_transport();
         return finish(peer_code_, peer_reason_, failure_);
       }
       if (failure_) {
-        stream_->close();
+        close_transport();
         return finish(failure_close_code(), {}, failure_);
       }
       return fail(make_error_code(error::connection_reset));
     }
     if (conn_->close_received() && !failure_) {
-      stream_->close();
+      close_transport();
       return finish(peer_code_, peer_reason_, {});
     }
     return fail(ec);
   }
   wire_bytes_received_ += n;
-  std::span<std::byte> data = stream_->is_tls() ? std::span<std::byte>(tls_buffer_.data(), n)
-                                                : thread_read_buffer().first(n);
-  const bool full = !stream_->is_tls() && n == thread_read_buffer().size();
-  auto self = shared_from_this();  // handlers may drop the last outside reference
+  std::span<std::byte> data =
+      polled() ? thread_read_buffer().first(n) : std::span<std::byte>(tls_buffer_.data(), n);
+  // Read again at once when more is likely waiting: the buffer was filled,
+  // or the peer's FIN came with this data (edge-triggered: no new event for it).
+  const bool full = polled() && (n == thread_read_buffer().size() || rd_hup_);
+  // Handlers may drop the last outside reference. A polled session is kept
+  // by its registration, released only after the current handler: no copy.
+  std::shared_ptr<Session> self;
+  if (!polled()) self = shared_from_this();
   process(data);
   if (phase() == Phase::closed || reading_ || read_paused_) return;
-  if (unsent() >= cfg_.outbound_buffer_size && !conn_->close_sent()) {
+  if (unsent() >= cfg_->outbound_buffer_size && !conn_->close_sent()) {
     // Backpressure: the peer is not reading what we send (our echoes, our
     // pongs). Stop reading until the output drains below its limit, so the
     // peer is slowed by TCP flow control instead of growing our memory.
@@ -727,23 +813,33 @@ void Session::on_read(std::error_code ec, std::size_t n) {
   if (full) {
     // More is likely waiting: read again after other connections had a turn.
     reading_ = true;
-    asio::post(ex_, [self] {
+    asio::post(ex_, [self = shared_from_this()] {
       self->reading_ = false;
       self->start_reading();
     });
     return;
   }
-  if (stream_->is_tls()) return start_reading();
-  // The kernel buffer was drained by this read; wait for the next arrival.
+  if (!polled()) return start_reading();
+  // The kernel buffer was drained by this read: the poller reports the next
+  // arrival (edge-triggered, so bytes that came meanwhile are reported too).
   reading_ = true;
-  stream_->socket().async_wait(asio::socket_base::wait_read,
-                               [self](std::error_code e) { self->on_readable(e); });
+  rd_wait_ = true;
 }
 
 void Session::process(std::span<std::byte> data) {
   note_activity();
   in_process_ = true;
-  conn_->receive(data, *this);
+  if (kind_ == Kind::message) {
+    // One event lock for every message of this read, not one per message
+    // (a change from another thread waits for the read's handlers).
+    EventMutex::DispatchGuard lock(events_mutex_);
+    EventLoopScope scope;
+    dispatching_ = true;
+    conn_->receive(data, *this);
+    dispatching_ = false;
+  } else {
+    conn_->receive(data, *this);
+  }
   in_process_ = false;
   publish_stats();
   if (phase() == Phase::closed) return;
@@ -763,8 +859,8 @@ DUPLEX_HOT_INLINE std::error_code Session::send_one(SendKind kind, SocketMessage
                                                     bool compress) {
   // A large frame while nothing is being written goes from the caller's buffer
   // to the socket (zero copy); only what the kernel does not take is copied.
-  if (data.size() >= protocol::Connection::direct_min_payload && !writing_ && stream_ &&
-      !stream_->is_tls()) [[unlikely]] {
+  if (data.size() >= protocol::Connection::direct_min_payload && !writing_ && polled())
+      [[unlikely]] {
     protocol::Connection::DirectFrame direct;
     auto ec = queue(kind, type, data, compress, &direct);
     if (!ec && direct.header_size != 0)
@@ -787,15 +883,22 @@ DUPLEX_HOT_INLINE std::error_code Session::queue(SendKind kind, SocketMessageTyp
 
 void Session::write_direct(std::span<const std::byte> header, std::span<const std::byte> payload) {
   const auto buffered = conn_->begin_write();
-  const std::array<asio::const_buffer, 3> parts{asio::buffer(buffered.data(), buffered.size()),
-                                                asio::buffer(header.data(), header.size()),
-                                                asio::buffer(payload.data(), payload.size())};
+  std::array<iovec, 3> parts{iovec{const_cast<std::byte*>(buffered.data()), buffered.size()},
+                             iovec{const_cast<std::byte*>(header.data()), header.size()},
+                             iovec{const_cast<std::byte*>(payload.data()), payload.size()}};
+  msghdr msg{};
+  msg.msg_iov = parts.data();
+  msg.msg_iovlen = parts.size();
   std::error_code ec;
-  std::size_t n = stream_->socket().write_some(parts, ec);
-  if (ec == asio::error::would_block || ec == asio::error::try_again) {
-    ec = {};
-    n = 0;
-  }
+  ssize_t sent = 0;
+  do {
+    sent = sys_sendmsg(fd_, &msg);
+  } while (sent < 0 && errno == EINTR);
+  std::size_t n = 0;
+  if (sent >= 0)
+    n = static_cast<std::size_t>(sent);
+  else if (!would_block(errno))
+    ec = last_socket_error();
   if (!ec && n >= buffered.size()) {
     conn_->end_write();
     wire_bytes_sent_ += n;
@@ -836,7 +939,7 @@ DUPLEX_HOT_INLINE std::optional<std::error_code> Session::send_now(SendKind kind
     if (reconnect_waiting()) return reconnect_send_now(kind);
     if (auto ec = send_state_error()) return ec;
   }
-  if (!sends_.empty() || unsent() >= cfg_.outbound_buffer_size) return std::nullopt;
+  if (!sends_.empty() || unsent() >= cfg_->outbound_buffer_size) return std::nullopt;
   // The connection copies (and masks) the payload into its buffer.
   auto ec = send_one(kind, type, data, compress);
   if (!ec) schedule_flush();
@@ -846,7 +949,7 @@ DUPLEX_HOT_INLINE std::optional<std::error_code> Session::send_now(SendKind kind
 Session::PrebuiltResult Session::send_prebuilt(std::span<const std::byte> frame) {
   if (phase() != Phase::open || conn_->close_sent()) return PrebuiltResult::closed;
   // Waiting sends mean the output is already over its limit.
-  if (!sends_.empty() || unsent() >= cfg_.outbound_buffer_size) return PrebuiltResult::full;
+  if (!sends_.empty() || unsent() >= cfg_->outbound_buffer_size) return PrebuiltResult::full;
   // RFC 6455 5.4: no other data frame may go between the pieces of a message.
   if (call_in_message_.load(std::memory_order_relaxed)) return PrebuiltResult::busy;
   conn_->append_output(frame);
@@ -871,7 +974,7 @@ void Session::do_send(PendingSend p) {
     p.data.assign(p.view.begin(), p.view.end());
     p.view = p.data;
   }
-  p.deadline = Clock::now() + cfg_.send_timeout;
+  p.deadline = Clock::now() + cfg_->send_timeout;
   const auto d = p.deadline;
   sends_.push_back(std::move(p));
   asio::use_service<LoopTimers>(ex_.context()).schedule(shared_from_this(), d);
@@ -880,12 +983,12 @@ void Session::do_send(PendingSend p) {
 
 void Session::pump_sends() {
   bool queued = false;
-  while (!sends_.empty() && unsent() < cfg_.outbound_buffer_size &&
+  while (!sends_.empty() && unsent() < cfg_->outbound_buffer_size &&
          (phase() == Phase::open || phase() == Phase::closing)) {
     auto& p = sends_.front();
     std::error_code ec;
     if (p.stream_write) {
-      const auto chunk = std::min(p.view.size() - p.offset, cfg_.outbound_buffer_size);
+      const auto chunk = std::min(p.view.size() - p.offset, cfg_->outbound_buffer_size);
       ec = conn_->send_message(SocketMessageType::binary, p.view.subspan(p.offset, chunk));
       if (!ec) {
         p.offset += chunk;
@@ -922,7 +1025,7 @@ void Session::schedule_flush() {
 }
 
 void Session::flush() {
-  if (writing_ || !stream_ || !conn_ || phase() == Phase::closed) return;
+  if (writing_ || !has_transport() || !conn_ || phase() == Phase::closed) return;
   std::span<const std::byte> bytes;
   std::size_t done = 0;
   while (conn_->has_output()) {
@@ -930,20 +1033,20 @@ void Session::flush() {
     if (writing_) return;
     bytes = conn_->begin_write();
     done = 0;
-    if (stream_->is_tls()) break;
+    if (!polled()) break;
     // Plain TCP (non-blocking): write at once. While the kernel takes it all
     // there is no operation object and no completion to run; the rest (or
-    // all of it, when the socket is full) waits for the reactor below.
-    std::error_code ec;
-    done = stream_->socket().write_some(asio::buffer(bytes.data(), bytes.size()), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      done = 0;
-      break;
-    }
-    if (ec) {
+    // all of it, when the socket is full) waits for the poller below.
+    ssize_t sent = 0;
+    do {
+      sent = sys_send(fd_, bytes.data(), bytes.size());
+    } while (sent < 0 && errno == EINTR);
+    if (sent < 0) {
+      if (would_block(errno)) break;
       writing_ = true;
-      return on_written(ec, 0);
+      return on_written(last_socket_error(), 0);
     }
+    done = static_cast<std::size_t>(sent);
     if (done < bytes.size()) break;
     conn_->end_write();
     wire_bytes_sent_ += done;
@@ -954,13 +1057,13 @@ void Session::flush() {
 }
 
 void Session::maybe_resume_reading() {
-  if (!out_paused_ || resume_posted_ || unsent() >= cfg_.outbound_buffer_size) return;
+  if (!out_paused_ || resume_posted_ || unsent() >= cfg_->outbound_buffer_size) return;
   // Posted, not called: a read here could recurse through process() and
   // flush() once per read while the kernel keeps taking our writes.
   resume_posted_ = true;
   asio::post(ex_, [self = shared_from_this()] {
     self->resume_posted_ = false;
-    if (!self->out_paused_ || self->unsent() >= self->cfg_.outbound_buffer_size) return;
+    if (!self->out_paused_ || self->unsent() >= self->cfg_->outbound_buffer_size) return;
     self->out_paused_ = false;
     self->start_reading();
   });
@@ -969,7 +1072,15 @@ void Session::maybe_resume_reading() {
 void Session::write_rest(std::span<const std::byte> bytes, std::size_t done) {
   inflight_ = bytes.size();
   writing_ = true;
-  set_deadline(write_deadline_, Clock::now() + cfg_.send_timeout);
+  set_deadline(write_deadline_, Clock::now() + cfg_->send_timeout);
+  if (polled()) {
+    // The poller reports room (edge-triggered: the kernel marked the socket
+    // full when it refused the rest).
+    wr_rest_ = bytes;
+    wr_done_ = done;
+    wr_wait_ = true;
+    return;
+  }
   auto self = shared_from_this();
   const auto rest = bytes.subspan(done);
   stream_->visit([&](auto& s) {
@@ -977,6 +1088,27 @@ void Session::write_rest(std::span<const std::byte> bytes, std::size_t done) {
         s, asio::buffer(rest.data(), rest.size()),
         [self, done](std::error_code ec, std::size_t n) { self->on_written(ec, done + n); });
   });
+}
+
+void Session::continue_write() {
+  wr_wait_ = false;
+  while (wr_done_ < wr_rest_.size()) {
+    const auto rest = wr_rest_.subspan(wr_done_);
+    const ssize_t sent = sys_send(fd_, rest.data(), rest.size());
+    if (sent < 0) {
+      if (errno == EINTR) continue;
+      if (would_block(errno)) {
+        wr_wait_ = true;
+        return;
+      }
+      wr_rest_ = {};
+      return on_written(last_socket_error(), 0);
+    }
+    wr_done_ += static_cast<std::size_t>(sent);
+  }
+  const auto n = wr_rest_.size();
+  wr_rest_ = {};
+  on_written({}, n);
 }
 
 void Session::on_written(std::error_code ec, std::size_t n) {
@@ -988,7 +1120,7 @@ void Session::on_written(std::error_code ec, std::size_t n) {
   if (ec) {
     // The peer's close frame arrived: it may drop TCP before our echo lands.
     if (conn_->close_received() && !failure_) {
-      stream_->close();
+      close_transport();
       return finish(peer_code_, peer_reason_, {});
     }
     return fail(ec);
@@ -1015,11 +1147,10 @@ void Session::maybe_finish_close() {
     // deadline), so the peer learns the close code.
     if (!socket_shutdown_) {
       socket_shutdown_ = true;
-      std::error_code ignored;
-      stream_->socket().shutdown(asio::socket_base::shutdown_send, ignored);
+      shutdown_send();
       // A compliant peer answers within a round trip; one that does not is
       // not waited for long.
-      const auto drain = std::min<Clock::duration>(cfg_.close_timeout, failure_drain_limit);
+      const auto drain = std::min<Clock::duration>(cfg_->close_timeout, failure_drain_limit);
       const auto drain_deadline = Clock::now() + drain;
       if (close_deadline_ > drain_deadline) set_deadline(close_deadline_, drain_deadline);
       read_paused_ = false;
@@ -1030,17 +1161,14 @@ void Session::maybe_finish_close() {
   }
   if (role_ == protocol::Role::server) {
     // RFC 6455 7.1.1: the server closes the TCP connection first.
-    stream_->close();
+    close_transport();
     return finish(peer_code_, peer_reason_, {});
   }
   // Client: wait (bounded by the close deadline) for the server to end TCP.
   if (!socket_shutdown_) {
     socket_shutdown_ = true;
-    if (!stream_->is_tls()) {
-      std::error_code ignored;
-      stream_->socket().shutdown(asio::socket_base::shutdown_send, ignored);
-    }
-    if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
+    if (polled()) shutdown_send();
+    if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_->close_timeout);
     read_paused_ = false;
     out_paused_ = false;
     start_reading();
@@ -1050,7 +1178,7 @@ void Session::maybe_finish_close() {
 void Session::fail(std::error_code ec) {
   if (phase() == Phase::closed) return;
   if (!failure_) failure_ = ec;
-  if (stream_) stream_->close();
+  close_transport();
   finish(protocol::close_code::abnormal, {}, failure_);
 }
 
@@ -1071,7 +1199,7 @@ void Session::fail_send_timeout() {
   write_deadline_ = never;
   // The close frame waits behind the data already queued; the close timeout
   // bounds how long the peer gets to read its way to it.
-  const auto by = Clock::now() + cfg_.close_timeout;
+  const auto by = Clock::now() + cfg_->close_timeout;
   if (close_deadline_ > by) set_deadline(close_deadline_, by);
   // Read again (discarding nothing): the peer's answer ends the connection.
   out_paused_ = false;
@@ -1091,7 +1219,7 @@ std::uint16_t Session::failure_close_code() const noexcept {
 void Session::finish(std::uint16_t code, std::string reason, std::error_code ec) {
   if (phase() == Phase::closed && closed_raised_) return;
   phase_ = Phase::closed;
-  if (stream_) stream_->close();
+  close_transport();
   connect_deadline_ = write_deadline_ = read_deadline_ = ping_due_ = pong_deadline_ =
       unsolicited_pong_due_ = close_deadline_ = never;
   // No deadline is left: a user's io_context need not wait for one (run()
@@ -1155,7 +1283,7 @@ void Session::do_close(std::uint16_t code, std::string reason, Op op) {
     conn_->send_close(code, reason);
   }
   phase_ = Phase::closing;
-  if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
+  if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_->close_timeout);
   close_ops_.push_back(std::move(op));
   if (input_ && !input_->op) {
     // A stream closed with input unread: that input is dropped, and reading
@@ -1203,7 +1331,7 @@ void Session::do_read(std::span<std::byte> buffer, Op op) {
   if (buffer.empty()) return complete(op, {}, 0);
   input_->op = std::move(op);
   input_->buffer = buffer;
-  set_deadline(read_deadline_, Clock::now() + cfg_.receive_timeout);
+  set_deadline(read_deadline_, Clock::now() + cfg_->receive_timeout);
 }
 
 // --- connection events
@@ -1243,12 +1371,16 @@ void Session::on_message(SocketMessageType type, std::span<const std::byte> data
   // Counters first: a handler that reads the statistics sees this message
   // (the rates follow once per read).
   publish_counts();
+  const auto raise = [&] {
+    if (detached_) return;
+    MessageWebSocketMessageReceivedEventArgs args(type, data, complete_);
+    for (std::size_t i = 0; i < message_handlers_.size() && !detached_; ++i)
+      (*message_handlers_[i].second)(*static_cast<MessageWebSocket*>(owner_), args);
+  };
+  if (dispatching_) return raise();  // process() holds the event lock
   EventMutex::DispatchGuard lock(events_mutex_);
-  if (detached_) return;
-  MessageWebSocketMessageReceivedEventArgs args(type, data, complete_);
   EventLoopScope scope;
-  for (std::size_t i = 0; i < message_handlers_.size() && !detached_; ++i)
-    (*message_handlers_[i].second)(*static_cast<MessageWebSocket*>(owner_), args);
+  raise();
 }
 
 void Session::on_ping(std::span<const std::byte>) {}
@@ -1261,7 +1393,8 @@ void Session::on_pong(std::span<const std::byte>) {
     info_.rtt = std::chrono::duration_cast<std::chrono::microseconds>(now - ping_sent_at_);
   }
   pong_deadline_ = never;
-  if (cfg_.keep_alive_interval.count() > 0) set_deadline(ping_due_, now + cfg_.keep_alive_interval);
+  if (cfg_->keep_alive_interval.count() > 0)
+    set_deadline(ping_due_, now + cfg_->keep_alive_interval);
 }
 
 void Session::on_close(std::uint16_t code, std::string_view reason) {
@@ -1276,13 +1409,13 @@ void Session::on_close(std::uint16_t code, std::string_view reason) {
       complete(input_->op, {}, 0);
     }
   }
-  if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
+  if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_->close_timeout);
 }
 
 void Session::on_error(std::error_code ec) {
   if (!failure_) failure_ = ec;
   phase_ = Phase::closing;
-  if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_.close_timeout);
+  if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_->close_timeout);
 }
 
 // --- deadlines
@@ -1315,7 +1448,7 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
   if (close_deadline_ <= now && phase() != Phase::closed) {
     if (failure_ && socket_shutdown_) {
       // The drain after our failing close frame ran out: the failure stands.
-      stream_->close();
+      close_transport();
       finish(failure_close_code(), {}, failure_);
     } else {
       fail(timed_out);
@@ -1327,7 +1460,7 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
       if (activity_) {
         // Data arrived since the ping: the peer is alive, its pong may follow.
         activity_ = false;
-        ping_due_ = now + cfg_.keep_alive_interval;
+        ping_due_ = now + cfg_->keep_alive_interval;
       } else {
         fail(make_error_code(error::dead_peer));
       }
@@ -1335,17 +1468,17 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
     if (phase() == Phase::open && ping_due_ <= now) {
       if (activity_) {
         activity_ = false;
-        ping_due_ = now + cfg_.keep_alive_interval;
+        ping_due_ = now + cfg_->keep_alive_interval;
       } else {
         ping_due_ = never;
         ping_sent_at_ = now;
-        pong_deadline_ = now + cfg_.keep_alive_timeout;
+        pong_deadline_ = now + cfg_->keep_alive_timeout;
         if (!conn_->send_ping({})) schedule_flush();
       }
     }
     if (phase() == Phase::open && unsolicited_pong_due_ <= now) {
       // RFC 6455 5.5.3: an unsolicited pong is a heartbeat that needs no answer.
-      unsolicited_pong_due_ = now + cfg_.unsolicited_pong_interval;
+      unsolicited_pong_due_ = now + cfg_->unsolicited_pong_interval;
       if (!conn_->send_pong({})) schedule_flush();
     }
   }
@@ -1362,7 +1495,7 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
 void Session::publish_stats() {
   if (!conn_) return;
   publish_counts();
-  const auto now = Clock::now();
+  const auto now = loop_now();
   const auto elapsed = now - rate_window_start_;
   if (elapsed >= std::chrono::seconds(1)) {
     const auto us = std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count();

@@ -2,6 +2,7 @@
 #include <duplex/websocket_listener.hpp>
 
 #include <algorithm>
+#include <array>
 #include <condition_variable>
 #include <mutex>
 #include <span>
@@ -153,6 +154,26 @@ StreamWebSocket WebSocketListenerConnectionReceivedEventArgs::take_stream_websoc
 WebSocketListener::WebSocketListener(WebSocketListenerOptions options)
     : impl_(std::make_shared<detail::ListenerImpl>(std::move(options))) {}
 
+WebSocketListener::WebSocketListener(asio::io_context& context, WebSocketListenerOptions options)
+    : WebSocketListener(std::span<asio::io_context* const>(std::array{&context}),
+                        std::move(options)) {}
+
+WebSocketListener::WebSocketListener(std::span<asio::io_context* const> contexts,
+                                     WebSocketListenerOptions options) {
+  if (contexts.empty()) throw std::invalid_argument("contexts: must hold at least one io_context");
+  for (std::size_t i = 0; i < contexts.size(); ++i) {
+    if (contexts[i] == nullptr)
+      throw std::invalid_argument("contexts: must not hold a null pointer");
+    for (std::size_t j = 0; j < i; ++j)
+      if (contexts[j] == contexts[i])
+        throw std::invalid_argument("contexts: must not hold the same io_context twice");
+  }
+  if (options.threads != 0 && options.threads != contexts.size())
+    throw std::invalid_argument(
+        "threads: must be 0 or the number of contexts when the application gives io_contexts");
+  impl_ = std::make_shared<detail::ListenerImpl>(std::move(options), contexts);
+}
+
 WebSocketListener::~WebSocketListener() {
   impl_->stop(std::chrono::milliseconds::zero());
 }
@@ -285,15 +306,37 @@ void AcceptedStream::close() noexcept {
   tcp.reset();
 }
 
-ListenerImpl::ListenerImpl(WebSocketListenerOptions options) : options_(std::move(options)) {
+ListenerImpl::ListenerImpl(WebSocketListenerOptions options,
+                           std::span<asio::io_context* const> contexts)
+    : options_(std::move(options)) {
   check_options(options_);
   if (options_.tls) tls_context_ = transport::make_server_context(*options_.tls);
+  if (!contexts.empty()) {
+    options_.threads = contexts.size();
+    sweep_interval_ = std::clamp(options_.handshake_timeout / 8, std::chrono::milliseconds(5),
+                                 std::chrono::milliseconds(250));
+    loops_.reserve(contexts.size());
+    for (std::size_t i = 0; i < contexts.size(); ++i)
+      loops_.push_back(std::make_unique<ListenerLoop>(i, *contexts[i]));
+    return;
+  }
   std::size_t n = options_.threads;
   if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
   options_.threads = n;
   // The sweep closes an expired handshake within an eighth of the timeout.
   sweep_interval_ = std::clamp(options_.handshake_timeout / 8, std::chrono::milliseconds(5),
                                std::chrono::milliseconds(250));
+  auto ls = std::make_shared<LoopSettings>();
+  ls->max_message_size = options_.max_message_size;
+  ls->receive_mode = options_.receive_mode;
+  ls->partial_message_threshold = options_.partial_message_threshold;
+  ls->outbound_buffer_size = options_.outbound_buffer_size;
+  ls->keep_alive_interval = options_.keep_alive_interval;
+  ls->keep_alive_timeout = options_.keep_alive_timeout;
+  ls->send_timeout = options_.send_timeout;
+  ls->close_timeout = options_.close_timeout;
+  ls->no_delay = options_.no_delay;
+  session_settings_ = std::move(ls);
   loops_.reserve(n);
   for (std::size_t i = 0; i < n; ++i) loops_.push_back(std::make_unique<ListenerLoop>(i));
 }
@@ -323,6 +366,13 @@ ListenerImpl::~ListenerImpl() {
         std::erase_if(acceptors_,
                       [&](const std::unique_ptr<Acceptor>& a) { return a->loop == &loop; });
       }
+      // The application's io_context runs on: the sockets handed out need
+      // nothing of this loop but the io_context itself.
+      if (loop.external) {
+        loop.sweep.cancel();
+        loop.session_sweep.cancel();
+        return;
+      }
       const auto held = [](const std::weak_ptr<Session>& w) { return !w.expired(); };
       if (std::none_of(loop.sessions.begin(), loop.sessions.end(), held) &&
           std::none_of(loop.ended.begin(), loop.ended.end(), held))
@@ -333,6 +383,7 @@ ListenerImpl::~ListenerImpl() {
     });
   }
   for (auto& lp : loops_) {
+    if (lp->external) continue;  // not ours to stop
     if (!lp->orphaned) {
       lp->ctx.stop();
       continue;
@@ -411,7 +462,7 @@ void ListenerImpl::start_loops() {
     ListenerLoop& loop = *lp;
     arm_sweep(loop);
     arm_session_sweep(loop, session_sweep_interval);
-    loop.thread = std::thread(run_loop, &loop);
+    if (!loop.external) loop.thread = std::thread(run_loop, &loop);
   }
 }
 
@@ -428,20 +479,13 @@ void ListenerImpl::accept_next(Acceptor& a) {
                             });
                             return;
                           }
-                          bool busy = false;
-                          if (connections_.fetch_add(1) >= options_.max_connections) {
-                            connections_.fetch_sub(1);
-                            // Slots of closed sessions may wait for their sweep:
-                            // sweep now, the request may still find one.
-                            request_session_sweep();
-                            if (refusing_.fetch_add(1) >= max_refusing) {
-                              refusing_.fetch_sub(1);
-                              std::error_code ignored;
-                              socket.close(ignored);
-                              return accept_next(a);
-                            }
-                            busy = true;
+                          const Admission admission = admit();
+                          if (admission == Admission::refuse) {
+                            std::error_code ignored;
+                            socket.close(ignored);
+                            return accept_next(a);
                           }
+                          const bool busy = admission == Admission::busy;
                           asio::post(target.ctx,
                                      [this, &target, s = std::move(socket), busy]() mutable {
                                        if (stopping_) {
@@ -455,12 +499,25 @@ void ListenerImpl::accept_next(Acceptor& a) {
                         });
 }
 
+ListenerImpl::Admission ListenerImpl::admit() noexcept {
+  if (connections_.fetch_add(1) < options_.max_connections) return Admission::ok;
+  connections_.fetch_sub(1);
+  // Slots of closed sessions may wait for their sweep: sweep now, the
+  // request may still find one.
+  request_session_sweep();
+  if (refusing_.fetch_add(1) >= max_refusing) {
+    refusing_.fetch_sub(1);
+    return Admission::refuse;
+  }
+  return Admission::busy;
+}
+
 void ListenerImpl::arm_sweep(ListenerLoop& loop) {
   loop.sweep.expires_after(sweep_interval_);
   // Runs until the loop stops: after stop() it still bounds the connections
   // that end with a 1001 frame right after their 101.
   loop.sweep.async_wait([this, &loop](std::error_code ec) {
-    if (ec || loop.orphaned) return;
+    if (ec || loop.orphaned || loop.quiet) return;
     sweep(loop);
   });
 }
@@ -478,7 +535,7 @@ void ListenerImpl::sweep(ListenerLoop& loop) {
 void ListenerImpl::arm_session_sweep(ListenerLoop& loop, std::chrono::milliseconds interval) {
   loop.session_sweep.expires_after(interval);
   loop.session_sweep.async_wait([this, &loop](std::error_code ec) {
-    if (ec || loop.orphaned) return;
+    if (ec || loop.orphaned || loop.quiet) return;
     sweep_sessions(loop);
     arm_session_sweep(loop, draining_ ? drain_sweep_interval : session_sweep_interval);
   });
@@ -512,16 +569,7 @@ std::shared_ptr<Session> ListenerImpl::adopt(AcceptedStream& a, const std::strin
   a.tls.reset();
   ServerSessionOptions so;
   so.protocol = protocol;
-  auto& ls = so.settings;
-  ls.max_message_size = options_.max_message_size;
-  ls.receive_mode = options_.receive_mode;
-  ls.partial_message_threshold = options_.partial_message_threshold;
-  ls.outbound_buffer_size = options_.outbound_buffer_size;
-  ls.keep_alive_interval = options_.keep_alive_interval;
-  ls.keep_alive_timeout = options_.keep_alive_timeout;
-  ls.send_timeout = options_.send_timeout;
-  ls.close_timeout = options_.close_timeout;
-  ls.no_delay = options_.no_delay;
+  so.settings = session_settings_;
   so.deflate = a.deflate;
   so.extensions = a.extensions;
   auto s = std::make_shared<Session>(a.loop->ctx.get_executor(), kind, protocol::Role::server);
@@ -549,8 +597,26 @@ void ListenerImpl::on_each_loop(F f, const std::function<void()>& posted) {
     });
   }
   if (posted) posted();
+  run_stopped_contexts();
   std::unique_lock lock(m);
   cv.wait(lock, [&] { return pending == 0; });
+}
+
+void ListenerImpl::run_stopped_contexts() {
+  for (auto& lp : loops_) {
+    asio::io_context& ctx = lp->ctx;
+    // A stopped io_context runs nothing until restarted; the application's
+    // run() has returned (the documented precondition), so this thread may.
+    if (!lp->external || !ctx.stopped()) continue;
+    ctx.restart();
+    ctx.poll();
+    ctx.stop();
+  }
+}
+
+void ListenerImpl::drain_wait() {
+  run_stopped_contexts();
+  std::this_thread::sleep_for(drain_sweep_interval);
 }
 
 void ListenerImpl::run_hook(WebSocketHandshakeContext& context) {
@@ -634,15 +700,17 @@ void ListenerImpl::release_connection(bool busy) noexcept {
 }
 
 std::size_t ListenerImpl::stop(std::chrono::milliseconds timeout) {
+  // Checked first: a refused call leaves the listener running.
+  for (const auto& lp : loops_)
+    if (lp->thread.get_id() == std::this_thread::get_id() ||
+        lp->ctx.get_executor().running_in_this_thread())
+      throw std::logic_error("stop: must not be called on one of the listener's loops");
   {
     std::lock_guard lock(mutex_);
     if (stopped_) return 0;
     stopped_ = true;
     if (!started_) return 0;
   }
-  for (const auto& lp : loops_)
-    if (lp->thread.get_id() == std::this_thread::get_id())
-      throw std::logic_error("stop: must not be called on one of the listener's loops");
   stopping_ = true;
   draining_ = true;
 
@@ -679,8 +747,7 @@ std::size_t ListenerImpl::stop(std::chrono::milliseconds timeout) {
 
   const auto open_sessions = [this] { return connections_.load(); };
   const auto deadline = ListenerClock::now() + timeout;
-  while (open_sessions() != 0 && ListenerClock::now() < deadline)
-    std::this_thread::sleep_for(drain_sweep_interval);
+  while (open_sessions() != 0 && ListenerClock::now() < deadline) drain_wait();
   const std::size_t cut = open_sessions();
   if (cut != 0) {
     force.cancel();
@@ -689,10 +756,21 @@ std::size_t ListenerImpl::stop(std::chrono::milliseconds timeout) {
     });
     // Failing is immediate on each loop; bound the wait all the same.
     const auto hard = ListenerClock::now() + std::chrono::seconds(2);
-    while (open_sessions() != 0 && ListenerClock::now() < hard)
-      std::this_thread::sleep_for(drain_sweep_interval);
+    while (open_sessions() != 0 && ListenerClock::now() < hard) drain_wait();
   }
   draining_ = false;
+  // On the application's io_contexts the listener leaves no work behind:
+  // handshakes still lingering are closed and the timers end, so a context
+  // whose sockets are gone runs out of work and its run() returns.
+  if (std::any_of(loops_.begin(), loops_.end(), [](const auto& lp) { return lp->external; }))
+    on_each_loop([this](ListenerLoop& loop) {
+      if (!loop.external) return;
+      while (HandshakeEntry* e = loop.handshakes.front()) e->expire();
+      sweep_sessions(loop);
+      loop.quiet = true;
+      loop.sweep.cancel();
+      loop.session_sweep.cancel();
+    });
   return cut;
 }
 

@@ -14,10 +14,11 @@
 //   listener.stop(std::chrono::seconds(5));      // 1001 to every connection
 //
 // The listener runs its own event loops: `threads` threads, each running one
-// asio::io_context. Accepted connections are spread over the loops round-robin;
-// each connection lives on one loop, and its events (the hooks, the
-// connection_received event, and then every event of the socket handed over) run
-// on that loop's thread.
+// asio::io_context; or, constructed with the application's io_contexts, it
+// runs on those and starts no thread (see the constructors). Accepted
+// connections are spread over the loops round-robin; each connection lives on
+// one loop, and its events (the hooks, the connection_received event, and then
+// every event of the socket handed over) run on that loop's thread.
 //
 // Before a connection becomes a WebSocket, the listener runs the TLS handshake
 // (wss), reads the HTTP request (bounded by max_header_size and by
@@ -41,9 +42,14 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/ssl/stream.hpp>
 
 #include <duplex/http_server.hpp>
 #include <duplex/message_websocket.hpp>
@@ -90,7 +96,8 @@ struct ListenerTlsOptions {
 /// The settings of a WebSocketListener, fixed at construction.
 struct WebSocketListenerOptions {
   /// Event-loop threads; 0: std::thread::hardware_concurrency() (one per core),
-  /// at least 1.
+  /// at least 1. With the application's io_contexts (the constructor taking
+  /// them), 0 or their number: one loop per context, no thread.
   std::size_t threads = 0;
   /// wss:// when set; ws:// otherwise.
   std::optional<ListenerTlsOptions> tls;
@@ -354,7 +361,8 @@ struct ListenerMetrics {
 /// it: a loop whose sockets outlive the listener keeps running on its own
 /// thread, their connections closed, so their operations complete (with an
 /// error) and their events run; the loop frees itself when the last of them
-/// is destroyed.
+/// is destroyed. On the application's io_contexts, those sockets simply stay
+/// on them (see the constructor taking them for the rules).
 class WebSocketListener {
 public:
   using HandshakeRequestedHandler = std::function<void(WebSocketHandshakeContext&)>;
@@ -366,6 +374,39 @@ public:
   /// and, for TLS, loads the certificate, key and CA files (std::system_error
   /// if one cannot be loaded or the key does not match). Starts no thread.
   explicit WebSocketListener(WebSocketListenerOptions options = {});
+
+  /// A listener on the application's event loops: one loop per io_context in
+  /// `contexts` (connections spread over them round-robin), and no thread of
+  /// its own. Everything the listener does (accepting, handshakes, hooks,
+  /// events, the sockets handed over) runs in handlers posted to those
+  /// io_contexts, which the application runs as it likes: each by ONE
+  /// thread at a time (a connection's events are not synchronised against
+  /// each other otherwise), e.g. `ctx.run()` in a thread per context. The
+  /// listener holds no work guard: while it listens its pending accepts
+  /// keep run() busy; after stop() it leaves nothing behind (acceptors
+  /// closed, lingering handshakes closed, its timers ended), so a context
+  /// whose sockets are all destroyed runs out of work and run() returns.
+  ///
+  /// Lifetime: each io_context must outlive the listener and every socket
+  /// taken from it (destroying one before is undefined behaviour, as for any
+  /// Asio object). stop() and the destructor wait for each io_context to run
+  /// a handler of theirs, so call them from a thread that does not run one of
+  /// them (std::logic_error from stop() otherwise), while the application's
+  /// threads run them, or after the contexts stopped (io_context::stopped():
+  /// ctx.stop() was called or run() ran out of work, and no thread is inside
+  /// run() any more): a stopped context is then run (restart(), poll(),
+  /// stop()) on the calling thread for as long as they need, so the
+  /// application's own ready handlers may run there too. A context that is
+  /// neither run nor stopped makes them wait forever.
+  ///
+  /// Throws std::invalid_argument for an empty `contexts`, a null or repeated
+  /// entry, options.threads other than 0 or contexts.size(), and as the
+  /// constructor above for the options and the TLS files.
+  WebSocketListener(std::span<asio::io_context* const> contexts,
+                    WebSocketListenerOptions options = {});
+  /// The same with one io_context.
+  explicit WebSocketListener(asio::io_context& context, WebSocketListenerOptions options = {});
+
   WebSocketListener(const WebSocketListener&) = delete;
   WebSocketListener& operator=(const WebSocketListener&) = delete;
   ~WebSocketListener();
@@ -427,6 +468,47 @@ public:
   /// std::logic_error after stop().
   HostEndpoint listen_unix(const std::string& path);
 
+  /// Takes over a WebSocket connection that the application's own server
+  /// accepted and whose request it read (e.g. an HTTP server that routes
+  /// one path to duplex): `socket` is the connected TCP socket, `request`
+  /// the parsed request (protocol::parse_http_request parses one; another
+  /// parser's result converts field by field), `rest` the bytes read past
+  /// the header block, if any. The connection then goes exactly the way of
+  /// one the listener accepted right after its request was parsed: the
+  /// request is validated (RFC 6455 4.2.1) and refused with the same
+  /// answers (400, 403, 405, 426, 503 over max_connections, the hook's
+  /// status...), the Origin is checked, the subprotocol and
+  /// permessage-deflate negotiated, the handshake_requested hook runs, the
+  /// 101 is written and connection_received raised; a request without a
+  /// WebSocket upgrade goes to the http_requested handler. It counts in
+  /// metrics() and connection_count(), handshake_timeout bounds it from this
+  /// call, and stop() treats it as a handshake whose request arrived.
+  ///
+  /// The socket's descriptor moves to the loop of the io_context `socket`
+  /// was on, when the listener runs on it (see the constructor taking
+  /// io_contexts), else to the next loop round-robin; `socket` is left
+  /// closed. It must have no operation pending. The first adopt() starts
+  /// the loops like listen() (handlers are then fixed). Returns at once:
+  /// everything else happens on the loop (a refused request is no error
+  /// here, the client gets its answer). Throws std::invalid_argument if
+  /// `socket` is not open or not connected (it is then left as it was),
+  /// std::logic_error after stop(). Thread-safe.
+  void adopt(asio::ip::tcp::socket socket, protocol::HttpRequest request,
+             std::string_view rest = {});
+  /// The same for a wss:// connection: `stream` has completed its TLS
+  /// handshake in the server role (SSL_is_init_finished), with the
+  /// application's own asio::ssl::context (the listener's tls options play
+  /// no part; the SSL object keeps its SSL_CTX alive). Its SSL object moves
+  /// to a stream on the loop; TLS records `stream` read but did not decrypt
+  /// are not carried over (a client sends nothing between its request and
+  /// the 101, RFC 6455 4.1; decrypted bytes past the header block belong in
+  /// `rest`). The request's `secure` is true and client_certificate_subject
+  /// is filled from the peer's verified certificate. Throws
+  /// std::invalid_argument as above, or if the TLS handshake is not
+  /// complete or was made in the client role.
+  void adopt(asio::ssl::stream<asio::ip::tcp::socket> stream, protocol::HttpRequest request,
+             std::string_view rest = {});
+
   /// The port of the first listen(); 0 before.
   [[nodiscard]] std::uint16_t local_port() const;
   /// Every bound endpoint, in listen() order.
@@ -434,7 +516,8 @@ public:
   /// Connections counted against max_connections: handshaking, or handed out
   /// and not yet closed (a closed one is given back within about a second).
   [[nodiscard]] std::size_t connection_count() const noexcept;
-  /// Number of event-loop threads.
+  /// Number of event loops: the listener's threads, or the application's
+  /// io_contexts it was given.
   [[nodiscard]] std::size_t thread_count() const noexcept;
 
   /// The listener's counters now (see ListenerMetrics): cheap enough to call
@@ -452,7 +535,8 @@ public:
   /// those left (their closed event reports 1006 and operation_aborted). The
   /// loops keep running for the sockets already handed out until the
   /// destructor. Must not be called on one of the listener's loops
-  /// (std::logic_error).
+  /// (std::logic_error), including a thread running one of the application's
+  /// io_contexts it was given.
   /// Returns the number of connections that had to be cut. Idempotent (a
   /// second call returns 0).
   std::size_t stop(std::chrono::milliseconds timeout = std::chrono::seconds(5));

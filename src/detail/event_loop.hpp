@@ -1,16 +1,24 @@
 // detail/event_loop.hpp: per-event-loop state shared by the connections of one
-// io_context: the timer sweep that drives every connection's deadlines (no timer
-// object per connection), and the library's default io_context.
+// io_context: the poller that drives every open connection's descriptor (one
+// epoll set per loop, outside Asio's per-socket reactor), the timer sweep that
+// drives every connection's deadlines (no timer object per connection), and the
+// library's default io_context.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <span>
+#include <system_error>
 #include <vector>
 
 #include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
 #include <asio/steady_timer.hpp>
+
+#include <sys/epoll.h>
 
 namespace duplex::detail {
 
@@ -25,7 +33,8 @@ public:
 
 private:
   friend class LoopTimers;
-  bool timer_registered_ = false;  ///< in its loop's client list
+  static constexpr std::uint32_t not_registered = ~std::uint32_t{0};
+  std::uint32_t timer_index_ = not_registered;  ///< its place in its loop's client list
 };
 
 /// One per io_context (an Asio service). Used only on the loop's thread.
@@ -51,20 +60,113 @@ private:
 
   std::unique_ptr<asio::steady_timer> timer_;
   Clock::time_point armed_ = Clock::time_point::max();
-  std::vector<std::weak_ptr<TimerClient>> clients_;
-  std::vector<std::weak_ptr<TimerClient>> scratch_;
+  /// A registered client: `raw` is its address while `weak` lives (release()
+  /// finds a client by its index, in constant time: a close storm of n
+  /// connections is not n^2).
+  struct Entry {
+    std::weak_ptr<TimerClient> weak;
+    TimerClient* raw;
+  };
+  void push(Entry e);
+  std::vector<Entry> clients_;
+  std::vector<Entry> scratch_;
   bool in_sweep_ = false;
   Clock::time_point sweep_min_ = Clock::time_point::max();
   bool stopped_ = false;
+};
+
+/// A descriptor driven by its loop's LoopPoller: told which of input, output
+/// and hang-up (EPOLLIN, EPOLLOUT, EPOLLRDHUP, EPOLLHUP, EPOLLERR) became ready.
+/// Edge-triggered: an event is reported when readiness changes (new bytes, room
+/// freed), so a client reads until EAGAIN, or keeps a short read as "drained",
+/// before it waits for the next event.
+class PollClient {
+public:
+  virtual void on_poll(std::uint32_t events) = 0;
+
+protected:
+  ~PollClient() = default;
+
+private:
+  friend class LoopPoller;
+  std::shared_ptr<void> poll_keep_;  ///< the client's owner, kept while registered
+  PollClient* poll_prev_ = nullptr;  ///< the loop's list of registered clients
+  PollClient* poll_next_ = nullptr;
+};
+
+/// One per io_context (an Asio service); used only on the loop's thread.
+///
+/// Why: Asio's reactor gives each socket its own state, allocates an operation
+/// per wait, takes three mutexes per completion and re-arms the descriptor with
+/// epoll_ctl at every wait. Here each loop owns one epoll set, a connection's
+/// descriptor is added once (edge-triggered, input and output), and the
+/// io_context waits on the set as one descriptor: one Asio wait per batch of
+/// ready connections instead of one per connection per message, so timers,
+/// posts and completion tokens on the same io_context keep working.
+class LoopPoller : public asio::execution_context::service {
+public:
+  using key_type = LoopPoller;
+  static inline asio::execution_context::id id;
+  explicit LoopPoller(asio::execution_context& ctx);
+  ~LoopPoller() override;
+
+  /// Adds `fd` (non-blocking, owned by `client` until remove_and_close) to the
+  /// set. `keep` (the client's owner) stays alive while it is registered, so an
+  /// event never reaches a destroyed client. Returns epoll_ctl's error.
+  std::error_code add(int fd, PollClient& client, std::shared_ptr<void> keep);
+  /// Takes `fd` out of the set and closes it. No event reaches `client` after
+  /// this returns, not even one of the batch being dispatched; its owner is
+  /// released after the current handler (never inside a call of the client).
+  void remove_and_close(int fd, PollClient& client) noexcept;
+  /// Descriptors registered.
+  [[nodiscard]] std::size_t size() const noexcept { return count_; }
+
+private:
+  void shutdown() override;
+  void arm();
+  void dispatch();
+  void release_later(std::shared_ptr<void> keep);
+
+  static constexpr int batch_size = 64;
+  int epfd_ = -1;
+  std::unique_ptr<asio::posix::stream_descriptor> wait_;
+  bool waiting_ = false;
+  bool stopped_ = false;
+  std::size_t count_ = 0;
+  PollClient* head_ = nullptr;
+  std::array<epoll_event, batch_size> batch_{};
+  int batch_count_ = 0;  ///< events of the batch being dispatched (0: none)
+  std::vector<std::shared_ptr<void>> released_;
+  bool release_posted_ = false;
 };
 
 /// The library-wide io_context, run by a background thread started on first
 /// use and joined at exit.
 asio::io_context& default_io_context();
 
-/// The read buffer of the calling thread (64 KiB), shared by every plain TCP
+/// The read buffer of the calling thread (256 KiB), shared by every plain TCP
 /// connection whose loop runs on this thread: a read fills it and the bytes are
 /// consumed before the next read.
-std::span<std::byte> thread_read_buffer();
+inline constexpr std::size_t thread_read_buffer_size = std::size_t{256} << 10;
+namespace loop_tls {
+// Constant-initialised (no guard, no destructor): one load per access. The
+// buffer itself is owned by thread_read_buffer_slow()'s thread_local holder.
+inline thread_local std::byte* read_buffer = nullptr;
+// The time a batch of the poller started (epoch: none in progress).
+inline thread_local Clock::time_point batch_now{};
+}  // namespace loop_tls
+std::span<std::byte> thread_read_buffer_slow();
+inline std::span<std::byte> thread_read_buffer() {
+  if (loop_tls::read_buffer != nullptr) [[likely]]
+    return {loop_tls::read_buffer, thread_read_buffer_size};
+  return thread_read_buffer_slow();
+}
+
+/// Now, to the precision of a loop turn: inside a batch of the poller, the
+/// time the batch started (one clock read per batch, not per message).
+inline Clock::time_point loop_now() noexcept {
+  const auto t = loop_tls::batch_now;
+  return t != Clock::time_point{} ? t : Clock::now();
+}
 
 }  // namespace duplex::detail

@@ -137,7 +137,7 @@ struct ValidationState {
 struct ServerSessionOptions {
   std::string protocol;                            ///< negotiated subprotocol ("" if none)
   std::string extensions;                          ///< negotiated extensions answer ("" if none)
-  LoopSettings settings;                           ///< from the listener's options
+  std::shared_ptr<const LoopSettings> settings;    ///< the listener's, shared
   std::optional<protocol::DeflateParams> deflate;  ///< negotiated permessage-deflate
 };
 
@@ -145,6 +145,7 @@ enum class Phase : std::uint8_t { idle, connecting, open, closing, closed };
 
 class Session final : public std::enable_shared_from_this<Session>,
                       public TimerClient,
+                      private PollClient,
                       private protocol::ConnectionHandler {
 public:
   enum class Kind : std::uint8_t { message, stream };
@@ -174,7 +175,7 @@ public:
   auto read_config(F&& f) const {
     std::lock_guard lock(config_mutex_);
     if (config_) return f(*config_);
-    return f(cfg_.as_config());  // server role: the listener's settings
+    return f(cfg_->as_config());  // server role: the listener's settings
   }
   std::atomic<SocketMessageType> message_type{SocketMessageType::binary};
 
@@ -328,10 +329,23 @@ private:
   void become_open(std::span<const std::byte> leftover);
 
   // Data path [loop].
+  /// True once a plain TCP or Unix connection is open: its descriptor left
+  /// Asio for the loop's poller (fd_); a TLS connection stays in stream_.
+  [[nodiscard]] bool polled() const noexcept { return fd_ >= 0; }
+  [[nodiscard]] bool has_transport() const noexcept { return fd_ >= 0 || stream_; }
+  /// Moves an open plain connection's descriptor from Asio to the poller.
+  std::error_code to_poller();
+  /// Closes the connection's descriptor (TCP torn down at once).
+  void close_transport() noexcept;
+  /// Half-closes (TCP FIN); not for TLS.
+  void shutdown_send() noexcept;
+  void on_poll(std::uint32_t events) override;
   void start_reading();
+  /// Polled: one recv into the loop's buffer, or wait for the poller.
   void read_some();
-  void on_readable(std::error_code ec);
   void on_read(std::error_code ec, std::size_t n);
+  /// Polled: sends what write_rest() left, or waits for room.
+  void continue_write();
   void process(std::span<std::byte> data);
   void pump_sends();
   std::error_code send_one(SendKind kind, SocketMessageType type, std::span<const std::byte> data,
@@ -393,8 +407,11 @@ private:
   // information (never held together with another lock of the session).
   mutable std::mutex config_mutex_;
   std::unique_ptr<SessionConfig> config_;  ///< the controls; client role only
-  LoopSettings cfg_;                       ///< [loop] taken at connect
-  Info info_;                              ///< guarded by config_mutex_
+  /// [loop] Taken at connect (client) or shared with the listener (server);
+  /// never changed after: read from any thread under config_mutex_.
+  std::shared_ptr<const LoopSettings> cfg_ = default_settings();
+  static const std::shared_ptr<const LoopSettings>& default_settings();
+  Info info_;  ///< guarded by config_mutex_
 
   // Events: handlers run with events_mutex_ held (re-entered by a handler
   // that registers, revokes or destroys on the loop thread).
@@ -407,14 +424,21 @@ private:
 
   // [loop] connection.
   std::optional<protocol::Connection> conn_;
-  std::optional<transport::Stream> stream_;
+  std::unique_ptr<transport::Stream> stream_;  ///< until open (TLS: for good)
   std::unique_ptr<ConnectState> connecting_;
-  std::vector<std::byte> tls_buffer_;  ///< TLS connections read here (not shared)
-  bool reading_ = false;               ///< a read or wait is pending
-  bool read_paused_ = false;           ///< stream input full
-  bool out_paused_ = false;            ///< outbound data over its limit: not reading
-  bool resume_posted_ = false;         ///< maybe_resume_reading's handler is queued
-  bool in_process_ = false;            ///< inside conn_.receive: cork writes
+  std::vector<std::byte> tls_buffer_;   ///< TLS connections read here (not shared)
+  int fd_ = -1;                         ///< polled(): the descriptor, owned
+  std::span<const std::byte> wr_rest_;  ///< polled: the write waiting for room
+  std::size_t wr_done_ = 0;             ///< polled: bytes of it already sent
+  bool reading_ = false;                ///< a read or wait is pending
+  bool rd_hup_ = false;                 ///< polled: the peer's FIN or an error was reported
+  bool rd_wait_ = false;                ///< polled: waiting for input from the poller
+  bool wr_wait_ = false;                ///< polled: waiting for room from the poller
+  bool read_paused_ = false;            ///< stream input full
+  bool out_paused_ = false;             ///< outbound data over its limit: not reading
+  bool resume_posted_ = false;          ///< maybe_resume_reading's handler is queued
+  bool in_process_ = false;             ///< inside conn_.receive: cork writes
+  bool dispatching_ = false;            ///< process() holds events_mutex_ for the read
   bool flush_scheduled_ = false;
   bool writing_ = false;
   std::size_t inflight_ = 0;

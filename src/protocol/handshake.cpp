@@ -1,4 +1,5 @@
 // The RFC 6455 section 4 opening handshake: HTTP/1.1 header blocks in and out.
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <duplex/error.hpp>
@@ -336,8 +337,14 @@ bool is_absolute_form(std::string_view target) noexcept {
 
 bool iequals(std::string_view a, std::string_view b) noexcept {
   if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const char x = a[i];
+    const char y = b[i];
+    if (x == y) continue;
+    // Different bytes match only as the two cases of one ASCII letter.
+    const char lx = static_cast<char>(x | 0x20);
+    if (lx != static_cast<char>(y | 0x20) || lx < 'a' || lx > 'z') return false;
+  }
   return true;
 }
 
@@ -404,12 +411,47 @@ std::string generate_key() {
   return detail::base64_encode(std::span<const std::uint8_t>(bytes));
 }
 
+namespace {
+
+/// A SHA-1 context prepared once per thread. OpenSSL 3's one-shot SHA1()
+/// fetches the algorithm from its provider on every call (EVP_Q_digest):
+/// about 37,000 instructions, most of a handshake. The fetched algorithm is
+/// shared by the process (OpenSSL reference-counts it; it may be used from any
+/// thread) and each thread resets its own context.
+class Sha1 {
+public:
+  Sha1() : md_(EVP_MD_fetch(nullptr, "SHA1", nullptr)), ctx_(EVP_MD_CTX_new()) {
+    if (md_ == nullptr || ctx_ == nullptr) throw std::runtime_error("SHA-1: OpenSSL has no SHA1");
+  }
+  ~Sha1() {
+    EVP_MD_CTX_free(ctx_);
+    EVP_MD_free(md_);
+  }
+  Sha1(const Sha1&) = delete;
+  Sha1& operator=(const Sha1&) = delete;
+
+  /// The digest of a + b.
+  std::array<std::uint8_t, SHA_DIGEST_LENGTH> digest(std::string_view a, std::string_view b) {
+    std::array<std::uint8_t, SHA_DIGEST_LENGTH> out{};
+    unsigned int size = 0;
+    if (EVP_DigestInit_ex2(ctx_, md_, nullptr) != 1 ||
+        EVP_DigestUpdate(ctx_, a.data(), a.size()) != 1 ||
+        EVP_DigestUpdate(ctx_, b.data(), b.size()) != 1 ||
+        EVP_DigestFinal_ex(ctx_, out.data(), &size) != 1 || size != out.size())
+      throw std::runtime_error("SHA-1: OpenSSL digest failed");
+    return out;
+  }
+
+private:
+  EVP_MD* md_;
+  EVP_MD_CTX* ctx_;
+};
+
+}  // namespace
+
 std::string compute_accept(std::string_view key) {
-  std::string input;
-  input.reserve(key.size() + websocket_guid.size());
-  input.append(key).append(websocket_guid);
-  std::array<std::uint8_t, SHA_DIGEST_LENGTH> digest{};
-  SHA1(reinterpret_cast<const unsigned char*>(input.data()), input.size(), digest.data());
+  thread_local Sha1 sha1;
+  const auto digest = sha1.digest(key, websocket_guid);
   return detail::base64_encode(std::span<const std::uint8_t>(digest));
 }
 

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -111,15 +112,30 @@ struct AcceptedConnection {
 };
 
 /// One event loop: an io_context run by one thread, its handshakes and sweep.
+/// The io_context is the listener's own (run by the loop's thread) or, when
+/// `external`, one the application gave and runs.
 struct ListenerLoop {
-  explicit ListenerLoop(std::size_t i) : index(i) {}
+  explicit ListenerLoop(std::size_t i)
+      : index(i), owned_ctx(std::make_unique<asio::io_context>(1)), ctx(*owned_ctx) {
+    work.emplace(ctx.get_executor());
+  }
+  /// A loop on the application's `context`: no thread, no work guard (even a
+  /// guard made and released at once would stop a context without work).
+  ListenerLoop(std::size_t i, asio::io_context& context) : index(i), ctx(context), external(true) {}
 
   std::size_t index;
   HandshakeList handshakes;  // declared before ctx: outlives the handlers ctx destroys
-  asio::io_context ctx{1};
+  std::unique_ptr<asio::io_context> owned_ctx;  ///< null when external
+  asio::io_context& ctx;
+  /// The application's io_context: it owns and runs it; the listener only
+  /// posts to it and must leave no work in it once stopped.
+  bool external = false;
+  /// Set once stop() finished on an external loop: its timers are cancelled
+  /// and not armed again, so the application's run() can return.
+  bool quiet = false;
   /// Keeps run() going while the listener exists (also after stop(): the
-  /// sockets handed out still need their loop).
-  asio::executor_work_guard<asio::io_context::executor_type> work{ctx.get_executor()};
+  /// sockets handed out still need their loop). None when external.
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   asio::steady_timer sweep{ctx};          ///< handshake deadlines
   asio::steady_timer session_sweep{ctx};  ///< gives back the slots of ended sessions
   /// The sessions handed out on this loop (one weak reference each, 16 bytes),
@@ -153,7 +169,10 @@ std::size_t orphaned_loop_count();
 /// connections it handed out.
 class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
 public:
-  explicit ListenerImpl(WebSocketListenerOptions options);
+  /// `contexts` empty: options.threads loops of its own; else one loop on
+  /// each of the application's io_contexts (checked by WebSocketListener).
+  explicit ListenerImpl(WebSocketListenerOptions options,
+                        std::span<asio::io_context* const> contexts = {});
   ~ListenerImpl();
 
   // --- configuration (before the first listen) --------------------------------
@@ -164,6 +183,17 @@ public:
   // --- public operations (any thread) ------------------------------------------
   HostEndpoint listen(std::string_view address, std::uint16_t port);
   HostEndpoint listen_unix(const std::string& path);  // (unix_listener.cpp)
+  /// WebSocketListener::adopt, first step (listener_adopt.cpp): the loop for
+  /// a connection of the io_context `context` (that loop when it is one of
+  /// ours, else the next one round-robin); starts the loops if no listen()
+  /// did. Throws std::logic_error after stop().
+  ListenerLoop& adoption_loop(const asio::execution_context& context);
+  /// Second step: counts the connection (or refuses it as accept does) and
+  /// starts its handshake on `loop` at the validation of `request`. `tls`:
+  /// the connection's TLS stream, else `socket`; both on `loop`.
+  void adopt_connection(ListenerLoop& loop, transport::TcpSocket socket,
+                        std::unique_ptr<TlsServerStream> tls, protocol::HttpRequest request,
+                        std::string rest);
   std::uint16_t local_port() const;
   std::vector<HostEndpoint> local_endpoints() const;
   std::size_t connection_count() const noexcept { return connections_.load(); }
@@ -210,6 +240,11 @@ private:
   };
 
   void start_loops();
+  /// Whether a new connection gets a slot: `ok`; `busy` (over
+  /// max_connections: answered 503 once its request is read); `refuse`
+  /// (too many being refused already: close it at once).
+  enum class Admission : std::uint8_t { ok, busy, refuse };
+  Admission admit() noexcept;
   void accept_next(Acceptor& a);
   void on_accepted(ListenerLoop& loop, transport::TcpSocket socket, bool busy);
   void arm_sweep(ListenerLoop& loop);
@@ -222,8 +257,18 @@ private:
   /// (`posted` runs once every loop has it queued, before the wait).
   template <class F>
   void on_each_loop(F f, const std::function<void()>& posted = {});
+  /// Runs, on the calling thread, the ready handlers of every external loop
+  /// whose io_context is stopped (the application's run() returned): nothing
+  /// else would run what the listener posts there. Leaves it stopped.
+  void run_stopped_contexts();
+  /// Waits one drain interval while stop() waits for connections to close,
+  /// running stopped external io_contexts meanwhile.
+  void drain_wait();
 
   WebSocketListenerOptions options_;
+  /// The settings every session of this listener reads, shared (not copied
+  /// into each connection).
+  std::shared_ptr<const LoopSettings> session_settings_;
   std::shared_ptr<asio::ssl::context> tls_context_;
   WebSocketListener::HandshakeRequestedHandler on_handshake_;
   WebSocketListener::ConnectionReceivedHandler on_connection_;
@@ -252,5 +297,12 @@ public:
 /// `busy`: over max_connections, answer 503 once the request is read.
 void start_server_handshake(ListenerImpl& listener, ListenerLoop& loop, transport::TcpSocket socket,
                             bool busy);
+/// The same for a connection the application accepted and read `request`
+/// from (`rest`: bytes read past it): validation, hooks and the answer, as
+/// for start_server_handshake once the request is parsed. With `tls`, the
+/// connection is that stream (its TLS handshake done) and `socket` is unused.
+void start_adopted_handshake(ListenerImpl& listener, ListenerLoop& loop,
+                             transport::TcpSocket socket, std::unique_ptr<TlsServerStream> tls,
+                             protocol::HttpRequest request, std::string rest, bool busy);
 
 }  // namespace duplex::detail

@@ -72,6 +72,24 @@ public:
     read();
   }
 
+  /// A connection the application accepted and read the request of
+  /// (WebSocketListener::adopt): `tls` when it ran the TLS handshake itself,
+  /// `rest` the bytes it read past the header block. Goes on as if the
+  /// request had just been parsed here.
+  void start_adopted(std::unique_ptr<TlsServerStream> tls, protocol::HttpRequest request,
+                     std::string rest) {
+    const auto& options = listener_.options();
+    deadline = ListenerClock::now() + options.handshake_timeout;
+    loop_.handshakes.push_back(*this);
+    adopted_ = true;
+    tls_ = std::move(tls);
+    std::error_code ignored;
+    if (options.no_delay) socket().set_option(tcp::no_delay(true), ignored);
+    buf_ = std::move(rest);
+    used_ = buf_.size();
+    process(std::move(request), 0);
+  }
+
   void expire() noexcept override {
     loop_.handshakes.remove(*this);
     close();
@@ -80,7 +98,7 @@ public:
   bool stop() noexcept override {
     // A client whose request is on its way gets its 101 and then a 1001 close
     // frame (hand_over); one that sent nothing yet has nothing to answer.
-    if (answering_ || used_ > 0 || tls_) return false;
+    if (answering_ || used_ > 0 || tls_ || adopted_) return false;
     expire();
     return true;
   }
@@ -374,6 +392,7 @@ private:
   bool error_answer_ = false;
   bool answering_ = false;  ///< the 101 is being written
   bool handed_over_ = false;
+  bool adopted_ = false;  ///< accepted and read by the application
 };
 
 }  // namespace
@@ -409,6 +428,13 @@ void HandshakeList::remove(HandshakeEntry& e) noexcept {
 void start_server_handshake(ListenerImpl& listener, ListenerLoop& loop, transport::TcpSocket socket,
                             bool busy) {
   std::make_shared<ServerHandshake>(listener, loop, std::move(socket), busy)->start();
+}
+
+void start_adopted_handshake(ListenerImpl& listener, ListenerLoop& loop,
+                             transport::TcpSocket socket, std::unique_ptr<TlsServerStream> tls,
+                             protocol::HttpRequest request, std::string rest, bool busy) {
+  std::make_shared<ServerHandshake>(listener, loop, std::move(socket), busy)
+      ->start_adopted(std::move(tls), std::move(request), std::move(rest));
 }
 
 }  // namespace duplex::detail

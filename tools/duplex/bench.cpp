@@ -5,11 +5,16 @@
 // protocol core rather than through the task-per-operation public API: the
 // opening handshake is duplex's (build_client_request, parse_http_response,
 // validate_server_response), frames are written with write_frame_header and
-// masked with copy_masked, and echoes are parsed with parse_frame_header. One
-// thread runs one io_context; each connection waits for readability, reads into
-// one buffer shared by the loop, checks every echoed byte as it streams past
-// (no reassembly), tops its window back up to K messages and sends them in one
-// write (corking).
+// masked with copy_masked, and echoes are parsed with parse_frame_header.
+//
+// Nor does it go through Asio's per-socket reactor, whose operation objects
+// and re-arming cost more than the rest of a message: one thread owns one
+// epoll set, and each socket is registered once, edge-triggered, for reading
+// and writing, with a non-blocking connect. A readable event is one recv into
+// a buffer shared by the loop; every echoed byte is checked as it streams past
+// (no reassembly); the connection tops its window back up to K messages, and
+// all the frames made in that turn leave in one send (corking). A message
+// costs no allocation and no syscall of its own.
 #include "bench.hpp"
 #include "bench_fanout.hpp"
 #include "echo_service.hpp"
@@ -22,11 +27,16 @@
 #include <CLI/CLI.hpp>
 #include <asio.hpp>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cstdint>
@@ -210,7 +220,7 @@ void print_report(const BenchOptions& options, const Totals& t, const LatencyHis
 // so that a lost, repeated or reordered echo is caught.
 // 8 hex digits of `value` (lowest nibble first), a word at a time: this runs
 // twice per message.
-std::uint64_t hex8(std::uint32_t value) noexcept {
+[[gnu::always_inline]] inline std::uint64_t hex8(std::uint32_t value) noexcept {
   std::uint64_t x = value;
   x = (x | (x << 16)) & 0x0000FFFF0000FFFFull;
   x = (x | (x << 8)) & 0x00FF00FF00FF00FFull;
@@ -237,11 +247,73 @@ std::vector<std::byte> make_payload(std::size_t size) {
 
 class Bench;
 
-// One client connection: handshake, then a window of K messages in flight.
+// A connection's outgoing bytes. Frames made while a send is pending join the
+// unsent bytes and leave together (corking). The storage grows to the largest
+// burst once and is reused, so a message costs no allocation.
+class OutBuffer {
+public:
+  /// Room for `n` more bytes at the end; commit() says how many were written.
+  std::byte* prepare(std::size_t n) {
+    if (capacity_ - size_ < n) make_room(n);
+    return data_.get() + size_;
+  }
+  void commit(std::size_t n) noexcept { size_ += n; }
+  [[nodiscard]] std::span<const std::byte> pending() const noexcept {
+    return {data_.get() + sent_, size_ - sent_};
+  }
+  /// `n` bytes of pending() left in a send.
+  void consume(std::size_t n) noexcept {
+    sent_ += n;
+    if (sent_ == size_) sent_ = size_ = 0;
+  }
+  [[nodiscard]] bool empty() const noexcept { return sent_ == size_; }
+
+private:
+  void make_room(std::size_t n) {
+    // The unsent bytes move to the front first: after a short send the
+    // buffer is reused rather than grown.
+    if (sent_ != 0) {
+      std::memmove(data_.get(), data_.get() + sent_, size_ - sent_);
+      size_ -= sent_;
+      sent_ = 0;
+      if (capacity_ - size_ >= n) return;
+    }
+    std::size_t capacity = std::max({size_ + n, 2 * capacity_, std::size_t{256}});
+    auto fresh = std::make_unique_for_overwrite<std::byte[]>(capacity);
+    if (size_ != 0) std::memcpy(fresh.get(), data_.get(), size_);
+    data_ = std::move(fresh);
+    capacity_ = capacity;
+  }
+
+  std::unique_ptr<std::byte[]> data_;
+  std::size_t capacity_ = 0;
+  std::size_t size_ = 0;  // bytes written
+  std::size_t sent_ = 0;  // of which sent
+};
+
+std::error_code errno_code() noexcept {
+  return {errno, std::system_category()};
+}
+
+// One client connection: non-blocking connect, handshake, then a window of K
+// messages in flight. Its socket is registered once with the loop's epoll set,
+// edge-triggered for reading and writing; every event is answered with one
+// recv (more only when a read fills the buffer) and at most one send.
 class BenchConnection {
 public:
-  BenchConnection(Bench& bench, asio::io_context& ioc, std::size_t id);
-  void start(const tcp::resolver::results_type& endpoints);
+  BenchConnection(Bench& bench, std::size_t id);
+  ~BenchConnection();
+  BenchConnection(const BenchConnection&) = delete;
+  BenchConnection& operator=(const BenchConnection&) = delete;
+
+  void start();
+  /// The epoll events reported for the socket.
+  void on_event(std::uint32_t events);
+  /// The last read filled the buffer: the kernel may hold more, and an
+  /// edge-triggered socket will not say so again.
+  void on_read_later() {
+    if (!finished_) on_readable();
+  }
   void begin_load();
   void begin_close();
   void abort() noexcept;
@@ -249,37 +321,49 @@ public:
   [[nodiscard]] bool finished() const noexcept { return finished_; }
 
 private:
-  void on_connected(std::error_code ec);
-  void read_handshake();
-  void on_handshake_bytes(std::size_t n);
-  void wait_readable();
-  void on_readable(std::error_code ec);
+  void connect_to(std::size_t endpoint, std::error_code last);
+  void on_connected();
+  void on_readable();
+  void on_handshake_bytes(const std::byte* data, std::size_t n);
   void consume(std::byte* data, std::size_t n);
   void on_frame_header(const proto::FrameHeader& h);
   void on_payload(const std::byte* data, std::size_t n);
   void on_frame_end();
   void on_message_end();
+  /// Checks the whole echoes at the start of `data`, the usual content of a
+  /// read, and returns the bytes they take: it stops before anything else
+  /// (a split or fragmented frame, a control frame, an error), which
+  /// consume() then parses again one step at a time.
+  std::size_t consume_echoes(const std::byte* data, std::size_t n);
+  /// `count` more echoes are checked and counted.
+  void on_echoes(std::size_t count);
+  /// Queues messages until K are in flight, in one pass over the output buffer.
   void top_up();
   /// Queues one masked frame whose payload is `first` then `second`, masked
   /// as it is copied (a message's prefix spliced before the shared payload).
   void queue_frame(proto::Opcode op, std::span<const std::byte> first,
                    std::span<const std::byte> second = {});
+  /// Sends what is queued in one send(); what the kernel does not take waits
+  /// for EPOLLOUT.
   void flush();
   void fail(const char* what, std::error_code ec = {});
   void finish();
+  void close_socket() noexcept;
   void set_prefix(std::uint64_t seq) noexcept;
+  proto::MaskKey next_mask() noexcept;
 
   Bench& bench_;
-  tcp::socket socket_;
+  int fd_ = -1;
   std::size_t id_;
+  std::uint64_t id_hex_;      // the first 8 bytes of every message's prefix
+  std::size_t endpoint_ = 0;  // the address being connected to
   std::uint64_t rng_;
   // Handshake.
   std::string key_;
   std::string handshake_in_;
-  // Sending: frames queued while a write is in flight leave together next.
-  std::vector<std::byte> out_;
-  std::vector<std::byte> writing_;
-  bool write_in_flight_ = false;
+  // Sending.
+  OutBuffer out_;
+  bool send_blocked_ = false;  // the kernel took less than asked: wait for EPOLLOUT
   std::uint64_t next_send_ = 0;
   std::uint64_t next_receive_ = 0;
   std::size_t in_flight_ = 0;
@@ -294,17 +378,40 @@ private:
   std::uint64_t message_offset_ = 0;
   std::array<char, 16> prefix_{};   // expected first bytes of the message being received
   std::vector<std::byte> control_;  // payload of the control frame being received
+  bool started_ = false;
+  bool connecting_ = false;
   bool open_ = false;
   bool closing_ = false;
   bool finished_ = false;
+  bool hangup_ = false;  // the server shut its side: read on to the end of the stream
 };
 
+// An address to connect to, as the kernel takes it.
+struct Endpoint {
+  sockaddr_storage address{};
+  socklen_t size = 0;
+};
+
+// The wire engine: one thread, one epoll set for every connection, timers as
+// the epoll_wait timeout.
 class Bench {
 public:
   explicit Bench(BenchOptions options)
-      : options_(std::move(options)), payload_(make_payload(options_.size)) {
+      : options_(std::move(options)), payload_(make_payload(options_.size)), message_(payload_) {
     read_buffer_.resize(256 * 1024);
+    data_header_value_.opcode = options_.binary ? proto::Opcode::binary : proto::Opcode::text;
+    data_header_value_.masked = true;
+    data_header_value_.payload_length = options_.size;
+    data_header_size_ = proto::write_frame_header(
+        data_header_value_, std::span<std::byte, proto::max_frame_header_size>(
+                                data_header_.data(), proto::max_frame_header_size));
   }
+  ~Bench() {
+    connections_.clear();  // sockets before the epoll set
+    if (epoll_ >= 0) ::close(epoll_);
+  }
+  Bench(const Bench&) = delete;
+  Bench& operator=(const Bench&) = delete;
 
   int run();
   /// The first failure seen, for the exit message.
@@ -317,41 +424,81 @@ public:
   const std::vector<std::byte>& payload() const noexcept { return payload_; }
   std::span<std::byte> read_buffer() noexcept { return read_buffer_; }
   const proto::ClientHandshakeOptions& handshake() const noexcept { return handshake_; }
-  bool measuring() const noexcept { return measuring_; }
-  bool may_send() noexcept {
-    if (!measuring_) return false;
-    if (options_.messages != 0 && sent_ >= options_.messages) return false;
-    ++sent_;
-    return true;
+  const std::vector<Endpoint>& endpoints() const noexcept { return endpoints_; }
+  /// Registers `fd` once, edge-triggered, for reading and writing.
+  std::error_code watch(int fd, BenchConnection& c) noexcept {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.ptr = &c;
+    if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev) != 0) return errno_code();
+    return {};
   }
-  void on_echo(std::size_t bytes, std::optional<Clock::duration> rtt) noexcept {
-    ++received_;
+  void read_later(BenchConnection& c) { read_later_.push_back(&c); }
+  bool measuring() const noexcept { return measuring_; }
+  /// Claims up to `want` messages to send: fewer near the -n limit, none
+  /// once the load stopped.
+  std::size_t take_sends(std::size_t want) noexcept {
+    if (!measuring_) return 0;
+    if (options_.messages != 0) {
+      want = static_cast<std::size_t>(
+          std::min<std::uint64_t>(want, options_.messages > sent_ ? options_.messages - sent_ : 0));
+    }
+    sent_ += want;
+    return want;
+  }
+  /// The opcode of every message and echo.
+  proto::Opcode data_opcode() const noexcept { return data_header_value_.opcode; }
+  /// The header of every data frame, made once by write_frame_header with a
+  /// zero mask key (its last 4 bytes); padded to 16 bytes so that it is
+  /// copied as one block.
+  const std::array<std::byte, 16>& data_header() const noexcept { return data_header_; }
+  std::size_t data_header_size() const noexcept { return data_header_size_; }
+  /// The payload, into which each message's prefix is spliced before it is
+  /// masked into the output.
+  std::span<std::byte> message_scratch() noexcept { return message_; }
+  void on_round_trip(Clock::duration rtt) noexcept {
+    latency_.record(static_cast<std::uint64_t>(std::max<std::int64_t>(
+        0, std::chrono::duration_cast<std::chrono::nanoseconds>(rtt).count())));
+  }
+  void on_echoes(std::size_t count, std::uint64_t bytes) {
+    received_ += count;
     received_bytes_ += bytes;
-    if (rtt)
-      latency_.record(static_cast<std::uint64_t>(std::max<std::int64_t>(
-          0, std::chrono::duration_cast<std::chrono::nanoseconds>(*rtt).count())));
     if (options_.messages != 0 && received_ >= options_.messages) stop_load();
   }
   void on_open();
   void on_drained();
   void on_finished();
+  void on_closed() noexcept { --live_; }
   void on_failure(std::size_t id, const char* what, std::error_code ec);
   void start_next_connection();
 
 private:
+  static constexpr Clock::time_point never = Clock::time_point::max();
+
   void stop_load();
   void begin_closing();
-  void progress();
+  void progress(Clock::time_point now);
+  void on_deadline();
+  /// Fires the timers that are due; returns the epoll_wait timeout until the
+  /// next one in ms (-1: none).
+  int run_timers();
   void report(double seconds);
 
   BenchOptions options_;
-  asio::io_context ioc_{1};
-  tcp::resolver::results_type endpoints_;
+  int epoll_ = -1;
+  std::vector<Endpoint> endpoints_;
   proto::ClientHandshakeOptions handshake_;
   std::vector<std::byte> payload_;
+  std::vector<std::byte> message_;
+  proto::FrameHeader data_header_value_;
+  std::array<std::byte, 16> data_header_{};
+  std::size_t data_header_size_ = 0;
   std::vector<std::byte> read_buffer_;
   std::vector<std::unique_ptr<BenchConnection>> connections_;
+  std::vector<BenchConnection*> read_later_;
+  std::vector<BenchConnection*> reading_later_;
   std::size_t started_ = 0;
+  std::size_t live_ = 0;  // started and not yet closed
   std::size_t opened_ = 0;
   std::size_t finished_ = 0;
   std::size_t failures_ = 0;
@@ -366,9 +513,9 @@ private:
   Clock::time_point stop_;
   double cpu_start_ = 0;
   double cpu_stop_ = 0;
-  asio::steady_timer duration_timer_{ioc_};
-  asio::steady_timer progress_timer_{ioc_};
-  asio::steady_timer deadline_timer_{ioc_};
+  Clock::time_point duration_at_ = never;  // end of the load (or of the idle hold)
+  Clock::time_point progress_at_ = never;  // next progress line
+  Clock::time_point deadline_at_ = never;  // connections still open then are torn down
   bool show_progress_ = false;
   LatencyHistogram latency_;
   std::string first_error_;
@@ -376,49 +523,133 @@ private:
 
 // --- BenchConnection -------------------------------------------------------------
 
-BenchConnection::BenchConnection(Bench& bench, asio::io_context& ioc, std::size_t id)
-    : bench_(bench), socket_(ioc), id_(id), rng_(0x9E3779B97F4A7C15ull * (id + 1)) {
+BenchConnection::BenchConnection(Bench& bench, std::size_t id)
+    : bench_(bench),
+      id_(id),
+      id_hex_(hex8(static_cast<std::uint32_t>(id))),
+      rng_(0x9E3779B97F4A7C15ull * (id + 1)) {
   if (bench_.options().latency)
     sent_at_.resize(std::max<std::size_t>(1, bench.options().in_flight));
 }
 
-void BenchConnection::start(const tcp::resolver::results_type& endpoints) {
-  asio::async_connect(socket_, endpoints,
-                      [this](std::error_code ec, const tcp::endpoint&) { on_connected(ec); });
+BenchConnection::~BenchConnection() {
+  if (fd_ >= 0) ::close(fd_);
 }
 
-void BenchConnection::on_connected(std::error_code ec) {
-  if (ec) return fail("connect", ec);
-  socket_.set_option(tcp::no_delay(true), ec);
+void BenchConnection::start() {
+  started_ = true;
+  connect_to(0, make_error_code(std::errc::address_not_available));
+}
+
+// Tries the resolved addresses in turn, as asio::async_connect does.
+void BenchConnection::connect_to(std::size_t endpoint, std::error_code last) {
+  const auto& endpoints = bench_.endpoints();
+  for (; endpoint < endpoints.size(); ++endpoint) {
+    close_socket();
+    const Endpoint& to = endpoints[endpoint];
+    fd_ = ::socket(to.address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) {
+      last = errno_code();
+      continue;
+    }
+    int one = 1;
+    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int rc = ::connect(fd_, reinterpret_cast<const sockaddr*>(&to.address), to.size);
+    if (rc != 0 && errno != EINPROGRESS) {
+      last = errno_code();
+      continue;
+    }
+    if (auto ec = bench_.watch(fd_, *this)) {
+      last = ec;
+      continue;
+    }
+    endpoint_ = endpoint;
+    connecting_ = true;
+    if (rc == 0) on_connected();
+    return;
+  }
+  fail("connect", last);
+}
+
+void BenchConnection::close_socket() noexcept {
+  // Closing the descriptor also removes it from the epoll set.
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+void BenchConnection::on_event(std::uint32_t events) {
+  if (finished_) return;
+  if (connecting_) {
+    if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) == 0) return;
+    int error = 0;
+    socklen_t size = sizeof error;
+    if (::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &error, &size) != 0) error = errno;
+    if (error != 0) return connect_to(endpoint_ + 1, {error, std::system_category()});
+    on_connected();
+    // The request is sent; a response cannot have come yet, or it is read now.
+  }
+  if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) != 0) {
+    // No further edge follows the end of the stream, so after a hangup a
+    // short read does not mean that the reading is done.
+    if ((events & (EPOLLRDHUP | EPOLLHUP)) != 0) hangup_ = true;
+    on_readable();
+    if (finished_) return;
+  }
+  if ((events & EPOLLOUT) != 0 && send_blocked_) {
+    send_blocked_ = false;
+    flush();
+  }
+}
+
+void BenchConnection::on_connected() {
+  connecting_ = false;
   key_ = proto::generate_key();
-  auto request =
-      std::make_shared<std::string>(proto::build_client_request(bench_.handshake(), key_));
-  asio::async_write(socket_, asio::buffer(*request),
-                    [this, request](std::error_code wec, std::size_t) {
-                      if (wec) return fail("send handshake", wec);
-                      read_handshake();
-                    });
+  std::string request = proto::build_client_request(bench_.handshake(), key_);
+  std::memcpy(out_.prepare(request.size()), request.data(), request.size());
+  out_.commit(request.size());
+  flush();
 }
 
-void BenchConnection::read_handshake() {
-  socket_.async_wait(tcp::socket::wait_read, [this](std::error_code ec) {
-    if (ec) return fail("read handshake", ec);
-    auto buffer = bench_.read_buffer();
-    std::size_t n = socket_.read_some(asio::buffer(buffer.data(), buffer.size()), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) return read_handshake();
-    if (ec) return fail("read handshake", ec);
-    on_handshake_bytes(n);
-  });
-}
-
-void BenchConnection::on_handshake_bytes(std::size_t n) {
+void BenchConnection::on_readable() {
   auto buffer = bench_.read_buffer();
-  handshake_in_.append(reinterpret_cast<const char*>(buffer.data()), n);
+  // One recv drains the socket unless the buffer fills; after a few full
+  // buffers the rest waits for the next loop turn, so one connection cannot
+  // starve the others.
+  constexpr int max_reads = 4;
+  for (int round = 0; round < max_reads; ++round) {
+    ssize_t n = ::recv(fd_, buffer.data(), buffer.size(), 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      return fail(open_ ? "read" : "read handshake", errno_code());
+    }
+    if (n == 0) {
+      if (closing_) return finish();
+      return fail(open_ ? "server closed the TCP connection"
+                        : "read handshake: the server closed the TCP connection");
+    }
+    auto size = static_cast<std::size_t>(n);
+    if (open_) {
+      consume(buffer.data(), size);
+    } else {
+      on_handshake_bytes(buffer.data(), size);
+    }
+    if (finished_) return;
+    if (size < buffer.size() && !hangup_) break;
+    if (round + 1 == max_reads) bench_.read_later(*this);
+  }
+  if (!open_) return;
+  top_up();
+  flush();
+}
+
+void BenchConnection::on_handshake_bytes(const std::byte* data, std::size_t n) {
+  handshake_in_.append(reinterpret_cast<const char*>(data), n);
   proto::HttpResponse response;
   std::error_code ec;
   std::size_t used = proto::parse_http_response(handshake_in_, response, ec);
   if (ec) return fail("parse handshake response", ec);
-  if (used == 0) return read_handshake();
+  if (used == 0) return;
   proto::ClientHandshakeResult result;
   ec = proto::validate_server_response(response, key_, {}, result);
   if (ec) return fail("handshake", ec);
@@ -439,37 +670,17 @@ void BenchConnection::begin_load() {
   if (finished_) return;
   top_up();
   flush();
-  wait_readable();
-}
-
-void BenchConnection::wait_readable() {
-  socket_.async_wait(tcp::socket::wait_read, [this](std::error_code ec) { on_readable(ec); });
-}
-
-void BenchConnection::on_readable(std::error_code ec) {
-  if (finished_) return;
-  if (ec) return fail("wait", ec);
-  auto buffer = bench_.read_buffer();
-  // Drain what the kernel holds, a buffer at a time, then answer in one write.
-  for (int round = 0; round < 4; ++round) {
-    std::size_t n = socket_.read_some(asio::buffer(buffer.data(), buffer.size()), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) break;
-    if (ec == asio::error::eof) {
-      if (closing_) return finish();
-      return fail("server closed the TCP connection", ec);
-    }
-    if (ec) return fail("read", ec);
-    consume(buffer.data(), n);
-    if (finished_) return;
-    if (n < buffer.size()) break;
-  }
-  top_up();
-  flush();
-  wait_readable();
 }
 
 void BenchConnection::consume(std::byte* data, std::size_t n) {
   while (n != 0 && !finished_) {
+    if (!in_frame_ && spill_size_ == 0 && !in_message_) {
+      std::size_t used = consume_echoes(data, n);
+      if (finished_) return;
+      data += used;
+      n -= used;
+      if (n == 0) return;
+    }
     if (!in_frame_) {
       std::error_code ec;
       std::size_t used;
@@ -548,8 +759,61 @@ void BenchConnection::on_frame_header(const proto::FrameHeader& h) {
   }
 }
 
+std::size_t BenchConnection::consume_echoes(const std::byte* data, std::size_t n) {
+  const auto& payload = bench_.payload();
+  const std::size_t size = payload.size();
+  const proto::Opcode opcode = bench_.data_opcode();
+  std::size_t at = 0;
+  std::size_t count = 0;
+  proto::FrameHeader h;
+  std::error_code ec;
+  while (count < in_flight_ && !closing_) {
+    std::size_t used = proto::parse_frame_header(std::span(data + at, n - at), h, ec);
+    // RFC 6455 5.1, 5.2: an echo is unmasked, final, without reserved bits.
+    if (used == 0 || !h.fin || h.opcode != opcode || h.masked || h.rsv1 || h.rsv2 || h.rsv3 ||
+        h.payload_length != size || n - at - used < size) {
+      break;
+    }
+    const std::byte* echo = data + at + used;
+    const std::uint64_t seq = next_receive_ + count;
+    bool same;
+    if (size >= 16) {
+      std::uint64_t id_part;
+      std::uint64_t seq_part;
+      std::memcpy(&id_part, echo, 8);
+      std::memcpy(&seq_part, echo + 8, 8);
+      same = id_part == id_hex_ && seq_part == hex8(static_cast<std::uint32_t>(seq)) &&
+             (size == 16 || std::memcmp(echo + 16, payload.data() + 16, size - 16) == 0);
+    } else {
+      set_prefix(seq);
+      same = std::memcmp(echo, prefix_.data(), size) == 0;
+    }
+    if (!same) {
+      on_echoes(count);
+      fail("echo differs from the message sent");
+      return at;
+    }
+    at += used + size;
+    ++count;
+  }
+  if (count != 0) on_echoes(count);
+  return at;
+}
+
 void BenchConnection::set_prefix(std::uint64_t seq) noexcept {
-  make_prefix(id_, seq, prefix_);
+  std::uint64_t seq_hex = hex8(static_cast<std::uint32_t>(seq));
+  std::memcpy(prefix_.data(), &id_hex_, 8);
+  std::memcpy(prefix_.data() + 8, &seq_hex, 8);
+}
+
+proto::MaskKey BenchConnection::next_mask() noexcept {
+  rng_ ^= rng_ << 13;
+  rng_ ^= rng_ >> 7;
+  rng_ ^= rng_ << 17;
+  auto key_bits = static_cast<std::uint32_t>(rng_);
+  proto::MaskKey key;
+  std::memcpy(key.data(), &key_bits, 4);
+  return key;
 }
 
 void BenchConnection::on_payload(const std::byte* data, std::size_t n) {
@@ -602,27 +866,56 @@ void BenchConnection::on_message_end() {
   in_message_ = false;
   if (message_offset_ != bench_.payload().size())
     return fail("echo is shorter than the message sent");
-  std::optional<Clock::duration> rtt;
-  if (!sent_at_.empty()) rtt = Clock::now() - sent_at_[next_receive_ % sent_at_.size()];
-  ++next_receive_;
-  --in_flight_;
-  bench_.on_echo(bench_.payload().size(), rtt);
+  on_echoes(1);
+}
+
+void BenchConnection::on_echoes(std::size_t count) {
+  if (!sent_at_.empty()) {
+    Clock::time_point now = Clock::now();
+    for (std::size_t i = 0; i < count; ++i) {
+      bench_.on_round_trip(now - sent_at_[(next_receive_ + i) % sent_at_.size()]);
+    }
+  }
+  next_receive_ += count;
+  in_flight_ -= count;
+  bench_.on_echoes(count, count * bench_.payload().size());
   if (in_flight_ == 0 && !bench_.measuring()) bench_.on_drained();
 }
 
 void BenchConnection::top_up() {
-  const auto& payload = bench_.payload();
-  auto op = bench_.options().binary ? proto::Opcode::binary : proto::Opcode::text;
-  while (in_flight_ < bench_.options().in_flight && !closing_ && bench_.may_send()) {
+  if (closing_) return;
+  std::size_t want = bench_.options().in_flight - in_flight_;
+  if (want == 0) return;
+  std::size_t count = bench_.take_sends(want);
+  if (count == 0) return;
+  std::span<std::byte> message = bench_.message_scratch();
+  const std::size_t header_size = bench_.data_header_size();
+  const std::size_t frame_size = header_size + message.size();
+  const std::size_t head = std::min(prefix_.size(), message.size());
+  // One reservation for the batch; 16 more bytes because the header is
+  // copied as a 16-byte block.
+  std::byte* at = out_.prepare(count * frame_size + 16);
+  for (std::size_t i = 0; i < count; ++i, at += frame_size) {
     if (!sent_at_.empty()) sent_at_[next_send_ % sent_at_.size()] = Clock::now();
-    set_prefix(next_send_);
-    // The message's prefix replaces the first bytes of the shared payload.
-    const std::size_t head = std::min(prefix_.size(), payload.size());
-    queue_frame(op, std::span(reinterpret_cast<const std::byte*>(prefix_.data()), head),
-                std::span(payload).subspan(head));
+    // The message's prefix replaces the first bytes of the payload.
+    std::array<char, 16> prefix;
+    std::uint64_t seq_hex = hex8(static_cast<std::uint32_t>(next_send_));
+    std::memcpy(prefix.data(), &id_hex_, 8);
+    std::memcpy(prefix.data() + 8, &seq_hex, 8);
+    const proto::MaskKey mask = next_mask();
+    std::memcpy(at, bench_.data_header().data(), 16);
+    std::memcpy(at + header_size - mask.size(), mask.data(), mask.size());
+    std::span<std::byte> body(at + header_size, message.size());
+    if (head == message.size()) {
+      proto::copy_masked(body, std::as_bytes(std::span(prefix).first(head)), mask);
+    } else {
+      std::memcpy(message.data(), prefix.data(), head);
+      proto::copy_masked(body, message, mask);
+    }
     ++next_send_;
-    ++in_flight_;
   }
+  out_.commit(count * frame_size);
+  in_flight_ += count;
 }
 
 void BenchConnection::queue_frame(proto::Opcode op, std::span<const std::byte> first,
@@ -630,33 +923,36 @@ void BenchConnection::queue_frame(proto::Opcode op, std::span<const std::byte> f
   proto::FrameHeader h;
   h.opcode = op;
   h.masked = true;
-  rng_ ^= rng_ << 13;
-  rng_ ^= rng_ >> 7;
-  rng_ ^= rng_ << 17;
-  std::uint32_t key_bits = static_cast<std::uint32_t>(rng_);
-  std::memcpy(h.mask.data(), &key_bits, 4);
+  h.mask = next_mask();
   h.payload_length = first.size() + second.size();
-  std::array<std::byte, proto::max_frame_header_size> header;
-  std::size_t header_size = proto::write_frame_header(h, header);
-  std::size_t at = out_.size();
-  out_.resize(at + header_size + first.size() + second.size());
-  std::memcpy(out_.data() + at, header.data(), header_size);
-  std::byte* body = out_.data() + at + header_size;
+  // Header and masked payload go straight into the output buffer.
+  std::byte* at = out_.prepare(proto::max_frame_header_size + first.size() + second.size());
+  std::size_t header_size = proto::write_frame_header(
+      h, std::span<std::byte, proto::max_frame_header_size>(at, proto::max_frame_header_size));
+  std::byte* body = at + header_size;
   const std::size_t key_offset = proto::copy_masked(std::span(body, first.size()), first, h.mask);
   proto::copy_masked(std::span(body + first.size(), second.size()), second, h.mask, key_offset);
+  out_.commit(header_size + first.size() + second.size());
 }
 
 void BenchConnection::flush() {
-  if (write_in_flight_ || out_.empty() || finished_) return;
-  std::swap(out_, writing_);
-  write_in_flight_ = true;
-  asio::async_write(socket_, asio::buffer(writing_), [this](std::error_code ec, std::size_t) {
-    write_in_flight_ = false;
-    writing_.clear();
-    if (finished_) return;
-    if (ec) return fail("write", ec);
-    flush();
-  });
+  if (finished_ || connecting_ || send_blocked_ || out_.empty()) return;
+  auto data = out_.pending();
+  ssize_t n;
+  do {
+    n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      send_blocked_ = true;
+      return;
+    }
+    return fail(open_ ? "write" : "send handshake", errno_code());
+  }
+  out_.consume(static_cast<std::size_t>(n));
+  // A short send means the socket's buffer is full: EPOLLOUT follows when
+  // it drains, and frames made until then join the rest.
+  if (!out_.empty()) send_blocked_ = true;
 }
 
 void BenchConnection::begin_close() {
@@ -677,16 +973,16 @@ void BenchConnection::fail(const char* what, std::error_code ec) {
 void BenchConnection::finish() {
   if (finished_) return;
   finished_ = true;
-  std::error_code ignored;
-  socket_.close(ignored);
+  close_socket();
+  if (started_) bench_.on_closed();
   bench_.on_finished();
 }
 
 void BenchConnection::abort() noexcept {
   if (finished_) return;
   finished_ = true;
-  std::error_code ignored;
-  socket_.close(ignored);
+  close_socket();
+  if (started_) bench_.on_closed();
 }
 
 // --- Bench -------------------------------------------------------------------------
@@ -697,8 +993,20 @@ constexpr std::size_t max_connecting = 256;
 
 int Bench::run() {
   WsUrl url = parse_url(options_.url);
-  tcp::resolver resolver(ioc_);
-  endpoints_ = resolver.resolve(url.host, url.port);
+  {
+    // Name resolution, once, before the load: Asio's resolver.
+    asio::io_context ioc{1};
+    tcp::resolver resolver(ioc);
+    for (const auto& entry : resolver.resolve(url.host, url.port)) {
+      Endpoint e;
+      auto endpoint = entry.endpoint();
+      std::memcpy(&e.address, endpoint.data(), endpoint.size());
+      e.size = static_cast<socklen_t>(endpoint.size());
+      endpoints_.push_back(e);
+    }
+  }
+  epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_ < 0) throw std::system_error(errno_code(), "epoll_create1");
   bool default_port = url.port == "80";
   handshake_.host = url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host;
   if (!default_port) handshake_.host += ":" + url.port;
@@ -707,22 +1015,62 @@ int Bench::run() {
   start_ = stop_ = Clock::now();
 
   connections_.reserve(options_.connections);
+  read_later_.reserve(options_.connections);
+  reading_later_.reserve(options_.connections);
   for (std::size_t i = 0; i < options_.connections; ++i) {
-    connections_.push_back(std::make_unique<BenchConnection>(*this, ioc_, i));
+    connections_.push_back(std::make_unique<BenchConnection>(*this, i));
   }
   for (std::size_t i = 0; i < std::min(max_connecting, options_.connections); ++i) {
     start_next_connection();
   }
-  ioc_.run();
+  std::array<epoll_event, 256> events;
+  while (live_ != 0) {
+    int timeout = run_timers();
+    if (live_ == 0) break;
+    if (!read_later_.empty()) timeout = 0;
+    int n = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()), timeout);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw std::system_error(errno_code(), "epoll_wait");
+    }
+    for (int i = 0; i < n; ++i) {
+      static_cast<BenchConnection*>(events[i].data.ptr)->on_event(events[i].events);
+    }
+    if (!read_later_.empty()) {
+      std::swap(read_later_, reading_later_);
+      for (BenchConnection* c : reading_later_) c->on_read_later();
+      reading_later_.clear();
+    }
+  }
   double seconds = std::chrono::duration<double>(stop_ - start_).count();
   if (show_progress_) std::fprintf(stderr, "\r\033[K");
   report(seconds);
   return failures_ == 0 && opened_ == options_.connections ? 0 : 1;
 }
 
+int Bench::run_timers() {
+  if (duration_at_ == never && progress_at_ == never && deadline_at_ == never) return -1;
+  Clock::time_point now = Clock::now();
+  if (now >= duration_at_) {
+    duration_at_ = never;
+    stop_load();
+  }
+  if (now >= progress_at_) progress(now);
+  if (now >= deadline_at_) {
+    deadline_at_ = never;
+    on_deadline();
+  }
+  Clock::time_point next = std::min({duration_at_, progress_at_, deadline_at_});
+  if (next == never) return -1;
+  // Rounded up, so that the wait does not end just before the timer is due.
+  auto ms = std::chrono::ceil<std::chrono::milliseconds>(next - now).count();
+  return static_cast<int>(std::clamp<std::int64_t>(ms, 0, 60'000));
+}
+
 void Bench::start_next_connection() {
   if (started_ >= connections_.size() || stopped_) return;
-  connections_[started_++]->start(endpoints_);
+  ++live_;
+  connections_[started_++]->start();
 }
 
 void Bench::on_open() {
@@ -737,29 +1085,24 @@ void Bench::on_open() {
   start_ = Clock::now();
   cpu_start_ = thread_cpu_seconds();
   if (options_.messages == 0 || options_.in_flight == 0) {
-    duration_timer_.expires_after(std::chrono::duration_cast<Clock::duration>(
-        std::chrono::duration<double>(options_.duration)));
-    duration_timer_.async_wait([this](std::error_code ec) {
-      if (!ec) stop_load();
-    });
+    duration_at_ = start_ + std::chrono::duration_cast<Clock::duration>(
+                                std::chrono::duration<double>(options_.duration));
   }
-  if (show_progress_) progress();
+  if (show_progress_) progress_at_ = start_ + std::chrono::seconds(1);
   for (auto& c : connections_) c->begin_load();
   if (options_.in_flight == 0 && options_.messages != 0) stop_load();
 }
 
-void Bench::progress() {
-  progress_timer_.expires_after(std::chrono::seconds(1));
-  progress_timer_.async_wait([this](std::error_code ec) {
-    if (ec || !measuring_) return;
-    double t = std::chrono::duration<double>(Clock::now() - start_).count();
-    double rate = static_cast<double>(received_ - last_received_);
-    last_received_ = received_;
-    std::fprintf(stderr, "\r\033[K%6.1f s  %12.0f msg/s  %9.1f MB/s", t, rate,
-                 rate * static_cast<double>(options_.size) / 1e6);
-    std::fflush(stderr);
-    progress();
-  });
+void Bench::progress(Clock::time_point now) {
+  progress_at_ = never;
+  if (!measuring_) return;
+  double t = std::chrono::duration<double>(now - start_).count();
+  double rate = static_cast<double>(received_ - last_received_);
+  last_received_ = received_;
+  std::fprintf(stderr, "\r\033[K%6.1f s  %12.0f msg/s  %9.1f MB/s", t, rate,
+               rate * static_cast<double>(options_.size) / 1e6);
+  std::fflush(stderr);
+  progress_at_ = now + std::chrono::seconds(1);
 }
 
 void Bench::stop_load() {
@@ -768,24 +1111,24 @@ void Bench::stop_load() {
   measuring_ = false;
   stop_ = Clock::now();
   cpu_stop_ = thread_cpu_seconds();
-  duration_timer_.cancel();
-  progress_timer_.cancel();
+  duration_at_ = never;
+  progress_at_ = never;
   // Echoes still in flight come back before the close handshake starts;
   // whatever is left after 3 s is torn down.
-  deadline_timer_.expires_after(std::chrono::seconds(3));
-  deadline_timer_.async_wait([this](std::error_code ec) {
-    if (ec) return;
-    std::size_t stuck = 0;
-    for (auto& c : connections_) {
-      if (!c->finished()) ++stuck;
-      c->abort();
-    }
-    if (stuck != 0 && first_error_.empty()) {
-      first_error_ = std::to_string(stuck) + " connections did not finish closing within 3 s";
-      ++failures_;
-    }
-  });
+  deadline_at_ = stop_ + std::chrono::seconds(3);
   on_drained();
+}
+
+void Bench::on_deadline() {
+  std::size_t stuck = 0;
+  for (auto& c : connections_) {
+    if (!c->finished()) ++stuck;
+    c->abort();
+  }
+  if (stuck != 0 && first_error_.empty()) {
+    first_error_ = std::to_string(stuck) + " connections did not finish closing within 3 s";
+    ++failures_;
+  }
 }
 
 void Bench::on_drained() {
@@ -799,13 +1142,13 @@ void Bench::on_drained() {
 void Bench::begin_closing() {
   closing_ = true;
   for (auto& c : connections_) c->begin_close();
-  if (finished_ == connections_.size()) deadline_timer_.cancel();
+  if (finished_ == connections_.size()) deadline_at_ = never;
 }
 
 void Bench::on_finished() {
   ++finished_;
   if (finished_ == connections_.size()) {
-    deadline_timer_.cancel();
+    deadline_at_ = never;
     if (!stopped_) {
       stopped_ = true;
       stop_ = Clock::now();
@@ -838,7 +1181,7 @@ void Bench::report(double seconds) {
 }
 
 // `--api`: the same load through the public client, duplex::MessageWebSocket
-// (connect_async, send_async with a callback, the message_received event), all
+// (connect_async, send_async with its default task token, the message_received event), all
 // sockets on one io_context run by this thread. It measures what an
 // application gets from the API; the wire engine above measures the server.
 class ApiBench {
@@ -949,9 +1292,17 @@ private:
       if (!c.sent_at.empty()) c.sent_at[c.next_send % c.sent_at.size()] = Clock::now();
       ++c.next_send;
       ++c.in_flight;
-      c.ws.send_async(std::span<const std::byte>(c.message), [this, &c](std::error_code ec) {
-        if (ec && !c.closing) fail(c, "send", ec);
-      });
+      // The default token, as a handler would send: on the loop a send is done
+      // at once and its task is ready (no operation object); one that waits
+      // for room completes later through then().
+      auto sent = c.ws.send_async(std::span<const std::byte>(c.message));
+      if (sent.is_ready()) {
+        if (auto r = sent.get_result(); r.ec && !c.closing) fail(c, "send", r.ec);
+      } else {
+        sent.then([this, &c](std::error_code ec) {
+          if (ec && !c.closing) fail(c, "send", ec);
+        });
+      }
     }
   }
 

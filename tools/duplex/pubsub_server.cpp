@@ -22,6 +22,7 @@
 
 #include "common.hpp"
 #include "deflate_options.hpp"
+#include "server_metrics.hpp"
 
 namespace duplex::cli {
 namespace {
@@ -36,7 +37,36 @@ struct PubsubServerCommand {
   double stop_timeout = 5.0;
   double broker_timeout = 5.0;
   std::string slow = "drop";
+  std::string metrics_path;
 };
+
+// The registry's counters as Prometheus families, appended to the --metrics
+// page: what pubsub-server sends is counted there (one delivery per
+// subscriber a message is queued to), not per socket.
+std::string topic_families(const TopicRegistry& topics) {
+  const TopicStatistics st = topics.statistics();
+  std::string out;
+  metric_family(out, "duplex_topics", "gauge", "Topics with at least one subscriber.");
+  metric_sample(out, "duplex_topics", st.topics);
+  metric_family(out, "duplex_topic_subscriptions", "gauge", "(socket, topic) subscriptions.");
+  metric_sample(out, "duplex_topic_subscriptions", st.subscriptions);
+  metric_family(out, "duplex_topic_published_total", "counter",
+                "Messages published (from clients, and from the broker) that reached a loop.");
+  metric_sample(out, "duplex_topic_published_total", st.published);
+  metric_family(out, "duplex_topic_deliveries_total", "counter",
+                "Messages queued to a subscriber (the messages this server sent).");
+  metric_sample(out, "duplex_topic_deliveries_total", st.deliveries);
+  metric_family(out, "duplex_topic_dropped_total", "counter",
+                "Messages not queued to a slow subscriber (--slow drop).");
+  metric_sample(out, "duplex_topic_dropped_total", st.dropped);
+  metric_family(out, "duplex_topic_slow_closed_total", "counter",
+                "Subscribers closed by the slow-subscriber policy.");
+  metric_sample(out, "duplex_topic_slow_closed_total", st.slow_closed);
+  metric_family(out, "duplex_topic_not_relayed_total", "counter",
+                "Publishes the broker did not carry (local only or refused).");
+  metric_sample(out, "duplex_topic_not_relayed_total", st.not_relayed);
+  return out;
+}
 
 SlowSubscriberPolicy slow_policy(const std::string& s) {
   if (s == "drop") return SlowSubscriberPolicy::drop;
@@ -91,13 +121,25 @@ int run_pubsub_server(PubsubServerCommand& c) {
   std::unordered_map<MessageWebSocket*, std::shared_ptr<MessageWebSocket>> sockets;
   block_stop_signals();
   WebSocketListener listener(lo);
+  std::shared_ptr<ServerMetrics> metrics;
+  if (!c.metrics_path.empty()) {
+    metrics = std::make_shared<ServerMetrics>(false);
+    listener.http_requested(metrics_handler(c.metrics_path, listener, metrics,
+                                            [&topics] { return topic_families(topics); }));
+  }
   listener.connection_received([&](WebSocketListenerConnectionReceivedEventArgs& args) {
     auto ws = std::make_shared<MessageWebSocket>(args.take_message_websocket());
     const std::string topic(args.request().path());
-    ws->message_received([&topics, topic](MessageWebSocket& self, const auto& m) {
+    if (metrics) metrics->opened();
+    ws->message_received([&topics, topic, &metrics](MessageWebSocket& self, const auto& m) {
+      if (metrics) metrics->received(m.data().size(), true);
       topics.publish(topic, m.data(), m.message_type(), self);
     });
-    ws->closed([&](MessageWebSocket& self, const WebSocketClosedEventArgs&) {
+    ws->closed([&](MessageWebSocket& self, const WebSocketClosedEventArgs& closed) {
+      if (metrics) metrics->closed(closed.code(), static_cast<bool>(closed.error()));
+      // The socket is destroyed below, in this handler, so the registry's own
+      // closed handler (registered after this one) would not run: leave here.
+      topics.unsubscribe_all(self);
       std::shared_ptr<MessageWebSocket> last;
       std::lock_guard lock(mutex);
       auto it = sockets.find(&self);
@@ -182,6 +224,9 @@ void add_pubsub_server_command(CLI::App& app, int& exit_status) {
   cmd->add_option("--stop-timeout", c->stop_timeout,
                   "On SIGINT/SIGTERM, wait this many seconds for connections to close")
       ->capture_default_str();
+  cmd->add_option("--metrics", c->metrics_path,
+                  "Serve Prometheus metrics at this path over plain HTTP on the same port "
+                  "(e.g. /metrics; other plain HTTP requests get 404)");
   add_deflate_options(*cmd, c->deflate);
   cmd->callback([c, &exit_status] { exit_status = run_pubsub_server(*c); });
 }

@@ -26,18 +26,27 @@ void ServerMetrics::closed(std::uint16_t code, bool failed) {
   if (failed) ++failed_;
 }
 
-namespace {
-
-void family(std::string& out, const char* name, const char* type, const char* help) {
+void metric_family(std::string& out, const char* name, const char* type, const char* help) {
   out.append("# HELP ").append(name).append(" ").append(help).append("\n");
   out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
 }
 
-void sample(std::string& out, const char* name, std::uint64_t value, const char* label = nullptr,
-            const std::string& label_value = {}) {
+void metric_sample(std::string& out, const char* name, std::uint64_t value, const char* label,
+                   const std::string& label_value) {
   out.append(name);
   if (label) out.append("{").append(label).append("=\"").append(label_value).append("\"}");
   out.append(" ").append(std::to_string(value)).append("\n");
+}
+
+namespace {
+
+void family(std::string& out, const char* name, const char* type, const char* help) {
+  metric_family(out, name, type, help);
+}
+
+void sample(std::string& out, const char* name, std::uint64_t value, const char* label = nullptr,
+            const std::string& label_value = {}) {
+  metric_sample(out, name, value, label, label_value);
 }
 
 void by_status(std::string& out, const char* name, const std::map<int, std::uint64_t>& counts) {
@@ -64,14 +73,18 @@ std::string ServerMetrics::prometheus(const ListenerMetrics& listener) const {
   by_status(out, "duplex_http_requests_total", listener.http_answers);
   family(out, "duplex_messages_received_total", "counter", "WebSocket messages received.");
   sample(out, "duplex_messages_received_total", total(&Shard::messages_received));
-  family(out, "duplex_messages_sent_total", "counter", "WebSocket messages sent (queued).");
-  sample(out, "duplex_messages_sent_total", total(&Shard::messages_sent));
+  if (counts_sent_) {
+    family(out, "duplex_messages_sent_total", "counter", "WebSocket messages sent (queued).");
+    sample(out, "duplex_messages_sent_total", total(&Shard::messages_sent));
+  }
   family(out, "duplex_received_bytes_total", "counter",
          "WebSocket message payload bytes received (after decompression).");
   sample(out, "duplex_received_bytes_total", total(&Shard::bytes_received));
-  family(out, "duplex_sent_bytes_total", "counter",
-         "WebSocket message payload bytes sent (queued, before compression).");
-  sample(out, "duplex_sent_bytes_total", total(&Shard::bytes_sent));
+  if (counts_sent_) {
+    family(out, "duplex_sent_bytes_total", "counter",
+           "WebSocket message payload bytes sent (queued, before compression).");
+    sample(out, "duplex_sent_bytes_total", total(&Shard::bytes_sent));
+  }
   {
     std::lock_guard lock(close_mutex_);
     family(out, "duplex_closes_total", "counter",
@@ -98,7 +111,7 @@ std::string ServerMetrics::prometheus(const ListenerMetrics& listener) const {
 
 WebSocketListener::HttpRequestedHandler metrics_handler(
     std::string path, const WebSocketListener& listener,
-    std::shared_ptr<const ServerMetrics> metrics) {
+    std::shared_ptr<const ServerMetrics> metrics, std::function<std::string()> extra) {
   const bool valid = !path.empty() && path.front() == '/' &&
                      path.find_first_of("? \t\r\n") == std::string::npos &&
                      std::none_of(path.begin(), path.end(),
@@ -106,8 +119,8 @@ WebSocketListener::HttpRequestedHandler metrics_handler(
   if (!valid)
     throw std::invalid_argument(
         "--metrics: path must start with '/' and hold no '?', white space or control characters");
-  return [path = std::move(path), &listener, metrics = std::move(metrics)](
-             const HttpServerRequest& req, HttpServerResponse& res) {
+  return [path = std::move(path), &listener, metrics = std::move(metrics),
+          extra = std::move(extra)](const HttpServerRequest& req, HttpServerResponse& res) {
     if (req.path() != path) {
       res.status(404);
       return res.body("not found\n");
@@ -117,7 +130,9 @@ WebSocketListener::HttpRequestedHandler metrics_handler(
       res.add_header("Allow", "GET, HEAD");
       return res.body("method not allowed\n");
     }
-    res.body(metrics->prometheus(listener.metrics()), "text/plain; version=0.0.4; charset=utf-8");
+    std::string page = metrics->prometheus(listener.metrics());
+    if (extra) page += extra();
+    res.body(std::move(page), "text/plain; version=0.0.4; charset=utf-8");
   };
 }
 

@@ -1,13 +1,14 @@
 // server_metrics.hpp: what a CLI server counts about its WebSocket traffic, and
 // the Prometheus text page (with the listener's own counters) that its
 // `--metrics PATH` serves through the listener's http_requested handler. Shared
-// by the servers of the CLI (echo-server; a pub/sub server would use it too).
+// by the servers of the CLI (echo-server, pubsub-server).
 #pragma once
 
 #include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -23,6 +24,12 @@ namespace duplex::cli {
 /// Every member is thread-safe.
 class ServerMetrics {
 public:
+  /// `counts_sent`: the server calls sent() for what it sends; false for a
+  /// server whose sends are counted elsewhere (pubsub-server: the topic
+  /// registry's deliveries), so the page leaves out the sent families rather
+  /// than show zeros.
+  explicit ServerMetrics(bool counts_sent = true) noexcept : counts_sent_(counts_sent) {}
+
   /// A WebSocket connection was handed to the server.
   void opened() noexcept { bump(&Shard::opened, 1); }
   /// A piece of a message arrived; `complete`: it ended the message.
@@ -58,6 +65,7 @@ private:
   }
   [[nodiscard]] std::uint64_t total(std::atomic<std::uint64_t> Shard::*field) const noexcept;
 
+  bool counts_sent_;
   std::array<Shard, shard_count> shards_{};
   // Closes are once per connection, not per message: a map under a mutex.
   mutable std::mutex close_mutex_;
@@ -67,11 +75,20 @@ private:
 
 /// An http_requested handler that serves `metrics` and `listener`'s counters
 /// at `path` (GET or HEAD; 405 with `Allow: GET, HEAD` for other methods) and
-/// answers 404 elsewhere. `listener` must outlive the handler (it is the
-/// listener the handler is set on). Throws std::invalid_argument if `path`
-/// does not start with '/' or holds '?', white space or controls.
+/// answers 404 elsewhere. `extra`, when set, is called on each scrape (on the
+/// connection's loop, any loop) and its text, whole metric families in the
+/// same format, is appended to the page. `listener` must outlive the handler
+/// (it is the listener the handler is set on). Throws std::invalid_argument
+/// if `path` does not start with '/' or holds '?', white space or controls.
 WebSocketListener::HttpRequestedHandler metrics_handler(
     std::string path, const WebSocketListener& listener,
-    std::shared_ptr<const ServerMetrics> metrics);
+    std::shared_ptr<const ServerMetrics> metrics, std::function<std::string()> extra = {});
+
+/// Appends to `out` the HELP and TYPE lines of the family `name`.
+void metric_family(std::string& out, const char* name, const char* type, const char* help);
+/// Appends to `out` one sample `name{label="label_value"} value` (no label
+/// when `label` is null).
+void metric_sample(std::string& out, const char* name, std::uint64_t value,
+                   const char* label = nullptr, const std::string& label_value = {});
 
 }  // namespace duplex::cli
