@@ -25,6 +25,7 @@ WebErrorStatus status_of(error e) noexcept {
     case error::operation_aborted: return WebErrorStatus::operation_canceled;
     case error::connection_reset: return WebErrorStatus::connection_reset;
     case error::closed:
+    case error::reconnecting:
     case error::not_connected: return WebErrorStatus::disconnected;
     case error::dead_peer: return WebErrorStatus::connection_aborted;
     case error::host_not_resolved: return WebErrorStatus::host_name_not_resolved;
@@ -33,7 +34,8 @@ WebErrorStatus status_of(error e) noexcept {
     case error::certificate_rejected: return WebErrorStatus::certificate_is_invalid;
     case error::certificate_file_unusable: return WebErrorStatus::certificate_is_invalid;
     case error::already_connected:
-    case error::buffer_full: return WebErrorStatus::unknown;
+    case error::buffer_full:
+    case error::reconnect_queue_full: return WebErrorStatus::unknown;
     case error::unexpected_status: return WebErrorStatus::unexpected_status_code;
     case error::header_too_large:
     case error::handshake_refused: return WebErrorStatus::unexpected_server_error;

@@ -16,6 +16,21 @@ void MessageWebSocket::message_received(EventToken token) noexcept {
   if (session_) session_->remove_handler(token);
 }
 
+EventToken MessageWebSocket::reconnecting(ReconnectingHandler handler) {
+  if (!handler) throw std::invalid_argument("reconnecting: handler must not be empty");
+  return session_->add_reconnecting_handler(std::move(handler));
+}
+void MessageWebSocket::reconnecting(EventToken token) noexcept {
+  if (session_) session_->remove_handler(token);
+}
+EventToken MessageWebSocket::reconnected(ReconnectedHandler handler) {
+  if (!handler) throw std::invalid_argument("reconnected: handler must not be empty");
+  return session_->add_reconnected_handler(std::move(handler));
+}
+void MessageWebSocket::reconnected(EventToken token) noexcept {
+  if (session_) session_->remove_handler(token);
+}
+
 namespace detail {
 
 MessageWebSocket make_message_websocket(std::shared_ptr<Session> s) {

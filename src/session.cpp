@@ -19,6 +19,7 @@
 #include <duplex/protocol/close.hpp>
 #include <duplex/protocol/utf8.hpp>
 
+#include "detail/reconnect.hpp"
 #include "transport/tls.hpp"
 #include "transport/unix_socket.hpp"
 #include "transport/uri.hpp"
@@ -146,6 +147,7 @@ void Session::complete(Op& op, std::error_code ec, std::size_t n) {
 
 void Session::cancel_op(std::uint64_t id) {
   const auto aborted = make_error_code(error::operation_aborted);
+  if (reconnect_ && reconnect_cancel(id)) return;
   if (connecting_ && connecting_->op.id == id && connecting_->op) return connect_failed(aborted);
   if (input_ && input_->op.id == id && input_->op) {
     // Nothing of a read is on the wire: the socket stays usable.
@@ -219,6 +221,8 @@ void Session::remove_handler(EventToken t) noexcept {
   drop(message_handlers_);
   drop(closed_handlers_);
   drop(validation_handlers_);
+  drop(reconnecting_handlers_);
+  drop(reconnected_handlers_);
 }
 void Session::set_owner(void* owner) noexcept {
   EventMutex::Guard lock(events_mutex_);
@@ -237,9 +241,12 @@ void Session::detach() noexcept {
     drop(message_handlers_);
     drop(closed_handlers_);
     drop(validation_handlers_);
+    drop(reconnecting_handlers_);
+    drop(reconnected_handlers_);
   }
   try {
     run_on_loop([this] {
+      if (reconnect_) reconnect_detach();
       const auto aborted = make_error_code(error::operation_aborted);
       if (connecting_) return connect_failed(aborted);
       if (phase() == Phase::open || phase() == Phase::closing) fail(aborted);
@@ -340,6 +347,7 @@ void Session::do_connect(std::string uri, Op op) {
     std::lock_guard lock(config_mutex_);
     state->config = *config_;
   }
+  init_reconnect(uri, state->config);
   cfg_ = std::make_shared<const LoopSettings>(state->config);
   if (detached_) return complete(op, make_error_code(error::operation_aborted));
   phase_ = Phase::connecting;
@@ -591,6 +599,7 @@ void Session::connect_failed(std::error_code ec) {
   auto closes = std::move(close_ops_);
   close_ops_.clear();
   for (auto& c : closes) complete(c, close_ec);
+  if (reconnect_) reconnect_after_failed_attempt(ec);
 }
 
 void Session::become_open(std::span<const std::byte> leftover) {
@@ -626,6 +635,7 @@ void Session::become_open(std::span<const std::byte> leftover) {
     }
     self->start_reading();
   });
+  if (reconnect_) reconnect_on_open();
 }
 
 void Session::start_server(transport::Stream stream, std::span<const std::byte> leftover,
@@ -926,6 +936,7 @@ DUPLEX_HOT_INLINE std::optional<std::error_code> Session::send_now(SendKind kind
                                                                    std::span<const std::byte> data,
                                                                    bool compress) {
   if (phase() != Phase::open || conn_->close_sent()) [[unlikely]] {
+    if (reconnect_waiting()) return reconnect_send_now(kind);
     if (auto ec = send_state_error()) return ec;
   }
   if (!sends_.empty() || unsent() >= cfg_->outbound_buffer_size) return std::nullopt;
@@ -968,6 +979,7 @@ void Session::close_on_loop(std::uint16_t code, std::string reason) {
 }
 
 void Session::do_send(PendingSend p) {
+  if (reconnect_ && reconnect_take_send(p)) return;
   if (!p.stream_write) {
     if (auto ec = send_now(p.kind, p.type, p.view, p.compress)) return complete(p.op, *ec);
   } else {
@@ -1231,6 +1243,7 @@ void Session::finish(std::uint16_t code, std::string reason, std::error_code ec)
   asio::use_service<LoopTimers>(ex_.context()).release(*this);
   publish_stats();
   auto self = shared_from_this();
+  if (reconnect_ && reconnect_after_drop(ec)) return;
   const auto send_error = ec ? ec : make_error_code(error::closed);
   while (!sends_.empty()) {
     auto op = std::move(sends_.front().op);
@@ -1258,6 +1271,7 @@ void Session::finish(std::uint16_t code, std::string reason, std::error_code ec)
 // --- close -------------------------------------------------------------------------------------
 
 void Session::do_close(std::uint16_t code, std::string reason, Op op) {
+  if (reconnect_ && reconnect_take_close(op)) return;
   switch (phase()) {
     case Phase::idle: return complete(op, {});
     case Phase::connecting:
@@ -1616,6 +1630,9 @@ std::optional<std::error_code> try_send_now(Session& s, SendKind kind,
   if (kind == SendKind::whole && s.call_in_message_.load(std::memory_order_relaxed))
     s.check_frame_order(kind, SocketMessageType::binary, data);  // throws
   if (!s.on_loop_thread()) return std::nullopt;
+  if (kind != SendKind::whole) {
+    if (auto ec = s.reconnect_piece(kind)) return ec;
+  }
   const auto type = message_type_of(s, per_message);
   // The connection checks a text message's UTF-8 as it copies it (nothing is
   // queued when it fails); a bad argument then throws here, as at the call.

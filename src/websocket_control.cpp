@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "detail/reconnect.hpp"
 #include "detail/session.hpp"
 #include "transport/tls.hpp"
 #include "transport/uri.hpp"
@@ -230,6 +231,14 @@ void MessageWebSocketControl::partial_message_threshold(std::size_t bytes) {
   if (bytes == 0 || bytes > max_partial_message_threshold)
     throw std::invalid_argument("partial_message_threshold: must be 1..67108864 (64 MiB)");
   DUPLEX_SET(c.partial_message_threshold = bytes);
+}
+
+ReconnectOptions MessageWebSocketControl::reconnect() const {
+  DUPLEX_GET(c.reconnect);
+}
+void MessageWebSocketControl::reconnect(ReconnectOptions options) {
+  detail::check_reconnect_options(options);
+  DUPLEX_SET(c.reconnect = options);
 }
 
 #undef DUPLEX_GET

@@ -69,6 +69,13 @@ enum class error {
   /// The trusted CA file, client certificate or key set on the control could
   /// not be loaded at connect (changed since the setter checked it).
   certificate_file_unusable,
+  /// A send while an auto-reconnecting socket is disconnected, with
+  /// ReconnectSendPolicy::fail (or a frame send, under either policy).
+  reconnecting,
+  /// A send while an auto-reconnecting socket is disconnected, with
+  /// ReconnectSendPolicy::queue, when the queue is at its bound
+  /// (ReconnectOptions::max_queued_messages or max_queued_bytes).
+  reconnect_queue_full,
 };
 
 /// Groups of errors, for `ec == condition::protocol_violation` tests.

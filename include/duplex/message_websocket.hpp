@@ -114,7 +114,10 @@ public:
   /// for a utf8 message that is not valid UTF-8, and std::logic_error while a
   /// message sent in frames (send_nonfinal_frame_async) is unfinished (RFC
   /// 6455 5.4: messages do not interleave). Errors: not_connected,
-  /// closed (a close was sent or received), timed_out, operation_aborted.
+  /// closed (a close was sent or received), timed_out, operation_aborted;
+  /// with auto-reconnect (control().reconnect()) while disconnected:
+  /// reconnecting or reconnect_queue_full, by its send_policy (a queued send
+  /// completes when the reconnected connection takes it).
   /// Cancelling a send still waiting for room leaves the socket usable.
   template <class CompletionToken = UseTask>
   auto send_async(std::span<const std::byte> data, CompletionToken&& token = {}) {
@@ -230,6 +233,31 @@ public:
   EventToken message_received(MessageReceivedHandler handler);
   /// Revokes a message handler; an unknown or revoked token: nothing.
   void message_received(EventToken token) noexcept;
+
+  /// Handler of the reconnecting event: the socket, the attempt and its delay.
+  using ReconnectingHandler =
+      std::function<void(MessageWebSocket&, const WebSocketReconnectingEventArgs&)>;
+  /// Handler of the reconnected event: the socket and the attempt that worked.
+  using ReconnectedHandler =
+      std::function<void(MessageWebSocket&, const WebSocketReconnectedEventArgs&)>;
+
+  /// Registers a handler raised before each reconnect attempt (only with
+  /// control().reconnect().enable; see ReconnectOptions), on the socket's
+  /// loop, when the attempt's wait starts. A handler may call close() (or
+  /// destroy the socket) to stop reconnecting: the attempt is not made.
+  /// Throws std::invalid_argument for an empty handler.
+  EventToken reconnecting(ReconnectingHandler handler);
+  /// Revokes a reconnecting handler; an unknown or revoked token: nothing.
+  void reconnecting(EventToken token) noexcept;
+  /// Registers a handler raised when a reconnect attempt opened the
+  /// connection, on the socket's loop, before any message of the new
+  /// connection is delivered and before the sends queued while disconnected
+  /// leave: what it sends (send_async on the loop thread, as here) goes out
+  /// ahead of them. The place to resubscribe or authenticate again. Throws
+  /// std::invalid_argument for an empty handler.
+  EventToken reconnected(ReconnectedHandler handler);
+  /// Revokes a reconnected handler; an unknown or revoked token: nothing.
+  void reconnected(EventToken token) noexcept;
 
 private:
   friend MessageWebSocket detail::make_message_websocket(std::shared_ptr<detail::Session> s);

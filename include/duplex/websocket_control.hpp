@@ -87,6 +87,88 @@ enum class MessageWebSocketReceiveMode : std::uint8_t {
   partial_message,  ///< it fires for each piece as it arrives; is_message_complete() on the last
 };
 
+/// What a send does while an auto-reconnecting MessageWebSocket is
+/// disconnected (ReconnectOptions::send_policy). Under either policy, frame
+/// sends (send_nonfinal_frame_async, send_final_frame_async) fail with
+/// `error::reconnecting` while disconnected, and so do, after the reconnect,
+/// the remaining pieces of a message whose first pieces went with the lost
+/// connection, up to its final piece.
+enum class ReconnectSendPolicy : std::uint8_t {
+  /// The send completes at once with `error::reconnecting`.
+  fail,
+  /// The message is copied into a queue and leaves, in call order, once the
+  /// connection is back (after the reconnected handlers ran); its send
+  /// completes then, as any send does when its message enters the outbound
+  /// buffer. Over max_queued_messages or max_queued_bytes the send completes
+  /// at once with `error::reconnect_queue_full`. If the socket gives up or is
+  /// closed, queued sends complete with the error that ended it (the closed
+  /// event's), or `error::closed` after close(), `error::operation_aborted`
+  /// after destruction.
+  queue,
+};
+
+/// Automatic reconnection of a client MessageWebSocket (the Windows API has
+/// none; IXWebSocket's habit). Off by default. See docs/client.md.
+///
+/// When: after connect_async succeeded once, a connection that ends without
+/// the application asking is re-established to the same URI with the same
+/// settings, headers and handlers: when it is lost (reset, end of TCP without
+/// a close frame, keep-alive `dead_peer`, a timeout without the server's close
+/// frame: close code 1006), or when
+/// the server closes with 1001 (going away, e.g. a restart), 1011 (internal
+/// error), 1012 (service restart), 1013 (try again later) or 1014 (bad
+/// gateway). Never after close()/close_async() or destruction, never after
+/// the server's 1000 (normal), 1005 (no code) or any other code (1002, 1003,
+/// 1007, 1008, 1009, 1010, 3000-4999: what the server refused would be
+/// refused again), and never after a protocol error we found in the server's
+/// data. The first connect_async is not retried: it completes with its error.
+///
+/// Attempt n (1, 2, ... counted from each drop) waits
+/// d = min(max_delay, initial_delay * 2^(n-1)), less a random part: the delay
+/// is uniform in [d * (1 - jitter), d], at least 1 ms. A failed attempt (any
+/// connect error: refused, timed out, an HTTP status, TLS) leads to the next
+/// one; after max_attempts failed attempts (0: no limit) the socket gives up.
+///
+/// Events: `reconnecting` before each attempt, `reconnected` when one
+/// succeeds (its handlers run before any message of the new connection and
+/// before queued sends leave: resubscribe or authenticate there, and what
+/// they send goes first). `closed` fires once, when the socket is finally
+/// closed: after the application's close, after a close that is not
+/// reconnected, or when it gives up (code 1006, the last attempt's error).
+/// information() describes the current connection (its statistics start
+/// again at zero after a reconnect). A message accepted (send completed)
+/// before the drop but not delivered is not sent again: the library cannot
+/// know what the server received; use acknowledgements in your protocol for
+/// at-least-once delivery.
+struct ReconnectOptions {
+  /// Reconnect automatically (false by default: a dropped connection is
+  /// reported by the closed event, as on Windows).
+  bool enable = false;
+  /// Base delay of the first attempt; 500 ms: a restarting server is
+  /// usually back within a second, and a fast first retry rides a blip.
+  /// Must be > 0.
+  std::chrono::milliseconds initial_delay{500};
+  /// Cap of the delay; 30 s, so a long outage costs a connect every half
+  /// minute per client. Must be >= initial_delay.
+  std::chrono::milliseconds max_delay{30'000};
+  /// Fraction of the delay drawn at random, 0..1; 0.5 by default, so clients
+  /// dropped together by a server restart do not return in one wave.
+  double jitter = 0.5;
+  /// Failed attempts after one drop before the socket gives up; 0 (default):
+  /// no limit (until close() or destruction).
+  std::size_t max_attempts = 0;
+  /// Sends while disconnected: queued (default) or failed at once.
+  ReconnectSendPolicy send_policy = ReconnectSendPolicy::queue;
+  /// Bounds of the queue (send_policy queue): at most this many messages and
+  /// bytes of payload wait for the reconnect; 1024 and 1 MiB (the default
+  /// outbound buffer) by default. Both must be > 0 with the queue policy.
+  std::size_t max_queued_messages = 1024;
+  std::size_t max_queued_bytes = std::size_t{1} << 20;
+  /// Seed of the jitter's pseudo-random sequence; 0 (default): a random seed
+  /// per socket. A fixed seed makes the delays reproducible (tests).
+  std::uint64_t jitter_seed = 0;
+};
+
 /// Counters and rates of one connection (Windows: BandwidthStatistics, extended).
 struct BandwidthStatistics {
   std::uint64_t bytes_sent = 0;      ///< wire bytes written, frame headers included
@@ -263,6 +345,17 @@ public:
   static constexpr std::size_t max_partial_message_threshold = std::size_t{64} << 20;
   /// The default of partial_message_threshold (and of the listener's option).
   static constexpr std::size_t default_partial_message_threshold = std::size_t{64} << 10;
+
+  /// Automatic reconnection (ReconnectOptions; off by default). Client role
+  /// only; like the other settings, only before connect_async
+  /// (std::logic_error after, or on a server-role socket). Throws
+  /// std::invalid_argument naming the field and its rule: "reconnect:
+  /// initial_delay must be greater than zero", "reconnect: max_delay must be
+  /// at least initial_delay", "reconnect: jitter must be between 0 and 1",
+  /// "reconnect: max_queued_messages must be greater than zero with
+  /// ReconnectSendPolicy::queue" (and max_queued_bytes likewise).
+  [[nodiscard]] ReconnectOptions reconnect() const;
+  void reconnect(ReconnectOptions options);
 };
 
 /// Settings of a StreamWebSocket (Windows: StreamWebSocketControl). Messages of

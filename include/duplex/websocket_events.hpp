@@ -1,5 +1,6 @@
 // duplex/websocket_events.hpp: event registration tokens and the argument types
-// of the socket events (message received, closed, custom certificate validation).
+// of the socket events (message received, closed, reconnecting, reconnected,
+// custom certificate validation).
 //
 // Events follow C++/WinRT: `auto t = ws.closed(handler);` registers a handler and
 // returns a token; `ws.closed(t);` revokes it. Several handlers may be
@@ -7,6 +8,7 @@
 // a revoke returns, that handler does not start again.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -74,6 +76,40 @@ private:
   std::uint16_t code_;
   std::string reason_;
   std::error_code error_;
+};
+
+/// Arguments of MessageWebSocket::reconnecting (ReconnectOptions): raised
+/// before each reconnect attempt, when its wait starts.
+class WebSocketReconnectingEventArgs {
+public:
+  WebSocketReconnectingEventArgs(std::size_t attempt, std::chrono::milliseconds delay,
+                                 std::error_code error) noexcept
+      : attempt_(attempt), delay_(delay), error_(error) {}
+  /// 1 for the first attempt after a drop, then 2, 3, ...
+  [[nodiscard]] std::size_t attempt() const noexcept { return attempt_; }
+  /// How long the socket waits before this attempt (backoff with jitter).
+  [[nodiscard]] std::chrono::milliseconds delay() const noexcept { return delay_; }
+  /// Why the socket is disconnected: for attempt 1 what ended the connection
+  /// (connection_reset, dead_peer, timed_out...; `error::closed` when the
+  /// server closed with a code that is reconnected, such as 1001), then the
+  /// previous attempt's connect error. get_status() maps it.
+  [[nodiscard]] std::error_code error() const noexcept { return error_; }
+
+private:
+  std::size_t attempt_;
+  std::chrono::milliseconds delay_;
+  std::error_code error_;
+};
+
+/// Arguments of MessageWebSocket::reconnected: the connection is open again.
+class WebSocketReconnectedEventArgs {
+public:
+  explicit WebSocketReconnectedEventArgs(std::size_t attempt) noexcept : attempt_(attempt) {}
+  /// The attempt that succeeded (as in WebSocketReconnectingEventArgs).
+  [[nodiscard]] std::size_t attempt() const noexcept { return attempt_; }
+
+private:
+  std::size_t attempt_;
 };
 
 namespace detail {

@@ -68,6 +68,7 @@ struct SessionConfig {
       MessageWebSocketControl::default_partial_message_threshold;
   protocol::HttpHeaders request_headers;
   protocol::DeflateConfig deflate;  ///< permessage-deflate offer (off by default)
+  ReconnectOptions reconnect;       ///< auto-reconnect (message client only; off by default)
 };
 
 /// The settings the loop reads while a connection is open: a copy of the
@@ -258,6 +259,16 @@ public:
   }
   /// [loop] Starts the close handshake with `code` (no completion handler).
   void close_on_loop(std::uint16_t code, std::string reason);
+
+  // --- Auto-reconnect (src/reconnect.cpp; MessageWebSocket client only) -------------
+  using ReconnectingFn = MessageWebSocket::ReconnectingHandler;
+  using ReconnectedFn = MessageWebSocket::ReconnectedHandler;
+  EventToken add_reconnecting_handler(ReconnectingFn f);
+  EventToken add_reconnected_handler(ReconnectedFn f);
+  /// [loop] A frame send (kind nonfinal or final) of a message whose head was
+  /// lost with a dropped connection: `error::reconnecting` (a final piece ends
+  /// that message); nullopt otherwise.
+  std::optional<std::error_code> reconnect_piece(SendKind kind);
 
   /// Server role: adopt an accepted, handshaken stream and start reading
   /// (after the current handler returns). `leftover` is what followed the
@@ -466,6 +477,44 @@ private:
     std::span<std::byte> buffer;  ///< its buffer
   };
   std::unique_ptr<StreamInput> input_;
+
+  // Auto-reconnect [loop] (src/reconnect.cpp, detail/reconnect.hpp). The
+  // session ends its connection as usual (finish, connect_failed); these
+  // hooks then decide whether it connects again instead of closing for good.
+  struct Reconnect;
+  std::unique_ptr<Reconnect> reconnect_;  ///< null unless ReconnectOptions::enable
+  std::vector<std::pair<std::uint64_t, std::shared_ptr<const ReconnectingFn>>>
+      reconnecting_handlers_;  ///< guarded by events_mutex_
+  std::vector<std::pair<std::uint64_t, std::shared_ptr<const ReconnectedFn>>>
+      reconnected_handlers_;  ///< guarded by events_mutex_
+  /// do_connect: makes reconnect_ when the options ask for it.
+  void init_reconnect(const std::string& uri, const SessionConfig& config);
+  /// finish: true when the lost connection is re-established instead (the
+  /// closed event then waits).
+  bool reconnect_after_drop(std::error_code ec);
+  /// connect_failed: the next attempt, or giving up.
+  void reconnect_after_failed_attempt(std::error_code ec);
+  /// become_open: after a reconnect, the reconnected event, then the queue.
+  void reconnect_on_open();
+  /// send_now while reconnecting: nullopt (queue it) or the error.
+  std::optional<std::error_code> reconnect_send_now(SendKind kind) const;
+  /// do_send: true when the send was queued or failed for the reconnect.
+  bool reconnect_take_send(PendingSend& p);
+  /// do_close: no reconnect after this; true when it closed a socket that
+  /// was reconnecting (the op is then complete).
+  bool reconnect_take_close(Op& op);
+  /// cancel_op: true when `id` was a queued send (now complete, aborted).
+  bool reconnect_cancel(std::uint64_t id);
+  /// detach: no reconnect after this; queued sends complete as aborted.
+  void reconnect_detach();
+  [[nodiscard]] bool reconnect_waiting() const noexcept;
+  [[nodiscard]] bool should_reconnect(std::error_code ec) const;
+  void schedule_reconnect();
+  void start_reconnect_attempt();
+  void reset_for_reconnect();
+  void reconnect_give_up(std::error_code ec);
+  void enqueue_for_reconnect(PendingSend p);
+  void fail_reconnect_queue(std::error_code ec);
 
   // Deadlines [loop]; max() when unset.
   Clock::time_point connect_deadline_ = Clock::time_point::max();

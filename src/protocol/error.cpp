@@ -53,6 +53,8 @@ const char* describe(error e) noexcept {
       return "server certificate rejected by the validation handler";
     case error::certificate_file_unusable:
       return "the trusted CA file, client certificate or key cannot be loaded";
+    case error::reconnecting: return "the connection dropped and is being re-established";
+    case error::reconnect_queue_full: return "the queue of sends waiting for the reconnect is full";
   }
   return "unknown duplex error";
 }

@@ -95,7 +95,10 @@ public:
   /// While connect_async (or, for a socket from a listener, its opening) is
   /// still in progress, the close frame is sent as soon as the socket opens.
   /// A StreamWebSocket's unread input is dropped, and reading goes on to find
-  /// the peer's close frame.
+  /// the peer's close frame. A MessageWebSocket that is reconnecting
+  /// (MessageWebSocketControl::reconnect) stops at once: no attempt follows,
+  /// its queued sends complete with `error::closed`, and the closed event
+  /// fires (1006, the last connection error).
   void close(std::uint16_t code = 1000, std::string_view reason = {});
   /// Like close(), completing when the connection is closed (peer's close
   /// frame received and TCP closed, or failed after close_timeout():
@@ -118,8 +121,11 @@ public:
                                            });
   }
 
-  /// Registers a handler for the end of the connection (once). Throws
-  /// std::invalid_argument for an empty handler.
+  /// Registers a handler for the end of the connection (once). With
+  /// auto-reconnect (MessageWebSocketControl::reconnect) it fires once for
+  /// the socket, when it is closed for good: a drop that is reconnected
+  /// raises `reconnecting` instead. Throws std::invalid_argument for an
+  /// empty handler.
   EventToken closed(ClosedHandler handler);
   /// Revokes a closed handler; an unknown or revoked token: nothing.
   void closed(EventToken token) noexcept;
