@@ -208,7 +208,8 @@ void Session::reset_for_reconnect() {
   wr_rest_ = {};
   wr_done_ = 0;
   reading_ = rd_hup_ = rd_wait_ = wr_wait_ = false;
-  read_paused_ = out_paused_ = resume_posted_ = in_process_ = dispatching_ = false;
+  read_paused_ = out_paused_ = resume_posted_ = in_process_ = dispatching_ = prebuilt_pending_ =
+      false;
   flush_scheduled_ = writing_ = false;
   inflight_ = 0;
   closed_raised_ = false;
