@@ -538,13 +538,16 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
         rd_in_payload_ = false;
         if (!handle_control(std::span<const std::byte>(chunk, take), handler)) return;
       } else {
-        std::memcpy(rd_control_.data() + rd_control_size_, chunk, take);
+        if (!rd_control_)
+          rd_control_ = std::make_unique<std::array<std::byte, max_control_payload>>();
+        std::memcpy(rd_control_->data() + rd_control_size_, chunk, take);
         rd_control_size_ = static_cast<std::uint8_t>(rd_control_size_ + take);
         if (frame_done) {
           rd_in_payload_ = false;
           const std::size_t n = rd_control_size_;
           rd_control_size_ = 0;
-          if (!handle_control(std::span<const std::byte>(rd_control_.data(), n), handler)) return;
+          const auto control = std::move(rd_control_);
+          if (!handle_control(std::span<const std::byte>(control->data(), n), handler)) return;
         }
       }
       continue;

@@ -295,7 +295,9 @@ private:
   bool rd_compressed_ = false;  ///< the current data message had RSV1
   bool rd_done_ = false;        ///< close received or connection failed: ignore input
   std::array<std::byte, max_frame_header_size> rd_spill_{};
-  std::array<std::byte, max_control_payload> rd_control_{};
+  /// A control payload split across reads (rare: allocated for it, freed
+  /// once handled, so an idle connection holds no 125 bytes for it).
+  std::unique_ptr<std::array<std::byte, max_control_payload>> rd_control_;
   Utf8Validator rd_utf8_;
   /// Reassembly buffer (full mode); partial mode: bytes gathered for the next
   /// piece (less than the threshold between calls).
