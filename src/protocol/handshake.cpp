@@ -63,10 +63,6 @@ std::string_view trim_ows(std::string_view s) noexcept {
   return s;
 }
 
-char ascii_lower(char c) noexcept {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
 // A field value we write: value characters only, and no white space at either
 // end (a parser trims it, so it would not survive the trip).
 bool is_valid_value(std::string_view v) noexcept {
