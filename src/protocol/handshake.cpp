@@ -409,20 +409,24 @@ std::string generate_key() {
 
 namespace {
 
-/// A SHA-1 context prepared once per thread. OpenSSL 3's one-shot SHA1()
-/// fetches the algorithm from its provider on every call (EVP_Q_digest):
-/// about 37,000 instructions, most of a handshake. The fetched algorithm is
-/// shared by the process (OpenSSL reference-counts it; it may be used from any
-/// thread) and each thread resets its own context.
+/// SHA-1 as OpenSSL's provider implements it, fetched once for the process
+/// and kept until exit. OpenSSL 3's one-shot SHA1() fetches the algorithm on
+/// every call (EVP_Q_digest): about 37,000 instructions, most of a handshake.
+/// Never freed: the last reference's release destroys its lock, and a thread
+/// exiting could do that while another thread takes a reference.
+const EVP_MD* sha1_algorithm() {
+  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA1", nullptr);
+  if (md == nullptr) throw std::runtime_error("SHA-1: OpenSSL has no SHA1");
+  return md;
+}
+
+/// A SHA-1 context prepared once per thread (reset for each digest).
 class Sha1 {
 public:
-  Sha1() : md_(EVP_MD_fetch(nullptr, "SHA1", nullptr)), ctx_(EVP_MD_CTX_new()) {
-    if (md_ == nullptr || ctx_ == nullptr) throw std::runtime_error("SHA-1: OpenSSL has no SHA1");
+  Sha1() : ctx_(EVP_MD_CTX_new()) {
+    if (ctx_ == nullptr) throw std::runtime_error("SHA-1: out of memory");
   }
-  ~Sha1() {
-    EVP_MD_CTX_free(ctx_);
-    EVP_MD_free(md_);
-  }
+  ~Sha1() { EVP_MD_CTX_free(ctx_); }
   Sha1(const Sha1&) = delete;
   Sha1& operator=(const Sha1&) = delete;
 
@@ -430,7 +434,7 @@ public:
   std::array<std::uint8_t, SHA_DIGEST_LENGTH> digest(std::string_view a, std::string_view b) {
     std::array<std::uint8_t, SHA_DIGEST_LENGTH> out{};
     unsigned int size = 0;
-    if (EVP_DigestInit_ex2(ctx_, md_, nullptr) != 1 ||
+    if (EVP_DigestInit_ex2(ctx_, sha1_algorithm(), nullptr) != 1 ||
         EVP_DigestUpdate(ctx_, a.data(), a.size()) != 1 ||
         EVP_DigestUpdate(ctx_, b.data(), b.size()) != 1 ||
         EVP_DigestFinal_ex(ctx_, out.data(), &size) != 1 || size != out.size())
@@ -439,7 +443,6 @@ public:
   }
 
 private:
-  EVP_MD* md_;
   EVP_MD_CTX* ctx_;
 };
 
