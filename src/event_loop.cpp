@@ -139,14 +139,14 @@ void LoopTimers::shutdown() {
   clients_.clear();
 }
 
-void LoopTimers::push(Entry e) {
-  e.raw->timer_index_ = static_cast<std::uint32_t>(clients_.size());
-  clients_.push_back(std::move(e));
+void LoopTimers::push(std::weak_ptr<TimerClient> weak, TimerClient& client) {
+  client.timer_index_ = static_cast<std::uint32_t>(clients_.size());
+  clients_.push_back(std::move(weak));
 }
 
 void LoopTimers::schedule(const std::shared_ptr<TimerClient>& client, Clock::time_point deadline) {
   if (stopped_) return;
-  if (client->timer_index_ == TimerClient::not_registered) push({client, client.get()});
+  if (client->timer_index_ == TimerClient::not_registered) push(client, *client);
   if (in_sweep_)
     sweep_min_ = std::min(sweep_min_, deadline);
   else if (deadline < armed_)
@@ -160,7 +160,7 @@ void LoopTimers::release(TimerClient& client) {
   if (i + std::size_t{1} != clients_.size()) {
     // The last entry takes its place (its client, if still alive, learns it).
     clients_[i] = std::move(clients_.back());
-    if (auto moved = clients_[i].weak.lock()) moved->timer_index_ = i;
+    if (auto moved = clients_[i].lock()) moved->timer_index_ = i;
   }
   clients_.pop_back();
   if (clients_.empty() && armed_ != Clock::time_point::max()) {
@@ -186,13 +186,13 @@ void LoopTimers::on_timer() {
   auto next = Clock::time_point::max();
   scratch_.swap(clients_);
   clients_.clear();
-  for (auto& e : scratch_) {
-    auto c = e.weak.lock();
+  for (auto& w : scratch_) {
+    auto c = w.lock();
     if (!c) continue;
     c->timer_index_ = TimerClient::not_registered;
     auto d = c->on_deadline(now);
     if (d != Clock::time_point::max()) {
-      if (c->timer_index_ == TimerClient::not_registered) push(std::move(e));
+      if (c->timer_index_ == TimerClient::not_registered) push(std::move(w), *c);
       next = std::min(next, d);
     }
   }

@@ -796,7 +796,7 @@ void Session::on_read(std::error_code ec, std::size_t n) {
       polled() ? thread_read_buffer().first(n) : std::span<std::byte>(tls_buffer_.data(), n);
   // Read again at once when more is likely waiting: the buffer was filled,
   // or the peer's FIN came with this data (edge-triggered: no new event for it).
-  const bool full = polled() && (n == thread_read_buffer().size() || rd_hup_);
+  const bool full = polled() && (n == thread_read_buffer_size || rd_hup_);
   // Handlers may drop the last outside reference. A polled session is kept
   // by its registration, released only after the current handler: no copy.
   std::shared_ptr<Session> self;

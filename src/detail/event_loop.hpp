@@ -60,16 +60,12 @@ private:
 
   std::unique_ptr<asio::steady_timer> timer_;
   Clock::time_point armed_ = Clock::time_point::max();
-  /// A registered client: `raw` is its address while `weak` lives (release()
+  /// Registers `client` (held by `weak`) at the end of the list; release()
   /// finds a client by its index, in constant time: a close storm of n
-  /// connections is not n^2).
-  struct Entry {
-    std::weak_ptr<TimerClient> weak;
-    TimerClient* raw;
-  };
-  void push(Entry e);
-  std::vector<Entry> clients_;
-  std::vector<Entry> scratch_;
+  /// connections is not n^2.
+  void push(std::weak_ptr<TimerClient> weak, TimerClient& client);
+  std::vector<std::weak_ptr<TimerClient>> clients_;
+  std::vector<std::weak_ptr<TimerClient>> scratch_;
   bool in_sweep_ = false;
   Clock::time_point sweep_min_ = Clock::time_point::max();
   bool stopped_ = false;
@@ -118,8 +114,6 @@ public:
   /// this returns, not even one of the batch being dispatched; its owner is
   /// released after the current handler (never inside a call of the client).
   void remove_and_close(int fd, PollClient& client) noexcept;
-  /// Descriptors registered.
-  [[nodiscard]] std::size_t size() const noexcept { return count_; }
 
 private:
   void shutdown() override;
