@@ -50,6 +50,19 @@ def curl(args, timeout):
     return r.returncode, status, body
 
 
+def scrape_until(base, timeout, settled):
+    """Scrapes until settled(values) or the deadline; returns (status, values, scrapes)."""
+    deadline = time.monotonic() + timeout
+    scrapes = 0
+    while True:
+        rc, status, page = curl([base + "/metrics"], timeout)
+        scrapes += 1
+        values = parse(page) if rc == 0 and status == "200" else {}
+        if settled(values) or time.monotonic() > deadline:
+            return status, values, scrapes
+        time.sleep(0.05)
+
+
 def raw_exchange(port, request, timeout):
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(request)
@@ -116,20 +129,13 @@ def main():
 
         # The closed events and the slots of closed connections are counted
         # shortly after the clients see their close: scrape until they are.
-        deadline = time.monotonic() + args.timeout
-        scrapes = 0
-        while True:
-            rc, status, page = curl([base + "/metrics"], args.timeout)
-            scrapes += 1
-            values = parse(page) if rc == 0 and status == "200" else {}
-            settled = (values.get(("duplex_closes_total", "4001")) == 1
-                       and values.get(("duplex_closes_total", "1000")) == 1
-                       and values.get("duplex_connections_open") == 1
-                       and sum(v for k, v in values.items()
-                               if k[0] == "duplex_loop_handshake_errors_total") == 1)
-            if settled or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        status, values, scrapes = scrape_until(
+            base, args.timeout,
+            lambda v: (v.get(("duplex_closes_total", "4001")) == 1
+                       and v.get(("duplex_closes_total", "1000")) == 1
+                       and v.get("duplex_connections_open") == 1
+                       and sum(n for k, n in v.items()
+                               if k[0] == "duplex_loop_handshake_errors_total") == 1))
         check("scrape answered 200", status, "200")
         check("open connections (the scrape's own)", values.get("duplex_connections_open"), 1)
         check("connections opened", values.get("duplex_connections_opened_total"), 2)

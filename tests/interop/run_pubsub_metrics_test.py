@@ -21,45 +21,12 @@ import select
 import signal
 import subprocess
 import sys
-import time
 
 import websockets
 
-SAMPLE = re.compile(r'^([a-z_]+)(?:\{([a-z]+)="([^"]*)"\})? (\d+)$')
-
-
-def parse(page):
-    """{name: value} and {(name, label_value): value} of a Prometheus text page."""
-    values = {}
-    for line in page.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = SAMPLE.match(line)
-        if not m:
-            raise ValueError(f"not a sample line: {line!r}")
-        name, _label, label_value, value = m.groups()
-        values[(name, label_value) if label_value is not None else name] = int(value)
-    return values
-
-
-def curl(args, timeout):
-    r = subprocess.run(["curl", "-sS", "--max-time", str(timeout), "-w", "\n%{http_code}"] + args,
-                       capture_output=True, text=True, timeout=timeout + 5)
-    body, _, status = r.stdout.rpartition("\n")
-    return r.returncode, status, body
-
-
-def scrape_until(base, timeout, settled):
-    """Scrapes until settled(values) or the deadline; returns (status, values, scrapes)."""
-    deadline = time.monotonic() + timeout
-    scrapes = 0
-    while True:
-        rc, status, page = curl([base + "/metrics"], timeout)
-        scrapes += 1
-        values = parse(page) if rc == 0 and status == "200" else {}
-        if settled(values) or time.monotonic() > deadline:
-            return status, values, scrapes
-        time.sleep(0.05)
+# The page parser, curl and the scrape loop are echo-server's test's (same
+# families, same format).
+from run_metrics_test import curl, scrape_until  # noqa: E402
 
 
 async def traffic(url, base, timeout):
