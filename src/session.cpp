@@ -348,7 +348,7 @@ void Session::do_connect(std::string uri, Op op) {
     state->config = *config_;
   }
   init_reconnect(uri, state->config);
-  cfg_ = std::make_shared<const LoopSettings>(state->config);
+  cfg_ = std::make_shared<const LoopSettings>(state->config.loop);
   if (detached_) return complete(op, make_error_code(error::operation_aborted));
   phase_ = Phase::connecting;
   connecting_ = std::move(state);
