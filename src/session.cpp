@@ -997,7 +997,7 @@ void Session::do_send(PendingSend p) {
   pump_sends();
 }
 
-void Session::pump_sends() {
+void Session::pump_queued_sends() {
   bool queued = false;
   while (!sends_.empty() && unsent() < cfg_->outbound_buffer_size &&
          (phase() == Phase::open || phase() == Phase::closing)) {
@@ -1151,9 +1151,7 @@ void Session::on_written(std::error_code ec, std::size_t n) {
   maybe_finish_close();
 }
 
-void Session::maybe_finish_close() {
-  if (phase() == Phase::closed || !conn_) return;
-  if (conn_->state() != protocol::ConnectionState::closed) return;
+void Session::finish_closed_connection() {
   if (writing_ || conn_->has_output()) return;
   if (failure_) {
     // We failed the connection (RFC 6455 7.1.7) and our close frame is out.

@@ -314,7 +314,12 @@ private:
   /// Polled: sends what write_rest() left, or waits for room.
   void continue_write();
   void process(std::span<std::byte> data);
-  void pump_sends();
+  /// Moves queued sends into the output while it has room (inline: once per
+  /// read, and the queue is almost always empty).
+  void pump_sends() {
+    if (!sends_.empty()) pump_queued_sends();
+  }
+  void pump_queued_sends();
   std::error_code send_one(SendKind kind, SocketMessageType type, std::span<const std::byte> data,
                            bool compress);
   /// The connection call for `kind` (send_message or send_fragment).
@@ -334,7 +339,13 @@ private:
     return (conn_ ? conn_->buffered_amount() : 0) + inflight_;
   }
   void deliver_input();
-  void maybe_finish_close();
+  /// Ends the connection once the close handshake is done and our output is
+  /// out (inline: once per read, and the connection is almost always open).
+  void maybe_finish_close() {
+    if (phase() != Phase::closed && conn_ && conn_->state() == protocol::ConnectionState::closed)
+      finish_closed_connection();
+  }
+  void finish_closed_connection();
   void fail(std::error_code ec);
   /// Our outbound data made no progress for send_timeout: the peer is not
   /// reading. Ends the connection with a close frame (1008) behind what is
