@@ -19,8 +19,8 @@
 #include <duplex/cancellation.hpp>
 #include <duplex/protocol/close.hpp>
 
-#include "transport/listener_impl.hpp"
-#include "transport/server_tls.hpp"
+#include "listener/listener_impl.hpp"
+#include "listener/server_tls.hpp"
 #include "transport/stream.hpp"
 
 namespace duplex {

@@ -16,8 +16,8 @@
 #include <duplex/protocol/deflate.hpp>
 #include <duplex/protocol/handshake.hpp>
 
-#include "transport/listener_impl.hpp"
-#include "transport/server_tls.hpp"
+#include "listener/listener_impl.hpp"
+#include "listener/server_tls.hpp"
 #include "transport/unix_socket.hpp"
 
 namespace duplex::detail {
