@@ -486,6 +486,11 @@ void ListenerImpl::accept_next(Acceptor& a) {
                             return accept_next(a);
                           }
                           const bool busy = admission == Admission::busy;
+                          // Accepted on the loop that serves it: start at once.
+                          if (&target == a.loop) {
+                            start_server_handshake(*this, target, std::move(socket), busy);
+                            return accept_next(a);
+                          }
                           asio::post(target.ctx,
                                      [this, &target, s = std::move(socket), busy]() mutable {
                                        if (stopping_) {
