@@ -21,7 +21,8 @@ int main(int argc, char** argv) {
   // thread is joined, not while that thread still frees TLS and RNG state (which
   // deadlocked on OpenSSL's freed locks at exit). TLS itself (OPENSSL_init_ssl)
   // initialises on first use only: a ws:// server never pays for it.
-  OPENSSL_init_crypto(0, nullptr);
+  // (Not option 0: that returns at once and registers nothing.)
+  OPENSSL_init_crypto(OPENSSL_INIT_ADD_ALL_DIGESTS, nullptr);
   CLI::App app{
       "duplex: WebSocket client and server (the Windows MessageWebSocket / "
       "StreamWebSocket model in C++20)"};
