@@ -688,12 +688,15 @@ void ListenerImpl::request_session_sweep() {
   }
 }
 
-bool ListenerImpl::claim_connection() noexcept {
-  if (connections_.fetch_add(1) < options_.max_connections) {
-    refusing_.fetch_sub(1);
-    return true;
+bool ListenerImpl::claim_connection(ListenerLoop& here) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (connections_.fetch_add(1) < options_.max_connections) {
+      refusing_.fetch_sub(1);
+      return true;
+    }
+    connections_.fetch_sub(1);
+    if (attempt == 0) sweep_sessions(here);
   }
-  connections_.fetch_sub(1);
   return false;
 }
 

@@ -221,7 +221,10 @@ public:
   void release_connection(bool busy) noexcept;
   /// A connection refused at accept (busy) takes a slot after all, if one
   /// came back since; true when it did (it then counts as a connection).
-  bool claim_connection() noexcept;
+  /// On `here`'s thread: when none is free, first gives back the slots of
+  /// `here`'s ended sessions (their sweep may not have run yet: the request
+  /// is often read in the same turn as the accept).
+  bool claim_connection(ListenerLoop& here);
   /// Over the limit: every loop gives back its ended sessions' slots now
   /// (at most every few milliseconds). Any thread.
   void request_session_sweep();

@@ -175,7 +175,7 @@ private:
     http_answer_ = listener_.has_http_handler() &&
                    !protocol::header_has_token(request.headers, "Upgrade", "websocket");
     // Over the limit at accept: a slot may have come back since.
-    if (busy_ && !listener_.stopping() && listener_.claim_connection()) busy_ = false;
+    if (busy_ && !listener_.stopping() && listener_.claim_connection(loop_)) busy_ = false;
     if (busy_) return respond_error(503, "server busy, try again later\n", {{"Retry-After", "1"}});
 
     if (http_answer_) return start_http(std::move(request), consumed);
