@@ -326,6 +326,18 @@ void Session::read(std::span<std::byte> buffer, CancellationToken ct, Completion
 
 // --- connect ---------------------------------------------------------------------------------
 
+protocol::ConnectionConfig Session::connection_config(protocol::Role role) const {
+  protocol::ConnectionConfig cc;
+  cc.role = role;
+  cc.max_message_size =
+      kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : cfg_->max_message_size;
+  cc.partial_messages =
+      kind_ == Kind::stream || cfg_->receive_mode == MessageWebSocketReceiveMode::partial_message;
+  // A stream hands out what arrived at once (read_async takes any amount).
+  cc.partial_message_threshold = kind_ == Kind::stream ? 1 : cfg_->partial_message_threshold;
+  return cc;
+}
+
 void Session::become_open(std::span<const std::byte> leftover) {
   if (stream_ && !stream_->is_tls()) {
     if (auto ec = to_poller()) return connect_failed(ec);
@@ -370,13 +382,7 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
     std::lock_guard lock(config_mutex_);
     cfg_ = o.settings ? o.settings : default_settings();
   }
-  protocol::ConnectionConfig cc;
-  cc.role = protocol::Role::server;
-  cc.max_message_size =
-      kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : cfg_->max_message_size;
-  cc.partial_messages =
-      kind_ == Kind::stream || cfg_->receive_mode == MessageWebSocketReceiveMode::partial_message;
-  cc.partial_message_threshold = kind_ == Kind::stream ? 1 : cfg_->partial_message_threshold;
+  auto cc = connection_config(protocol::Role::server);
   cc.deflate = o.deflate;
   conn_.emplace(cc);
   std::error_code ignored;

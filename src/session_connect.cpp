@@ -32,15 +32,7 @@ void Session::do_connect(std::string uri, Op op) {
     connecting_->proxy = transport::parse_proxy_uri(connecting_->config.proxy);
   connecting_->op = std::move(op);
   set_deadline(connect_deadline_, Clock::now() + cfg_->connect_timeout);
-  protocol::ConnectionConfig cc;
-  cc.role = protocol::Role::client;
-  cc.max_message_size =
-      kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : cfg_->max_message_size;
-  cc.partial_messages =
-      kind_ == Kind::stream || cfg_->receive_mode == MessageWebSocketReceiveMode::partial_message;
-  // A stream hands out what arrived at once (read_async takes any amount).
-  cc.partial_message_threshold = kind_ == Kind::stream ? 1 : cfg_->partial_message_threshold;
-  conn_.emplace(cc);
+  conn_.emplace(connection_config(protocol::Role::client));
   const auto& target = connecting_->proxy ? connecting_->proxy->host : connecting_->uri.host;
   const auto port = connecting_->proxy ? connecting_->proxy->port : connecting_->uri.port;
   connecting_->connector = std::make_shared<transport::Connector>(ex_);

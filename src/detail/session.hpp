@@ -294,6 +294,8 @@ private:
   void on_response_bytes(std::error_code ec, std::size_t n);
   void connect_failed(std::error_code ec);
   void become_open(std::span<const std::byte> leftover);
+  /// The protocol core's settings for this session's kind and cfg_.
+  [[nodiscard]] protocol::ConnectionConfig connection_config(protocol::Role role) const;
 
   // Data path [loop].
   /// True once a plain TCP or Unix connection is open: its descriptor left
