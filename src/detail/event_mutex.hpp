@@ -23,6 +23,8 @@
 #include <utility>
 #include <vector>
 
+#include "detail/tiny_mutex.hpp"
+
 namespace duplex::detail {
 
 class EventMutex {
@@ -145,7 +147,7 @@ private:
   static inline thread_local const Frame* held_ = nullptr;
   std::atomic<bool> busy_{false};          ///< an event is being raised
   std::atomic<std::uint32_t> waiting_{0};  ///< changes waiting or in progress
-  std::mutex mutex_;                       ///< orders the changes
+  TinyMutex mutex_;                        ///< orders the changes
   std::vector<std::shared_ptr<const void>> retired_;
 };
 

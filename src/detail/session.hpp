@@ -38,6 +38,7 @@
 
 #include "detail/event_loop.hpp"
 #include "detail/event_mutex.hpp"
+#include "detail/tiny_mutex.hpp"
 #include "transport/connect.hpp"
 #include "transport/stream.hpp"
 
@@ -385,7 +386,7 @@ private:
 
   // One lock for the cold state read from any thread: the controls and the
   // information (never held together with another lock of the session).
-  mutable std::mutex config_mutex_;
+  mutable TinyMutex config_mutex_;
   std::unique_ptr<SessionConfig> config_;  ///< the controls; client role only
   /// [loop] Taken at connect (client) or shared with the listener (server);
   /// never changed after: read from any thread under config_mutex_.
