@@ -699,13 +699,10 @@ Session::PrebuiltResult Session::send_prebuilt(std::span<const std::byte> frame,
   // A large frame is referenced, not copied, where the write can gather it
   // (plain TCP's sendmsg; TLS copies). During a write only into an empty
   // output (see RefQueue::Mark).
-  if (shared != nullptr && polled() && (!writing_ || conn_->buffered_amount() == 0)) {
-    if (!wr_refs_) wr_refs_ = std::make_unique<RefQueue>();
-    wr_refs_->queued.push_back({conn_->buffered_amount(), FrameRef::share(*shared)});
-    wr_ref_queued_ += frame.size();
-  } else {
+  if (shared != nullptr && polled() && (!writing_ || conn_->buffered_amount() == 0))
+    queue_shared(*shared);
+  else
     conn_->append_output(frame);
-  }
   ++prebuilt_sent_;
   if (flush_list == nullptr) {
     schedule_flush();
@@ -714,6 +711,13 @@ Session::PrebuiltResult Session::send_prebuilt(std::span<const std::byte> frame,
     flush_list->push_back(shared_from_this());
   }
   return PrebuiltResult::queued;
+}
+
+// Out of line: the copying path above stays small (16 B frames).
+[[gnu::noinline]] void Session::queue_shared(SharedFrame& frame) {
+  if (!wr_refs_) wr_refs_ = std::make_unique<RefQueue>();
+  wr_refs_->queued.push_back({conn_->buffered_amount(), FrameRef::share(frame)});
+  wr_ref_queued_ += frame.bytes().size();
 }
 
 void Session::flush_prebuilt() {
@@ -796,28 +800,14 @@ void Session::flush() {
   if (writing_ || !has_transport() || !conn_ || phase() == Phase::closed) return;
   std::span<const std::byte> bytes;
   std::size_t done = 0;
-  while (conn_->has_output() || wr_ref_queued_ != 0) {
+  // Referenced frames wait (polled only): one gathered write first.
+  if (wr_ref_queued_ != 0) [[unlikely]]
+    return flush_gathered();
+  while (conn_->has_output()) {
     // A send released by pump_sends() below may have started a write itself.
     if (writing_) return;
     bytes = conn_->begin_write();
     done = 0;
-    if (wr_ref_queued_ != 0) [[unlikely]] {
-      // Referenced frames wait (polled only): one gathered write.
-      std::error_code ec;
-      if (!start_gather(bytes, ec)) {
-        writing_ = true;
-        if (ec) return on_written(ec, 0);
-        set_deadline(write_deadline_, Clock::now() + cfg_->send_timeout);
-        return;  // the poller reports room: continue_write()
-      }
-      const auto n = wr_refs_->total;
-      end_gather();
-      conn_->end_write();
-      wire_bytes_sent_ += n;
-      bytes = {};
-      pump_sends();
-      continue;
-    }
     if (!polled()) break;
     // Plain TCP (non-blocking): write at once. While the kernel takes it all
     // there is no operation object and no completion to run; the rest (or
@@ -839,6 +829,23 @@ void Session::flush() {
   }
   if (bytes.size() == done) return maybe_resume_reading();  // all written (or nothing)
   write_rest(bytes, done);
+}
+
+void Session::flush_gathered() {
+  std::error_code ec;
+  if (!start_gather(conn_->begin_write(), ec)) {
+    writing_ = true;
+    if (ec) return on_written(ec, 0);
+    set_deadline(write_deadline_, Clock::now() + cfg_->send_timeout);
+    return;  // the poller reports room: continue_write()
+  }
+  const auto n = wr_refs_->total;
+  end_gather();
+  conn_->end_write();
+  wire_bytes_sent_ += n;
+  pump_sends();  // room again for sends that waited
+  // Then what they queued (and anything queued meanwhile).
+  flush();
 }
 
 bool Session::start_gather(std::span<const std::byte> bytes, std::error_code& ec) {

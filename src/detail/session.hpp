@@ -426,6 +426,11 @@ private:
   struct RefQueue;
   std::unique_ptr<RefQueue> wr_refs_;  ///< made by the first referenced frame
   std::size_t wr_ref_queued_ = 0;      ///< bytes of wr_refs_->queued (0: none)
+  /// send_prebuilt: `frame` goes after the output queued so far, referenced.
+  void queue_shared(SharedFrame& frame);
+  /// flush() while frames are referenced: one gathered write of the output
+  /// and the frames, then the plain path for what was queued meanwhile.
+  void flush_gathered();
   /// Moves the queued marks and `bytes` (begin_write()'s) into the gathered
   /// write, then sends; see gather_send().
   bool start_gather(std::span<const std::byte> bytes, std::error_code& ec);
