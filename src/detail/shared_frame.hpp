@@ -9,6 +9,7 @@
 // shutdown destroys the sessions): one thread at a time either way.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -27,11 +28,20 @@ public:
   /// reference: the returned one.
   static FrameRef make(Bytes owner);
   [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return bytes_; }
+  /// How many SharedFrames exist in the process (any thread): what tests
+  /// check to see that closed sessions released theirs.
+  static std::size_t live() noexcept { return live_.load(std::memory_order_relaxed); }
 
 private:
   friend class FrameRef;
   explicit SharedFrame(Bytes owner) noexcept
-      : owner_(std::move(owner)), bytes_(owner_->data(), owner_->size()) {}
+      : owner_(std::move(owner)), bytes_(owner_->data(), owner_->size()) {
+    live_.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~SharedFrame() { live_.fetch_sub(1, std::memory_order_relaxed); }
+  SharedFrame(const SharedFrame&) = delete;
+  SharedFrame& operator=(const SharedFrame&) = delete;
+  static inline std::atomic<std::size_t> live_{0};
   Bytes owner_;
   std::span<const std::byte> bytes_;
   std::size_t refs_ = 1;
