@@ -715,7 +715,13 @@ Session::PrebuiltResult Session::send_prebuilt(std::span<const std::byte> frame,
 
 // Out of line: the copying path above stays small (16 B frames).
 [[gnu::noinline]] void Session::queue_shared(SharedFrame& frame) {
-  if (!wr_refs_) wr_refs_ = std::make_unique<RefQueue>();
+  if (!wr_refs_) [[unlikely]] {
+    // Room for a typical batch at once, rather than growing through 1, 2, 4.
+    wr_refs_ = std::make_unique<RefQueue>();
+    wr_refs_->queued.reserve(16);
+    wr_refs_->sending.reserve(16);
+    wr_refs_->iov.reserve(32);
+  }
   wr_refs_->queued.push_back({conn_->buffered_amount(), FrameRef::share(frame)});
   wr_ref_queued_ += frame.bytes().size();
 }
