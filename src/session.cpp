@@ -91,6 +91,7 @@ struct Session::RefQueue {
   std::vector<iovec> iov;     ///< that write: output pieces and frames, in order
   std::size_t iov_at = 0;     ///< its first iovec not fully sent
   std::size_t total = 0;      ///< its bytes
+  std::size_t left = 0;       ///< its bytes not sent yet
 };
 
 Session::Session(asio::io_context::executor_type ex, Kind kind, protocol::Role role)
@@ -849,9 +850,10 @@ void Session::flush_gathered() {
   end_gather();
   conn_->end_write();
   wire_bytes_sent_ += n;
-  pump_sends();  // room again for sends that waited
-  // Then what they queued (and anything queued meanwhile).
-  flush();
+  if (!sends_.empty()) pump_sends();  // room again for sends that waited
+  // Then what they queued.
+  if (conn_->has_output() || wr_ref_queued_ != 0) return flush();
+  maybe_resume_reading();
 }
 
 bool Session::start_gather(std::span<const std::byte> bytes, std::error_code& ec) {
@@ -873,6 +875,7 @@ bool Session::start_gather(std::span<const std::byte> bytes, std::error_code& ec
   }
   if (at < bytes.size()) piece(bytes.data() + at, bytes.size() - at);
   q.total = bytes.size() + wr_ref_queued_;
+  q.left = q.total;
   // Counted as in flight (unsent()) until the write completes.
   inflight_ = q.total;
   wr_ref_queued_ = 0;
@@ -887,8 +890,12 @@ bool Session::gather_send(std::error_code& ec) {
     msghdr msg{};
     msg.msg_iov = q.iov.data() + q.iov_at;
     msg.msg_iovlen = std::min(q.iov.size() - q.iov_at, max_pieces);
-    std::size_t asked = 0;
-    for (std::size_t i = 0; i < msg.msg_iovlen; ++i) asked += msg.msg_iov[i].iov_len;
+    // The whole rest at once (the usual case), or IOV_MAX pieces of it.
+    std::size_t asked = q.left;
+    if (q.iov_at + msg.msg_iovlen < q.iov.size()) {
+      asked = 0;
+      for (std::size_t i = 0; i < msg.msg_iovlen; ++i) asked += msg.msg_iov[i].iov_len;
+    }
     const ssize_t sent = sys_sendmsg(fd_, &msg);
     if (sent < 0) {
       if (errno == EINTR) continue;
@@ -899,8 +906,13 @@ bool Session::gather_send(std::error_code& ec) {
       ec = last_socket_error();
       return false;
     }
-    // Resume inside the piece the kernel stopped in (a frame or the output).
     auto n = static_cast<std::size_t>(sent);
+    q.left -= n;
+    if (q.left == 0) {
+      q.iov_at = q.iov.size();
+      return true;
+    }
+    // Resume inside the piece the kernel stopped in (a frame or the output).
     while (n > 0 && n >= q.iov[q.iov_at].iov_len) n -= q.iov[q.iov_at++].iov_len;
     if (n > 0) {
       auto& v = q.iov[q.iov_at];
@@ -922,7 +934,7 @@ void Session::end_gather() noexcept {
   q.sending.clear();  // releases the frames
   q.iov.clear();
   q.iov_at = 0;
-  q.total = 0;
+  q.total = q.left = 0;
   inflight_ = 0;
 }
 
