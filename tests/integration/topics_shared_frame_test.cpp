@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -111,9 +112,12 @@ public:
     reader_ = std::thread([this] { read_loop(); });
   }
   /// Sends a masked ping (RFC 6455 5.3) carrying `payload` (at most 125 bytes).
-  bool ping(const std::string& payload) {
+  bool ping(const std::string& payload) { return send_frame(0x89, payload); }
+  /// Sends a masked text message of at most 125 bytes.
+  bool text(const std::string& payload) { return send_frame(0x81, payload); }
+  bool send_frame(std::uint8_t b0, const std::string& payload) {
     std::string f;
-    f.push_back(static_cast<char>(0x89));
+    f.push_back(static_cast<char>(b0));
     f.push_back(static_cast<char>(0x80 | payload.size()));
     const char key[4] = {0x11, 0x22, 0x33, 0x44};
     f.append(key, 4);
@@ -203,23 +207,39 @@ std::string message(int i, std::size_t size) {
   return s;
 }
 
-// A large publish to six subscribers on one loop, three of them slow (a 4 KiB
+// Publishes to six subscribers on one loop, three of them slow (a 4 KiB
 // receive buffer, not read until the end: the server's writes stop inside
-// referenced frames and resume there), each publish followed by a message
-// the server sends that subscriber itself, with pings in between: every
-// subscriber gets every byte, publishes and sends in the order made, each
-// pong after its ping; small publishes (copied) mix with large ones
-// (referenced). Afterwards no SharedFrame is left.
+// referenced frames and resume there). Each step holds the loop (a handler
+// that waits) while four publishes, large (referenced) and small (copied)
+// in turn, and a message the server sends each subscriber itself are
+// handed to it, so they are queued in one batch in that order; pings go in
+// between. Every subscriber gets every byte, in that order, and each pong
+// after its ping; afterwards no SharedFrame is left.
 TEST(TopicsSharedFrames, OrderAndBytesWithSlowSubscribersSendsAndPings) {
-  // The sizes below are on both sides of the threshold.
-  static_assert(detail::Session::prebuilt_reference_min > 100 &&
+  // Sizes on both sides of the threshold, in turn; 300,000 B takes a 64-bit length.
+  static_assert(detail::Session::prebuilt_reference_min > 120 &&
                 detail::Session::prebuilt_reference_min <= 1024);
+  const std::size_t sizes[] = {1024, 100, 3000, 120, 300000, 100, 20000, 1500};
+  constexpr int per_step = 4;
+  constexpr int steps = 40;  // about 6.5 MB per subscriber: the slow ones stall
   TopicRegistry topics;
   WebSocketListenerOptions lopt;
   lopt.threads = 1;
   lopt.outbound_buffer_size = 16u << 20;  // nothing is dropped here
   Server server(lopt);
-  server.on_open = [&](MessageWebSocket& ws, const std::string&) { topics.subscribe(ws, "/feed"); };
+  std::mutex hold_mutex;
+  std::condition_variable hold_cv;
+  int held = 0, released = 0;
+  server.on_open = [&](MessageWebSocket& ws, const std::string&) {
+    // "hold": the loop waits here (bounded) until the test releases it.
+    ws.message_received([&](MessageWebSocket&, const auto&) {
+      std::unique_lock lock(hold_mutex);
+      const int n = ++held;
+      hold_cv.notify_all();
+      hold_cv.wait_for(lock, 10s, [&] { return released >= n; });
+    });
+    topics.subscribe(ws, "/feed");
+  };
   std::vector<std::unique_ptr<WireClient>> clients;
   std::vector<std::string> paths;
   for (int i = 0; i < 6; ++i) {
@@ -234,28 +254,42 @@ TEST(TopicsSharedFrames, OrderAndBytesWithSlowSubscribersSendsAndPings) {
     sockets.push_back(server.socket(p));
     ASSERT_NE(sockets.back(), nullptr);
   }
-  // 100 B is copied; the others (up to 70,000 B: a 64-bit length) referenced.
-  const std::size_t sizes[] = {100, 1024, 3000, 70000, 20000, 1500};
-  constexpr int steps = 60;  // about 1.5 MB per subscriber: the slow ones stall
   std::vector<std::string> pings;
   for (int i = 0; i < steps; ++i) {
-    topics.publish("/feed", message(i, sizes[i % 6]));
-    // Completed once queued: the publish's delivery ran before it (posted
-    // earlier to the same loop), the next publish's runs after it.
+    ASSERT_TRUE(clients[0]->text("hold"));
+    {
+      std::unique_lock lock(hold_mutex);
+      ASSERT_TRUE(hold_cv.wait_for(lock, 5s, [&] { return held == i + 1; }));
+    }
+    for (int k = 0; k < per_step; ++k) {
+      const int m = i * per_step + k;
+      topics.publish("/feed", message(m, sizes[m % 8]));
+    }
+    std::vector<Task<void>> sends;
     for (std::size_t c = 0; c < sockets.size(); ++c)
-      sockets[c]->send_async("s" + std::to_string(i) + paths[c]).get();
+      sends.push_back(sockets[c]->send_async("s" + std::to_string(i) + paths[c]));
     if (i % 4 == 0) {
       pings.push_back("p" + std::to_string(i));
       for (auto& cl : clients) ASSERT_TRUE(cl->ping(pings.back()));
     }
+    {
+      std::lock_guard lock(hold_mutex);
+      released = i + 1;
+    }
+    hold_cv.notify_all();
+    for (auto& t : sends) t.get();
   }
+  // The slow ones hold more than the kernel takes (at most 4 MiB of send
+  // buffer): each has a write in flight, with frames referenced.
+  EXPECT_GT(SharedFrame::live(), 0u);
   for (std::size_t c = 3; c < clients.size(); ++c) clients[c]->start();
+  constexpr int data_per_step = per_step + 1;
   for (std::size_t c = 0; c < clients.size(); ++c) {
-    ASSERT_TRUE(wait_until([&] { return clients[c]->data_count() == 2 * steps; }, 30s))
-        << "client " << c << ": " << clients[c]->data_count() << " of " << 2 * steps;
+    ASSERT_TRUE(wait_until([&] { return clients[c]->data_count() == data_per_step * steps; }, 30s))
+        << "client " << c << ": " << clients[c]->data_count() << " of " << data_per_step * steps;
     const auto frames = clients[c]->frames();
     EXPECT_FALSE(clients[c]->malformed()) << c;
-    int next = 0;  // data message expected next: publish i is 2i, send i is 2i + 1
+    int next = 0;  // data messages so far
     std::size_t pong = 0;
     for (const auto& f : frames) {
       const auto opcode = f.b0 & 0x0F;
@@ -267,19 +301,20 @@ TEST(TopicsSharedFrames, OrderAndBytesWithSlowSubscribersSendsAndPings) {
         ++pong;
         continue;
       }
-      const int i = next / 2;
+      const int step = next / data_per_step, k = next % data_per_step;
       // Publishes are text, the server's own sends binary (its default type).
-      ASSERT_EQ(opcode, next % 2 == 0 ? 0x1 : 0x2) << "client " << c << " message " << next;
-      if (next % 2 == 0) {
-        const auto want = message(i, sizes[i % 6]);
-        ASSERT_EQ(f.payload.size(), want.size()) << "client " << c << " message " << i;
-        ASSERT_TRUE(f.payload == want) << "client " << c << " message " << i;
+      ASSERT_EQ(opcode, k < per_step ? 0x1 : 0x2) << "client " << c << " message " << next;
+      if (k < per_step) {
+        const int m = step * per_step + k;
+        const auto want = message(m, sizes[m % 8]);
+        ASSERT_EQ(f.payload.size(), want.size()) << "client " << c << " publish " << m;
+        ASSERT_TRUE(f.payload == want) << "client " << c << " publish " << m;
       } else {
-        ASSERT_EQ(f.payload, "s" + std::to_string(i) + paths[c]) << "client " << c;
+        ASSERT_EQ(f.payload, "s" + std::to_string(step) + paths[c]) << "client " << c;
       }
       ++next;
     }
-    EXPECT_EQ(next, 2 * steps);
+    EXPECT_EQ(next, data_per_step * steps);
   }
   // The last ping is answered (a later one replaces an earlier pong, never
   // the reverse).
@@ -293,7 +328,7 @@ TEST(TopicsSharedFrames, OrderAndBytesWithSlowSubscribersSendsAndPings) {
         5s))
         << c;
   const auto st = topics.statistics();
-  EXPECT_EQ(st.deliveries, 6u * steps);
+  EXPECT_EQ(st.deliveries, 6u * per_step * steps);
   EXPECT_EQ(st.dropped, 0u);
   // Every write is done: no frame is referenced any more.
   EXPECT_TRUE(wait_until([] { return SharedFrame::live() == 0; }, 5s)) << SharedFrame::live();
