@@ -205,8 +205,9 @@ public:
   };
   /// Frames from this size are referenced by the write queue (with a
   /// SharedFrame) rather than copied into the output buffer. Measured with
-  /// bench/fanout.py --callgrind (docs/pubsub.md, "Shared frames"): a
-  /// reference costs about the same at 256 B as a copy, and less above.
+  /// bench/fanout.py --callgrind (docs/pubsub.md, "Shared frames"): from
+  /// 1 KiB a reference costs less than a copy once two deliveries share a
+  /// write; at 512 B only from about four.
   static constexpr std::size_t prebuilt_reference_min = 1024;
   /// [loop] Topics fan-out: queues a whole, already encoded server-role
   /// (unmasked) data frame, identical for every subscriber, after the output
