@@ -24,7 +24,8 @@ Modes:
                and of the nodes during the load (utime + stime from
                /proc/PID/stat). Not pinned: five processes on the machine.
   --callgrind  `valgrind --tool=callgrind --separate-threads=yes duplex bench
-               --fanout 1000 -s 16 -k K -d 5` (the server in the bench's
+               --fanout 1000 -s S -k K -d 5` (S from
+               --callgrind-sizes, 16 by default; the server in the bench's
                process, one loop; K from -k, 16 by default); on the server
                loop's thread: instructions per delivery in TopicRegistry's
                delivery, in Session::send_prebuilt within it, in the
@@ -317,8 +318,16 @@ def find(counter, pattern):
 
 
 def callgrind(a, duplex):
+    rows = []
+    for size in a.callgrind_sizes:
+        rows += callgrind_size(a, duplex, size)
+    return rows
+
+
+def callgrind_size(a, duplex, size):
     argv = ["valgrind", "--tool=callgrind", "--separate-threads=yes", duplex, "bench",
-            "--fanout", str(a.callgrind_subscribers), "-s", "16", "-k", str(a.window), "-d", "5"]
+            "--fanout", str(a.callgrind_subscribers), "-s", str(size), "-k", str(a.window),
+            "-d", "5"]
     rows = []
     for r in range(a.rounds):
         with tempfile.TemporaryDirectory() as work:
@@ -340,19 +349,19 @@ def callgrind(a, duplex):
                     deliver -= find(incl, flush_re)
                 if not deliver:
                     continue
-                rows.append({"deliveries": deliveries, "deliver": deliver,
+                rows.append({"size": size, "deliveries": deliveries, "deliver": deliver,
                              "send_prebuilt": find(incl, r"Session::send_prebuilt\("),
                              "flush": find(incl, flush_re), "flushes": find(calls, flush_re),
                              "thread": total})
         print(f"  callgrind run {r + 1}: {rows[-1]}", file=sys.stderr)
     print(f"\n`{' '.join(argv)}`, the server loop's thread, {len(rows)} runs "
           f"(instructions per delivery)\n")
-    print("| run | deliveries | topics (deliver - send_prebuilt) | send_prebuilt | flushes "
-          "| deliver + flushes | whole thread | deliveries per flush |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| size | run | deliveries | topics (deliver - send_prebuilt) | send_prebuilt "
+          "| flushes | deliver + flushes | whole thread | deliveries per flush |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for i, x in enumerate(rows):
         d = x["deliveries"]
-        print(f"| {i + 1} | {d:,} | {(x['deliver'] - x['send_prebuilt']) / d:.0f} "
+        print(f"| {x['size']} B | {i + 1} | {d:,} | {(x['deliver'] - x['send_prebuilt']) / d:.0f} "
               f"| {x['send_prebuilt'] / d:.0f} | {x['flush'] / d:.0f} "
               f"| {(x['deliver'] + x['flush']) / d:.0f} | {x['thread'] / d:.0f} "
               f"| {d / max(x['flushes'], 1):.1f} |")
@@ -374,9 +383,12 @@ def main():
     p.add_argument("--brokers", default="redis,nats")
     p.add_argument("--callgrind", action="store_true")
     p.add_argument("--callgrind-subscribers", type=int, default=1000)
+    p.add_argument("--callgrind-sizes", default="16",
+                   help="--callgrind: payload sizes, comma-separated (one set of runs each)")
     p.add_argument("--no-pin", action="store_true")
     a = p.parse_args()
     a.sizes = [int(s) for s in a.sizes.split(",")]
+    a.callgrind_sizes = [int(s) for s in a.callgrind_sizes.split(",")]
     PIN = not a.no_pin
     duplex = os.path.abspath(a.duplex)
     if a.callgrind:

@@ -207,6 +207,7 @@ void Session::reset_for_reconnect() {
   conn_.reset();
   wr_rest_ = {};
   wr_done_ = 0;
+  release_refs();
   reading_ = rd_hup_ = rd_wait_ = wr_wait_ = false;
   read_paused_ = out_paused_ = resume_posted_ = in_process_ = dispatching_ = prebuilt_pending_ =
       false;

@@ -75,6 +75,25 @@ inline ssize_t sys_sendmsg(int fd, const msghdr* msg) noexcept {
 }
 }  // namespace
 
+struct Session::RefQueue {
+  /// A referenced frame, to be written before output byte `at` (of the bytes
+  /// begin_write() hands out next). Marks are only added at the end of the
+  /// output (`at` is its size then), and while a write is in flight only to
+  /// an empty output: during a write the protocol may replace a pong still
+  /// last in the output (RFC 6455 5.5.3), and a pong before a mark at its end
+  /// would then move under it.
+  struct Mark {
+    std::size_t at;
+    FrameRef frame;
+  };
+  std::vector<Mark> queued;   ///< marks into the output, not handed to a write yet
+  std::vector<Mark> sending;  ///< the marks of the gathered write in flight
+  std::vector<iovec> iov;     ///< that write: output pieces and frames, in order
+  std::size_t iov_at = 0;     ///< its first iovec not fully sent
+  std::size_t total = 0;      ///< its bytes
+  std::size_t left = 0;       ///< its bytes not sent yet
+};
+
 Session::Session(asio::io_context::executor_type ex, Kind kind, protocol::Role role)
     : ex_(ex),
       kind_(kind),
@@ -589,8 +608,8 @@ DUPLEX_HOT_INLINE std::error_code Session::send_one(SendKind kind, SocketMessage
                                                     bool compress) {
   // A large frame while nothing is being written goes from the caller's buffer
   // to the socket (zero copy); only what the kernel does not take is copied.
-  if (data.size() >= protocol::Connection::direct_min_payload && !writing_ && polled())
-      [[unlikely]] {
+  if (data.size() >= protocol::Connection::direct_min_payload && !writing_ && polled() &&
+      wr_ref_queued_ == 0) [[unlikely]] {
     protocol::Connection::DirectFrame direct;
     auto ec = queue(kind, type, data, compress, &direct);
     if (!ec && direct.header_size != 0)
@@ -677,13 +696,20 @@ DUPLEX_HOT_INLINE std::optional<std::error_code> Session::send_now(SendKind kind
 }
 
 Session::PrebuiltResult Session::send_prebuilt(std::span<const std::byte> frame,
+                                               SharedFrame* shared,
                                                std::vector<std::shared_ptr<Session>>* flush_list) {
   if (phase() != Phase::open || conn_->close_sent()) return PrebuiltResult::closed;
   // Waiting sends mean the output is already over its limit.
   if (!sends_.empty() || unsent() >= cfg_->outbound_buffer_size) return PrebuiltResult::full;
   // RFC 6455 5.4: no other data frame may go between the pieces of a message.
   if (call_in_message_.load(std::memory_order_relaxed)) return PrebuiltResult::busy;
-  conn_->append_output(frame);
+  // A large frame is referenced, not copied, where the write can gather it
+  // (plain TCP's sendmsg; TLS copies). During a write only into an empty
+  // output (see RefQueue::Mark).
+  if (shared != nullptr && polled() && (!writing_ || conn_->buffered_amount() == 0))
+    queue_shared(*shared);
+  else
+    conn_->append_output(frame);
   ++prebuilt_sent_;
   if (flush_list == nullptr) {
     schedule_flush();
@@ -692,6 +718,19 @@ Session::PrebuiltResult Session::send_prebuilt(std::span<const std::byte> frame,
     flush_list->push_back(shared_from_this());
   }
   return PrebuiltResult::queued;
+}
+
+// Out of line: the copying path above stays small (16 B frames).
+[[gnu::noinline]] void Session::queue_shared(SharedFrame& frame) {
+  if (!wr_refs_) [[unlikely]] {
+    // Room for a typical batch at once, rather than growing through 1, 2, 4.
+    wr_refs_ = std::make_unique<RefQueue>();
+    wr_refs_->queued.reserve(16);
+    wr_refs_->sending.reserve(16);
+    wr_refs_->iov.reserve(32);
+  }
+  wr_refs_->queued.push_back({conn_->buffered_amount(), FrameRef::share(frame)});
+  wr_ref_queued_ += frame.bytes().size();
 }
 
 void Session::flush_prebuilt() {
@@ -774,6 +813,9 @@ void Session::flush() {
   if (writing_ || !has_transport() || !conn_ || phase() == Phase::closed) return;
   std::span<const std::byte> bytes;
   std::size_t done = 0;
+  // Referenced frames wait (polled only): one gathered write first.
+  if (wr_ref_queued_ != 0) [[unlikely]]
+    return flush_gathered();
   while (conn_->has_output()) {
     // A send released by pump_sends() below may have started a write itself.
     if (writing_) return;
@@ -800,6 +842,113 @@ void Session::flush() {
   }
   if (bytes.size() == done) return maybe_resume_reading();  // all written (or nothing)
   write_rest(bytes, done);
+}
+
+void Session::flush_gathered() {
+  std::error_code ec;
+  if (!start_gather(conn_->begin_write(), ec)) {
+    writing_ = true;
+    if (ec) return on_written(ec, 0);
+    set_deadline(write_deadline_, Clock::now() + cfg_->send_timeout);
+    return;  // the poller reports room: continue_write()
+  }
+  const auto n = wr_refs_->total;
+  end_gather();
+  conn_->end_write();
+  wire_bytes_sent_ += n;
+  if (!sends_.empty()) pump_sends();  // room again for sends that waited
+  // Then what they queued.
+  if (conn_->has_output() || wr_ref_queued_ != 0) return flush();
+  maybe_resume_reading();
+}
+
+bool Session::start_gather(std::span<const std::byte> bytes, std::error_code& ec) {
+  auto& q = *wr_refs_;
+  q.sending.swap(q.queued);  // `sending` is empty: no write is in flight
+  q.iov.clear();
+  q.iov_at = 0;
+  // The output's bytes with each frame before the byte it marks.
+  const auto piece = [&q](const std::byte* p, std::size_t n) {
+    q.iov.push_back(iovec{const_cast<std::byte*>(p), n});
+  };
+  std::size_t at = 0;
+  for (const auto& m : q.sending) {
+    const auto to = std::min(m.at, bytes.size());
+    if (to > at) piece(bytes.data() + at, to - at);
+    at = to;
+    const auto f = m.frame.get()->bytes();
+    piece(f.data(), f.size());
+  }
+  if (at < bytes.size()) piece(bytes.data() + at, bytes.size() - at);
+  q.total = bytes.size() + wr_ref_queued_;
+  q.left = q.total;
+  // Counted as in flight (unsent()) until the write completes.
+  inflight_ = q.total;
+  wr_ref_queued_ = 0;
+  return gather_send(ec);
+}
+
+bool Session::gather_send(std::error_code& ec) {
+  auto& q = *wr_refs_;
+  // Linux takes at most IOV_MAX (1,024) pieces per call.
+  constexpr std::size_t max_pieces = 1024;
+  while (q.iov_at < q.iov.size()) {
+    msghdr msg{};
+    msg.msg_iov = q.iov.data() + q.iov_at;
+    msg.msg_iovlen = std::min(q.iov.size() - q.iov_at, max_pieces);
+    // The whole rest at once (the usual case), or IOV_MAX pieces of it.
+    std::size_t asked = q.left;
+    if (q.iov_at + msg.msg_iovlen < q.iov.size()) {
+      asked = 0;
+      for (std::size_t i = 0; i < msg.msg_iovlen; ++i) asked += msg.msg_iov[i].iov_len;
+    }
+    const ssize_t sent = sys_sendmsg(fd_, &msg);
+    if (sent < 0) {
+      if (errno == EINTR) continue;
+      if (would_block(errno)) {
+        wr_wait_ = true;
+        return false;
+      }
+      ec = last_socket_error();
+      return false;
+    }
+    auto n = static_cast<std::size_t>(sent);
+    q.left -= n;
+    if (q.left == 0) {
+      q.iov_at = q.iov.size();
+      return true;
+    }
+    // Resume inside the piece the kernel stopped in (a frame or the output).
+    while (n > 0 && n >= q.iov[q.iov_at].iov_len) n -= q.iov[q.iov_at++].iov_len;
+    if (n > 0) {
+      auto& v = q.iov[q.iov_at];
+      v.iov_base = static_cast<std::byte*>(v.iov_base) + n;
+      v.iov_len -= n;
+    }
+    // A short write means the socket is full: the poller reports room
+    // (edge-triggered: the kernel marked it full when it refused the rest).
+    if (static_cast<std::size_t>(sent) < asked) {
+      wr_wait_ = true;
+      return false;
+    }
+  }
+  return true;
+}
+
+void Session::end_gather() noexcept {
+  auto& q = *wr_refs_;
+  q.sending.clear();  // releases the frames
+  q.iov.clear();
+  q.iov_at = 0;
+  q.total = q.left = 0;
+  inflight_ = 0;
+}
+
+void Session::release_refs() noexcept {
+  if (!wr_refs_) return;
+  end_gather();
+  wr_refs_->queued.clear();
+  wr_ref_queued_ = 0;
 }
 
 void Session::maybe_resume_reading() {
@@ -838,6 +987,12 @@ void Session::write_rest(std::span<const std::byte> bytes, std::size_t done) {
 
 void Session::continue_write() {
   wr_wait_ = false;
+  if (wr_refs_ && !wr_refs_->sending.empty()) {
+    std::error_code ec;
+    if (gather_send(ec)) return on_written({}, wr_refs_->total);
+    if (ec) return on_written(ec, 0);
+    return;  // still full: wr_wait_ is set again
+  }
   while (wr_done_ < wr_rest_.size()) {
     const auto rest = wr_rest_.subspan(wr_done_);
     const ssize_t sent = sys_send(fd_, rest.data(), rest.size());
@@ -861,6 +1016,7 @@ void Session::on_written(std::error_code ec, std::size_t n) {
   writing_ = false;
   inflight_ = 0;
   write_deadline_ = never;
+  if (wr_refs_ && !wr_refs_->sending.empty()) end_gather();
   if (phase() == Phase::closed) return;
   conn_->end_write();
   if (ec) {
@@ -874,7 +1030,7 @@ void Session::on_written(std::error_code ec, std::size_t n) {
   wire_bytes_sent_ += n;
   publish_stats();
   pump_sends();
-  if (conn_->has_output())
+  if (conn_->has_output() || wr_ref_queued_ != 0)
     flush();
   else
     maybe_resume_reading();
@@ -964,6 +1120,7 @@ void Session::finish(std::uint16_t code, std::string reason, std::error_code ec)
   if (phase() == Phase::closed && closed_raised_) return;
   phase_ = Phase::closed;
   close_transport();
+  release_refs();  // the frames it referenced go back to their loop
   connect_deadline_ = write_deadline_ = read_deadline_ = ping_due_ = pong_deadline_ =
       unsolicited_pong_due_ = close_deadline_ = never;
   // No deadline is left: a user's io_context need not wait for one (run()

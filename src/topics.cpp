@@ -53,11 +53,27 @@ namespace {
 // walk of the loop's members this often costs nothing that matters.
 constexpr auto sweep_interval = std::chrono::seconds(1);
 
-/// A frame's bytes, built once and shared by reference count: the one object
-/// every subscriber on a loop is handed (Session::send_prebuilt copies the
-/// bytes today; a write path that gathers shared buffers can keep the
-/// reference instead, see docs/pubsub.md).
+/// A frame's bytes, built once and shared by reference count by every loop
+/// it is handed to.
 using FrameBytes = std::shared_ptr<const std::vector<std::byte>>;
+
+/// A frame as one delivery hands it to a loop's subscribers: its bytes, and
+/// for a large one (Session::prebuilt_reference_min) a SharedFrame over them
+/// that the subscribers' write queues reference instead of copying the bytes
+/// (the count is the loop's own, not atomic).
+struct LoopFrame {
+  FrameBytes bytes;
+  detail::FrameRef shared;
+
+  void set(FrameBytes b) {
+    if (b->size() >= Session::prebuilt_reference_min) shared = detail::SharedFrame::make(b);
+    bytes = std::move(b);
+  }
+  void reset() noexcept {
+    shared.reset();
+    bytes.reset();
+  }
+};
 
 /// One publish, shared by every loop it is handed to.
 struct Frame {
@@ -179,7 +195,7 @@ struct LoopState : std::enable_shared_from_this<LoopState> {
   /// frame (few: one per server configuration and client offer).
   std::vector<protocol::DeflateParams> deflate_sets;
   /// A delivery's compressed frames, by deflate set (null: not made yet).
-  std::vector<FrameBytes> compressed;
+  std::vector<LoopFrame> compressed;
   /// A delivery's subscribers found closed, and those to close as slow.
   std::vector<Session*> gone;
   std::vector<std::shared_ptr<Session>> to_close;
@@ -632,13 +648,14 @@ private:
   /// shared plain frame, or the frame compressed once per delivery and set.
   /// With context takeover a member gets the message uncompressed (RSV1
   /// clear, RFC 7692 6), leaving its connection's compressor window alone.
-  const FrameBytes& frame_for(LoopState& loop, std::size_t set, const Frame& frame) {
+  const LoopFrame& frame_for(LoopState& loop, std::size_t set, const Frame& frame,
+                             const LoopFrame& plain) {
     const auto& params = loop.deflate_sets[set - 1];
     const auto payload = std::span(*frame.bytes).subspan(frame.header_size);
-    if (payload.size() < params.compress_threshold) return frame.bytes;
+    if (payload.size() < params.compress_threshold) return plain;
     if (loop.compressed.size() < set) loop.compressed.resize(loop.deflate_sets.size());
     auto& slot = loop.compressed[set - 1];
-    if (slot) return slot;
+    if (slot.bytes) return slot;
     std::vector<std::byte> body;
     protocol::DeflateEncoder enc(params, protocol::Role::server);
     enc.compress(payload, true, body);
@@ -652,25 +669,29 @@ private:
     const auto hn = protocol::write_frame_header(h, header);
     auto out = std::make_shared<std::vector<std::byte>>(header.begin(), header.begin() + hn);
     out->insert(out->end(), body.begin(), body.end());
-    slot = std::move(out);
+    slot.set(std::move(out));
     return slot;
   }
 
   /// On `loop`'s thread: queue the frame to each member. Nothing in the walk
-  /// runs a handler (send_prebuilt only appends; drain() writes after the
-  /// batch), so
-  /// the member list cannot change under it; closes and removals wait until
-  /// after it.
+  /// runs a handler (send_prebuilt only queues; drain() writes after the
+  /// batch), so the member list cannot change under it; closes and removals
+  /// wait until after it.
   void deliver(LoopState& loop, const Frame& frame) {
     auto it = loop.members.find(frame.topic);
     if (it == loop.members.end()) return;
     std::uint64_t delivered = 0, dropped = 0;
     const bool close_slow = options_.slow_subscriber != SlowSubscriberPolicy::drop;
+    // A large frame is referenced by each subscriber's write queue (through
+    // one SharedFrame for this loop), a small one copied: see
+    // Session::prebuilt_reference_min.
+    LoopFrame plain;
+    plain.set(frame.bytes);
     for (const auto& m : it->second.list) {
       if (m.raw == frame.except) [[unlikely]]
         continue;
-      const auto& bytes = m.deflate_set == 0 ? frame.bytes : frame_for(loop, m.deflate_set, frame);
-      switch (m.raw->send_prebuilt(*bytes, &loop.to_flush)) {
+      const auto& f = m.deflate_set == 0 ? plain : frame_for(loop, m.deflate_set, frame, plain);
+      switch (m.raw->send_prebuilt(*f.bytes, f.shared.get(), &loop.to_flush)) {
         case Session::PrebuiltResult::queued: ++delivered; break;
         case Session::PrebuiltResult::busy: ++dropped; break;
         case Session::PrebuiltResult::closed: loop.gone.push_back(m.raw); break;
@@ -680,6 +701,8 @@ private:
           break;
       }
     }
+    // The loop's references go: each frame lives on while a write queue
+    // references it.
     for (auto& c : loop.compressed) c.reset();
     const auto closed = loop.to_close.size();
     // RFC 6455 7.4.1: 1008 policy violation, 1013 try again later.

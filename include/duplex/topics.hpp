@@ -15,8 +15,10 @@
 // - publish() frames the message once (one unmasked server frame, shared by
 //   reference count) and hands it to each event loop that has subscribers of
 //   the topic (one post per loop for all the publishes waiting there, never
-//   one per subscriber); on that loop each subscriber's output receives the
-//   frame's bytes (copied into its output buffer today; see docs/pubsub.md).
+//   one per subscriber); on that loop each subscriber's write queue takes a
+//   reference to a frame from 1 KiB (written in place with sendmsg, in order
+//   with its other output; plain TCP) and a copy of a smaller one, or of any
+//   frame over TLS (docs/pubsub.md, "Shared frames").
 // - Order: the messages of one publishing thread on one topic reach each
 //   subscriber in publish order. There is no order between publishers.
 // - A subscriber whose outbound data is at its limit (the listener's

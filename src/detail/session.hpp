@@ -38,6 +38,7 @@
 
 #include "detail/event_loop.hpp"
 #include "detail/event_mutex.hpp"
+#include "detail/shared_frame.hpp"
 #include "detail/tiny_mutex.hpp"
 #include "transport/connect.hpp"
 #include "transport/stream.hpp"
@@ -203,14 +204,26 @@ public:
     busy,    ///< not queued: a message sent in pieces is unfinished
     closed,  ///< not queued: the session is not open (or its close was sent)
   };
-  /// [loop] Topics fan-out: appends a whole, already encoded server-role
-  /// (unmasked) data frame, identical for every subscriber, to the output and
-  /// counts it as one message sent. Server role only. With `flush_list`, no
-  /// write is scheduled: the first frame queued since the last
-  /// flush_prebuilt() adds this session to the list, and the caller calls
-  /// flush_prebuilt() once its batch of deliveries is queued (one write per
-  /// subscriber per batch, no posted handler per subscriber).
-  PrebuiltResult send_prebuilt(std::span<const std::byte> frame,
+  /// Frames from this size are referenced by the write queue (with a
+  /// SharedFrame) rather than copied into the output buffer. Measured with
+  /// bench/fanout.py --callgrind (docs/pubsub.md, "Shared frames"): from
+  /// 1 KiB a reference costs less than a copy once two deliveries share a
+  /// write; at 512 B only from about four.
+  static constexpr std::size_t prebuilt_reference_min = 1024;
+  /// [loop] Topics fan-out: queues a whole, already encoded server-role
+  /// (unmasked) data frame, identical for every subscriber, after the output
+  /// queued so far, and counts it as one message sent. Server role only.
+  /// With `shared` (the same bytes as `frame`, at least
+  /// prebuilt_reference_min of them), a plain TCP connection keeps a
+  /// reference to it in its write queue and writes it in place (gathered
+  /// with its output buffer); otherwise, and over TLS, the bytes are copied
+  /// into the output buffer. Referenced bytes count against the outbound
+  /// limit like copied ones. With `flush_list`, no write is scheduled: the
+  /// first frame queued since the last flush_prebuilt() adds this session
+  /// to the list, and the caller calls flush_prebuilt() once its batch of
+  /// deliveries is queued (one write per subscriber per batch, no posted
+  /// handler per subscriber).
+  PrebuiltResult send_prebuilt(std::span<const std::byte> frame, SharedFrame* shared = nullptr,
                                std::vector<std::shared_ptr<Session>>* flush_list = nullptr);
   /// [loop] Writes what send_prebuilt(frame, list) queued.
   void flush_prebuilt();
@@ -339,7 +352,7 @@ private:
   void write_direct(std::span<const std::byte> header, std::span<const std::byte> payload);
   void on_written(std::error_code ec, std::size_t n);
   [[nodiscard]] std::size_t unsent() const noexcept {
-    return (conn_ ? conn_->buffered_amount() : 0) + inflight_;
+    return (conn_ ? conn_->buffered_amount() : 0) + inflight_ + wr_ref_queued_;
   }
   void deliver_input();
   /// Ends the connection once the close handshake is done and our output is
@@ -411,16 +424,37 @@ private:
   int fd_ = -1;                         ///< polled(): the descriptor, owned
   std::span<const std::byte> wr_rest_;  ///< polled: the write waiting for room
   std::size_t wr_done_ = 0;             ///< polled: bytes of it already sent
-  bool reading_ = false;                ///< a read or wait is pending
-  bool rd_hup_ = false;                 ///< polled: the peer's FIN or an error was reported
-  bool rd_wait_ = false;                ///< polled: waiting for input from the poller
-  bool wr_wait_ = false;                ///< polled: waiting for room from the poller
-  bool read_paused_ = false;            ///< stream input full
-  bool out_paused_ = false;             ///< outbound data over its limit: not reading
-  bool resume_posted_ = false;          ///< maybe_resume_reading's handler is queued
-  bool in_process_ = false;             ///< inside conn_.receive: cork writes
-  bool prebuilt_pending_ = false;       ///< send_prebuilt queued: flush_prebuilt() writes
-  bool dispatching_ = false;            ///< process() holds events_mutex_ for the read
+  // Referenced frames (send_prebuilt with a SharedFrame; polled only): the
+  // marks of where each goes in the output, and the gathered write in flight
+  // (src/session.cpp).
+  struct RefQueue;
+  std::unique_ptr<RefQueue> wr_refs_;  ///< made by the first referenced frame
+  std::size_t wr_ref_queued_ = 0;      ///< bytes of wr_refs_->queued (0: none)
+  /// send_prebuilt: `frame` goes after the output queued so far, referenced.
+  void queue_shared(SharedFrame& frame);
+  /// flush() while frames are referenced: one gathered write of the output
+  /// and the frames, then the plain path for what was queued meanwhile.
+  void flush_gathered();
+  /// Moves the queued marks and `bytes` (begin_write()'s) into the gathered
+  /// write, then sends; see gather_send().
+  bool start_gather(std::span<const std::byte> bytes, std::error_code& ec);
+  /// Sends the gathered write on from where it stopped: true when all of it
+  /// went; false when the kernel is full (wr_wait_ set) or with `ec`.
+  bool gather_send(std::error_code& ec);
+  /// The gathered write is over (done or failed): releases its frames.
+  void end_gather() noexcept;
+  /// Releases every referenced frame (the connection ended).
+  void release_refs() noexcept;
+  bool reading_ = false;           ///< a read or wait is pending
+  bool rd_hup_ = false;            ///< polled: the peer's FIN or an error was reported
+  bool rd_wait_ = false;           ///< polled: waiting for input from the poller
+  bool wr_wait_ = false;           ///< polled: waiting for room from the poller
+  bool read_paused_ = false;       ///< stream input full
+  bool out_paused_ = false;        ///< outbound data over its limit: not reading
+  bool resume_posted_ = false;     ///< maybe_resume_reading's handler is queued
+  bool in_process_ = false;        ///< inside conn_.receive: cork writes
+  bool prebuilt_pending_ = false;  ///< send_prebuilt queued: flush_prebuilt() writes
+  bool dispatching_ = false;       ///< process() holds events_mutex_ for the read
   bool flush_scheduled_ = false;
   bool writing_ = false;
   std::size_t inflight_ = 0;
