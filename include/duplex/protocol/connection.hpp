@@ -133,6 +133,26 @@ public:
   /// After the connection is closed, bytes are ignored.
   void receive(std::span<std::byte> data, ConnectionHandler& handler);
 
+  /// What receive_holding() did with its bytes.
+  struct ReceiveResult {
+    std::size_t consumed = 0;    ///< bytes used, from the start of the data
+    std::size_t frame_size = 0;  ///< consumed < size: the held frame's size, header included
+  };
+  /// Payloads from this size may be held by receive_holding(): for smaller
+  /// ones a read more costs more than the copy it saves.
+  static constexpr std::size_t hold_min_payload = std::size_t{16} << 10;
+  /// As receive(), except for the last frame of `data` when it is cut off and
+  /// holds a whole message on its own (full mode, FIN set, not a continuation,
+  /// not compressed with `deflate`) of at least hold_min_payload bytes, and is
+  /// at most `hold_max` bytes long header included: that frame is left
+  /// untouched (not consumed, not unmasked, not counted), so the caller can
+  /// read the rest of it right after its start and pass the frame again, whole,
+  /// as a view with no copy into the reassembly buffer. Everything before it is
+  /// consumed as receive() does. The caller then passes the held bytes again,
+  /// to either call, before any other bytes. hold_max 0 holds nothing.
+  ReceiveResult receive_holding(std::span<std::byte> data, ConnectionHandler& handler,
+                                std::size_t hold_max);
+
   // --- Sending (frames are appended to the output buffer) ---------------------
   /// A frame whose payload the caller writes itself (zero copy): see the
   /// `direct` argument of send_message() and send_fragment().
@@ -251,9 +271,12 @@ private:
   };
 
   struct Header;
+  ReceiveResult receive_impl(std::span<std::byte> data, ConnectionHandler& handler,
+                             std::size_t hold_max);
   std::size_t read_header(const std::byte* p, std::size_t n, Header& h,
                           std::error_code& ec) const noexcept;
   void start_frame(const Header& h) noexcept;
+  [[nodiscard]] bool holdable(const Header& h) const noexcept;
   /// Fills `direct` (when given and the frame qualifies) instead of queuing.
   bool direct_frame(std::uint8_t b0, std::span<const std::byte> payload,
                     DirectFrame* direct) noexcept;
