@@ -383,13 +383,15 @@ void Connection::start_frame(const Header& h) noexcept {
   }
 }
 
-// True when the frame `h` (just read) holds a whole message that
-// receive_holding() may leave unconsumed: it is delivered as one view
-// only when it arrives in one buffer.
-bool Connection::holdable(const Header& h) const noexcept {
+// True when the frame `h` (just read, `avail` bytes of its payload here)
+// holds a whole message that receive_holding() may leave unconsumed: it is
+// delivered as one view only when it arrives in one buffer. In partial mode a
+// part that reaches the piece threshold goes out as a view anyway.
+bool Connection::holdable(const Header& h, std::size_t avail) const noexcept {
   const std::uint8_t op = h.b0 & 0x0F;
-  return (h.b0 & bit_fin) != 0 && (op == op_text || op == op_binary) && !config_.partial_messages &&
-         !((h.b0 & bit_rsv1) != 0 && config_.deflate) && h.length >= hold_min_payload;
+  return (h.b0 & bit_fin) != 0 && (op == op_text || op == op_binary) &&
+         h.length >= hold_min_payload && !((h.b0 & bit_rsv1) != 0 && config_.deflate) &&
+         (!config_.partial_messages || avail < piece_threshold());
 }
 
 void Connection::fail(std::error_code ec, ConnectionHandler& handler) {
@@ -519,7 +521,7 @@ Connection::ReceiveResult Connection::receive_impl(std::span<std::byte> data,
       const auto avail = static_cast<std::size_t>(end - p);
       if (rd_spill_size_ == 0) {
         const std::size_t n = read_header(p, avail, h, ec);
-        if (n != 0 && hold_max != 0 && holdable(h) && h.length > avail - n &&
+        if (n != 0 && hold_max != 0 && h.length > avail - n && holdable(h, avail - n) &&
             h.length <= hold_max - std::min(n, hold_max)) {
           // A large whole message cut off here: left where it is, unconsumed,
           // so the rest can be read after it (see receive_holding).

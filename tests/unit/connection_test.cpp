@@ -1706,46 +1706,49 @@ Bytes holding_stream() {
 
 TEST(ConnectionHold, EverySplitPointGivesTheWholeInputsEventsOutputAndStats) {
   const Bytes input = holding_stream();
-  const auto cfg = config(Role::server);
-  const test::Run whole = test::run_whole(cfg, input);
-  ASSERT_EQ(whole.events.size(), 6u);
-  const std::size_t hold_max = 64 << 10;
-  for (std::size_t cut = 0; cut <= input.size(); ++cut) {
-    for (const bool again : {true, false}) {
-      // again: the held bytes and the rest in one buffer, as after a read
-      // right behind them; else the held bytes alone, then the rest.
-      Bytes buf(input.begin(), input.begin() + static_cast<std::ptrdiff_t>(cut));
-      Connection c(cfg);
-      CompareRecorder rec(whole.events);
-      const auto r = c.receive_holding(buf, rec, hold_max);
-      ASSERT_LE(r.consumed, buf.size());
-      std::size_t held = buf.size() - r.consumed;
-      if (held != 0) {
-        // Only a whole-message frame of at least hold_min_payload is held, and
-        // it is really cut off.
-        ASSERT_GE(r.frame_size, Connection::hold_min_payload) << cut;
-        ASSERT_GT(r.frame_size, held) << cut;
-        ASSERT_EQ(c.stats().bytes_received, r.consumed) << cut;
+  auto partial = config(Role::server, true);
+  partial.partial_message_threshold = std::size_t{64} << 10;
+  for (const auto& cfg : {config(Role::server), partial}) {
+    const test::Run whole = test::run_whole(cfg, input);
+    ASSERT_EQ(whole.events.size(), 6u);
+    const std::size_t hold_max = 64 << 10;
+    for (std::size_t cut = 0; cut <= input.size(); ++cut) {
+      for (const bool again : {true, false}) {
+        // again: the held bytes and the rest in one buffer, as after a read
+        // right behind them; else the held bytes alone, then the rest.
+        Bytes buf(input.begin(), input.begin() + static_cast<std::ptrdiff_t>(cut));
+        Connection c(cfg);
+        CompareRecorder rec(whole.events);
+        const auto r = c.receive_holding(buf, rec, hold_max);
+        ASSERT_LE(r.consumed, buf.size());
+        std::size_t held = buf.size() - r.consumed;
+        if (held != 0) {
+          // Only a whole-message frame of at least hold_min_payload is held, and
+          // it is really cut off.
+          ASSERT_GE(r.frame_size, Connection::hold_min_payload) << cut;
+          ASSERT_GT(r.frame_size, held) << cut;
+          ASSERT_EQ(c.stats().bytes_received, r.consumed) << cut;
+        }
+        Bytes held_bytes(buf.begin() + static_cast<std::ptrdiff_t>(r.consumed), buf.end());
+        Bytes rest(input.begin() + static_cast<std::ptrdiff_t>(cut), input.end());
+        if (again) {
+          Bytes next = cat(held_bytes, rest);
+          const auto r2 = c.receive_holding(next, rec, hold_max);
+          ASSERT_EQ(r2.consumed, next.size()) << cut;
+        } else {
+          c.receive(held_bytes, rec);
+          c.receive(rest, rec);
+        }
+        ASSERT_TRUE(rec.ok) << "cut " << cut << " again " << again;
+        ASSERT_EQ(rec.count, whole.events.size()) << "cut " << cut << " again " << again;
+        auto w = c.begin_write();
+        ASSERT_EQ(Bytes(w.begin(), w.end()), whole.output) << cut;
+        c.end_write();
+        ASSERT_EQ(c.state(), whole.state);
+        ASSERT_EQ(c.stats().bytes_received, input.size()) << cut;
+        ASSERT_EQ(c.stats().frames_received, 6u) << cut;
+        ASSERT_EQ(c.stats().messages_received, 4u) << cut;
       }
-      Bytes held_bytes(buf.begin() + static_cast<std::ptrdiff_t>(r.consumed), buf.end());
-      Bytes rest(input.begin() + static_cast<std::ptrdiff_t>(cut), input.end());
-      if (again) {
-        Bytes next = cat(held_bytes, rest);
-        const auto r2 = c.receive_holding(next, rec, hold_max);
-        ASSERT_EQ(r2.consumed, next.size()) << cut;
-      } else {
-        c.receive(held_bytes, rec);
-        c.receive(rest, rec);
-      }
-      ASSERT_TRUE(rec.ok) << "cut " << cut << " again " << again;
-      ASSERT_EQ(rec.count, whole.events.size()) << "cut " << cut << " again " << again;
-      auto w = c.begin_write();
-      ASSERT_EQ(Bytes(w.begin(), w.end()), whole.output) << cut;
-      c.end_write();
-      ASSERT_EQ(c.state(), whole.state);
-      ASSERT_EQ(c.stats().bytes_received, input.size()) << cut;
-      ASSERT_EQ(c.stats().frames_received, 6u) << cut;
-      ASSERT_EQ(c.stats().messages_received, 4u) << cut;
     }
   }
 }
@@ -1798,7 +1801,13 @@ TEST(ConnectionHold, OnlyLargeWholeMessagesWithinTheLimitAreHeld) {
   EXPECT_EQ(held(config(Role::server),
                  cat(client_frame(0x02, test::bytes("a")), client_frame(0x80, large)), 1 << 20),
             0u);
-  // Partial mode delivers pieces as views anyway.
+  // Partial mode: held while the part present is below the piece threshold
+  // (it would be gathered, a copy), else that part goes out as a view.
+  auto partial = config(Role::server, true);
+  partial.partial_message_threshold = Connection::hold_min_payload;
+  EXPECT_EQ(held(partial, whole, 1 << 20), whole.size() - 1);
+  partial.partial_message_threshold = Connection::hold_min_payload - 1;
+  EXPECT_EQ(held(partial, whole, 1 << 20), 0u);
   EXPECT_EQ(held(config(Role::server, true), whole, 1 << 20), 0u);
   // A client holds the server's unmasked frames alike.
   const Bytes from_server = server_frame(0x81, Bytes(Connection::hold_min_payload, std::byte{'s'}));

@@ -142,9 +142,11 @@ public:
   /// ones a read more costs more than the copy it saves.
   static constexpr std::size_t hold_min_payload = std::size_t{16} << 10;
   /// As receive(), except for the last frame of `data` when it is cut off and
-  /// holds a whole message on its own (full mode, FIN set, not a continuation,
-  /// not compressed with `deflate`) of at least hold_min_payload bytes, and is
-  /// at most `hold_max` bytes long header included: that frame is left
+  /// holds a whole message on its own (FIN set, not a continuation, not
+  /// compressed with `deflate`) of at least hold_min_payload bytes, is at most
+  /// `hold_max` bytes long header included, and (partial mode) the part of its
+  /// payload in `data` is below the piece threshold (else that part goes out
+  /// as a view anyway): that frame is left
   /// untouched (not consumed, not unmasked, not counted), so the caller can
   /// read the rest of it right after its start and pass the frame again, whole,
   /// as a view with no copy into the reassembly buffer. Everything before it is
@@ -276,7 +278,7 @@ private:
   std::size_t read_header(const std::byte* p, std::size_t n, Header& h,
                           std::error_code& ec) const noexcept;
   void start_frame(const Header& h) noexcept;
-  [[nodiscard]] bool holdable(const Header& h) const noexcept;
+  [[nodiscard]] bool holdable(const Header& h, std::size_t avail) const noexcept;
   /// Fills `direct` (when given and the frame qualifies) instead of queuing.
   bool direct_frame(std::uint8_t b0, std::span<const std::byte> payload,
                     DirectFrame* direct) noexcept;
