@@ -851,20 +851,22 @@ bool Session::process(std::span<std::byte> data) {
 }
 
 bool Session::receive_read(std::span<std::byte> data) {
-  const auto buf = thread_read_buffer();
-  if (!polled() || data.data() != buf.data()) {
+  if (!polled() || data.data() != thread_read_buffer().data()) {
     conn_->receive(data, *this);
     return false;
   }
   // A large message cut off at the end of the read is not copied into the
-  // connection: the rest is read right after it, in the same buffer, and the
-  // message is delivered whole as one view. Only while the rest comes at once:
-  // the buffer is the loop's, so the connection keeps what did not.
+  // connection: the rest is read right after it, in the same buffer (into its
+  // reserve), and the message is delivered whole as one view. Only while the
+  // rest comes at once: the buffer is the loop's, so the connection keeps what
+  // did not.
+  const std::span<std::byte> buf(data.data(), thread_read_buffer_size + thread_read_buffer_reserve);
   std::size_t begin = 0;
   std::size_t end = data.size();
   bool filled = false;
   for (std::size_t reads = 0;; ++reads) {
-    const auto r = conn_->receive_holding(buf.subspan(begin, end - begin), *this, buf.size());
+    const auto r =
+        conn_->receive_holding(buf.subspan(begin, end - begin), *this, thread_read_buffer_reserve);
     begin += r.consumed;
     if (begin == end) return filled;
     // Stop reading here when a handler closed or paused the session, or when
@@ -873,7 +875,8 @@ bool Session::receive_read(std::span<std::byte> data) {
         (unsent() >= cfg_->outbound_buffer_size && !conn_->close_sent()))
       break;
     if (begin + r.frame_size > buf.size()) {
-      // The frame fits in the buffer (hold_max), but not from where it starts.
+      // The frame fits in the reserve (hold_max), but not from where it
+      // starts: only after reads that went on into the reserve.
       std::memmove(buf.data(), buf.data() + begin, end - begin);
       end -= begin;
       begin = 0;
