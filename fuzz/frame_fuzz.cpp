@@ -144,11 +144,10 @@ std::vector<std::string> run(const std::uint8_t* data, std::size_t size, Role ro
     if (feed == Feed::held) {
       held.insert(held.end(), piece.begin(), piece.end());
       const auto r = conn.receive_holding(held, checker, std::size_t{1} << 20);
-      if (r.consumed > held.size()) die("receive_holding consumed more than it was given");
-      if (r.consumed < held.size() &&
-          (r.frame_size <= held.size() - r.consumed || r.frame_size > (std::size_t{1} << 20)))
+      if (r.held > held.size()) die("receive_holding held more than it was given");
+      if (r.held != 0 && (r.frame_size <= r.held || r.frame_size > (std::size_t{1} << 20)))
         die("receive_holding held a frame that is whole or over the limit");
-      held.erase(held.begin(), held.begin() + static_cast<std::ptrdiff_t>(r.consumed));
+      held.erase(held.begin(), held.end() - static_cast<std::ptrdiff_t>(r.held));
     } else {
       conn.receive(piece, checker);
     }

@@ -826,6 +826,17 @@ void Session::on_read(std::error_code ec, std::size_t n) {
   rd_wait_ = true;
 }
 
+DUPLEX_HOT_INLINE bool Session::receive_read(std::span<std::byte> data) {
+  if (polled() && data.data() == thread_read_buffer().data()) [[likely]] {
+    const auto r = conn_->receive_holding(data, *this, thread_read_buffer_reserve);
+    if (r.held != 0) [[unlikely]]
+      return complete_held(data.size(), data.size() - r.held, r.frame_size);
+    return false;
+  }
+  conn_->receive(data, *this);
+  return false;
+}
+
 bool Session::process(std::span<std::byte> data) {
   note_activity();
   in_process_ = true;
@@ -850,31 +861,21 @@ bool Session::process(std::span<std::byte> data) {
   return filled;
 }
 
-bool Session::receive_read(std::span<std::byte> data) {
-  if (!polled() || data.data() != thread_read_buffer().data()) {
-    conn_->receive(data, *this);
-    return false;
-  }
-  // A large message cut off at the end of the read is not copied into the
-  // connection: the rest is read right after it, in the same buffer (into its
-  // reserve), and the message is delivered whole as one view. Only while the
-  // rest comes at once: the buffer is the loop's, so the connection keeps what
-  // did not.
-  const std::span<std::byte> buf(data.data(), thread_read_buffer_size + thread_read_buffer_reserve);
-  std::size_t begin = 0;
-  std::size_t end = data.size();
+// A large message cut off at the end of the read is not copied into the
+// connection: the rest is read right after it, in the same buffer (into its
+// reserve), and the message is delivered whole as one view. Only while the rest
+// comes at once: the buffer is the loop's, so the connection keeps what did not.
+bool Session::complete_held(std::size_t end, std::size_t begin, std::size_t frame_size) {
+  const std::span<std::byte> buf(thread_read_buffer().data(),
+                                 thread_read_buffer_size + thread_read_buffer_reserve);
   bool filled = false;
   for (std::size_t reads = 0;; ++reads) {
-    const auto r =
-        conn_->receive_holding(buf.subspan(begin, end - begin), *this, thread_read_buffer_reserve);
-    begin += r.consumed;
-    if (begin == end) return filled;
     // Stop reading here when a handler closed or paused the session, or when
     // our output is over its limit (on_read applies the backpressure).
     if (reads == max_hold_reads || phase() == Phase::closed || read_paused_ || reading_ ||
         (unsent() >= cfg_->outbound_buffer_size && !conn_->close_sent()))
       break;
-    if (begin + r.frame_size > buf.size()) {
+    if (begin + frame_size > buf.size()) {
       // The frame fits in the reserve (hold_max), but not from where it
       // starts: only after reads that went on into the reserve.
       std::memmove(buf.data(), buf.data() + begin, end - begin);
@@ -895,6 +896,11 @@ bool Session::receive_read(std::span<std::byte> data) {
     wire_bytes_received_ += static_cast<std::size_t>(n);
     filled = static_cast<std::size_t>(n) == buf.size() - end;
     end += static_cast<std::size_t>(n);
+    const auto r =
+        conn_->receive_holding(buf.subspan(begin, end - begin), *this, thread_read_buffer_reserve);
+    if (r.held == 0) return filled;
+    begin = end - r.held;
+    frame_size = r.frame_size;
   }
   if (phase() != Phase::closed) conn_->receive(buf.subspan(begin, end - begin), *this);
   return filled;

@@ -361,6 +361,9 @@ private:
   /// by further reads (at most max_hold_reads) so that a large message cut
   /// off at its end is delivered whole, without a copy.
   bool receive_read(std::span<std::byte> data);
+  /// receive_read() when the connection held the frame at [begin, end) of the
+  /// loop's buffer, `frame_size` bytes long: reads its rest behind it.
+  bool complete_held(std::size_t end, std::size_t begin, std::size_t frame_size);
   static constexpr std::size_t max_hold_reads = 8;
   void pump_sends();
   std::error_code send_one(SendKind kind, SocketMessageType type, std::span<const std::byte> data,

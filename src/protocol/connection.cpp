@@ -456,19 +456,14 @@ bool Connection::handle_control(std::span<const std::byte> payload, ConnectionHa
 }
 
 void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) {
-  receive_impl(data, handler, 0);
+  receive_holding(data, handler, 0);
 }
 
 Connection::ReceiveResult Connection::receive_holding(std::span<std::byte> data,
                                                       ConnectionHandler& handler,
                                                       std::size_t hold_max) {
-  return receive_impl(data, handler, hold_max);
-}
-
-Connection::ReceiveResult Connection::receive_impl(std::span<std::byte> data,
-                                                   ConnectionHandler& handler,
-                                                   std::size_t hold_max) {
-  const ReceiveResult all{data.size(), 0};
+  // Returned whenever nothing is held.
+  constexpr ReceiveResult all{};
   if (rd_done_) return all;
   stats_.bytes_received += data.size();
   std::byte* p = data.data();
@@ -526,8 +521,7 @@ Connection::ReceiveResult Connection::receive_impl(std::span<std::byte> data,
           // A large whole message cut off here: left where it is, unconsumed,
           // so the rest can be read after it (see receive_holding).
           stats_.bytes_received -= avail;
-          return {static_cast<std::size_t>(p - data.data()),
-                  n + static_cast<std::size_t>(h.length)};
+          return {avail, n + static_cast<std::size_t>(h.length)};
         }
         if (n == 0) {
           if (ec) {

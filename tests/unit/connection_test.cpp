@@ -1720,21 +1720,21 @@ TEST(ConnectionHold, EverySplitPointGivesTheWholeInputsEventsOutputAndStats) {
         Connection c(cfg);
         CompareRecorder rec(whole.events);
         const auto r = c.receive_holding(buf, rec, hold_max);
-        ASSERT_LE(r.consumed, buf.size());
-        std::size_t held = buf.size() - r.consumed;
+        ASSERT_LE(r.held, buf.size());
+        const std::size_t held = r.held;
         if (held != 0) {
           // Only a whole-message frame of at least hold_min_payload is held, and
           // it is really cut off.
           ASSERT_GE(r.frame_size, Connection::hold_min_payload) << cut;
           ASSERT_GT(r.frame_size, held) << cut;
-          ASSERT_EQ(c.stats().bytes_received, r.consumed) << cut;
+          ASSERT_EQ(c.stats().bytes_received, buf.size() - held) << cut;
         }
-        Bytes held_bytes(buf.begin() + static_cast<std::ptrdiff_t>(r.consumed), buf.end());
+        Bytes held_bytes(buf.end() - static_cast<std::ptrdiff_t>(held), buf.end());
         Bytes rest(input.begin() + static_cast<std::ptrdiff_t>(cut), input.end());
         if (again) {
           Bytes next = cat(held_bytes, rest);
           const auto r2 = c.receive_holding(next, rec, hold_max);
-          ASSERT_EQ(r2.consumed, next.size()) << cut;
+          ASSERT_EQ(r2.held, 0u) << cut;
         } else {
           c.receive(held_bytes, rec);
           c.receive(rest, rec);
@@ -1764,7 +1764,7 @@ TEST(ConnectionHold, HeldFrameIsUntouchedAndThenDeliveredAsAViewOfTheNextBuffer)
   std::vector<std::string> expect{"text:first", "binary:" + test::str(payload)};
   CompareRecorder rec(expect);
   const auto r = c.receive_holding(buf, rec, 1 << 20);
-  EXPECT_EQ(r.consumed, first.size());
+  EXPECT_EQ(r.held, buf.size() - first.size());
   EXPECT_EQ(r.frame_size, frame.size());
   EXPECT_EQ(rec.count, 1u);
   // Still masked: the bytes are passed again as they came.
@@ -1773,7 +1773,7 @@ TEST(ConnectionHold, HeldFrameIsUntouchedAndThenDeliveredAsAViewOfTheNextBuffer)
   EXPECT_EQ(c.stats().frames_received, 1u);
   Bytes next = frame;
   const auto r2 = c.receive_holding(next, rec, 1 << 20);
-  EXPECT_EQ(r2.consumed, next.size());
+  EXPECT_EQ(r2.held, 0u);
   EXPECT_TRUE(rec.ok);
   EXPECT_EQ(rec.count, 2u);
   EXPECT_EQ(rec.last_data, next.data() + (frame.size() - payload.size()));
@@ -1785,7 +1785,7 @@ TEST(ConnectionHold, OnlyLargeWholeMessagesWithinTheLimitAreHeld) {
     Connection c(cfg);
     Recorder rec;
     Bytes buf(in.begin(), in.end() - 1);
-    return buf.size() - c.receive_holding(buf, rec, hold_max).consumed;
+    return c.receive_holding(buf, rec, hold_max).held;
   };
   const Bytes whole = client_frame(0x82, large);
   EXPECT_EQ(held(config(Role::server), whole, 1 << 20), whole.size() - 1);
@@ -1828,7 +1828,7 @@ TEST(ConnectionHold, AnErrorBeforeTheCutConsumesEverything) {
   Bytes buf(input.begin(), input.end() - 5);
   Connection c(config(Role::server));
   Recorder rec;
-  EXPECT_EQ(c.receive_holding(buf, rec, 1 << 20).consumed, buf.size());
+  EXPECT_EQ(c.receive_holding(buf, rec, 1 << 20).held, 0u);
   EXPECT_EQ(rec.events, std::vector<std::string>{err(error::reserved_opcode)});
   EXPECT_EQ(queued_close_code(c), 1002);
 }

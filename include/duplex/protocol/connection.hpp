@@ -135,8 +135,8 @@ public:
 
   /// What receive_holding() did with its bytes.
   struct ReceiveResult {
-    std::size_t consumed = 0;    ///< bytes used, from the start of the data
-    std::size_t frame_size = 0;  ///< consumed < size: the held frame's size, header included
+    std::size_t held = 0;        ///< bytes left unused at the end of the data (0: none)
+    std::size_t frame_size = 0;  ///< held != 0: the held frame's size, header included
   };
   /// Payloads from this size may be held by receive_holding(): for smaller
   /// ones a read more costs more than the copy it saves.
@@ -146,12 +146,13 @@ public:
   /// compressed with `deflate`) of at least hold_min_payload bytes, is at most
   /// `hold_max` bytes long header included, and (partial mode) the part of its
   /// payload in `data` is below the piece threshold (else that part goes out
-  /// as a view anyway): that frame is left
-  /// untouched (not consumed, not unmasked, not counted), so the caller can
-  /// read the rest of it right after its start and pass the frame again, whole,
-  /// as a view with no copy into the reassembly buffer. Everything before it is
-  /// consumed as receive() does. The caller then passes the held bytes again,
-  /// to either call, before any other bytes. hold_max 0 holds nothing.
+  /// as a view anyway). That frame's bytes are left untouched at the end of
+  /// `data` (not consumed, not unmasked, not counted; `held` says how many) so
+  /// the caller can read the rest of the frame right behind them and pass it
+  /// again, whole: it is then delivered as one view, with no copy into the
+  /// reassembly buffer. Everything before it is consumed as receive() does.
+  /// The caller must pass the held bytes again, to either call, before any
+  /// other bytes. hold_max 0 holds nothing.
   ReceiveResult receive_holding(std::span<std::byte> data, ConnectionHandler& handler,
                                 std::size_t hold_max);
 
@@ -273,8 +274,6 @@ private:
   };
 
   struct Header;
-  ReceiveResult receive_impl(std::span<std::byte> data, ConnectionHandler& handler,
-                             std::size_t hold_max);
   std::size_t read_header(const std::byte* p, std::size_t n, Header& h,
                           std::error_code& ec) const noexcept;
   void start_frame(const Header& h) noexcept;
