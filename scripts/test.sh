@@ -25,6 +25,22 @@ tsan_tests() {
   "${run[@]}" ctest --preset tsan -j2 -L 'unit|integration' -E '^DeflateMemory\.|^hostile\.'
 }
 
+# The sanitizer stages build only what their tests run: the unit and
+# integration test programs, the CLI and the examples the CLI tests start, and
+# (ASan) the fuzz-corpus replays. The header-alone objects and the interop-only
+# programs are compiled by the release stage already, and nothing about them
+# changes under a sanitizer.
+sanitizer_build() {
+  local preset=$1 pattern='^(duplex_unit_tests|duplex_integration_tests|duplex_cli|example_[a-z_]+'
+  [[ $preset == asan ]] && pattern+='|[a-z_]+_fuzz'
+  pattern+=')$'
+  scripts/setup.sh --no-build "$preset"
+  local targets
+  mapfile -t targets < <(cmake --build --preset "$preset" --target help |
+    sed -n 's/: phony$//p' | grep -E "$pattern")
+  cmake --build --preset "$preset" --target "${targets[@]}"
+}
+
 if [[ $# -gt 0 ]]; then
   scripts/setup.sh --tests "$1"
   if [[ $1 == tsan ]]; then
@@ -43,13 +59,13 @@ echo "== release suite"
 ctest --preset release -j2
 
 echo "== ASan + UBSan suite"
-scripts/setup.sh asan
+sanitizer_build asan
 # The memory figures (per connection, and the hostile clients' RSS bound)
 # measure the allocator, which ASan replaces: they run in the release stage only.
 ctest --preset asan -j2 -L 'unit|integration|fuzz' -E '^DeflateMemory\.|^hostile\.'
 
 echo "== ThreadSanitizer suite"
-scripts/setup.sh tsan
+sanitizer_build tsan
 tsan_tests
 
 echo "== fuzzing, ${DUPLEX_FUZZ_SECONDS:-20} s per target"

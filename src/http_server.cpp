@@ -8,7 +8,7 @@
 #include <string>
 #include <utility>
 
-#include "transport/listener_impl.hpp"
+#include "listener/listener_impl.hpp"
 
 namespace duplex {
 

@@ -15,7 +15,7 @@
 
 #include <asio/post.hpp>
 
-#include "transport/listener_impl.hpp"
+#include "listener/listener_impl.hpp"
 
 namespace duplex {
 

@@ -1,8 +1,8 @@
-// WebSocketListener::metrics(): the per-loop counters (transport/listener_counters.hpp)
+// WebSocketListener::metrics(): the per-loop counters (listener/listener_counters.hpp)
 // summed into one snapshot.
 #include <duplex/websocket_listener.hpp>
 
-#include "transport/listener_impl.hpp"
+#include "listener/listener_impl.hpp"
 
 namespace duplex {
 

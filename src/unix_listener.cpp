@@ -12,7 +12,7 @@
 
 #include <asio/post.hpp>
 
-#include "transport/listener_impl.hpp"
+#include "listener/listener_impl.hpp"
 #include "transport/unix_socket.hpp"
 
 namespace duplex {

@@ -104,34 +104,34 @@ void WebSocketControl::proxy_credential(Credential credential) {
 }
 
 std::size_t WebSocketControl::outbound_buffer_size_in_bytes() const {
-  DUPLEX_GET(c.outbound_buffer_size);
+  DUPLEX_GET(c.loop.outbound_buffer_size);
 }
 void WebSocketControl::outbound_buffer_size_in_bytes(std::size_t bytes) {
   if (bytes == 0)
     throw std::invalid_argument("outbound_buffer_size_in_bytes: must be greater than zero");
-  DUPLEX_SET(c.outbound_buffer_size = bytes);
+  DUPLEX_SET(c.loop.outbound_buffer_size = bytes);
 }
 
 milliseconds WebSocketControl::desired_unsolicited_pong_interval() const {
-  DUPLEX_GET(c.unsolicited_pong_interval);
+  DUPLEX_GET(c.loop.unsolicited_pong_interval);
 }
 void WebSocketControl::desired_unsolicited_pong_interval(milliseconds interval) {
   check_not_negative(interval, "desired_unsolicited_pong_interval");
-  DUPLEX_SET(c.unsolicited_pong_interval = interval);
+  DUPLEX_SET(c.loop.unsolicited_pong_interval = interval);
 }
 milliseconds WebSocketControl::keep_alive_interval() const {
-  DUPLEX_GET(c.keep_alive_interval);
+  DUPLEX_GET(c.loop.keep_alive_interval);
 }
 void WebSocketControl::keep_alive_interval(milliseconds interval) {
   check_not_negative(interval, "keep_alive_interval");
-  DUPLEX_SET(c.keep_alive_interval = interval);
+  DUPLEX_SET(c.loop.keep_alive_interval = interval);
 }
 milliseconds WebSocketControl::keep_alive_timeout() const {
-  DUPLEX_GET(c.keep_alive_timeout);
+  DUPLEX_GET(c.loop.keep_alive_timeout);
 }
 void WebSocketControl::keep_alive_timeout(milliseconds timeout) {
   check_positive(timeout, "keep_alive_timeout");
-  DUPLEX_SET(c.keep_alive_timeout = timeout);
+  DUPLEX_SET(c.loop.keep_alive_timeout = timeout);
 }
 
 std::vector<ChainValidationResult> WebSocketControl::ignorable_server_certificate_errors() const {
@@ -167,39 +167,39 @@ void WebSocketControl::client_certificate(ClientCertificate certificate) {
 }
 
 bool WebSocketControl::no_delay() const {
-  DUPLEX_GET(c.no_delay);
+  DUPLEX_GET(c.loop.no_delay);
 }
 void WebSocketControl::no_delay(bool value) {
-  DUPLEX_SET(c.no_delay = value);
+  DUPLEX_SET(c.loop.no_delay = value);
 }
 
 milliseconds WebSocketControl::connect_timeout() const {
-  DUPLEX_GET(c.connect_timeout);
+  DUPLEX_GET(c.loop.connect_timeout);
 }
 void WebSocketControl::connect_timeout(milliseconds timeout) {
   check_positive(timeout, "connect_timeout");
-  DUPLEX_SET(c.connect_timeout = timeout);
+  DUPLEX_SET(c.loop.connect_timeout = timeout);
 }
 milliseconds WebSocketControl::send_timeout() const {
-  DUPLEX_GET(c.send_timeout);
+  DUPLEX_GET(c.loop.send_timeout);
 }
 void WebSocketControl::send_timeout(milliseconds timeout) {
   check_positive(timeout, "send_timeout");
-  DUPLEX_SET(c.send_timeout = timeout);
+  DUPLEX_SET(c.loop.send_timeout = timeout);
 }
 milliseconds WebSocketControl::receive_timeout() const {
-  DUPLEX_GET(c.receive_timeout);
+  DUPLEX_GET(c.loop.receive_timeout);
 }
 void WebSocketControl::receive_timeout(milliseconds timeout) {
   check_positive(timeout, "receive_timeout");
-  DUPLEX_SET(c.receive_timeout = timeout);
+  DUPLEX_SET(c.loop.receive_timeout = timeout);
 }
 milliseconds WebSocketControl::close_timeout() const {
-  DUPLEX_GET(c.close_timeout);
+  DUPLEX_GET(c.loop.close_timeout);
 }
 void WebSocketControl::close_timeout(milliseconds timeout) {
   check_positive(timeout, "close_timeout");
-  DUPLEX_SET(c.close_timeout = timeout);
+  DUPLEX_SET(c.loop.close_timeout = timeout);
 }
 
 SocketMessageType MessageWebSocketControl::message_type() const {
@@ -212,25 +212,25 @@ void MessageWebSocketControl::message_type(SocketMessageType type) {
   session_->message_type.store(type);
 }
 std::uint64_t MessageWebSocketControl::max_message_size() const {
-  DUPLEX_GET(c.max_message_size);
+  DUPLEX_GET(c.loop.max_message_size);
 }
 void MessageWebSocketControl::max_message_size(std::uint64_t bytes) {
   if (bytes == 0) throw std::invalid_argument("max_message_size: must be greater than zero");
-  DUPLEX_SET(c.max_message_size = bytes);
+  DUPLEX_SET(c.loop.max_message_size = bytes);
 }
 MessageWebSocketReceiveMode MessageWebSocketControl::receive_mode() const {
-  DUPLEX_GET(c.receive_mode);
+  DUPLEX_GET(c.loop.receive_mode);
 }
 void MessageWebSocketControl::receive_mode(MessageWebSocketReceiveMode mode) {
-  DUPLEX_SET(c.receive_mode = mode);
+  DUPLEX_SET(c.loop.receive_mode = mode);
 }
 std::size_t MessageWebSocketControl::partial_message_threshold() const {
-  DUPLEX_GET(c.partial_message_threshold);
+  DUPLEX_GET(c.loop.partial_message_threshold);
 }
 void MessageWebSocketControl::partial_message_threshold(std::size_t bytes) {
   if (bytes == 0 || bytes > max_partial_message_threshold)
     throw std::invalid_argument("partial_message_threshold: must be 1..67108864 (64 MiB)");
-  DUPLEX_SET(c.partial_message_threshold = bytes);
+  DUPLEX_SET(c.loop.partial_message_threshold = bytes);
 }
 
 ReconnectOptions MessageWebSocketControl::reconnect() const {

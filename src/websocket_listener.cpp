@@ -19,8 +19,8 @@
 #include <duplex/cancellation.hpp>
 #include <duplex/protocol/close.hpp>
 
-#include "transport/listener_impl.hpp"
-#include "transport/server_tls.hpp"
+#include "listener/listener_impl.hpp"
+#include "listener/server_tls.hpp"
 #include "transport/stream.hpp"
 
 namespace duplex {
@@ -486,6 +486,11 @@ void ListenerImpl::accept_next(Acceptor& a) {
                             return accept_next(a);
                           }
                           const bool busy = admission == Admission::busy;
+                          // Accepted on the loop that serves it: start at once.
+                          if (&target == a.loop) {
+                            start_server_handshake(*this, target, std::move(socket), busy);
+                            return accept_next(a);
+                          }
                           asio::post(target.ctx,
                                      [this, &target, s = std::move(socket), busy]() mutable {
                                        if (stopping_) {
@@ -683,12 +688,15 @@ void ListenerImpl::request_session_sweep() {
   }
 }
 
-bool ListenerImpl::claim_connection() noexcept {
-  if (connections_.fetch_add(1) < options_.max_connections) {
-    refusing_.fetch_sub(1);
-    return true;
+bool ListenerImpl::claim_connection(ListenerLoop& here) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (connections_.fetch_add(1) < options_.max_connections) {
+      refusing_.fetch_sub(1);
+      return true;
+    }
+    connections_.fetch_sub(1);
+    if (attempt == 0) sweep_sessions(here);
   }
-  connections_.fetch_sub(1);
   return false;
 }
 

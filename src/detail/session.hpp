@@ -20,6 +20,7 @@
 #include <span>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include <asio/io_context.hpp>
@@ -44,82 +45,39 @@ namespace duplex::detail {
 
 using std::chrono::milliseconds;
 
-/// Everything the controls set.
+/// The settings the loop reads while a connection is open. A client takes a
+/// copy of its controls' at connect; the sessions of a listener share the
+/// listener's. Never changed once a session holds them.
+struct LoopSettings {
+  std::size_t outbound_buffer_size = std::size_t{1} << 20;
+  std::uint64_t max_message_size = std::uint64_t{64} << 20;
+  milliseconds unsolicited_pong_interval{0};
+  milliseconds keep_alive_interval{0};
+  milliseconds keep_alive_timeout{10'000};
+  milliseconds connect_timeout{60'000};
+  milliseconds send_timeout{30'000};
+  milliseconds receive_timeout{30'000};
+  milliseconds close_timeout{5'000};
+  MessageWebSocketReceiveMode receive_mode = MessageWebSocketReceiveMode::full_message;
+  std::size_t partial_message_threshold =
+      MessageWebSocketControl::default_partial_message_threshold;
+  bool no_delay = true;
+};
+
+/// Everything the controls set: the loop's settings, and what is only needed
+/// while connecting (it lives in the connect state after connect).
 struct SessionConfig {
+  LoopSettings loop;
   std::vector<std::string> protocols;
   std::optional<Credential> server_credential;
   std::string proxy;
   std::optional<Credential> proxy_credential;
-  std::size_t outbound_buffer_size = std::size_t{1} << 20;
-  milliseconds unsolicited_pong_interval{0};
-  milliseconds keep_alive_interval{0};
-  milliseconds keep_alive_timeout{10'000};
   std::vector<ChainValidationResult> ignorable_errors;
   std::string trusted_ca_file;
   std::optional<ClientCertificate> client_certificate;
-  bool no_delay = true;
-  milliseconds connect_timeout{60'000};
-  milliseconds send_timeout{30'000};
-  milliseconds receive_timeout{30'000};
-  milliseconds close_timeout{5'000};
-  std::uint64_t max_message_size = std::uint64_t{64} << 20;
-  MessageWebSocketReceiveMode receive_mode = MessageWebSocketReceiveMode::full_message;
-  std::size_t partial_message_threshold =
-      MessageWebSocketControl::default_partial_message_threshold;
   protocol::HttpHeaders request_headers;
   protocol::DeflateConfig deflate;  ///< permessage-deflate offer (off by default)
   ReconnectOptions reconnect;       ///< auto-reconnect (message client only; off by default)
-};
-
-/// The settings the loop reads while a connection is open: a copy of the
-/// controls taken at connect (the rest of SessionConfig is only needed while
-/// connecting, and lives in the connect state).
-struct LoopSettings {
-  LoopSettings() = default;
-  explicit LoopSettings(const SessionConfig& c)
-      : outbound_buffer_size(c.outbound_buffer_size),
-        max_message_size(c.max_message_size),
-        unsolicited_pong_interval(c.unsolicited_pong_interval),
-        keep_alive_interval(c.keep_alive_interval),
-        keep_alive_timeout(c.keep_alive_timeout),
-        connect_timeout(c.connect_timeout),
-        send_timeout(c.send_timeout),
-        receive_timeout(c.receive_timeout),
-        close_timeout(c.close_timeout),
-        receive_mode(c.receive_mode),
-        partial_message_threshold(c.partial_message_threshold),
-        no_delay(c.no_delay) {}
-  std::size_t outbound_buffer_size = std::size_t{1} << 20;
-  std::uint64_t max_message_size = std::uint64_t{64} << 20;
-  milliseconds unsolicited_pong_interval{0};
-  milliseconds keep_alive_interval{0};
-  milliseconds keep_alive_timeout{10'000};
-  milliseconds connect_timeout{60'000};
-  milliseconds send_timeout{30'000};
-  milliseconds receive_timeout{30'000};
-  milliseconds close_timeout{5'000};
-  MessageWebSocketReceiveMode receive_mode = MessageWebSocketReceiveMode::full_message;
-  std::size_t partial_message_threshold =
-      MessageWebSocketControl::default_partial_message_threshold;
-  bool no_delay = true;
-
-  /// These settings as controls (the other controls at their defaults).
-  [[nodiscard]] SessionConfig as_config() const {
-    SessionConfig c;
-    c.outbound_buffer_size = outbound_buffer_size;
-    c.max_message_size = max_message_size;
-    c.unsolicited_pong_interval = unsolicited_pong_interval;
-    c.keep_alive_interval = keep_alive_interval;
-    c.keep_alive_timeout = keep_alive_timeout;
-    c.connect_timeout = connect_timeout;
-    c.send_timeout = send_timeout;
-    c.receive_timeout = receive_timeout;
-    c.close_timeout = close_timeout;
-    c.receive_mode = receive_mode;
-    c.partial_message_threshold = partial_message_threshold;
-    c.no_delay = no_delay;
-    return c;
-  }
 };
 
 /// Shared state of a custom certificate validation (event args, deferrals).
@@ -175,7 +133,9 @@ public:
   auto read_config(F&& f) const {
     std::lock_guard lock(config_mutex_);
     if (config_) return f(*config_);
-    return f(cfg_->as_config());  // server role: the listener's settings
+    SessionConfig listener;  // server role: the listener's settings
+    listener.loop = *cfg_;
+    return f(std::as_const(listener));
   }
   std::atomic<SocketMessageType> message_type{SocketMessageType::binary};
 
@@ -334,6 +294,8 @@ private:
   void on_response_bytes(std::error_code ec, std::size_t n);
   void connect_failed(std::error_code ec);
   void become_open(std::span<const std::byte> leftover);
+  /// The protocol core's settings for this session's kind and cfg_.
+  [[nodiscard]] protocol::ConnectionConfig connection_config(protocol::Role role) const;
 
   // Data path [loop].
   /// True once a plain TCP or Unix connection is open: its descriptor left
@@ -365,7 +327,12 @@ private:
   /// loop's buffer, `frame_size` bytes long: reads its rest behind it.
   bool complete_held(std::size_t end, std::size_t begin, std::size_t frame_size);
   static constexpr std::size_t max_hold_reads = 8;
-  void pump_sends();
+  /// Moves queued sends into the output while it has room (inline: once per
+  /// read, and the queue is almost always empty).
+  void pump_sends() {
+    if (!sends_.empty()) pump_queued_sends();
+  }
+  void pump_queued_sends();
   std::error_code send_one(SendKind kind, SocketMessageType type, std::span<const std::byte> data,
                            bool compress);
   /// The connection call for `kind` (send_message or send_fragment).
@@ -385,7 +352,13 @@ private:
     return (conn_ ? conn_->buffered_amount() : 0) + inflight_;
   }
   void deliver_input();
-  void maybe_finish_close();
+  /// Ends the connection once the close handshake is done and our output is
+  /// out (inline: once per read, and the connection is almost always open).
+  void maybe_finish_close() {
+    if (phase() != Phase::closed && conn_ && conn_->state() == protocol::ConnectionState::closed)
+      finish_closed_connection();
+  }
+  void finish_closed_connection();
   void fail(std::error_code ec);
   /// Our outbound data made no progress for send_timeout: the peer is not
   /// reading. Ends the connection with a close frame (1008) behind what is

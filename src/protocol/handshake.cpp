@@ -222,6 +222,8 @@ bool parse_fields(std::string_view block, std::size_t pos, HttpHeaders& headers,
     if (p[0] != '\r' || p[1] != '\n') return malformed(ec);
     const char* value_end = p;
     while (value_end != value && is_ows(value_end[-1])) --value_end;
+    // Room for a typical request's fields at once, not a growth step per few.
+    if (n == 0 && headers.capacity() < 16) headers.reserve(16);
     if (n == headers.size()) headers.emplace_back();
     headers[n].name.assign(name, name_end);
     headers[n].value.assign(value, value_end);
@@ -293,10 +295,25 @@ constexpr std::string_view websocket_guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B1
 // RFC 6455 4.1: the key is 16 random bytes.
 constexpr std::size_t key_bytes = 16;
 
-bool is_valid_key(std::string_view key) {
-  if (key.size() != detail::base64_encoded_size(key_bytes)) return false;
-  const auto bytes = detail::base64_decode(key);
-  return bytes && bytes->size() == key_bytes;
+// The canonical base64 text of 16 bytes (RFC 4648 3.5, as base64_decode
+// accepts it), checked without decoding: 21 symbols, a 22nd whose low 4 bits
+// are zero (they hold no byte), then "==".
+bool is_valid_key(std::string_view key) noexcept {
+  static_assert(key_bytes == 16);
+  if (key.size() != detail::base64_encoded_size(key_bytes) || key[22] != '=' || key[23] != '=')
+    return false;
+  const auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  for (std::size_t i = 0; i < 21; ++i)
+    if (value(key[i]) < 0) return false;
+  const int last = value(key[21]);
+  return last >= 0 && (last & 0x0F) == 0;
 }
 
 // RFC 9112 3.2 and RFC 3986 3.2.2: Host is uri-host [":" port], where uri-host
@@ -448,10 +465,21 @@ private:
 
 }  // namespace
 
-std::string compute_accept(std::string_view key) {
+namespace {
+
+// Appends Sec-WebSocket-Accept for `key` to `out`.
+void append_accept(std::string_view key, std::string& out) {
   thread_local Sha1 sha1;
   const auto digest = sha1.digest(key, websocket_guid);
-  return detail::base64_encode(std::span<const std::uint8_t>(digest));
+  detail::base64_encode(std::span<const std::uint8_t>(digest), out);
+}
+
+}  // namespace
+
+std::string compute_accept(std::string_view key) {
+  std::string out;
+  append_accept(key, out);
+  return out;
 }
 
 std::string build_client_request(const ClientHandshakeOptions& options, std::string_view key) {
@@ -557,44 +585,98 @@ std::error_code validate_client_request(const HttpRequest& request, ServerHandsh
   if (request.target.empty() ||
       (request.target.front() != '/' && !is_absolute_form(request.target)))
     return make_error_code(error::bad_http_message);
+
+  // One pass over the headers (each name compared once), then the checks in
+  // the order above.
+  struct Seen {
+    std::size_t count = 0;
+    const std::string* first = nullptr;
+    void add(const std::string& value) noexcept {
+      if (count++ == 0) first = &value;
+    }
+  };
+  Seen host, version, key, origin;
+  bool transfer_encoding = false;
+  bool content_length = false;  // one other than 0
+  bool upgrade = false;
+  bool connection = false;
+  bool has_protocols = false;
+  bool has_extensions = false;
+  const auto has = [](const std::string& value, std::string_view token) {
+    return for_each_element(value, [&](std::string_view e) { return iequals(e, token); });
+  };
+  for (const auto& h : headers) {
+    const std::string_view name = h.name;
+    // Cheap first filter: every name looked at here starts with one of these.
+    switch (name.empty() ? '\0' : static_cast<char>(name.front() | 0x20)) {
+      case 'h':
+        if (iequals(name, "Host")) host.add(h.value);
+        break;
+      case 'u':
+        if (iequals(name, "Upgrade")) upgrade = upgrade || has(h.value, "websocket");
+        break;
+      case 'c':
+        if (iequals(name, "Connection"))
+          connection = connection || has(h.value, "upgrade");
+        else if (iequals(name, "Content-Length"))
+          content_length = content_length || h.value != "0";
+        break;
+      case 't':
+        if (iequals(name, "Transfer-Encoding")) transfer_encoding = true;
+        break;
+      case 'o':
+        if (iequals(name, "Origin")) origin.add(h.value);
+        break;
+      case 's':
+        if (name.size() < 14 || !iequals(name.substr(0, 14), "Sec-WebSocket-")) break;
+        if (const auto rest = name.substr(14); iequals(rest, "Key"))
+          key.add(h.value);
+        else if (iequals(rest, "Version"))
+          version.add(h.value);
+        else if (iequals(rest, "Protocol"))
+          has_protocols = true;
+        else if (iequals(rest, "Extensions"))
+          has_extensions = true;
+        break;
+      default: break;
+    }
+  }
+
   // An upgrade request has no body: bytes after the block are frames, so a
   // declared body would make us read one message two ways (RFC 9112 6.3).
-  if (count_headers(headers, "Transfer-Encoding") != 0)
-    return make_error_code(error::bad_http_message);
-  for (const auto& h : headers)
-    if (iequals(h.name, "Content-Length") && h.value != "0")
-      return make_error_code(error::bad_http_message);
+  if (transfer_encoding || content_length) return make_error_code(error::bad_http_message);
   // Item 2: Host; RFC 9112 3.2: exactly one, else 400.
-  const auto hosts = count_headers(headers, "Host");
-  if (hosts > 1) return make_error_code(error::bad_http_message);
-  const auto host = find_header(headers, "Host");
-  if (!host || host->empty()) return make_error_code(error::missing_host);
-  if (!is_valid_host(*host)) return make_error_code(error::bad_http_message);
+  if (host.count > 1) return make_error_code(error::bad_http_message);
+  if (host.count == 0 || host.first->empty()) return make_error_code(error::missing_host);
+  if (!is_valid_host(*host.first)) return make_error_code(error::bad_http_message);
   // Item 3: Upgrade holds "websocket".
-  if (!header_has_token(headers, "Upgrade", "websocket"))
-    return make_error_code(error::bad_upgrade);
+  if (!upgrade) return make_error_code(error::bad_upgrade);
   // Item 4: Connection holds "Upgrade".
-  if (!header_has_token(headers, "Connection", "upgrade"))
-    return make_error_code(error::bad_connection);
+  if (!connection) return make_error_code(error::bad_connection);
   // Item 6 / 4.4: version 13, else 426 naming the version we speak.
-  if (count_headers(headers, "Sec-WebSocket-Version") != 1 ||
-      *find_header(headers, "Sec-WebSocket-Version") != "13")
-    return make_error_code(error::bad_version);
+  if (version.count != 1 || *version.first != "13") return make_error_code(error::bad_version);
   // Item 5: one key, base64 of 16 bytes.
-  if (count_headers(headers, "Sec-WebSocket-Key") != 1) return make_error_code(error::bad_key);
-  const auto key = *find_header(headers, "Sec-WebSocket-Key");
-  if (!is_valid_key(key)) return make_error_code(error::bad_key);
+  if (key.count != 1 || !is_valid_key(*key.first)) return make_error_code(error::bad_key);
   // Item 8 / 4.1: each offered subprotocol is a token.
-  auto protocols = header_list(headers, "Sec-WebSocket-Protocol");
-  for (const auto& p : protocols)
-    if (!is_token(p)) return make_error_code(error::bad_http_message);
+  std::vector<std::string> protocols;
+  if (has_protocols) {
+    protocols = header_list(headers, "Sec-WebSocket-Protocol");
+    for (const auto& p : protocols)
+      if (!is_token(p)) return make_error_code(error::bad_http_message);
+  }
 
   out.target = request.target;
-  out.host.assign(*host);
-  out.origin.assign(find_header(headers, "Origin").value_or(std::string_view{}));
-  out.key.assign(key);
+  out.host.assign(*host.first);
+  if (origin.count != 0)
+    out.origin.assign(*origin.first);
+  else
+    out.origin.clear();
+  out.key.assign(*key.first);
   out.protocols = std::move(protocols);
-  out.extensions = join_values(headers, "Sec-WebSocket-Extensions");
+  if (has_extensions)
+    out.extensions = join_values(headers, "Sec-WebSocket-Extensions");
+  else
+    out.extensions.clear();
   return {};
 }
 
@@ -617,7 +699,9 @@ std::string build_server_response(std::string_view key, std::string_view protoco
   out.append("HTTP/1.1 101 Switching Protocols\r\n");
   append_header(out, "Upgrade", "websocket");
   append_header(out, "Connection", "Upgrade");
-  append_header(out, "Sec-WebSocket-Accept", compute_accept(key));
+  out.append("Sec-WebSocket-Accept: ");
+  append_accept(key, out);
+  out.append("\r\n");
   if (!protocol.empty()) append_header(out, "Sec-WebSocket-Protocol", protocol);
   if (!extensions.empty()) append_header(out, "Sec-WebSocket-Extensions", extensions);
   for (const auto& h : extra) append_header(out, h.name, h.value);

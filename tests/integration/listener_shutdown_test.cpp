@@ -21,8 +21,8 @@
 #include <duplex/websocket_listener.hpp>
 
 #include "echo_test_support.hpp"
+#include "listener/listener_impl.hpp"
 #include "listener_test_util.hpp"
-#include "transport/listener_impl.hpp"
 
 namespace duplex::test {
 namespace {

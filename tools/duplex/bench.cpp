@@ -230,10 +230,14 @@ void print_report(const BenchOptions& options, const Totals& t, const LatencyHis
   return x + 0x3030303030303030ull + letters * ('a' - '0' - 10);
 }
 
-void make_prefix(std::size_t id, std::uint64_t seq, std::array<char, 16>& out) noexcept {
+// A message's prefix: the connection's id (written once, when the connection
+// is made) and the message's sequence number, 8 hex digits each.
+void set_prefix_id(std::size_t id, std::array<char, 16>& out) noexcept {
   std::uint64_t a = hex8(static_cast<std::uint32_t>(id));
-  std::uint64_t b = hex8(static_cast<std::uint32_t>(seq));
   std::memcpy(out.data(), &a, 8);
+}
+void set_prefix_sequence(std::uint64_t seq, std::array<char, 16>& out) noexcept {
+  std::uint64_t b = hex8(static_cast<std::uint32_t>(seq));
   std::memcpy(out.data() + 8, &b, 8);
 }
 
@@ -1237,7 +1241,7 @@ public:
 
 private:
   struct Client {
-    Client(asio::io_context& ioc, std::size_t i) : ws(ioc), id(i) {}
+    Client(asio::io_context& ioc, std::size_t i) : ws(ioc), id(i) { set_prefix_id(i, prefix); }
     duplex::MessageWebSocket ws;
     std::size_t id;
     std::uint64_t next_send = 0;
@@ -1287,7 +1291,7 @@ private:
     while (measuring_ && !c.closing && c.in_flight < options_.in_flight &&
            (options_.messages == 0 || sent_ < options_.messages)) {
       ++sent_;
-      make_prefix(c.id, c.next_send, c.prefix);
+      set_prefix_sequence(c.next_send, c.prefix);
       std::size_t head = std::min(c.prefix.size(), c.message.size());
       std::memcpy(c.message.data(), c.prefix.data(), head);
       if (!c.sent_at.empty()) c.sent_at[c.next_send % c.sent_at.size()] = Clock::now();
@@ -1313,7 +1317,7 @@ private:
         options_.binary ? duplex::SocketMessageType::binary : duplex::SocketMessageType::utf8;
     if (args.message_type() != expected) return fail(c, "echo has the wrong message type");
     if (c.in_flight == 0) return fail(c, "echo of a message that was not sent");
-    make_prefix(c.id, c.next_receive, c.prefix);
+    set_prefix_sequence(c.next_receive, c.prefix);
     auto data = args.data();
     std::size_t head = std::min(c.prefix.size(), payload_.size());
     if (data.size() != payload_.size() || std::memcmp(data.data(), c.prefix.data(), head) != 0 ||

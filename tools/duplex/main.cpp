@@ -1,6 +1,6 @@
 // duplex: the command-line tool. One file per sub-command (demo.cpp,
 // echo_server.cpp, connect.cpp); this file wires them into one CLI11 app.
-#include <openssl/ssl.h>
+#include <openssl/crypto.h>
 #include <CLI/CLI.hpp>
 
 #include <exception>
@@ -15,11 +15,14 @@ void add_pubsub_server_command(CLI::App& app, int& exit_status);  // pubsub_serv
 }
 
 int main(int argc, char** argv) {
-  // Initialise OpenSSL before the library's default event loop exists: exit
-  // handlers run in reverse order of registration, so OpenSSL's cleanup then runs
-  // after the loop thread is joined, not while that thread still frees TLS and
-  // RNG state (which deadlocked on OpenSSL's freed locks at exit).
-  OPENSSL_init_ssl(0, nullptr);
+  // Initialise OpenSSL's crypto library before the library's default event loop
+  // exists: exit handlers run in reverse order of registration, so OpenSSL's
+  // cleanup (registered by this first initialisation) then runs after the loop
+  // thread is joined, not while that thread still frees TLS and RNG state (which
+  // deadlocked on OpenSSL's freed locks at exit). TLS itself (OPENSSL_init_ssl)
+  // initialises on first use only: a ws:// server never pays for it.
+  // (Not option 0: that returns at once and registers nothing.)
+  OPENSSL_init_crypto(OPENSSL_INIT_ADD_ALL_DIGESTS, nullptr);
   CLI::App app{
       "duplex: WebSocket client and server (the Windows MessageWebSocket / "
       "StreamWebSocket model in C++20)"};

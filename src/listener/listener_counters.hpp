@@ -1,4 +1,4 @@
-// transport/listener_counters.hpp: the counters one listener loop keeps for
+// listener/listener_counters.hpp: the counters one listener loop keeps for
 // WebSocketListener::metrics(). Written on the loop's thread with relaxed
 // atomics (no fence, no shared cache line across loops), read from any thread
 // and summed at scrape time (src/listener_metrics.cpp).

@@ -1,4 +1,4 @@
-// transport/server_tls.hpp: the server's TLS context (certificate chain, key,
+// listener/server_tls.hpp: the server's TLS context (certificate chain, key,
 // optional client certificates) and what the listener reads from a TLS session.
 #pragma once
 

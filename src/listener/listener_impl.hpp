@@ -1,4 +1,4 @@
-// transport/listener_impl.hpp: the inside of WebSocketListener: event loops,
+// listener/listener_impl.hpp: the inside of WebSocketListener: event loops,
 // acceptors, the per-loop handshake sweep, connection accounting and shutdown.
 // Internal; used on the listener's loops except where noted.
 #pragma once
@@ -29,7 +29,7 @@
 #include <duplex/websocket_listener.hpp>
 
 #include "detail/session.hpp"
-#include "transport/listener_counters.hpp"
+#include "listener/listener_counters.hpp"
 
 namespace duplex::detail {
 
@@ -221,7 +221,10 @@ public:
   void release_connection(bool busy) noexcept;
   /// A connection refused at accept (busy) takes a slot after all, if one
   /// came back since; true when it did (it then counts as a connection).
-  bool claim_connection() noexcept;
+  /// On `here`'s thread: when none is free, first gives back the slots of
+  /// `here`'s ended sessions (their sweep may not have run yet: the request
+  /// is often read in the same turn as the accept).
+  bool claim_connection(ListenerLoop& here);
   /// Over the limit: every loop gives back its ended sessions' slots now
   /// (at most every few milliseconds). Any thread.
   void request_session_sweep();
@@ -293,7 +296,7 @@ public:
   std::atomic<std::size_t> live_handshakes{0};
 };
 
-/// Starts the opening handshake of an accepted socket on `loop` (transport/server_handshake.cpp).
+/// Starts the opening handshake of an accepted socket on `loop` (listener/server_handshake.cpp).
 /// `busy`: over max_connections, answer 503 once the request is read.
 void start_server_handshake(ListenerImpl& listener, ListenerLoop& loop, transport::TcpSocket socket,
                             bool busy);

@@ -1,5 +1,5 @@
 // The server side of TLS: context set-up and client certificate details.
-#include "transport/server_tls.hpp"
+#include "listener/server_tls.hpp"
 
 #include <stdexcept>
 #include <system_error>

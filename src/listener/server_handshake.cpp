@@ -1,7 +1,10 @@
 // The server's side of one connection from accept to the 101 answer: TLS
 // handshake, reading the request (bounded in size and time), validation, hooks,
 // and the answer: 101 and hand-over, or an HTTP error and a clean close.
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <memory>
 #include <optional>
 #include <string>
@@ -16,8 +19,8 @@
 #include <duplex/protocol/deflate.hpp>
 #include <duplex/protocol/handshake.hpp>
 
-#include "transport/listener_impl.hpp"
-#include "transport/server_tls.hpp"
+#include "listener/listener_impl.hpp"
+#include "listener/server_tls.hpp"
 #include "transport/unix_socket.hpp"
 
 namespace duplex::detail {
@@ -125,12 +128,27 @@ private:
       if (buf_.size() >= cap) return respond_error(431, "request header too large\n");
       buf_.resize(std::min(cap, std::max(initial_buffer_size, buf_.size() * 2)));
     }
-    auto buffer = asio::buffer(buf_.data() + used_, buf_.size() - used_);
-    visit([&](auto& stream) {
-      stream.async_read_some(
-          buffer,
+    if (tls_) {
+      tls_->async_read_some(
+          asio::buffer(buf_.data() + used_, buf_.size() - used_),
           [self = shared_from_this()](std::error_code ec, std::size_t n) { self->on_read(ec, n); });
-    });
+      return;
+    }
+    // Plain TCP: the request is usually there already (the client sent it
+    // right after connecting), so read it at once; only an empty socket waits
+    // for readability, through the loop's reactor.
+    ssize_t n = 0;
+    do {
+      n = ::recv(tcp_.native_handle(), buf_.data() + used_, buf_.size() - used_, MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) return on_read({}, static_cast<std::size_t>(n));
+    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return close();
+    tcp_.async_wait(transport::TcpSocket::wait_read,
+                    [self = shared_from_this()](std::error_code ec) {
+                      // The client left, or the sweep closed the socket.
+                      if (ec) return self->close();
+                      self->read();
+                    });
   }
 
   void on_read(std::error_code ec, std::size_t n) {
@@ -157,7 +175,7 @@ private:
     http_answer_ = listener_.has_http_handler() &&
                    !protocol::header_has_token(request.headers, "Upgrade", "websocket");
     // Over the limit at accept: a slot may have come back since.
-    if (busy_ && !listener_.stopping() && listener_.claim_connection()) busy_ = false;
+    if (busy_ && !listener_.stopping() && listener_.claim_connection(loop_)) busy_ = false;
     if (busy_) return respond_error(503, "server busy, try again later\n", {{"Retry-After", "1"}});
 
     if (http_answer_) return start_http(std::move(request), consumed);
@@ -304,19 +322,37 @@ private:
   }
 
   void write() {
+    std::size_t sent = 0;
+    if (!tls_) {
+      // Plain TCP: an answer fits the empty send buffer of a new connection,
+      // so it normally leaves in this one call; the rest, if any, through
+      // the loop's reactor.
+      ssize_t n = 0;
+      do {
+        n = ::send(tcp_.native_handle(), response_.data(), response_.size(),
+                   MSG_DONTWAIT | MSG_NOSIGNAL);
+      } while (n < 0 && errno == EINTR);
+      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return close();
+      if (n > 0) sent = static_cast<std::size_t>(n);
+      if (sent == response_.size()) return on_written();
+    }
     visit([&](auto& stream) {
-      asio::async_write(stream, asio::buffer(response_),
+      asio::async_write(stream, asio::buffer(response_.data() + sent, response_.size() - sent),
                         [self = shared_from_this()](std::error_code ec, std::size_t) {
                           if (ec) return self->close();
-                          if (self->continue_sent_) {
-                            self->continue_sent_ = false;
-                            std::string().swap(self->response_);
-                            return self->read_body();
-                          }
-                          if (self->error_answer_) return self->linger();
-                          self->hand_over();
+                          self->on_written();
                         });
     });
+  }
+
+  void on_written() {
+    if (continue_sent_) {
+      continue_sent_ = false;
+      std::string().swap(response_);
+      return read_body();
+    }
+    if (error_answer_) return linger();
+    hand_over();
   }
 
   // After an error answer: a graceful end (TLS close_notify, or FIN then
