@@ -1,6 +1,7 @@
 // Fuzzes the frame parser and the Connection state machine in both roles.
 // Input: byte 0 picks the read sizes and options, the rest is the peer's bytes.
-// Checks: identical events for whole and split input, nothing after close or
+// Checks: identical events for whole and split input (also when fed through
+// receive_holding, held bytes passed again), nothing after close or
 // error, the output is a well-formed frame sequence for the role, delivered
 // text is UTF-8 and within the size limit.
 #include <duplex/protocol/close.hpp>
@@ -109,8 +110,12 @@ void check_output(std::span<const std::byte> out, Role role) {
   }
 }
 
+// How run() hands the bytes to the connection.
+enum class Feed { whole, split, held };
+
 std::vector<std::string> run(const std::uint8_t* data, std::size_t size, Role role,
-                             std::uint8_t mode, bool split) {
+                             std::uint8_t mode, Feed feed) {
+  const bool split = feed != Feed::whole;
   ConnectionConfig cfg;
   cfg.role = role;
   cfg.partial_messages = (mode & 0x40) != 0;
@@ -123,6 +128,9 @@ std::vector<std::string> run(const std::uint8_t* data, std::size_t size, Role ro
   std::vector<std::byte> wire;
   std::size_t pos = 0;
   std::uint32_t rng = 0x9E3779B9u ^ mode;
+  // Feed::held: bytes receive_holding() left unconsumed, passed again in
+  // front of the next read (as the session reads the rest behind them).
+  std::vector<std::byte> held;
   while (pos < buf.size()) {
     std::size_t n = buf.size() - pos;
     if (split) {
@@ -133,7 +141,16 @@ std::vector<std::string> run(const std::uint8_t* data, std::size_t size, Role ro
     // Each read in its own exact-size buffer, so reads past it are caught.
     std::vector<std::byte> piece(buf.begin() + static_cast<std::ptrdiff_t>(pos),
                                  buf.begin() + static_cast<std::ptrdiff_t>(pos + n));
-    conn.receive(piece, checker);
+    if (feed == Feed::held) {
+      held.insert(held.end(), piece.begin(), piece.end());
+      const auto r = conn.receive_holding(held, checker, std::size_t{1} << 20);
+      if (r.held > held.size()) die("receive_holding held more than it was given");
+      if (r.held != 0 && (r.frame_size <= r.held || r.frame_size > (std::size_t{1} << 20)))
+        die("receive_holding held a frame that is whole or over the limit");
+      held.erase(held.begin(), held.end() - static_cast<std::ptrdiff_t>(r.held));
+    } else {
+      conn.receive(piece, checker);
+    }
     pos += n;
     // Drain the output now and then, as a transport would.
     if ((rng & 3) == 0 && conn.has_output()) {
@@ -142,6 +159,8 @@ std::vector<std::string> run(const std::uint8_t* data, std::size_t size, Role ro
       conn.end_write();
     }
   }
+  // The rest never came: the connection keeps the held bytes.
+  if (!held.empty()) conn.receive(held, checker);
   auto w = conn.begin_write();
   wire.insert(wire.end(), w.begin(), w.end());
   conn.end_write();
@@ -161,9 +180,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   ++data;
   --size;
   for (Role role : {Role::server, Role::client}) {
-    const auto whole = run(data, size, role, mode, false);
-    const auto split = run(data, size, role, mode, true);
+    const auto whole = run(data, size, role, mode, Feed::whole);
+    const auto split = run(data, size, role, mode, Feed::split);
     if (whole != split) die("events depend on how the input is split");
+    if (run(data, size, role, mode, Feed::held) != whole)
+      die("events depend on frames held by receive_holding");
   }
   return 0;
 }

@@ -49,6 +49,12 @@ frame_seeds = {
     "top_bit": bytes([0x09]) + bytes([0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 0]),
     "echo_many": bytes([0x1F]) + b"".join(frame(0x81, b"m%d" % i, K) for i in range(20)),
     "pong_unmasked": bytes([0x0A]) + frame(0x8A, b"beat") + frame(0x82, b"x"),
+    # Messages large enough for receive_holding to hold (16 KiB and more), in
+    # full and in partial mode.
+    "large_whole_messages": bytes([0x0F]) + frame(0x81, "\u00e9".encode() * 8200, K)
+    + frame(0x89, b"p", K) + frame(0x82, bytes(range(256)) * 65, K),
+    "large_partial_messages": bytes([0x4F]) + frame(0x82, bytes(range(256)) * 65, K)
+    + frame(0x81, b"after", K),
 }
 
 utf8_seeds = {

@@ -240,8 +240,10 @@ std::span<std::byte> thread_read_buffer_slow() {
   // 256 KiB: a read takes several large messages whole (a message that spans
   // two reads is copied to be reassembled; with 64 KiB, every 64 KiB message
   // did, at about 1.5 instructions per byte). Only the pages a read fills are
-  // touched, so small messages pay nothing for the size.
-  thread_local const std::unique_ptr<std::byte[]> buffer(new std::byte[thread_read_buffer_size]);
+  // touched, so small messages pay nothing for the size (nor for the reserve
+  // behind it, touched only by the rest of a large message).
+  thread_local const std::unique_ptr<std::byte[]> buffer(
+      new std::byte[thread_read_buffer_size + thread_read_buffer_reserve]);
   loop_tls::read_buffer = buffer.get();
   return {buffer.get(), thread_read_buffer_size};
 }

@@ -543,14 +543,14 @@ void Session::on_read(std::error_code ec, std::size_t n) {
   wire_bytes_received_ += n;
   std::span<std::byte> data =
       polled() ? thread_read_buffer().first(n) : std::span<std::byte>(tls_buffer_.data(), n);
-  // Read again at once when more is likely waiting: the buffer was filled,
-  // or the peer's FIN came with this data (edge-triggered: no new event for it).
-  const bool full = polled() && (n == thread_read_buffer_size || rd_hup_);
   // Handlers may drop the last outside reference. A polled session is kept
   // by its registration, released only after the current handler: no copy.
   std::shared_ptr<Session> self;
   if (!polled()) self = shared_from_this();
-  process(data);
+  const bool filled = process(data);
+  // Read again at once when more is likely waiting: a read filled the buffer,
+  // or the peer's FIN came with this data (edge-triggered: no new event for it).
+  const bool full = polled() && (n == thread_read_buffer_size || filled || rd_hup_);
   if (phase() == Phase::closed || reading_ || read_paused_) return;
   if (unsent() >= cfg_->outbound_buffer_size && !conn_->close_sent()) {
     // Backpressure: the peer is not reading what we send (our echoes, our
@@ -575,26 +575,84 @@ void Session::on_read(std::error_code ec, std::size_t n) {
   rd_wait_ = true;
 }
 
-void Session::process(std::span<std::byte> data) {
+DUPLEX_HOT_INLINE bool Session::receive_read(std::span<std::byte> data) {
+  if (polled() && data.data() == thread_read_buffer().data()) [[likely]] {
+    const auto r = conn_->receive_holding(data, *this, thread_read_buffer_reserve);
+    if (r.held != 0) [[unlikely]]
+      return complete_held(data.size(), data.size() - r.held, r.frame_size);
+    return false;
+  }
+  conn_->receive(data, *this);
+  return false;
+}
+
+bool Session::process(std::span<std::byte> data) {
   note_activity();
   in_process_ = true;
+  bool filled = false;
   if (kind_ == Kind::message) {
     // One event lock for every message of this read, not one per message
     // (a change from another thread waits for the read's handlers).
     EventMutex::DispatchGuard lock(events_mutex_);
     EventLoopScope scope;
     dispatching_ = true;
-    conn_->receive(data, *this);
+    filled = receive_read(data);
     dispatching_ = false;
   } else {
-    conn_->receive(data, *this);
+    filled = receive_read(data);
   }
   in_process_ = false;
   publish_stats();
-  if (phase() == Phase::closed) return;
+  if (phase() == Phase::closed) return filled;
   pump_sends();
   if (conn_->has_output()) flush();
   maybe_finish_close();
+  return filled;
+}
+
+// A large message cut off at the end of the read is not copied into the
+// connection: the rest is read right after it, in the same buffer (into its
+// reserve), and the message is delivered whole as one view. Only while the rest
+// comes at once: the buffer is the loop's, so the connection keeps what did not.
+bool Session::complete_held(std::size_t end, std::size_t begin, std::size_t frame_size) {
+  const std::span<std::byte> buf(thread_read_buffer().data(),
+                                 thread_read_buffer_size + thread_read_buffer_reserve);
+  bool filled = false;
+  for (std::size_t reads = 0;; ++reads) {
+    // Stop reading here when a handler closed or paused the session, or when
+    // our output is over its limit (on_read applies the backpressure).
+    if (reads == max_hold_reads || phase() == Phase::closed || read_paused_ || reading_ ||
+        (unsent() >= cfg_->outbound_buffer_size && !conn_->close_sent()))
+      break;
+    if (begin + frame_size > buf.size()) {
+      // The frame fits in the reserve (hold_max), but not from where it
+      // starts: only after reads that went on into the reserve.
+      std::memmove(buf.data(), buf.data() + begin, end - begin);
+      end -= begin;
+      begin = 0;
+    }
+    ssize_t n = 0;
+    do {
+      n = sys_recv(fd_, buf.data() + end, buf.size() - end);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+      // Drained: the poller reports the next arrival. The peer's FIN or an
+      // error: the next read reports it.
+      filled = false;
+      if (n == 0 || !would_block(errno)) rd_hup_ = true;
+      break;
+    }
+    wire_bytes_received_ += static_cast<std::size_t>(n);
+    filled = static_cast<std::size_t>(n) == buf.size() - end;
+    end += static_cast<std::size_t>(n);
+    const auto r =
+        conn_->receive_holding(buf.subspan(begin, end - begin), *this, thread_read_buffer_reserve);
+    if (r.held == 0) return filled;
+    begin = end - r.held;
+    frame_size = r.frame_size;
+  }
+  if (phase() != Phase::closed) conn_->receive(buf.subspan(begin, end - begin), *this);
+  return filled;
 }
 
 void Session::note_activity() {

@@ -142,6 +142,10 @@ asio::io_context& default_io_context();
 /// connection whose loop runs on this thread: a read fills it and the bytes are
 /// consumed before the next read.
 inline constexpr std::size_t thread_read_buffer_size = std::size_t{256} << 10;
+/// Room behind the read buffer (same allocation) for the rest of a large
+/// message cut off at the end of a read (Connection::receive_holding): a frame
+/// of up to this size, header included, completes there without being moved.
+inline constexpr std::size_t thread_read_buffer_reserve = std::size_t{256} << 10;
 namespace loop_tls {
 // Constant-initialised (no guard, no destructor): one load per access. The
 // buffer itself is owned by thread_read_buffer_slow()'s thread_local holder.

@@ -329,7 +329,18 @@ private:
   void on_read(std::error_code ec, std::size_t n);
   /// Polled: sends what write_rest() left, or waits for room.
   void continue_write();
-  void process(std::span<std::byte> data);
+  /// Hands received bytes to the connection, then sends what that queued.
+  /// Returns true when a read made meanwhile (receive_read) filled the
+  /// loop's buffer: more is likely waiting.
+  bool process(std::span<std::byte> data);
+  /// process()'s receive: `data` in the loop's read buffer may be completed
+  /// by further reads (at most max_hold_reads) so that a large message cut
+  /// off at its end is delivered whole, without a copy.
+  bool receive_read(std::span<std::byte> data);
+  /// receive_read() when the connection held the frame at [begin, end) of the
+  /// loop's buffer, `frame_size` bytes long: reads its rest behind it.
+  bool complete_held(std::size_t end, std::size_t begin, std::size_t frame_size);
+  static constexpr std::size_t max_hold_reads = 8;
   /// Moves queued sends into the output while it has room (inline: once per
   /// read, and the queue is almost always empty).
   void pump_sends() {

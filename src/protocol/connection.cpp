@@ -383,6 +383,17 @@ void Connection::start_frame(const Header& h) noexcept {
   }
 }
 
+// True when the frame `h` (just read, `avail` bytes of its payload here)
+// holds a whole message that receive_holding() may leave unconsumed: it is
+// delivered as one view only when it arrives in one buffer. In partial mode a
+// part that reaches the piece threshold goes out as a view anyway.
+bool Connection::holdable(const Header& h, std::size_t avail) const noexcept {
+  const std::uint8_t op = h.b0 & 0x0F;
+  return (h.b0 & bit_fin) != 0 && (op == op_text || op == op_binary) &&
+         h.length >= hold_min_payload && !((h.b0 & bit_rsv1) != 0 && config_.deflate) &&
+         (!config_.partial_messages || avail < piece_threshold());
+}
+
 void Connection::fail(std::error_code ec, ConnectionHandler& handler) {
   rd_done_ = true;
   rd_in_payload_ = false;
@@ -445,7 +456,15 @@ bool Connection::handle_control(std::span<const std::byte> payload, ConnectionHa
 }
 
 void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) {
-  if (rd_done_) return;
+  receive_holding(data, handler, 0);
+}
+
+Connection::ReceiveResult Connection::receive_holding(std::span<std::byte> data,
+                                                      ConnectionHandler& handler,
+                                                      std::size_t hold_max) {
+  // Returned whenever nothing is held.
+  constexpr ReceiveResult all{};
+  if (rd_done_) return all;
   stats_.bytes_received += data.size();
   std::byte* p = data.data();
   std::byte* const end = p + data.size();
@@ -482,8 +501,10 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
         ++stats_.frames_received;
         rd_compressed_ = false;
         // RFC 6455 8.1: text must be UTF-8 (ASCII needs no further look).
-        if (text && high != 0 && !is_valid_utf8(std::span<const std::byte>(payload, len)))
-          return fail(make_error_code(error::invalid_utf8), handler);
+        if (text && high != 0 && !is_valid_utf8(std::span<const std::byte>(payload, len))) {
+          fail(make_error_code(error::invalid_utf8), handler);
+          return all;
+        }
         ++stats_.messages_received;
         handler.on_message(types[text], std::span<const std::byte>(payload, len), true);
       }
@@ -495,12 +516,22 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
       const auto avail = static_cast<std::size_t>(end - p);
       if (rd_spill_size_ == 0) {
         const std::size_t n = read_header(p, avail, h, ec);
+        if (n != 0 && hold_max != 0 && h.length > avail - n && holdable(h, avail - n) &&
+            h.length <= hold_max - std::min(n, hold_max)) {
+          // A large whole message cut off here: left where it is, unconsumed,
+          // so the rest can be read after it (see receive_holding).
+          stats_.bytes_received -= avail;
+          return {avail, n + static_cast<std::size_t>(h.length)};
+        }
         if (n == 0) {
-          if (ec) return fail(ec, handler);
+          if (ec) {
+            fail(ec, handler);
+            return all;
+          }
           // A split header: keep its start (less than 14 bytes) for the next call.
           std::memcpy(rd_spill_.data(), p, avail);
           rd_spill_size_ = static_cast<std::uint8_t>(avail);
-          return;
+          return all;
         }
         p += n;
       } else {
@@ -510,9 +541,12 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
         std::memcpy(rd_spill_.data() + old, p, take);
         const std::size_t n = read_header(rd_spill_.data(), old + take, h, ec);
         if (n == 0) {
-          if (ec) return fail(ec, handler);
+          if (ec) {
+            fail(ec, handler);
+            return all;
+          }
           rd_spill_size_ = static_cast<std::uint8_t>(old + take);
-          return;
+          return all;
         }
         p += n - old;
         rd_spill_size_ = 0;
@@ -536,7 +570,7 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
     if ((rd_opcode_ & 0x8) != 0) {
       if (frame_done && rd_control_size_ == 0) {
         rd_in_payload_ = false;
-        if (!handle_control(std::span<const std::byte>(chunk, take), handler)) return;
+        if (!handle_control(std::span<const std::byte>(chunk, take), handler)) return all;
       } else {
         if (!rd_control_)
           rd_control_ = std::make_unique<std::array<std::byte, max_control_payload>>();
@@ -547,7 +581,7 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
           const std::size_t n = rd_control_size_;
           rd_control_size_ = 0;
           const auto control = std::move(rd_control_);
-          if (!handle_control(std::span<const std::byte>(control->data(), n), handler)) return;
+          if (!handle_control(std::span<const std::byte>(control->data(), n), handler)) return all;
         }
       }
       continue;
@@ -557,15 +591,18 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
     if (rd_compressed_ && config_.deflate) {
       // RFC 7692 7.2.2: inflated (and UTF-8 checked) as it streams in.
       if (frame_done) rd_in_payload_ = false;
-      if (!receive_deflated(std::span<const std::byte>(chunk, take), message_done, handler)) return;
+      if (!receive_deflated(std::span<const std::byte>(chunk, take), message_done, handler))
+        return all;
       continue;
     }
     if (rd_text_ && !rd_compressed_) {
       // RFC 6455 8.1: fail as soon as the text can no longer be valid UTF-8,
       // even in the middle of a fragment.
       if (!rd_utf8_.feed(std::span<const std::byte>(chunk, take)) ||
-          (message_done && !rd_utf8_.complete()))
-        return fail(make_error_code(error::invalid_utf8), handler);
+          (message_done && !rd_utf8_.complete())) {
+        fail(make_error_code(error::invalid_utf8), handler);
+        return all;
+      }
     }
     if (frame_done) rd_in_payload_ = false;
     if (config_.partial_messages) {
@@ -586,8 +623,9 @@ void Connection::receive(std::span<std::byte> data, ConnectionHandler& handler) 
     } else {
       rd_message_.insert(rd_message_.end(), chunk, chunk + take);
     }
-    if (rd_done_) return;
+    if (rd_done_) return all;
   }
+  return all;
 }
 
 // Partial mode: hands out pieces of at least the threshold, or the message's

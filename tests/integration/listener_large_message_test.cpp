@@ -154,6 +154,80 @@ TEST(ListenerLargeMessage, PartialModeDeliversPiecesAndTheyEchoAsOneMessage) {
   listener.stop(1s);
 }
 
+// Messages of 16 KiB and more that a read cuts off are held in the loop's
+// buffer and their rest read right behind them (Connection::receive_holding),
+// or kept by the connection when the rest has not come. Sizes around each
+// limit (hold_min_payload, the buffer's 256 KiB reserve, counted with the
+// 14-byte header), pipelined from several connections in both receive modes,
+// echo back intact and in order.
+void echo_pipelined_sizes(MessageWebSocketReceiveMode mode) {
+  const std::vector<std::size_t> sizes{16 * 1024 - 1,   16 * 1024,      40 * 1024 + 3,
+                                       64 * 1024,       100 * 1024 + 1, 256 * 1024 - 14,
+                                       256 * 1024 - 13, 300 * 1024,     5};
+  constexpr std::size_t clients = 3, rounds = 4;
+  WebSocketListenerOptions o;
+  o.threads = 1;
+  o.receive_mode = mode;
+  WebSocketListener listener(o);
+  Sockets sockets;
+  listener.connection_received([&](auto& args) {
+    auto& ws = sockets.keep(args.take_message_websocket());
+    auto mid = std::make_shared<bool>(false);
+    ws.message_received(
+        [mid](MessageWebSocket& s, const MessageWebSocketMessageReceivedEventArgs& a) {
+          const bool last = a.is_message_complete();
+          if (!*mid && last)
+            (void)s.send_async(a.data());
+          else if (!last)
+            (void)s.send_nonfinal_frame_async(a.data());
+          else
+            (void)s.send_final_frame_async(a.data());
+          *mid = !last;
+        });
+  });
+  const auto bound = listener.listen("127.0.0.1", 0);
+  const std::string url = "ws://127.0.0.1:" + std::to_string(bound.port) + "/";
+
+  std::vector<std::unique_ptr<MessageWebSocket>> conns;
+  std::vector<std::unique_ptr<Collected>> got;
+  for (std::size_t c = 0; c < clients; ++c) {
+    conns.push_back(std::make_unique<MessageWebSocket>());
+    got.push_back(std::make_unique<Collected>());
+    auto* g = got.back().get();
+    conns.back()->message_received(
+        [g](MessageWebSocket&, const MessageWebSocketMessageReceivedEventArgs& a) {
+          g->add(a.data());
+        });
+    conns.back()->connect_async(url).get();
+  }
+  const std::size_t count = sizes.size() * rounds;
+  const auto message = [&](std::size_t c, std::size_t i) {
+    return pattern(c * 1000 + i, sizes[i % sizes.size()]);
+  };
+  // Sent without waiting for the echoes, so reads carry several messages
+  // and cut some of them off.
+  for (std::size_t i = 0; i < count; ++i)
+    for (std::size_t c = 0; c < clients; ++c) {
+      const auto data = message(c, i);
+      (void)conns[c]->send_async(std::span<const std::byte>(data));
+    }
+  for (std::size_t c = 0; c < clients; ++c) {
+    ASSERT_TRUE(got[c]->wait_for(count, 60s)) << c << ": " << got[c]->messages.size();
+    for (std::size_t i = 0; i < count; ++i)
+      ASSERT_EQ(got[c]->messages[i], message(c, i)) << "client " << c << " message " << i;
+  }
+  for (auto& ws : conns) ws->close_async().get();
+  listener.stop(1s);
+}
+
+TEST(ListenerLargeMessage, CutOffMessagesEchoIntactInFullMode) {
+  echo_pipelined_sizes(MessageWebSocketReceiveMode::full_message);
+}
+
+TEST(ListenerLargeMessage, CutOffMessagesEchoIntactInPartialMode) {
+  echo_pipelined_sizes(MessageWebSocketReceiveMode::partial_message);
+}
+
 TEST(ListenerLargeMessage, UnknownReceiveModeIsRejected) {
   WebSocketListenerOptions o;
   o.receive_mode = static_cast<MessageWebSocketReceiveMode>(5);

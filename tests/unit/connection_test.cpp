@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
 #include <set>
 
@@ -1646,6 +1647,190 @@ TEST(ConnectionPartialThreshold, ZeroMeansEveryPieceAsItArrives) {
   c.receive(in, r);
   EXPECT_EQ(r.pieces.size(), 5u);
   EXPECT_EQ(r.bytes, all);
+}
+
+// ============================ Holding a cut-off frame ============================
+// receive_holding() leaves a large whole message cut off at the end of its
+// bytes unconsumed; the session then reads the rest after it and passes the
+// frame again, or passes the held bytes to receive() (the connection copies).
+
+// Compares each event with the whole-input run's, in order, without building
+// strings of the large payloads.
+class CompareRecorder : public ConnectionHandler {
+public:
+  explicit CompareRecorder(const std::vector<std::string>& expect) : expect_(expect) {}
+  std::size_t count = 0;
+  bool ok = true;
+  const std::byte* last_data = nullptr;
+  void on_message(SocketMessageType type, std::span<const std::byte> data, bool complete) override {
+    last_data = data.data();
+    check(std::string(type == SocketMessageType::utf8 ? "text" : "binary") + (complete ? "" : "+") +
+              ":",
+          data);
+  }
+  void on_ping(std::span<const std::byte> p) override { check("ping:", p); }
+  void on_pong(std::span<const std::byte> p) override { check("pong:", p); }
+  void on_close(std::uint16_t code, std::string_view reason) override {
+    check("close:" + std::to_string(code) + ":" + std::string(reason), {});
+  }
+  void on_error(std::error_code ec) override { check("error:" + ec.message(), {}); }
+
+private:
+  void check(const std::string& head, std::span<const std::byte> data) {
+    const std::size_t i = count++;
+    if (i >= expect_.size()) {
+      ok = false;
+      return;
+    }
+    const std::string& e = expect_[i];
+    ok = ok && e.size() == head.size() + data.size() && e.compare(0, head.size(), head) == 0 &&
+         (data.empty() || std::memcmp(e.data() + head.size(), data.data(), data.size()) == 0);
+  }
+  const std::vector<std::string>& expect_;
+};
+
+// A stream with two frames that may be held (exactly hold_min_payload, and a
+// larger text with multi-byte UTF-8) between ones that may not.
+Bytes holding_stream() {
+  Bytes big(Connection::hold_min_payload);
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<std::byte>(i * 7 + 3);
+  std::string text;
+  while (text.size() < Connection::hold_min_payload + 50) text += "h\xC3\xA9llo \xE2\x82\xAC ";
+  Bytes in = client_frame(0x81, test::bytes("a"));
+  in = cat(in, client_frame(0x82, big));
+  in = cat(in, client_frame(0x89, test::bytes("p")));
+  in = cat(in, client_frame(0x81, test::bytes(text)));
+  in = cat(in, client_frame(0x82, Bytes(200, std::byte{'z'})));
+  return cat(in, client_frame(0x88, bytes({0x03, 0xe8})));
+}
+
+TEST(ConnectionHold, EverySplitPointGivesTheWholeInputsEventsOutputAndStats) {
+  const Bytes input = holding_stream();
+  auto partial = config(Role::server, true);
+  partial.partial_message_threshold = std::size_t{64} << 10;
+  for (const auto& cfg : {config(Role::server), partial}) {
+    const test::Run whole = test::run_whole(cfg, input);
+    ASSERT_EQ(whole.events.size(), 6u);
+    const std::size_t hold_max = 64 << 10;
+    for (std::size_t cut = 0; cut <= input.size(); ++cut) {
+      for (const bool again : {true, false}) {
+        // again: the held bytes and the rest in one buffer, as after a read
+        // right behind them; else the held bytes alone, then the rest.
+        Bytes buf(input.begin(), input.begin() + static_cast<std::ptrdiff_t>(cut));
+        Connection c(cfg);
+        CompareRecorder rec(whole.events);
+        const auto r = c.receive_holding(buf, rec, hold_max);
+        ASSERT_LE(r.held, buf.size());
+        const std::size_t held = r.held;
+        if (held != 0) {
+          // Only a whole-message frame of at least hold_min_payload is held, and
+          // it is really cut off.
+          ASSERT_GE(r.frame_size, Connection::hold_min_payload) << cut;
+          ASSERT_GT(r.frame_size, held) << cut;
+          ASSERT_EQ(c.stats().bytes_received, buf.size() - held) << cut;
+        }
+        Bytes held_bytes(buf.end() - static_cast<std::ptrdiff_t>(held), buf.end());
+        Bytes rest(input.begin() + static_cast<std::ptrdiff_t>(cut), input.end());
+        if (again) {
+          Bytes next = cat(held_bytes, rest);
+          const auto r2 = c.receive_holding(next, rec, hold_max);
+          ASSERT_EQ(r2.held, 0u) << cut;
+        } else {
+          c.receive(held_bytes, rec);
+          c.receive(rest, rec);
+        }
+        ASSERT_TRUE(rec.ok) << "cut " << cut << " again " << again;
+        ASSERT_EQ(rec.count, whole.events.size()) << "cut " << cut << " again " << again;
+        auto w = c.begin_write();
+        ASSERT_EQ(Bytes(w.begin(), w.end()), whole.output) << cut;
+        c.end_write();
+        ASSERT_EQ(c.state(), whole.state);
+        ASSERT_EQ(c.stats().bytes_received, input.size()) << cut;
+        ASSERT_EQ(c.stats().frames_received, 6u) << cut;
+        ASSERT_EQ(c.stats().messages_received, 4u) << cut;
+      }
+    }
+  }
+}
+
+TEST(ConnectionHold, HeldFrameIsUntouchedAndThenDeliveredAsAViewOfTheNextBuffer) {
+  Bytes payload(Connection::hold_min_payload + 10, std::byte{'x'});
+  const Bytes first = client_frame(0x81, test::bytes("first"));
+  const Bytes frame = client_frame(0x82, payload);
+  const Bytes input = cat(first, frame);
+  Bytes buf(input.begin(), input.end() - 100);
+  const Bytes before = buf;
+  Connection c(config(Role::server));
+  std::vector<std::string> expect{"text:first", "binary:" + test::str(payload)};
+  CompareRecorder rec(expect);
+  const auto r = c.receive_holding(buf, rec, 1 << 20);
+  EXPECT_EQ(r.held, buf.size() - first.size());
+  EXPECT_EQ(r.frame_size, frame.size());
+  EXPECT_EQ(rec.count, 1u);
+  // Still masked: the bytes are passed again as they came.
+  EXPECT_TRUE(std::equal(buf.begin() + static_cast<std::ptrdiff_t>(first.size()), buf.end(),
+                         before.begin() + static_cast<std::ptrdiff_t>(first.size())));
+  EXPECT_EQ(c.stats().frames_received, 1u);
+  Bytes next = frame;
+  const auto r2 = c.receive_holding(next, rec, 1 << 20);
+  EXPECT_EQ(r2.held, 0u);
+  EXPECT_TRUE(rec.ok);
+  EXPECT_EQ(rec.count, 2u);
+  EXPECT_EQ(rec.last_data, next.data() + (frame.size() - payload.size()));
+}
+
+TEST(ConnectionHold, OnlyLargeWholeMessagesWithinTheLimitAreHeld) {
+  const Bytes large(Connection::hold_min_payload, std::byte{'L'});
+  const auto held = [](ConnectionConfig cfg, const Bytes& in, std::size_t hold_max) {
+    Connection c(cfg);
+    Recorder rec;
+    Bytes buf(in.begin(), in.end() - 1);
+    return c.receive_holding(buf, rec, hold_max).held;
+  };
+  const Bytes whole = client_frame(0x82, large);
+  EXPECT_EQ(held(config(Role::server), whole, 1 << 20), whole.size() - 1);
+  // The limit counts the header: exactly the frame's size holds it.
+  EXPECT_EQ(held(config(Role::server), whole, whole.size()), whole.size() - 1);
+  EXPECT_EQ(held(config(Role::server), whole, whole.size() - 1), 0u);
+  EXPECT_EQ(held(config(Role::server), whole, 0), 0u);
+  // Smaller than hold_min_payload.
+  const Bytes small = client_frame(0x82, Bytes(Connection::hold_min_payload - 1));
+  EXPECT_EQ(held(config(Role::server), small, 1 << 20), 0u);
+  // The first frame of a fragmented message, and a continuation.
+  EXPECT_EQ(held(config(Role::server), client_frame(0x02, large), 1 << 20), 0u);
+  EXPECT_EQ(held(config(Role::server),
+                 cat(client_frame(0x02, test::bytes("a")), client_frame(0x80, large)), 1 << 20),
+            0u);
+  // Partial mode: held while the part present is below the piece threshold
+  // (it would be gathered, a copy), else that part goes out as a view.
+  auto partial = config(Role::server, true);
+  partial.partial_message_threshold = Connection::hold_min_payload;
+  EXPECT_EQ(held(partial, whole, 1 << 20), whole.size() - 1);
+  partial.partial_message_threshold = Connection::hold_min_payload - 1;
+  EXPECT_EQ(held(partial, whole, 1 << 20), 0u);
+  EXPECT_EQ(held(config(Role::server, true), whole, 1 << 20), 0u);
+  // A client holds the server's unmasked frames alike.
+  const Bytes from_server = server_frame(0x81, Bytes(Connection::hold_min_payload, std::byte{'s'}));
+  EXPECT_EQ(held(config(Role::client), from_server, 1 << 20), from_server.size() - 1);
+  // RSV1: held when it only marks the message (rsv1_allowed), not when the
+  // connection inflates it (deflate).
+  auto rsv1 = config(Role::server);
+  rsv1.rsv1_allowed = true;
+  EXPECT_EQ(held(rsv1, client_frame(0xC2, large), 1 << 20), whole.size() - 1);
+  auto deflate = config(Role::server);
+  deflate.deflate = DeflateParams{};
+  EXPECT_EQ(held(deflate, client_frame(0xC2, large), 1 << 20), 0u);
+}
+
+TEST(ConnectionHold, AnErrorBeforeTheCutConsumesEverything) {
+  const Bytes input = cat(client_frame(0x83, test::bytes("x")),
+                          client_frame(0x82, Bytes(Connection::hold_min_payload)));
+  Bytes buf(input.begin(), input.end() - 5);
+  Connection c(config(Role::server));
+  Recorder rec;
+  EXPECT_EQ(c.receive_holding(buf, rec, 1 << 20).held, 0u);
+  EXPECT_EQ(rec.events, std::vector<std::string>{err(error::reserved_opcode)});
+  EXPECT_EQ(queued_close_code(c), 1002);
 }
 
 }  // namespace

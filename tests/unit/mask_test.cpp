@@ -60,6 +60,30 @@ TEST(Mask, CopyMaskedMatchesNaiveForEveryOffsetLengthAndAlignment) {
       }
 }
 
+// Lengths where the wide (AVX2, when the CPU has it) loop runs, for each count
+// of 32-byte blocks and tail bytes after it, both in place and copying.
+TEST(Mask, LongPayloadsMatchNaiveForEveryTailAndOffset) {
+  std::mt19937 rng(11);
+  const Bytes storage = random_bytes(1200 + 16, rng);
+  for (std::size_t align = 0; align < 16; align += 7)
+    for (std::size_t offset = 0; offset < 4; ++offset)
+      for (std::size_t len = 250; len <= 1200; ++len) {
+        Bytes a = storage, b = storage;
+        const std::size_t next = apply_mask(std::span(a.data() + align, len), key_a, offset);
+        naive_mask(b.data() + align, len, key_a, offset);
+        ASSERT_EQ(a, b) << "align " << align << " offset " << offset << " len " << len;
+        ASSERT_EQ(next, (offset + len) % 4);
+        Bytes dst(len + 2, std::byte{0xEE});
+        copy_masked(std::span(dst.data() + 1, len), std::span(storage.data() + align, len), key_a,
+                    offset);
+        ASSERT_TRUE(std::equal(dst.begin() + 1, dst.end() - 1,
+                               b.begin() + static_cast<std::ptrdiff_t>(align)))
+            << "copy: align " << align << " offset " << offset << " len " << len;
+        ASSERT_EQ(dst.front(), std::byte{0xEE});
+        ASSERT_EQ(dst.back(), std::byte{0xEE});
+      }
+}
+
 TEST(Mask, IsItsOwnInverse) {
   std::mt19937 rng(1);
   const Bytes orig = random_bytes(1000, rng);

@@ -133,6 +133,29 @@ public:
   /// After the connection is closed, bytes are ignored.
   void receive(std::span<std::byte> data, ConnectionHandler& handler);
 
+  /// What receive_holding() did with its bytes.
+  struct ReceiveResult {
+    std::size_t held = 0;        ///< bytes left unused at the end of the data (0: none)
+    std::size_t frame_size = 0;  ///< held != 0: the held frame's size, header included
+  };
+  /// Payloads from this size may be held by receive_holding(): for smaller
+  /// ones a read more costs more than the copy it saves.
+  static constexpr std::size_t hold_min_payload = std::size_t{16} << 10;
+  /// As receive(), except for the last frame of `data` when it is cut off and
+  /// holds a whole message on its own (FIN set, not a continuation, not
+  /// compressed with `deflate`) of at least hold_min_payload bytes, is at most
+  /// `hold_max` bytes long header included, and (partial mode) the part of its
+  /// payload in `data` is below the piece threshold (else that part goes out
+  /// as a view anyway). That frame's bytes are left untouched at the end of
+  /// `data` (not consumed, not unmasked, not counted; `held` says how many) so
+  /// the caller can read the rest of the frame right behind them and pass it
+  /// again, whole: it is then delivered as one view, with no copy into the
+  /// reassembly buffer. Everything before it is consumed as receive() does.
+  /// The caller must pass the held bytes again, to either call, before any
+  /// other bytes. hold_max 0 holds nothing.
+  ReceiveResult receive_holding(std::span<std::byte> data, ConnectionHandler& handler,
+                                std::size_t hold_max);
+
   // --- Sending (frames are appended to the output buffer) ---------------------
   /// A frame whose payload the caller writes itself (zero copy): see the
   /// `direct` argument of send_message() and send_fragment().
@@ -254,6 +277,7 @@ private:
   std::size_t read_header(const std::byte* p, std::size_t n, Header& h,
                           std::error_code& ec) const noexcept;
   void start_frame(const Header& h) noexcept;
+  [[nodiscard]] bool holdable(const Header& h, std::size_t avail) const noexcept;
   /// Fills `direct` (when given and the frame qualifies) instead of queuing.
   bool direct_frame(std::uint8_t b0, std::span<const std::byte> payload,
                     DirectFrame* direct) noexcept;
