@@ -63,42 +63,60 @@ std::string base64_encode(std::string_view bytes) {
       std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()));
 }
 
-std::optional<std::vector<std::uint8_t>> base64_decode(std::string_view text) {
+namespace {
+
+// The canonical decoder: calls emit(byte) for each byte of `text`, in order;
+// false (after emitting some bytes, perhaps) when `text` is not canonical.
+template <class Emit>
+bool decode(std::string_view text, Emit&& emit) {
   // RFC 4648 3.2: padded text comes in whole groups of 4 symbols.
-  if (text.size() % 4 != 0) return std::nullopt;
-  std::vector<std::uint8_t> out;
-  out.reserve(text.size() / 4 * 3);
+  if (text.size() % 4 != 0) return false;
   for (std::size_t i = 0; i < text.size(); i += 4) {
     const std::uint8_t a = decode_table[static_cast<unsigned char>(text[i])];
     const std::uint8_t b = decode_table[static_cast<unsigned char>(text[i + 1])];
     const std::uint8_t c = decode_table[static_cast<unsigned char>(text[i + 2])];
     const std::uint8_t d = decode_table[static_cast<unsigned char>(text[i + 3])];
     const bool last = i + 4 == text.size();
-    if (a >= 64 || b >= 64) return std::nullopt;
+    if (a >= 64 || b >= 64) return false;
     if (c < 64 && d < 64) {
       const std::uint32_t v = (std::uint32_t{a} << 18) | (std::uint32_t{b} << 12) |
                               (std::uint32_t{c} << 6) | std::uint32_t{d};
-      out.push_back(static_cast<std::uint8_t>(v >> 16));
-      out.push_back(static_cast<std::uint8_t>(v >> 8));
-      out.push_back(static_cast<std::uint8_t>(v));
+      emit(static_cast<std::uint8_t>(v >> 16));
+      emit(static_cast<std::uint8_t>(v >> 8));
+      emit(static_cast<std::uint8_t>(v));
       continue;
     }
     // RFC 4648 3.3: padding only ends the text, and is never followed by data.
-    if (!last) return std::nullopt;
+    if (!last) return false;
     if (c == pad_value && d == pad_value) {
       // RFC 4648 3.5: the 4 unused bits must be zero for a canonical encoding.
-      if ((b & 0x0F) != 0) return std::nullopt;
-      out.push_back(static_cast<std::uint8_t>((a << 2) | (b >> 4)));
+      if ((b & 0x0F) != 0) return false;
+      emit(static_cast<std::uint8_t>((a << 2) | (b >> 4)));
     } else if (c < 64 && d == pad_value) {
       // RFC 4648 3.5: the 2 unused bits must be zero.
-      if ((c & 0x03) != 0) return std::nullopt;
-      out.push_back(static_cast<std::uint8_t>((a << 2) | (b >> 4)));
-      out.push_back(static_cast<std::uint8_t>(((b & 0x0F) << 4) | (c >> 2)));
+      if ((c & 0x03) != 0) return false;
+      emit(static_cast<std::uint8_t>((a << 2) | (b >> 4)));
+      emit(static_cast<std::uint8_t>(((b & 0x0F) << 4) | (c >> 2)));
     } else {
-      return std::nullopt;
+      return false;
     }
   }
+  return true;
+}
+
+}  // namespace
+
+std::optional<std::vector<std::uint8_t>> base64_decode(std::string_view text) {
+  std::vector<std::uint8_t> out;
+  out.reserve(text.size() / 4 * 3);
+  if (!decode(text, [&out](std::uint8_t byte) { out.push_back(byte); })) return std::nullopt;
   return out;
+}
+
+std::optional<std::size_t> base64_decoded_size(std::string_view text) noexcept {
+  std::size_t n = 0;
+  if (!decode(text, [&n](std::uint8_t) { ++n; })) return std::nullopt;
+  return n;
 }
 
 }  // namespace duplex::detail

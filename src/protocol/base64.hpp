@@ -29,5 +29,8 @@ std::string base64_encode(std::string_view bytes);
 /// bits of the last symbol (RFC 4648 3.5, so each byte string has exactly one
 /// accepted text). Anything else, white space included, gives std::nullopt.
 std::optional<std::vector<std::uint8_t>> base64_decode(std::string_view text);
+/// How many bytes base64_decode(text) would give (std::nullopt when it gives
+/// none), without making them: checks a text that is only compared.
+std::optional<std::size_t> base64_decoded_size(std::string_view text) noexcept;
 
 }  // namespace duplex::detail

@@ -68,6 +68,14 @@ TEST(Base64, RoundTripsRandomBytesOfEveryLengthUpTo64) {
     const auto back = base64_decode(text);
     ASSERT_TRUE(back.has_value()) << text;
     EXPECT_EQ(*back, bytes) << text;
+    EXPECT_EQ(duplex::detail::base64_decoded_size(text), n) << text;
+  }
+}
+
+TEST(Base64, DecodedSizeRefusesWhatDecodeRefuses) {
+  for (const char* t : {"Z", "Zm9-", "Zm 9", "Z===", "Zg=v", "Zm8=Zm8=", "Zh==", "Zm9="}) {
+    EXPECT_FALSE(base64_decode(t)) << t;
+    EXPECT_FALSE(duplex::detail::base64_decoded_size(t)) << t;
   }
 }
 
