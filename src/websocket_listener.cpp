@@ -689,15 +689,17 @@ void ListenerImpl::request_session_sweep() {
 }
 
 bool ListenerImpl::claim_connection(ListenerLoop& here) {
-  for (int attempt = 0; attempt < 2; ++attempt) {
+  const auto claim = [this] {
     if (connections_.fetch_add(1) < options_.max_connections) {
       refusing_.fetch_sub(1);
       return true;
     }
     connections_.fetch_sub(1);
-    if (attempt == 0) sweep_sessions(here);
-  }
-  return false;
+    return false;
+  };
+  if (claim()) return true;
+  sweep_sessions(here);
+  return claim();
 }
 
 void ListenerImpl::release_connection(bool busy) noexcept {
