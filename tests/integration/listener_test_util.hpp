@@ -43,6 +43,39 @@ inline std::string upgrade_request(std::string_view target = "/", std::string_vi
   return r;
 }
 
+/// A blocking IPv4 socket to 127.0.0.1:`port` whose opening handshake for
+/// `path` is done: read byte by byte up to the 101's empty line, so the frames
+/// after it stay unread. With `rcvbuf`, its receive buffer (and so the window)
+/// is that small. Send and receive calls wait at most 5 s. Throws
+/// std::runtime_error when a step fails; the caller closes the descriptor.
+inline int connect_upgraded(std::uint16_t port, std::string_view path, int rcvbuf = 0) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error("socket");
+  const auto fail = [fd](const std::string& what) {
+    ::close(fd);
+    throw std::runtime_error(what);
+  };
+  if (rcvbuf > 0) ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  timeval tv{5, 0};  // no blocking call of a test waits longer than this
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) fail("connect");
+  const auto req = upgrade_request(path);
+  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size()))
+    fail("send");
+  std::string head;
+  char c = 0;
+  while (head.find("\r\n\r\n") == std::string::npos && head.size() < 4096 &&
+         ::recv(fd, &c, 1, 0) == 1)
+    head.push_back(c);
+  if (head.rfind("HTTP/1.1 101", 0) != 0) fail("no 101: " + head);
+  return fd;
+}
+
 /// Polls `cond` until it holds or `timeout` passes; returns whether it held.
 inline bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
   const auto end = Clock::now() + timeout;

@@ -76,29 +76,8 @@ struct WireFrame {
 /// is that small (set before connecting, so the window is small too).
 class WireClient {
 public:
-  WireClient(std::uint16_t port, const std::string& path, int rcvbuf = 0) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (rcvbuf > 0) ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    timeval tv{5, 0};  // no blocking call here waits longer than this
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
-      throw std::runtime_error("connect");
-    const auto req = upgrade_request(path);
-    if (::send(fd_, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size()))
-      throw std::runtime_error("send");
-    // Byte by byte up to the empty line: the frames after it stay unread.
-    std::string head;
-    char c = 0;
-    while (head.find("\r\n\r\n") == std::string::npos && head.size() < 4096 &&
-           ::recv(fd_, &c, 1, 0) == 1)
-      head.push_back(c);
-    if (head.rfind("HTTP/1.1 101", 0) != 0) throw std::runtime_error("no 101: " + head);
-  }
+  WireClient(std::uint16_t port, const std::string& path, int rcvbuf = 0)
+      : fd_(connect_upgraded(port, path, rcvbuf)) {}
   WireClient(const WireClient&) = delete;
   WireClient& operator=(const WireClient&) = delete;
   ~WireClient() {

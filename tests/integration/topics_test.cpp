@@ -197,27 +197,8 @@ TEST(Topics, SubscribeUnsubscribeAndCloseWhilePublishing) {
 /// then reads nothing: its server socket's output fills up.
 class StuckClient {
 public:
-  explicit StuckClient(std::uint16_t port, const std::string& path) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    int small = 4096;
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
-      throw std::runtime_error("connect");
-    const auto req = upgrade_request(path);
-    if (::send(fd_, req.data(), req.size(), 0) != static_cast<ssize_t>(req.size()))
-      throw std::runtime_error("send");
-    // The 101 answer ends with an empty line; read byte by byte up to it.
-    std::string head;
-    char c = 0;
-    while (head.find("\r\n\r\n") == std::string::npos && head.size() < 4096 &&
-           ::recv(fd_, &c, 1, 0) == 1)
-      head.push_back(c);
-    if (head.rfind("HTTP/1.1 101", 0) != 0) throw std::runtime_error("no 101: " + head);
-  }
+  explicit StuckClient(std::uint16_t port, const std::string& path)
+      : fd_(connect_upgraded(port, path, 4096)) {}
   StuckClient(const StuckClient&) = delete;
   StuckClient& operator=(const StuckClient&) = delete;
   ~StuckClient() { ::close(fd_); }
