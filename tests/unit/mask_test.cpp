@@ -26,17 +26,26 @@ Bytes random_bytes(std::size_t n, std::mt19937& rng) {
 
 constexpr MaskKey key_a{std::byte{0x37}, std::byte{0xfa}, std::byte{0x21}, std::byte{0x3d}};
 
+// apply_mask on `len` bytes of a copy of `storage` from `align`, against the
+// naive loop on another copy; returns that copy (the expected bytes).
+Bytes expect_apply_mask_matches_naive(const Bytes& storage, std::size_t align, std::size_t offset,
+                                      std::size_t len) {
+  Bytes a = storage, b = storage;
+  const std::size_t next = apply_mask(std::span(a.data() + align, len), key_a, offset);
+  naive_mask(b.data() + align, len, key_a, offset);
+  EXPECT_EQ(a, b) << "align " << align << " offset " << offset << " len " << len;
+  EXPECT_EQ(next, (offset + len) % 4);
+  return b;
+}
+
 TEST(Mask, MatchesNaiveForEveryOffsetLengthAndAlignment) {
   std::mt19937 rng(6455);
   Bytes storage = random_bytes(300 + 16, rng);
   for (std::size_t align = 0; align < 16; align += 3)
     for (std::size_t offset = 0; offset < 4; ++offset)
       for (std::size_t len = 0; len <= 300; ++len) {
-        Bytes a = storage, b = storage;
-        const std::size_t next = apply_mask(std::span(a.data() + align, len), key_a, offset);
-        naive_mask(b.data() + align, len, key_a, offset);
-        ASSERT_EQ(a, b) << "align " << align << " offset " << offset << " len " << len;
-        ASSERT_EQ(next, (offset + len) % 4);
+        expect_apply_mask_matches_naive(storage, align, offset, len);
+        ASSERT_FALSE(::testing::Test::HasFailure());
       }
 }
 
@@ -68,11 +77,8 @@ TEST(Mask, LongPayloadsMatchNaiveForEveryTailAndOffset) {
   for (std::size_t align = 0; align < 16; align += 7)
     for (std::size_t offset = 0; offset < 4; ++offset)
       for (std::size_t len = 250; len <= 1200; ++len) {
-        Bytes a = storage, b = storage;
-        const std::size_t next = apply_mask(std::span(a.data() + align, len), key_a, offset);
-        naive_mask(b.data() + align, len, key_a, offset);
-        ASSERT_EQ(a, b) << "align " << align << " offset " << offset << " len " << len;
-        ASSERT_EQ(next, (offset + len) % 4);
+        const Bytes b = expect_apply_mask_matches_naive(storage, align, offset, len);
+        ASSERT_FALSE(::testing::Test::HasFailure());
         Bytes dst(len + 2, std::byte{0xEE});
         copy_masked(std::span(dst.data() + 1, len), std::span(storage.data() + align, len), key_a,
                     offset);
