@@ -1337,11 +1337,16 @@ private:
       if (sent.is_ready()) [[likely]] {
         if (auto r = sent.get_result(); r.ec && !c.closing) fail(c, "send", r.ec);
       } else {
-        sent.then([this, &c](std::error_code ec) {
-          if (ec && !c.closing) fail(c, "send", ec);
-        });
+        wait_sent(c, std::move(sent));
       }
     }
+  }
+
+  // Out of line, as fail(): the loop above stays small.
+  [[gnu::noinline]] void wait_sent(Client& c, duplex::Task<void> sent) {
+    sent.then([this, &c](std::error_code ec) {
+      if (ec && !c.closing) fail(c, "send", ec);
+    });
   }
 
   // True when `data` is the echo of message next_receive: its connection's id
@@ -1442,7 +1447,7 @@ private:
     ioc_.stop();
   }
 
-  void fail(Client& c, const char* what, std::error_code ec = {}) {
+  [[gnu::cold, gnu::noinline]] void fail(Client& c, const char* what, std::error_code ec = {}) {
     ++failures_;
     if (first_error_.empty()) {
       first_error_ = "connection " + std::to_string(c.id) + ": " + what;
