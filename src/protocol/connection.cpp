@@ -82,7 +82,8 @@ struct MaskKeyStore {
   std::unique_ptr<unsigned char[]> keys;
 };
 
-[[gnu::noinline, gnu::cold]] void refill_mask_keys() {
+// Draws more keys and takes the first.
+[[gnu::noinline, gnu::cold]] MaskKey refill_mask_keys() {
   unsigned char* dst = mask_cursor.single;
   std::size_t n = sizeof(mask_cursor.single);
   if (!mask_cursor.store_gone) {
@@ -94,8 +95,11 @@ struct MaskKeyStore {
   if (RAND_bytes(dst, static_cast<int>(n)) != 1)
     throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
                             "RAND_bytes failed to produce masking keys");
-  mask_cursor.next = dst;
+  mask_cursor.next = dst + 4;
   mask_cursor.end = dst + n;
+  MaskKey k;
+  std::memcpy(k.data(), dst, 4);
+  return k;
 }
 
 // Unmasks a small payload in place (key offset 0; k32 = 0 leaves it as is) and
@@ -216,13 +220,16 @@ inline std::uint64_t copy_small(std::byte* dst, const std::byte* src, std::size_
   return acc & 0x80u;
 }
 
+// The refill returns the key itself: the usual path computes the thread's
+// cursor address once.
 inline MaskKey next_mask_key() {
   MaskKeyCursor& c = mask_cursor;
-  if (c.next == c.end) [[unlikely]]
-    refill_mask_keys();
+  const unsigned char* const p = c.next;
+  if (p == c.end) [[unlikely]]
+    return refill_mask_keys();
+  c.next = p + 4;
   MaskKey k;
-  std::memcpy(k.data(), c.next, 4);
-  c.next += 4;
+  std::memcpy(k.data(), p, 4);
   return k;
 }
 
