@@ -1316,33 +1316,40 @@ private:
     if (options_.in_flight == 0 && options_.messages != 0) stop_load();
   }
 
+  [[nodiscard]] bool may_send(const Client& c) const noexcept {
+    return measuring_ && !c.closing && c.in_flight < options_.in_flight && sent_ < limit_;
+  }
+
+  // Fills the connection's window (at the start of the load).
   void send_more(Client& c) {
-    while (measuring_ && !c.closing && c.in_flight < options_.in_flight && sent_ < limit_) {
-      ++sent_;
-      const std::uint64_t seq = c.send_sequence.word();
-      if (whole_prefix_) [[likely]] {
-        std::memcpy(c.message.data() + 8, &seq, 8);
-      } else {
-        std::memcpy(c.prefix.data() + 8, &seq, 8);
-        std::memcpy(c.message.data(), c.prefix.data(), c.message.size());
-      }
-      if (!c.sent_at.empty()) c.sent_at[c.next_send % c.sent_at.size()] = Clock::now();
-      c.send_sequence.advance();
-      ++c.next_send;
-      ++c.in_flight;
-      // The default token, as a handler would send: on the loop a send is done
-      // at once and its task is ready (no operation object); one that waits
-      // for room completes later through then().
-      auto sent = c.ws.send_async(std::span<const std::byte>(c.message));
-      if (sent.is_ready()) [[likely]] {
-        if (auto r = sent.get_result(); r.ec && !c.closing) fail(c, "send", r.ec);
-      } else {
-        wait_sent(c, std::move(sent));
-      }
+    while (may_send(c)) send_one(c);
+  }
+
+  void send_one(Client& c) {
+    ++sent_;
+    const std::uint64_t seq = c.send_sequence.word();
+    if (whole_prefix_) [[likely]] {
+      std::memcpy(c.message.data() + 8, &seq, 8);
+    } else {
+      std::memcpy(c.prefix.data() + 8, &seq, 8);
+      std::memcpy(c.message.data(), c.prefix.data(), c.message.size());
+    }
+    if (!c.sent_at.empty()) c.sent_at[c.next_send % c.sent_at.size()] = Clock::now();
+    c.send_sequence.advance();
+    ++c.next_send;
+    ++c.in_flight;
+    // The default token, as a handler would send: on the loop a send is done
+    // at once and its task is ready (no operation object); one that waits
+    // for room completes later through then().
+    auto sent = c.ws.send_async(std::span<const std::byte>(c.message));
+    if (sent.is_ready()) [[likely]] {
+      if (auto r = sent.get_result(); r.ec && !c.closing) fail(c, "send", r.ec);
+    } else {
+      wait_sent(c, std::move(sent));
     }
   }
 
-  // Out of line, as fail(): the loop above stays small.
+  // Out of line, as fail(): send_one stays small.
   [[gnu::noinline]] void wait_sent(Client& c, duplex::Task<void> sent) {
     sent.then([this, &c](std::error_code ec) {
       if (ec && !c.closing) fail(c, "send", ec);
@@ -1388,9 +1395,10 @@ private:
     ++received_;
     if (received_ >= limit_) [[unlikely]]
       stop_load();
-    if (measuring_) [[likely]] {
-      send_more(c);
-    } else if (c.in_flight == 0) {
+    // Each echo frees one slot of the window: refill it.
+    if (may_send(c)) [[likely]] {
+      send_one(c);
+    } else if (!measuring_ && c.in_flight == 0) {
       maybe_close();
     }
   }
