@@ -9,6 +9,7 @@
 #include <cstring>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "protocol_test_util.hpp"
 
@@ -268,15 +269,48 @@ TEST(ConnectionMasking, ClientSendsMaskedFramesWithFreshKeys) {
 
 TEST(ConnectionMasking, ClientKeysStayFreshAcrossPoolRefills) {
   Connection c(config(Role::client));
+  // The pool draws 4,096 keys per thread at a time: this crosses two refills.
+  constexpr std::size_t frames = 2 * 4096 + 100;
   std::set<std::vector<std::byte>> keys;
-  for (int i = 0; i < 600; ++i) {
+  for (std::size_t i = 0; i < frames; ++i) {
     ASSERT_FALSE(c.send_message(SocketMessageType::binary, {}));
     auto w = c.begin_write();
     ASSERT_EQ(w.size(), 6u);
     keys.insert(Bytes(w.begin() + 2, w.end()));
     c.end_write();
   }
-  EXPECT_GE(keys.size(), 599u);
+  // Random 32-bit keys: about a 1 % chance of one repeat among 8,292, and
+  // under 1e-7 of three; a pool served twice would repeat thousands.
+  EXPECT_GE(keys.size(), frames - 2);
+}
+
+// The key pool's store is a thread-local object too: a client frame sent by a
+// thread-local destructor that runs after it (one constructed before the
+// thread's first frame) still gets fresh keys, and touches no freed memory
+// (the asan preset checks that).
+TEST(ConnectionMasking, FramesFromALaterThreadLocalDestructorGetFreshKeys) {
+  std::vector<Bytes> keys;
+  std::thread([&keys] {
+    struct SendsAtExit {
+      std::vector<Bytes>* out;
+      ~SendsAtExit() {
+        Connection c(config(Role::client));
+        for (int i = 0; i < 3; ++i) {
+          if (c.send_message(SocketMessageType::binary, {})) return;
+          auto w = c.begin_write();
+          out->emplace_back(w.begin() + 2, w.end());
+          c.end_write();
+        }
+      }
+    };
+    thread_local SendsAtExit at_exit{&keys};  // before the store: destroyed after it
+    Connection c(config(Role::client));
+    ASSERT_FALSE(c.send_message(SocketMessageType::binary, {}));  // makes the store
+  }).join();
+  ASSERT_EQ(keys.size(), 3u);
+  EXPECT_NE(keys[0], keys[1]);
+  EXPECT_NE(keys[1], keys[2]);
+  EXPECT_NE(keys[0], keys[2]);
 }
 
 TEST(ConnectionMasking, ServerSendsUnmaskedFrames) {

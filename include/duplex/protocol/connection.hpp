@@ -8,9 +8,10 @@
 // Thread safety: none; one Connection is used by one thread at a time (the
 // connection's event loop). A Connection is movable, not copyable.
 //
-// Client masking keys come from OpenSSL's RAND_bytes (RFC 6455 5.3), drawn 256
-// keys at a time per thread; the send calls throw std::system_error in the
-// (practically impossible) case that the generator fails.
+// Client masking keys come from OpenSSL's RAND_bytes (RFC 6455 5.3), drawn 4,096
+// keys (16 KiB) at a time per thread that sends client frames; the send calls
+// throw std::system_error in the (practically impossible) case that the
+// generator fails.
 #pragma once
 
 #include <array>
