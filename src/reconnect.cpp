@@ -142,7 +142,8 @@ bool Session::should_reconnect(std::error_code ec) const {
 bool Session::reconnect_after_drop(std::error_code ec) {
   auto& r = *reconnect_;
   if (r.waiting) return true;
-  if (r.stopped || detached_ || !close_ops_.empty() || pending_close_ || !should_reconnect(ec))
+  if (r.stopped || detached_ || (cold_ && !cold_->close_ops.empty()) || pending_close_ ||
+      !should_reconnect(ec))
     return false;
   r.waiting = true;
   r.attempt = 0;
@@ -216,11 +217,11 @@ void Session::reset_for_reconnect() {
   closed_raised_ = false;
   socket_shutdown_ = false;
   peer_code_ = protocol::close_code::no_status;
-  peer_reason_.clear();
+  if (cold_) cold_->peer_reason.clear();
   failure_ = {};
   failure_code_ = 0;
   activity_ = false;
-  leftover_.clear();
+  if (cold_) cold_->leftover.clear();
   // information() describes the current connection: its counters start again.
   wire_bytes_sent_ = wire_bytes_received_ = prebuilt_sent_ = 0;
   rate_sent_at_start_ = rate_received_at_start_ = 0;
@@ -229,7 +230,8 @@ void Session::reset_for_reconnect() {
                   &stats_.out_bps, &stats_.in_bps})
     c->store(0, std::memory_order_relaxed);
   std::lock_guard lock(config_mutex_);
-  info_ = Info{};
+  local_ = remote_ = {};
+  info_rest_.reset();
 }
 
 void Session::reconnect_after_failed_attempt(std::error_code ec) {

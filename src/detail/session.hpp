@@ -42,6 +42,7 @@
 #include "detail/tiny_mutex.hpp"
 #include "transport/connect.hpp"
 #include "transport/stream.hpp"
+#include "transport/unix_socket.hpp"
 
 namespace duplex::detail {
 
@@ -139,7 +140,6 @@ public:
     listener.loop = *cfg_;
     return f(std::as_const(listener));
   }
-  std::atomic<SocketMessageType> message_type{SocketMessageType::binary};
 
   // --- Information (any thread) --------------------------------------------------------
   struct Info {
@@ -151,10 +151,8 @@ public:
     std::shared_ptr<const ValidationState> server_tls;
     std::optional<protocol::DeflateParams> deflate;  ///< negotiated permessage-deflate
   };
-  Info info() const {
-    std::lock_guard lock(config_mutex_);
-    return info_;
-  }
+  /// The information, formatted on each call (the endpoints are kept raw).
+  Info info() const;
   BandwidthStatistics statistics() const;
 
   // --- Events (any thread) -------------------------------------------------------
@@ -408,6 +406,10 @@ private:
   std::atomic<bool> connect_called_{false};
   std::atomic<bool> detached_{false};
 
+public:
+  std::atomic<SocketMessageType> message_type{SocketMessageType::binary};
+
+private:
   // One lock for the cold state read from any thread: the controls and the
   // information (never held together with another lock of the session).
   mutable TinyMutex config_mutex_;
@@ -416,7 +418,14 @@ private:
   /// never changed after: read from any thread under config_mutex_.
   std::shared_ptr<const LoopSettings> cfg_ = default_settings();
   static const std::shared_ptr<const LoopSettings>& default_settings();
-  Info info_;  ///< guarded by config_mutex_
+  // The information, guarded by config_mutex_: the IP endpoints raw
+  // (formatted by info()), the rest only once something sets it.
+  transport::RawEndpoint local_, remote_;
+  std::unique_ptr<Info> info_rest_;  ///< null: all empty; holds Unix endpoints
+  /// info_rest_, made if need be (config_mutex_ held).
+  Info& info_rest();
+  /// Reads the endpoints of `socket` (config_mutex_ held).
+  void set_endpoints(transport::TcpSocket& socket);
 
   // Events: handlers run with events_mutex_ held (re-entered by a handler
   // that registers, revokes or destroys on the loop thread).
@@ -431,8 +440,10 @@ private:
   std::optional<protocol::Connection> conn_;
   std::unique_ptr<transport::Stream> stream_;  ///< until open (TLS: for good)
   std::unique_ptr<ConnectState> connecting_;
-  std::vector<std::byte> tls_buffer_;   ///< TLS connections read here (not shared)
-  int fd_ = -1;                         ///< polled(): the descriptor, owned
+  std::unique_ptr<std::byte[]> tls_buffer_;  ///< TLS connections read here (not shared)
+  int fd_ = -1;                              ///< polled(): the descriptor, owned
+  std::uint16_t peer_code_ = 1005;
+  std::uint16_t failure_code_ = 0;      ///< close code sent for failure_ (0: the protocol's)
   std::span<const std::byte> wr_rest_;  ///< polled: the write waiting for room
   std::size_t wr_done_ = 0;             ///< polled: bytes of it already sent
   // Referenced frames (send_prebuilt with a SharedFrame; polled only): the
@@ -468,17 +479,14 @@ private:
   bool dispatching_ = false;       ///< process() holds events_mutex_ for the read
   bool flush_scheduled_ = false;
   bool writing_ = false;
-  std::size_t inflight_ = 0;
   bool closed_raised_ = false;
   bool socket_shutdown_ = false;
+  bool activity_ = false;
+  std::size_t inflight_ = 0;
   std::uint64_t next_op_id_ = 1;
 
   std::list<PendingSend> sends_;  ///< (a list holds no memory while empty)
-  std::vector<Op> close_ops_;
-  std::uint16_t peer_code_ = 1005;
-  std::string peer_reason_;
   std::error_code failure_;
-  std::uint16_t failure_code_ = 0;  ///< close code sent for failure_ (0: the protocol's)
   std::unique_ptr<PendingClose> pending_close_;
   std::unique_ptr<CallFrames> call_frames_;  ///< guarded by call_frames_once_
 public:
@@ -544,7 +552,6 @@ private:
   Clock::time_point unsolicited_pong_due_ = Clock::time_point::max();
   Clock::time_point close_deadline_ = Clock::time_point::max();
   Clock::time_point ping_sent_at_{};
-  bool activity_ = false;
 
   // Statistics (written on the loop, read anywhere).
   struct AtomicStats {
@@ -557,8 +564,18 @@ private:
   Clock::time_point rate_window_start_{};
   std::uint64_t rate_sent_at_start_ = 0, rate_received_at_start_ = 0;
 
-  // Handshake [loop].
-  std::vector<std::byte> leftover_;
+  // Cold state [loop], made when first needed: an open idle connection
+  // holds none of it.
+  struct Cold {
+    std::string peer_reason;          ///< the peer's close reason
+    std::vector<Op> close_ops;        ///< close calls waiting for the end
+    std::vector<std::byte> leftover;  ///< bytes that came with the handshake
+  };
+  std::unique_ptr<Cold> cold_;
+  Cold& cold();
+  [[nodiscard]] const std::string& peer_reason() const noexcept;
+  /// Moves the waiting close operations out.
+  std::vector<Op> take_close_ops() noexcept;
 };
 
 }  // namespace duplex::detail
