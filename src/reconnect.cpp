@@ -74,33 +74,23 @@ milliseconds ReconnectBackoff::next(std::size_t attempt) {
 
 EventToken Session::add_reconnecting_handler(ReconnectingFn f) {
   if (!f) throw std::invalid_argument("reconnecting: handler must not be empty");
-  EventMutex::Guard lock(events_mutex_);
-  auto id = next_token_++;
-  reconnecting_handlers_.emplace_back(id, std::make_shared<const ReconnectingFn>(std::move(f)));
-  return EventToken{id};
+  return add_handler(Event::reconnecting, std::make_shared<const ReconnectingFn>(std::move(f)));
 }
 
 EventToken Session::add_reconnected_handler(ReconnectedFn f) {
   if (!f) throw std::invalid_argument("reconnected: handler must not be empty");
-  EventMutex::Guard lock(events_mutex_);
-  auto id = next_token_++;
-  reconnected_handlers_.emplace_back(id, std::make_shared<const ReconnectedFn>(std::move(f)));
-  return EventToken{id};
+  return add_handler(Event::reconnected, std::make_shared<const ReconnectedFn>(std::move(f)));
 }
 
-namespace {
-// Raises one event to `handlers` (the session's lists, under its event lock),
-// as raise_closed does; a handler may revoke, close or destroy the socket.
-template <class Handlers, class Args>
-void raise(EventMutex& mutex, const std::atomic<bool>& detached, void* const& owner,
-           Handlers& handlers, const Args& args) {
-  EventMutex::DispatchGuard lock(mutex);
-  if (detached) return;
+// Raises one event to its handlers (under the event lock), as raise_closed
+// does; a handler may revoke, close or destroy the socket.
+template <class Fn, class Args>
+void Session::raise_reconnect_event(Event event, const Args& args) {
+  EventMutex::DispatchGuard lock(events_mutex_);
+  if (detached_) return;
   EventLoopScope scope;
-  for (std::size_t i = 0; i < handlers.size() && !detached; ++i)
-    (*handlers[i].second)(*static_cast<MessageWebSocket*>(owner), args);
+  each_handler<Fn>(event, [&](const Fn& f) { f(*static_cast<MessageWebSocket*>(owner_), args); });
 }
-}  // namespace
 
 // --- hooks -------------------------------------------------------------------------------------
 
@@ -169,8 +159,8 @@ void Session::schedule_reconnect() {
   if (r.options.max_attempts != 0 && r.attempt > r.options.max_attempts)
     return reconnect_give_up(r.last_error);
   const auto delay = r.backoff.next(r.attempt);
-  raise(events_mutex_, detached_, owner_, reconnecting_handlers_,
-        WebSocketReconnectingEventArgs(r.attempt, delay, r.last_error));
+  raise_reconnect_event<ReconnectingFn>(
+      Event::reconnecting, WebSocketReconnectingEventArgs(r.attempt, delay, r.last_error));
   // A handler closed or destroyed the socket: reconnecting ended there.
   if (!r.waiting) return;
   r.timer.expires_after(delay);
@@ -262,8 +252,7 @@ void Session::reconnect_on_open() {
   r.drop_pieces = call_in_message_.load(std::memory_order_acquire);
   // Before the queue: what the handlers send (resubscribe, authenticate)
   // leaves first, since sends_ is still empty.
-  raise(events_mutex_, detached_, owner_, reconnected_handlers_,
-        WebSocketReconnectedEventArgs(attempt));
+  raise_reconnect_event<ReconnectedFn>(Event::reconnected, WebSocketReconnectedEventArgs(attempt));
   auto queued = std::move(r.queue);
   r.queue.clear();
   r.queued_bytes = 0;

@@ -240,36 +240,52 @@ EventToken Session::add_message_handler(MessageFn f) {
   message_handlers_.emplace_back(id, std::make_shared<const MessageFn>(std::move(f)));
   return EventToken{id};
 }
+EventToken Session::add_handler(Event event, std::shared_ptr<const void> fn) {
+  const bool walking = events_mutex_.held_here();
+  EventMutex::Guard lock(events_mutex_);
+  // Outside an event nobody walks the list: entries revoked during one go.
+  if (!walking) std::erase_if(handlers_, [](const Handler& h) { return !h.fn; });
+  const auto id = next_token_++;
+  handlers_.push_back(Handler{id, static_cast<std::uint8_t>(event), std::move(fn)});
+  return EventToken{id};
+}
+bool Session::has_handlers(Event event) const noexcept {
+  return std::any_of(handlers_.begin(), handlers_.end(), [&](const Handler& h) {
+    return h.event == static_cast<std::uint8_t>(event) && h.fn;
+  });
+}
 EventToken Session::add_closed_handler(ClosedFn f) {
   if (!f) throw std::invalid_argument("closed: handler must not be empty");
-  EventMutex::Guard lock(events_mutex_);
-  auto id = next_token_++;
-  closed_handlers_.emplace_back(id, std::make_shared<const ClosedFn>(std::move(f)));
-  return EventToken{id};
+  return add_handler(Event::closed, std::make_shared<const ClosedFn>(std::move(f)));
+}
+EventToken Session::add_closed_handler(MessageClosedFn f) {
+  if (!f) throw std::invalid_argument("closed: handler must not be empty");
+  return add_handler(Event::message_closed, std::make_shared<const MessageClosedFn>(std::move(f)));
+}
+EventToken Session::add_closed_handler(StreamClosedFn f) {
+  if (!f) throw std::invalid_argument("closed: handler must not be empty");
+  return add_handler(Event::stream_closed, std::make_shared<const StreamClosedFn>(std::move(f)));
 }
 EventToken Session::add_validation_handler(ValidationFn f) {
   if (!f)
     throw std::invalid_argument("server_custom_validation_requested: handler must not be empty");
-  EventMutex::Guard lock(events_mutex_);
-  auto id = next_token_++;
-  validation_handlers_.emplace_back(id, std::make_shared<const ValidationFn>(std::move(f)));
-  return EventToken{id};
+  return add_handler(Event::validation, std::make_shared<const ValidationFn>(std::move(f)));
 }
 void Session::remove_handler(EventToken t) noexcept {
+  // Inside an event of this socket a list may be being walked: the entry is
+  // emptied rather than erased, so no handler after it is skipped.
+  const bool walking = events_mutex_.held_here();
   EventMutex::Guard lock(events_mutex_);
   // Retired, not destroyed: the handler may be the one running.
-  auto drop = [&](auto& v) {
-    std::erase_if(v, [&](auto& p) {
-      if (p.first != t.value) return false;
-      events_mutex_.retire(std::move(p.second));
-      return true;
-    });
-  };
-  drop(message_handlers_);
-  drop(closed_handlers_);
-  drop(validation_handlers_);
-  drop(reconnecting_handlers_);
-  drop(reconnected_handlers_);
+  std::erase_if(message_handlers_, [&](auto& p) {
+    if (p.first != t.value) return false;
+    events_mutex_.retire(std::move(p.second));
+    return true;
+  });
+  for (auto& h : handlers_) {
+    if (h.id == t.value && h.fn) events_mutex_.retire(std::move(h.fn));
+  }
+  if (!walking) std::erase_if(handlers_, [](const Handler& h) { return !h.fn; });
 }
 void Session::set_owner(void* owner) noexcept {
   EventMutex::Guard lock(events_mutex_);
@@ -281,15 +297,10 @@ void Session::detach() noexcept {
     EventMutex::Guard lock(events_mutex_);
     detached_ = true;
     owner_ = nullptr;
-    auto drop = [&](auto& v) {
-      for (auto& p : v) events_mutex_.retire(std::move(p.second));
-      v.clear();
-    };
-    drop(message_handlers_);
-    drop(closed_handlers_);
-    drop(validation_handlers_);
-    drop(reconnecting_handlers_);
-    drop(reconnected_handlers_);
+    for (auto& p : message_handlers_) events_mutex_.retire(std::move(p.second));
+    message_handlers_.clear();
+    for (auto& h : handlers_) events_mutex_.retire(std::move(h.fn));
+    handlers_.clear();
   }
   try {
     run_on_loop([this] {
@@ -311,8 +322,21 @@ void Session::raise_closed(std::uint16_t code, const std::string& reason, std::e
   if (detached_) return;
   WebSocketClosedEventArgs args(code, reason, ec);
   EventLoopScope scope;
-  for (std::size_t i = 0; i < closed_handlers_.size() && !detached_; ++i)
-    (*closed_handlers_[i].second)(owner_, args);
+  // One walk for the three forms, so handlers run in the order they were added.
+  for (std::size_t i = 0; i < handlers_.size() && !detached_; ++i) {
+    const void* fn = handlers_[i].fn.get();
+    if (!fn) continue;
+    switch (static_cast<Event>(handlers_[i].event)) {
+      case Event::closed: (*static_cast<const ClosedFn*>(fn))(owner_, args); break;
+      case Event::message_closed:
+        (*static_cast<const MessageClosedFn*>(fn))(*static_cast<MessageWebSocket*>(owner_), args);
+        break;
+      case Event::stream_closed:
+        (*static_cast<const StreamClosedFn*>(fn))(*static_cast<StreamWebSocket*>(owner_), args);
+        break;
+      default: break;
+    }
+  }
 }
 
 // --- operations: entry points ----------------------------------------------------------------

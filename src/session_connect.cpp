@@ -126,7 +126,7 @@ void Session::on_tls_handshake(std::error_code ec) {
   bool asked = false;
   {
     EventMutex::DispatchGuard lock(events_mutex_);
-    if (!validation_handlers_.empty() && !detached_) {
+    if (has_handlers(Event::validation) && !detached_) {
       asked = true;
       connecting_->validation = v;
       std::weak_ptr<Session> weak = weak_from_this();
@@ -139,14 +139,14 @@ void Session::on_tls_handshake(std::error_code ec) {
       };
       WebSocketServerCustomValidationRequestedEventArgs args(v);
       EventLoopScope scope;
-      for (std::size_t i = 0; i < validation_handlers_.size() && !detached_; ++i) {
+      each_handler<ValidationFn>(Event::validation, [&](const ValidationFn& f) {
         try {
-          (*validation_handlers_[i].second)(owner_, args);
+          f(owner_, args);
         } catch (...) {
           // A throwing validator rejects: failing closed is the secure default.
           v->rejected = true;
         }
-      }
+      });
     }
   }
   if (!asked) return send_request();

@@ -44,6 +44,10 @@
 #include "transport/stream.hpp"
 #include "transport/unix_socket.hpp"
 
+namespace duplex {
+class StreamWebSocket;
+}
+
 namespace duplex::detail {
 
 using std::chrono::milliseconds;
@@ -160,10 +164,16 @@ public:
   /// owner is that socket), one call per message.
   using MessageFn = MessageWebSocket::MessageReceivedHandler;
   using ClosedFn = std::function<void(void* owner, const WebSocketClosedEventArgs&)>;
+  /// A socket's own closed handler, stored as given (no wrapper): the owner
+  /// is that socket.
+  using MessageClosedFn = std::function<void(MessageWebSocket&, const WebSocketClosedEventArgs&)>;
+  using StreamClosedFn = std::function<void(StreamWebSocket&, const WebSocketClosedEventArgs&)>;
   using ValidationFn =
       std::function<void(void* owner, const WebSocketServerCustomValidationRequestedEventArgs&)>;
   EventToken add_message_handler(MessageFn f);
   EventToken add_closed_handler(ClosedFn f);
+  EventToken add_closed_handler(MessageClosedFn f);
+  EventToken add_closed_handler(StreamClosedFn f);
   EventToken add_validation_handler(ValidationFn f);
   void remove_handler(EventToken t) noexcept;
   /// The public object events are raised with; updated on move.
@@ -433,8 +443,35 @@ private:
   void* owner_ = nullptr;
   std::uint64_t next_token_ = 1;
   std::vector<std::pair<std::uint64_t, std::shared_ptr<const MessageFn>>> message_handlers_;
-  std::vector<std::pair<std::uint64_t, std::shared_ptr<const ClosedFn>>> closed_handlers_;
-  std::vector<std::pair<std::uint64_t, std::shared_ptr<const ValidationFn>>> validation_handlers_;
+  // The other events' handlers, in one list in the order they were added.
+  enum class Event : std::uint8_t {
+    closed,          ///< ClosedFn
+    message_closed,  ///< MessageClosedFn
+    stream_closed,   ///< StreamClosedFn
+    validation,      ///< ValidationFn
+    reconnecting,    ///< ReconnectingFn
+    reconnected,     ///< ReconnectedFn
+  };
+  struct Handler {
+    std::uint64_t id : 56;
+    std::uint64_t event : 8;  ///< Event
+    /// The event's function type; null once revoked while the list was
+    /// being walked (erased by the next change made outside an event).
+    std::shared_ptr<const void> fn;
+  };
+  std::vector<Handler> handlers_;
+  EventToken add_handler(Event event, std::shared_ptr<const void> fn);
+  /// Calls f(fn) for each handler of `event` as its type Fn, in order, until
+  /// the socket is detached (events_mutex_ held).
+  template <class Fn, class F>
+  void each_handler(Event event, F&& f) {
+    for (std::size_t i = 0; i < handlers_.size() && !detached_; ++i) {
+      const auto& h = handlers_[i];
+      if (h.event != static_cast<std::uint8_t>(event) || !h.fn) continue;
+      f(*static_cast<const Fn*>(h.fn.get()));
+    }
+  }
+  [[nodiscard]] bool has_handlers(Event event) const noexcept;
 
   // [loop] connection.
   std::optional<protocol::Connection> conn_;
@@ -510,10 +547,6 @@ private:
   // hooks then decide whether it connects again instead of closing for good.
   struct Reconnect;
   std::unique_ptr<Reconnect> reconnect_;  ///< null unless ReconnectOptions::enable
-  std::vector<std::pair<std::uint64_t, std::shared_ptr<const ReconnectingFn>>>
-      reconnecting_handlers_;  ///< guarded by events_mutex_
-  std::vector<std::pair<std::uint64_t, std::shared_ptr<const ReconnectedFn>>>
-      reconnected_handlers_;  ///< guarded by events_mutex_
   /// do_connect: makes reconnect_ when the options ask for it.
   void init_reconnect(const std::string& uri, const SessionConfig& config);
   /// finish: true when the lost connection is re-established instead (the
@@ -542,6 +575,8 @@ private:
   void reconnect_give_up(std::error_code ec);
   void enqueue_for_reconnect(PendingSend p);
   void fail_reconnect_queue(std::error_code ec);
+  template <class Fn, class Args>
+  void raise_reconnect_event(Event event, const Args& args);
 
   // Deadlines [loop]; max() when unset.
   Clock::time_point connect_deadline_ = Clock::time_point::max();
