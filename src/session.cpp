@@ -246,13 +246,12 @@ EventToken Session::add_handler(Event event, std::shared_ptr<const void> fn) {
   // Outside an event nobody walks the list: entries revoked during one go.
   if (!walking) std::erase_if(handlers_, [](const Handler& h) { return !h.fn; });
   const auto id = next_token_++;
-  handlers_.push_back(Handler{id, static_cast<std::uint8_t>(event), std::move(fn)});
+  handlers_.push_back(Handler{id << 8 | static_cast<std::uint64_t>(event), std::move(fn)});
   return EventToken{id};
 }
 bool Session::has_handlers(Event event) const noexcept {
-  return std::any_of(handlers_.begin(), handlers_.end(), [&](const Handler& h) {
-    return h.event == static_cast<std::uint8_t>(event) && h.fn;
-  });
+  return std::any_of(handlers_.begin(), handlers_.end(),
+                     [&](const Handler& h) { return h.event() == event && h.fn; });
 }
 EventToken Session::add_closed_handler(ClosedFn f) {
   if (!f) throw std::invalid_argument("closed: handler must not be empty");
@@ -283,7 +282,7 @@ void Session::remove_handler(EventToken t) noexcept {
     return true;
   });
   for (auto& h : handlers_) {
-    if (h.id == t.value && h.fn) events_mutex_.retire(std::move(h.fn));
+    if (h.id() == t.value && h.fn) events_mutex_.retire(std::move(h.fn));
   }
   if (!walking) std::erase_if(handlers_, [](const Handler& h) { return !h.fn; });
 }
@@ -326,7 +325,7 @@ void Session::raise_closed(std::uint16_t code, const std::string& reason, std::e
   for (std::size_t i = 0; i < handlers_.size() && !detached_; ++i) {
     const void* fn = handlers_[i].fn.get();
     if (!fn) continue;
-    switch (static_cast<Event>(handlers_[i].event)) {
+    switch (handlers_[i].event()) {
       case Event::closed: (*static_cast<const ClosedFn*>(fn))(owner_, args); break;
       case Event::message_closed:
         (*static_cast<const MessageClosedFn*>(fn))(*static_cast<MessageWebSocket*>(owner_), args);

@@ -453,8 +453,9 @@ private:
     reconnected,     ///< ReconnectedFn
   };
   struct Handler {
-    std::uint64_t id : 56;
-    std::uint64_t event : 8;  ///< Event
+    std::uint64_t key;  ///< the token's id << 8 | the Event (24 B entries)
+    [[nodiscard]] std::uint64_t id() const noexcept { return key >> 8; }
+    [[nodiscard]] Event event() const noexcept { return static_cast<Event>(key & 0xFF); }
     /// The event's function type; null once revoked while the list was
     /// being walked (erased by the next change made outside an event).
     std::shared_ptr<const void> fn;
@@ -467,7 +468,7 @@ private:
   void each_handler(Event event, F&& f) {
     for (std::size_t i = 0; i < handlers_.size() && !detached_; ++i) {
       const auto& h = handlers_[i];
-      if (h.event != static_cast<std::uint8_t>(event) || !h.fn) continue;
+      if (h.event() != event || !h.fn) continue;
       f(*static_cast<const Fn*>(h.fn.get()));
     }
   }
