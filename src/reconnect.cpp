@@ -74,33 +74,23 @@ milliseconds ReconnectBackoff::next(std::size_t attempt) {
 
 EventToken Session::add_reconnecting_handler(ReconnectingFn f) {
   if (!f) throw std::invalid_argument("reconnecting: handler must not be empty");
-  EventMutex::Guard lock(events_mutex_);
-  auto id = next_token_++;
-  reconnecting_handlers_.emplace_back(id, std::make_shared<const ReconnectingFn>(std::move(f)));
-  return EventToken{id};
+  return add_handler(Event::reconnecting, std::make_shared<const ReconnectingFn>(std::move(f)));
 }
 
 EventToken Session::add_reconnected_handler(ReconnectedFn f) {
   if (!f) throw std::invalid_argument("reconnected: handler must not be empty");
-  EventMutex::Guard lock(events_mutex_);
-  auto id = next_token_++;
-  reconnected_handlers_.emplace_back(id, std::make_shared<const ReconnectedFn>(std::move(f)));
-  return EventToken{id};
+  return add_handler(Event::reconnected, std::make_shared<const ReconnectedFn>(std::move(f)));
 }
 
-namespace {
-// Raises one event to `handlers` (the session's lists, under its event lock),
-// as raise_closed does; a handler may revoke, close or destroy the socket.
-template <class Handlers, class Args>
-void raise(EventMutex& mutex, const std::atomic<bool>& detached, void* const& owner,
-           Handlers& handlers, const Args& args) {
-  EventMutex::DispatchGuard lock(mutex);
-  if (detached) return;
+// Raises one event to its handlers (under the event lock), as raise_closed
+// does; a handler may revoke, close or destroy the socket.
+template <class Fn, class Args>
+void Session::raise_reconnect_event(Event event, const Args& args) {
+  EventMutex::DispatchGuard lock(events_mutex_);
+  if (detached_) return;
   EventLoopScope scope;
-  for (std::size_t i = 0; i < handlers.size() && !detached; ++i)
-    (*handlers[i].second)(*static_cast<MessageWebSocket*>(owner), args);
+  each_handler<Fn>(event, [&](const Fn& f) { f(*static_cast<MessageWebSocket*>(owner_), args); });
 }
-}  // namespace
 
 // --- hooks -------------------------------------------------------------------------------------
 
@@ -142,7 +132,8 @@ bool Session::should_reconnect(std::error_code ec) const {
 bool Session::reconnect_after_drop(std::error_code ec) {
   auto& r = *reconnect_;
   if (r.waiting) return true;
-  if (r.stopped || detached_ || !close_ops_.empty() || pending_close_ || !should_reconnect(ec))
+  if (r.stopped || detached_ || (cold_ && !cold_->close_ops.empty()) || pending_close_ ||
+      !should_reconnect(ec))
     return false;
   r.waiting = true;
   r.attempt = 0;
@@ -168,8 +159,8 @@ void Session::schedule_reconnect() {
   if (r.options.max_attempts != 0 && r.attempt > r.options.max_attempts)
     return reconnect_give_up(r.last_error);
   const auto delay = r.backoff.next(r.attempt);
-  raise(events_mutex_, detached_, owner_, reconnecting_handlers_,
-        WebSocketReconnectingEventArgs(r.attempt, delay, r.last_error));
+  raise_reconnect_event<ReconnectingFn>(
+      Event::reconnecting, WebSocketReconnectingEventArgs(r.attempt, delay, r.last_error));
   // A handler closed or destroyed the socket: reconnecting ended there.
   if (!r.waiting) return;
   r.timer.expires_after(delay);
@@ -216,11 +207,11 @@ void Session::reset_for_reconnect() {
   closed_raised_ = false;
   socket_shutdown_ = false;
   peer_code_ = protocol::close_code::no_status;
-  peer_reason_.clear();
+  if (cold_) cold_->peer_reason.clear();
   failure_ = {};
   failure_code_ = 0;
   activity_ = false;
-  leftover_.clear();
+  if (cold_) cold_->leftover.clear();
   // information() describes the current connection: its counters start again.
   wire_bytes_sent_ = wire_bytes_received_ = prebuilt_sent_ = 0;
   rate_sent_at_start_ = rate_received_at_start_ = 0;
@@ -229,7 +220,8 @@ void Session::reset_for_reconnect() {
                   &stats_.out_bps, &stats_.in_bps})
     c->store(0, std::memory_order_relaxed);
   std::lock_guard lock(config_mutex_);
-  info_ = Info{};
+  local_ = remote_ = {};
+  info_rest_.reset();
 }
 
 void Session::reconnect_after_failed_attempt(std::error_code ec) {
@@ -260,8 +252,7 @@ void Session::reconnect_on_open() {
   r.drop_pieces = call_in_message_.load(std::memory_order_acquire);
   // Before the queue: what the handlers send (resubscribe, authenticate)
   // leaves first, since sends_ is still empty.
-  raise(events_mutex_, detached_, owner_, reconnected_handlers_,
-        WebSocketReconnectedEventArgs(attempt));
+  raise_reconnect_event<ReconnectedFn>(Event::reconnected, WebSocketReconnectedEventArgs(attempt));
   auto queued = std::move(r.queue);
   r.queue.clear();
   r.queued_bytes = 0;

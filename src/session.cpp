@@ -171,8 +171,10 @@ void Session::cancel_op(std::uint64_t id) {
     // Half of the data is on its way: the stream cannot be resumed.
     return fail(aborted);
   }
-  for (auto& op : close_ops_) {
-    if (op.id == id) return fail(aborted);
+  if (cold_) {
+    for (auto& op : cold_->close_ops) {
+      if (op.id == id) return fail(aborted);
+    }
   }
 }
 
@@ -188,6 +190,47 @@ void Session::check_configurable() const {
     throw std::logic_error("control: settings can change only before connect_async");
 }
 
+// --- cold state ------------------------------------------------------------------------------
+
+Session::Cold& Session::cold() {
+  if (!cold_) cold_ = std::make_unique<Cold>();
+  return *cold_;
+}
+
+const std::string& Session::peer_reason() const noexcept {
+  static const std::string none;
+  return cold_ ? cold_->peer_reason : none;
+}
+
+std::vector<Session::Op> Session::take_close_ops() noexcept {
+  std::vector<Op> ops;
+  if (cold_) ops.swap(cold_->close_ops);
+  return ops;
+}
+
+// --- information -----------------------------------------------------------------------------
+
+Session::Info Session::info() const {
+  std::lock_guard lock(config_mutex_);
+  Info info = info_rest_ ? *info_rest_ : Info{};
+  if (local_.family != 0) info.local = transport::to_host_endpoint(local_);
+  if (remote_.family != 0) info.remote = transport::to_host_endpoint(remote_);
+  return info;
+}
+
+Session::Info& Session::info_rest() {
+  if (!info_rest_) info_rest_ = std::make_unique<Info>();
+  return *info_rest_;
+}
+
+void Session::set_endpoints(transport::TcpSocket& socket) {
+  // A Unix socket's endpoints are paths: formatted once, kept in info_rest_.
+  if (!transport::raw_endpoint(socket.native_handle(), true, local_))
+    info_rest().local = transport::host_endpoint(socket, true);
+  if (!transport::raw_endpoint(socket.native_handle(), false, remote_))
+    info_rest().remote = transport::host_endpoint(socket, false);
+}
+
 // --- events --------------------------------------------------------------------------------
 
 EventToken Session::add_message_handler(MessageFn f) {
@@ -197,36 +240,51 @@ EventToken Session::add_message_handler(MessageFn f) {
   message_handlers_.emplace_back(id, std::make_shared<const MessageFn>(std::move(f)));
   return EventToken{id};
 }
+EventToken Session::add_handler(Event event, std::shared_ptr<const void> fn) {
+  const bool walking = events_mutex_.held_here();
+  EventMutex::Guard lock(events_mutex_);
+  // Outside an event nobody walks the list: entries revoked during one go.
+  if (!walking) std::erase_if(handlers_, [](const Handler& h) { return !h.fn; });
+  const auto id = next_token_++;
+  handlers_.push_back(Handler{id << 8 | static_cast<std::uint64_t>(event), std::move(fn)});
+  return EventToken{id};
+}
+bool Session::has_handlers(Event event) const noexcept {
+  return std::any_of(handlers_.begin(), handlers_.end(),
+                     [&](const Handler& h) { return h.event() == event && h.fn; });
+}
 EventToken Session::add_closed_handler(ClosedFn f) {
   if (!f) throw std::invalid_argument("closed: handler must not be empty");
-  EventMutex::Guard lock(events_mutex_);
-  auto id = next_token_++;
-  closed_handlers_.emplace_back(id, std::make_shared<const ClosedFn>(std::move(f)));
-  return EventToken{id};
+  return add_handler(Event::closed, std::make_shared<const ClosedFn>(std::move(f)));
+}
+EventToken Session::add_closed_handler(MessageClosedFn f) {
+  if (!f) throw std::invalid_argument("closed: handler must not be empty");
+  return add_handler(Event::message_closed, std::make_shared<const MessageClosedFn>(std::move(f)));
+}
+EventToken Session::add_closed_handler(StreamClosedFn f) {
+  if (!f) throw std::invalid_argument("closed: handler must not be empty");
+  return add_handler(Event::stream_closed, std::make_shared<const StreamClosedFn>(std::move(f)));
 }
 EventToken Session::add_validation_handler(ValidationFn f) {
   if (!f)
     throw std::invalid_argument("server_custom_validation_requested: handler must not be empty");
-  EventMutex::Guard lock(events_mutex_);
-  auto id = next_token_++;
-  validation_handlers_.emplace_back(id, std::make_shared<const ValidationFn>(std::move(f)));
-  return EventToken{id};
+  return add_handler(Event::validation, std::make_shared<const ValidationFn>(std::move(f)));
 }
 void Session::remove_handler(EventToken t) noexcept {
+  // Inside an event of this socket a list may be being walked: the entry is
+  // emptied rather than erased, so no handler after it is skipped.
+  const bool walking = events_mutex_.held_here();
   EventMutex::Guard lock(events_mutex_);
   // Retired, not destroyed: the handler may be the one running.
-  auto drop = [&](auto& v) {
-    std::erase_if(v, [&](auto& p) {
-      if (p.first != t.value) return false;
-      events_mutex_.retire(std::move(p.second));
-      return true;
-    });
-  };
-  drop(message_handlers_);
-  drop(closed_handlers_);
-  drop(validation_handlers_);
-  drop(reconnecting_handlers_);
-  drop(reconnected_handlers_);
+  std::erase_if(message_handlers_, [&](auto& p) {
+    if (p.first != t.value) return false;
+    events_mutex_.retire(std::move(p.second));
+    return true;
+  });
+  for (auto& h : handlers_) {
+    if (h.id() == t.value && h.fn) events_mutex_.retire(std::move(h.fn));
+  }
+  if (!walking) std::erase_if(handlers_, [](const Handler& h) { return !h.fn; });
 }
 void Session::set_owner(void* owner) noexcept {
   EventMutex::Guard lock(events_mutex_);
@@ -238,15 +296,10 @@ void Session::detach() noexcept {
     EventMutex::Guard lock(events_mutex_);
     detached_ = true;
     owner_ = nullptr;
-    auto drop = [&](auto& v) {
-      for (auto& p : v) events_mutex_.retire(std::move(p.second));
-      v.clear();
-    };
-    drop(message_handlers_);
-    drop(closed_handlers_);
-    drop(validation_handlers_);
-    drop(reconnecting_handlers_);
-    drop(reconnected_handlers_);
+    for (auto& p : message_handlers_) events_mutex_.retire(std::move(p.second));
+    message_handlers_.clear();
+    for (auto& h : handlers_) events_mutex_.retire(std::move(h.fn));
+    handlers_.clear();
   }
   try {
     run_on_loop([this] {
@@ -268,8 +321,21 @@ void Session::raise_closed(std::uint16_t code, const std::string& reason, std::e
   if (detached_) return;
   WebSocketClosedEventArgs args(code, reason, ec);
   EventLoopScope scope;
-  for (std::size_t i = 0; i < closed_handlers_.size() && !detached_; ++i)
-    (*closed_handlers_[i].second)(owner_, args);
+  // One walk for the three forms, so handlers run in the order they were added.
+  for (std::size_t i = 0; i < handlers_.size() && !detached_; ++i) {
+    const void* fn = handlers_[i].fn.get();
+    if (!fn) continue;
+    switch (handlers_[i].event()) {
+      case Event::closed: (*static_cast<const ClosedFn*>(fn))(owner_, args); break;
+      case Event::message_closed:
+        (*static_cast<const MessageClosedFn*>(fn))(*static_cast<MessageWebSocket*>(owner_), args);
+        break;
+      case Event::stream_closed:
+        (*static_cast<const StreamClosedFn*>(fn))(*static_cast<StreamWebSocket*>(owner_), args);
+        break;
+      default: break;
+    }
+  }
 }
 
 // --- operations: entry points ----------------------------------------------------------------
@@ -361,7 +427,7 @@ void Session::become_open(std::span<const std::byte> leftover) {
   if (stream_ && !stream_->is_tls()) {
     if (auto ec = to_poller()) return connect_failed(ec);
   }
-  leftover_.assign(leftover.begin(), leftover.end());
+  if (!leftover.empty()) cold().leftover.assign(leftover.begin(), leftover.end());
   Op op = connecting_ ? std::move(connecting_->op) : Op{};
   connecting_.reset();
   connect_deadline_ = never;
@@ -382,8 +448,8 @@ void Session::become_open(std::span<const std::byte> leftover) {
   // with the handshake answer, then the read loop.
   asio::post(ex_, [self = shared_from_this()] {
     if (self->phase() == Phase::closed) return;
-    if (!self->leftover_.empty()) {
-      auto bytes = std::move(self->leftover_);
+    if (self->cold_ && !self->cold_->leftover.empty()) {
+      auto bytes = std::move(self->cold_->leftover);
       self->wire_bytes_received_ += bytes.size();
       self->process(bytes);
       if (self->phase() == Phase::closed) return;
@@ -408,11 +474,13 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
   stream.socket().set_option(asio::ip::tcp::no_delay(cfg_->no_delay), ignored);
   {
     std::lock_guard lock(config_mutex_);
-    info_.local = transport::host_endpoint(stream.socket(), true);
-    info_.remote = transport::host_endpoint(stream.socket(), false);
-    info_.protocol = o.protocol;
-    info_.extensions = o.extensions;
-    info_.deflate = o.deflate;
+    set_endpoints(stream.socket());
+    if (!o.protocol.empty() || !o.extensions.empty() || o.deflate) {
+      auto& rest = info_rest();
+      rest.protocol = o.protocol;
+      rest.extensions = o.extensions;
+      rest.deflate = o.deflate;
+    }
   }
   stream_ = std::make_unique<transport::Stream>(std::move(stream));
   phase_ = Phase::connecting;
@@ -428,8 +496,7 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
         auto pc = std::move(self->pending_close_);
         self->complete(pc->op, aborted);
       }
-      auto closes = std::move(self->close_ops_);
-      self->close_ops_.clear();
+      auto closes = self->take_close_ops();
       for (auto& c : closes) self->complete(c, aborted);
       return;
     }
@@ -496,9 +563,9 @@ void Session::start_reading() {
   }
   if (!stream_ || !stream_->is_tls()) return;
   reading_ = true;
-  if (tls_buffer_.size() != tls_read_size) tls_buffer_.resize(tls_read_size);
+  if (!tls_buffer_) tls_buffer_ = std::make_unique<std::byte[]>(tls_read_size);
   stream_->tls().async_read_some(
-      asio::buffer(tls_buffer_),
+      asio::buffer(tls_buffer_.get(), tls_read_size),
       [self = shared_from_this()](std::error_code ec, std::size_t n) { self->on_read(ec, n); });
 }
 
@@ -526,7 +593,7 @@ void Session::on_read(std::error_code ec, std::size_t n) {
       // The peer ended TCP: clean if both close frames went, else a drop.
       if (conn_->close_received() && conn_->close_sent()) {
         close_transport();
-        return finish(peer_code_, peer_reason_, failure_);
+        return finish(peer_code_, peer_reason(), failure_);
       }
       if (failure_) {
         close_transport();
@@ -536,13 +603,13 @@ void Session::on_read(std::error_code ec, std::size_t n) {
     }
     if (conn_->close_received() && !failure_) {
       close_transport();
-      return finish(peer_code_, peer_reason_, {});
+      return finish(peer_code_, peer_reason(), {});
     }
     return fail(ec);
   }
   wire_bytes_received_ += n;
   std::span<std::byte> data =
-      polled() ? thread_read_buffer().first(n) : std::span<std::byte>(tls_buffer_.data(), n);
+      polled() ? thread_read_buffer().first(n) : std::span<std::byte>(tls_buffer_.get(), n);
   // Handlers may drop the last outside reference. A polled session is kept
   // by its registration, released only after the current handler: no copy.
   std::shared_ptr<Session> self;
@@ -1081,7 +1148,7 @@ void Session::on_written(std::error_code ec, std::size_t n) {
     // The peer's close frame arrived: it may drop TCP before our echo lands.
     if (conn_->close_received() && !failure_) {
       close_transport();
-      return finish(peer_code_, peer_reason_, {});
+      return finish(peer_code_, peer_reason(), {});
     }
     return fail(ec);
   }
@@ -1120,7 +1187,7 @@ void Session::finish_closed_connection() {
   if (role_ == protocol::Role::server) {
     // RFC 6455 7.1.1: the server closes the TCP connection first.
     close_transport();
-    return finish(peer_code_, peer_reason_, {});
+    return finish(peer_code_, peer_reason(), {});
   }
   // Client: wait (bounded by the close deadline) for the server to end TCP.
   if (!socket_shutdown_) {
@@ -1203,8 +1270,7 @@ void Session::finish(std::uint16_t code, std::string reason, std::error_code ec)
         complete(input_->op, {}, 0);
     }
   }
-  auto closes = std::move(close_ops_);
-  close_ops_.clear();
+  auto closes = take_close_ops();
   for (auto& op : closes) complete(op, ec);
   if (connecting_ && connecting_->op)
     complete(connecting_->op, ec ? ec : make_error_code(error::closed));
@@ -1221,7 +1287,7 @@ void Session::do_close(std::uint16_t code, std::string reason, Op op) {
       // Sent as soon as the session opens (become_open), in both roles; a
       // second request completes with the first.
       if (pending_close_) {
-        close_ops_.push_back(std::move(op));
+        cold().close_ops.push_back(std::move(op));
         return;
       }
       pending_close_ =
@@ -1243,7 +1309,7 @@ void Session::do_close(std::uint16_t code, std::string reason, Op op) {
   }
   phase_ = Phase::closing;
   if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_->close_timeout);
-  close_ops_.push_back(std::move(op));
+  cold().close_ops.push_back(std::move(op));
   if (input_ && !input_->op) {
     // A stream closed with input unread: that input is dropped, and reading
     // goes on (backpressure had stopped it) to find the peer's close frame.
@@ -1349,7 +1415,7 @@ void Session::on_pong(std::span<const std::byte>) {
   const auto now = Clock::now();
   {
     std::lock_guard lock(config_mutex_);
-    info_.rtt = std::chrono::duration_cast<std::chrono::microseconds>(now - ping_sent_at_);
+    info_rest().rtt = std::chrono::duration_cast<std::chrono::microseconds>(now - ping_sent_at_);
   }
   pong_deadline_ = never;
   if (cfg_->keep_alive_interval.count() > 0)
@@ -1358,7 +1424,7 @@ void Session::on_pong(std::span<const std::byte>) {
 
 void Session::on_close(std::uint16_t code, std::string_view reason) {
   peer_code_ = code;
-  peer_reason_ = std::string(reason);
+  cold().peer_reason = std::string(reason);
   phase_ = Phase::closing;
   if (input_) {
     input_->eof = true;

@@ -49,8 +49,7 @@ void Session::on_tcp_connected(std::error_code ec, transport::TcpSocket socket) 
   socket.set_option(asio::ip::tcp::no_delay(cfg_->no_delay), ignored);
   {
     std::lock_guard lock(config_mutex_);
-    info_.local = transport::host_endpoint(socket, true);
-    info_.remote = transport::host_endpoint(socket, false);
+    set_endpoints(socket);
   }
   stream_ = std::make_unique<transport::Stream>(std::move(socket));
   if (connecting_->proxy) {
@@ -121,13 +120,13 @@ void Session::on_tls_handshake(std::error_code ec) {
                                   : SocketSslErrorSeverity::ignorable;
   {
     std::lock_guard lock(config_mutex_);
-    info_.server_tls = v;
+    info_rest().server_tls = v;
   }
   if (fatal) return connect_failed(std::error_code(fatal, x509_category()));
   bool asked = false;
   {
     EventMutex::DispatchGuard lock(events_mutex_);
-    if (!validation_handlers_.empty() && !detached_) {
+    if (has_handlers(Event::validation) && !detached_) {
       asked = true;
       connecting_->validation = v;
       std::weak_ptr<Session> weak = weak_from_this();
@@ -140,14 +139,14 @@ void Session::on_tls_handshake(std::error_code ec) {
       };
       WebSocketServerCustomValidationRequestedEventArgs args(v);
       EventLoopScope scope;
-      for (std::size_t i = 0; i < validation_handlers_.size() && !detached_; ++i) {
+      each_handler<ValidationFn>(Event::validation, [&](const ValidationFn& f) {
         try {
-          (*validation_handlers_[i].second)(owner_, args);
+          f(owner_, args);
         } catch (...) {
           // A throwing validator rejects: failing closed is the secure default.
           v->rejected = true;
         }
-      }
+      });
     }
   }
   if (!asked) return send_request();
@@ -235,9 +234,12 @@ void Session::on_response_bytes(std::error_code ec, std::size_t n) {
   }
   {
     std::lock_guard lock(config_mutex_);
-    info_.protocol = result.protocol;
-    info_.extensions = result.extensions;
-    info_.deflate = deflate;
+    if (!result.protocol.empty() || !result.extensions.empty() || deflate) {
+      auto& rest = info_rest();
+      rest.protocol = result.protocol;
+      rest.extensions = result.extensions;
+      rest.deflate = deflate;
+    }
   }
   std::span<const std::byte> rest(
       reinterpret_cast<const std::byte*>(connecting_->response.data()) + used,
@@ -262,8 +264,7 @@ void Session::connect_failed(std::error_code ec) {
     auto pc = std::move(pending_close_);
     complete(pc->op, close_ec);
   }
-  auto closes = std::move(close_ops_);
-  close_ops_.clear();
+  auto closes = take_close_ops();
   for (auto& c : closes) complete(c, close_ec);
   if (reconnect_) reconnect_after_failed_attempt(ec);
 }

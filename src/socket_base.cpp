@@ -88,10 +88,7 @@ void SocketBase<Derived, Control>::close(std::uint16_t code, std::string_view re
 template <class Derived, class Control>
 EventToken SocketBase<Derived, Control>::closed(ClosedHandler handler) {
   if (!handler) throw std::invalid_argument("closed: handler must not be empty");
-  return session_->add_closed_handler(
-      [h = std::move(handler)](void* owner, const WebSocketClosedEventArgs& a) {
-        h(*static_cast<Derived*>(owner), a);
-      });
+  return session_->add_closed_handler(std::move(handler));
 }
 
 template <class Derived, class Control>

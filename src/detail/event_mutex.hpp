@@ -28,6 +28,7 @@
 namespace duplex::detail {
 
 class EventMutex {
+  using Retired = std::vector<std::shared_ptr<const void>>;
   struct Frame {
     const EventMutex* mutex;
     const Frame* prev;
@@ -53,7 +54,7 @@ class EventMutex {
     void leave() noexcept {
       held_ = frame_.prev;
     }
-    [[nodiscard]] std::vector<std::shared_ptr<const void>> take_retired() noexcept {
+    [[nodiscard]] std::unique_ptr<Retired> take_retired() noexcept {
       return std::move(m_.retired_);
     }
     EventMutex& m_;
@@ -79,7 +80,7 @@ public:
     ~DispatchGuard() {
       if (!owns_) return;
       leave();
-      if (!m_.retired_.empty()) [[unlikely]] {
+      if (m_.retired_) [[unlikely]] {
         auto retired = take_retired();
         unlock();
         return;  // `retired` goes now, the lock released
@@ -140,7 +141,9 @@ public:
   /// (it may be running on this thread). Call with the lock held.
   void retire(std::shared_ptr<const void> handler) noexcept {
     // Out of memory here would leave no safe choice: terminate (noexcept).
-    if (handler) retired_.push_back(std::move(handler));
+    if (!handler) return;
+    if (!retired_) retired_ = std::make_unique<Retired>();
+    retired_->push_back(std::move(handler));
   }
 
 private:
@@ -148,7 +151,8 @@ private:
   std::atomic<bool> busy_{false};          ///< an event is being raised
   std::atomic<std::uint32_t> waiting_{0};  ///< changes waiting or in progress
   TinyMutex mutex_;                        ///< orders the changes
-  std::vector<std::shared_ptr<const void>> retired_;
+  /// Made by the first retire (rare): 8 bytes per socket until then.
+  std::unique_ptr<Retired> retired_;
 };
 
 }  // namespace duplex::detail

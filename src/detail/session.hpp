@@ -42,6 +42,11 @@
 #include "detail/tiny_mutex.hpp"
 #include "transport/connect.hpp"
 #include "transport/stream.hpp"
+#include "transport/unix_socket.hpp"
+
+namespace duplex {
+class StreamWebSocket;
+}
 
 namespace duplex::detail {
 
@@ -139,7 +144,6 @@ public:
     listener.loop = *cfg_;
     return f(std::as_const(listener));
   }
-  std::atomic<SocketMessageType> message_type{SocketMessageType::binary};
 
   // --- Information (any thread) --------------------------------------------------------
   struct Info {
@@ -151,10 +155,8 @@ public:
     std::shared_ptr<const ValidationState> server_tls;
     std::optional<protocol::DeflateParams> deflate;  ///< negotiated permessage-deflate
   };
-  Info info() const {
-    std::lock_guard lock(config_mutex_);
-    return info_;
-  }
+  /// The information, formatted on each call (the endpoints are kept raw).
+  Info info() const;
   BandwidthStatistics statistics() const;
 
   // --- Events (any thread) -------------------------------------------------------
@@ -162,10 +164,16 @@ public:
   /// owner is that socket), one call per message.
   using MessageFn = MessageWebSocket::MessageReceivedHandler;
   using ClosedFn = std::function<void(void* owner, const WebSocketClosedEventArgs&)>;
+  /// A socket's own closed handler, stored as given (no wrapper): the owner
+  /// is that socket.
+  using MessageClosedFn = std::function<void(MessageWebSocket&, const WebSocketClosedEventArgs&)>;
+  using StreamClosedFn = std::function<void(StreamWebSocket&, const WebSocketClosedEventArgs&)>;
   using ValidationFn =
       std::function<void(void* owner, const WebSocketServerCustomValidationRequestedEventArgs&)>;
   EventToken add_message_handler(MessageFn f);
   EventToken add_closed_handler(ClosedFn f);
+  EventToken add_closed_handler(MessageClosedFn f);
+  EventToken add_closed_handler(StreamClosedFn f);
   EventToken add_validation_handler(ValidationFn f);
   void remove_handler(EventToken t) noexcept;
   /// The public object events are raised with; updated on move.
@@ -408,6 +416,10 @@ private:
   std::atomic<bool> connect_called_{false};
   std::atomic<bool> detached_{false};
 
+public:
+  std::atomic<SocketMessageType> message_type{SocketMessageType::binary};
+
+private:
   // One lock for the cold state read from any thread: the controls and the
   // information (never held together with another lock of the session).
   mutable TinyMutex config_mutex_;
@@ -416,7 +428,14 @@ private:
   /// never changed after: read from any thread under config_mutex_.
   std::shared_ptr<const LoopSettings> cfg_ = default_settings();
   static const std::shared_ptr<const LoopSettings>& default_settings();
-  Info info_;  ///< guarded by config_mutex_
+  // The information, guarded by config_mutex_: the IP endpoints raw
+  // (formatted by info()), the rest only once something sets it.
+  transport::RawEndpoint local_, remote_;
+  std::unique_ptr<Info> info_rest_;  ///< null: all empty; holds Unix endpoints
+  /// info_rest_, made if need be (config_mutex_ held).
+  Info& info_rest();
+  /// Reads the endpoints of `socket` (config_mutex_ held).
+  void set_endpoints(transport::TcpSocket& socket);
 
   // Events: handlers run with events_mutex_ held (re-entered by a handler
   // that registers, revokes or destroys on the loop thread).
@@ -424,15 +443,45 @@ private:
   void* owner_ = nullptr;
   std::uint64_t next_token_ = 1;
   std::vector<std::pair<std::uint64_t, std::shared_ptr<const MessageFn>>> message_handlers_;
-  std::vector<std::pair<std::uint64_t, std::shared_ptr<const ClosedFn>>> closed_handlers_;
-  std::vector<std::pair<std::uint64_t, std::shared_ptr<const ValidationFn>>> validation_handlers_;
+  // The other events' handlers, in one list in the order they were added.
+  enum class Event : std::uint8_t {
+    closed,          ///< ClosedFn
+    message_closed,  ///< MessageClosedFn
+    stream_closed,   ///< StreamClosedFn
+    validation,      ///< ValidationFn
+    reconnecting,    ///< ReconnectingFn
+    reconnected,     ///< ReconnectedFn
+  };
+  struct Handler {
+    std::uint64_t key;  ///< the token's id << 8 | the Event (24 B entries)
+    [[nodiscard]] std::uint64_t id() const noexcept { return key >> 8; }
+    [[nodiscard]] Event event() const noexcept { return static_cast<Event>(key & 0xFF); }
+    /// The event's function type; null once revoked while the list was
+    /// being walked (erased by the next change made outside an event).
+    std::shared_ptr<const void> fn;
+  };
+  std::vector<Handler> handlers_;
+  EventToken add_handler(Event event, std::shared_ptr<const void> fn);
+  /// Calls f(fn) for each handler of `event` as its type Fn, in order, until
+  /// the socket is detached (events_mutex_ held).
+  template <class Fn, class F>
+  void each_handler(Event event, F&& f) {
+    for (std::size_t i = 0; i < handlers_.size() && !detached_; ++i) {
+      const auto& h = handlers_[i];
+      if (h.event() != event || !h.fn) continue;
+      f(*static_cast<const Fn*>(h.fn.get()));
+    }
+  }
+  [[nodiscard]] bool has_handlers(Event event) const noexcept;
 
   // [loop] connection.
   std::optional<protocol::Connection> conn_;
   std::unique_ptr<transport::Stream> stream_;  ///< until open (TLS: for good)
   std::unique_ptr<ConnectState> connecting_;
-  std::vector<std::byte> tls_buffer_;   ///< TLS connections read here (not shared)
-  int fd_ = -1;                         ///< polled(): the descriptor, owned
+  std::unique_ptr<std::byte[]> tls_buffer_;  ///< TLS connections read here (not shared)
+  int fd_ = -1;                              ///< polled(): the descriptor, owned
+  std::uint16_t peer_code_ = 1005;
+  std::uint16_t failure_code_ = 0;      ///< close code sent for failure_ (0: the protocol's)
   std::span<const std::byte> wr_rest_;  ///< polled: the write waiting for room
   std::size_t wr_done_ = 0;             ///< polled: bytes of it already sent
   // Referenced frames (send_prebuilt with a SharedFrame; polled only): the
@@ -468,17 +517,14 @@ private:
   bool dispatching_ = false;       ///< process() holds events_mutex_ for the read
   bool flush_scheduled_ = false;
   bool writing_ = false;
-  std::size_t inflight_ = 0;
   bool closed_raised_ = false;
   bool socket_shutdown_ = false;
+  bool activity_ = false;
+  std::size_t inflight_ = 0;
   std::uint64_t next_op_id_ = 1;
 
   std::list<PendingSend> sends_;  ///< (a list holds no memory while empty)
-  std::vector<Op> close_ops_;
-  std::uint16_t peer_code_ = 1005;
-  std::string peer_reason_;
   std::error_code failure_;
-  std::uint16_t failure_code_ = 0;  ///< close code sent for failure_ (0: the protocol's)
   std::unique_ptr<PendingClose> pending_close_;
   std::unique_ptr<CallFrames> call_frames_;  ///< guarded by call_frames_once_
 public:
@@ -502,10 +548,6 @@ private:
   // hooks then decide whether it connects again instead of closing for good.
   struct Reconnect;
   std::unique_ptr<Reconnect> reconnect_;  ///< null unless ReconnectOptions::enable
-  std::vector<std::pair<std::uint64_t, std::shared_ptr<const ReconnectingFn>>>
-      reconnecting_handlers_;  ///< guarded by events_mutex_
-  std::vector<std::pair<std::uint64_t, std::shared_ptr<const ReconnectedFn>>>
-      reconnected_handlers_;  ///< guarded by events_mutex_
   /// do_connect: makes reconnect_ when the options ask for it.
   void init_reconnect(const std::string& uri, const SessionConfig& config);
   /// finish: true when the lost connection is re-established instead (the
@@ -534,6 +576,8 @@ private:
   void reconnect_give_up(std::error_code ec);
   void enqueue_for_reconnect(PendingSend p);
   void fail_reconnect_queue(std::error_code ec);
+  template <class Fn, class Args>
+  void raise_reconnect_event(Event event, const Args& args);
 
   // Deadlines [loop]; max() when unset.
   Clock::time_point connect_deadline_ = Clock::time_point::max();
@@ -544,7 +588,6 @@ private:
   Clock::time_point unsolicited_pong_due_ = Clock::time_point::max();
   Clock::time_point close_deadline_ = Clock::time_point::max();
   Clock::time_point ping_sent_at_{};
-  bool activity_ = false;
 
   // Statistics (written on the loop, read anywhere).
   struct AtomicStats {
@@ -557,8 +600,18 @@ private:
   Clock::time_point rate_window_start_{};
   std::uint64_t rate_sent_at_start_ = 0, rate_received_at_start_ = 0;
 
-  // Handshake [loop].
-  std::vector<std::byte> leftover_;
+  // Cold state [loop], made when first needed: an open idle connection
+  // holds none of it.
+  struct Cold {
+    std::string peer_reason;          ///< the peer's close reason
+    std::vector<Op> close_ops;        ///< close calls waiting for the end
+    std::vector<std::byte> leftover;  ///< bytes that came with the handshake
+  };
+  std::unique_ptr<Cold> cold_;
+  Cold& cold();
+  [[nodiscard]] const std::string& peer_reason() const noexcept;
+  /// Moves the waiting close operations out.
+  std::vector<Op> take_close_ops() noexcept;
 };
 
 }  // namespace duplex::detail

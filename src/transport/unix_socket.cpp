@@ -75,41 +75,82 @@ int listen_unix(const std::string& path, int backlog, std::error_code& ec) {
   return fd;
 }
 
-HostEndpoint host_endpoint(const TcpSocket& socket, bool local) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  const int fd = const_cast<TcpSocket&>(socket).native_handle();
+namespace {
+
+// Reads the local or peer address of `fd`; false when it cannot be read.
+bool read_address(int fd, bool local, sockaddr_storage& ss, socklen_t& len) {
+  len = sizeof ss;
   const int r = local ? ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len)
                       : ::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-  if (r != 0) return {};
+  return r == 0;
+}
+
+// The IP endpoint in `ss`, or false for another family.
+bool to_raw(const sockaddr_storage& ss, RawEndpoint& out) {
+  if (ss.ss_family == AF_INET) {
+    const auto& in = reinterpret_cast<const sockaddr_in&>(ss);
+    out.family = 4;
+    std::memcpy(out.address.data(), &in.sin_addr.s_addr, 4);
+    out.port = ntohs(in.sin_port);
+    return true;
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto& in6 = reinterpret_cast<const sockaddr_in6&>(ss);
+    out.family = 6;
+    std::memcpy(out.address.data(), &in6.sin6_addr, 16);
+    out.scope_id = in6.sin6_scope_id;
+    out.port = ntohs(in6.sin6_port);
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool raw_endpoint(int fd, bool local, RawEndpoint& out) {
+  out = {};
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  return read_address(fd, local, ss, len) && to_raw(ss, out);
+}
+
+HostEndpoint to_host_endpoint(const RawEndpoint& e) {
+  if (e.family == 4) {
+    // Dotted decimal by hand: glibc's inet_ntop formats each byte with
+    // sprintf, a few thousand instructions per accepted connection.
+    std::array<char, 16> text{};
+    std::size_t n = 0;
+    for (int i = 0; i < 4; ++i) {
+      if (i != 0) text[n++] = '.';
+      const unsigned v = e.address[i];
+      if (v >= 100) text[n++] = static_cast<char>('0' + v / 100);
+      if (v >= 10) text[n++] = static_cast<char>('0' + v / 10 % 10);
+      text[n++] = static_cast<char>('0' + v % 10);
+    }
+    return {std::string(text.data(), n), e.port};
+  }
+  if (e.family == 6) {
+    asio::ip::address_v6::bytes_type bytes;
+    std::memcpy(bytes.data(), e.address.data(), bytes.size());
+    return {asio::ip::address_v6(bytes, e.scope_id).to_string(), e.port};
+  }
+  return {};
+}
+
+HostEndpoint host_endpoint(const TcpSocket& socket, bool local) {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  const int fd = const_cast<TcpSocket&>(socket).native_handle();
+  if (!read_address(fd, local, ss, len)) return {};
   if (ss.ss_family == AF_UNIX) {
     const auto& un = reinterpret_cast<const sockaddr_un&>(ss);
     const std::size_t max =
         len > offsetof(sockaddr_un, sun_path) ? len - offsetof(sockaddr_un, sun_path) : 0;
     return {std::string(un.sun_path, strnlen(un.sun_path, std::min(max, sizeof un.sun_path))), 0};
   }
-  if (ss.ss_family == AF_INET) {
-    // Dotted decimal by hand: glibc's inet_ntop formats each byte with
-    // sprintf, a few thousand instructions per accepted connection.
-    const auto& in = reinterpret_cast<const sockaddr_in&>(ss);
-    const auto* b = reinterpret_cast<const unsigned char*>(&in.sin_addr.s_addr);
-    std::array<char, 16> text{};
-    std::size_t n = 0;
-    for (int i = 0; i < 4; ++i) {
-      if (i != 0) text[n++] = '.';
-      const unsigned v = b[i];
-      if (v >= 100) text[n++] = static_cast<char>('0' + v / 100);
-      if (v >= 10) text[n++] = static_cast<char>('0' + v / 10 % 10);
-      text[n++] = static_cast<char>('0' + v % 10);
-    }
-    return {std::string(text.data(), n), ntohs(in.sin_port)};
-  }
-  // IPv6: the address read above, as Asio's endpoint (no second system call).
-  asio::ip::tcp::endpoint e;
-  if (len > e.capacity()) return {};
-  std::memcpy(e.data(), &ss, len);
-  e.resize(len);
-  return {e.address().to_string(), e.port()};
+  RawEndpoint raw;
+  if (!to_raw(ss, raw)) return {};
+  return to_host_endpoint(raw);
 }
 
 }  // namespace duplex::transport

@@ -13,6 +13,8 @@
 // socket and are ignored where they are set.
 #pragma once
 
+#include <array>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -47,5 +49,24 @@ int listen_unix(const std::string& path, int backlog, std::error_code& ec);
 /// numeric address and port for TCP; for a Unix socket, the socket path (the
 /// bound one, "" for an unnamed client end) and port 0.
 HostEndpoint host_endpoint(const TcpSocket& socket, bool local);
+
+/// An IP endpoint as the kernel reports it, kept raw (20 bytes) so that a
+/// connection formats it only when asked (host_endpoint() builds a string
+/// per address).
+struct RawEndpoint {
+  std::array<std::uint8_t, 16> address{};  ///< network order; IPv4 in the first 4 bytes
+  std::uint32_t scope_id = 0;              ///< IPv6 link-local scope
+  std::uint16_t port = 0;                  ///< host order
+  std::uint8_t family = 0;                 ///< 0: none, 4: IPv4, 6: IPv6
+};
+
+/// Reads the local or remote IP endpoint of descriptor `fd` into `out`.
+/// False when it is not an IP endpoint (a Unix socket: use host_endpoint)
+/// or cannot be read (`out` is then {}, as host_endpoint's {"", 0}).
+bool raw_endpoint(int fd, bool local, RawEndpoint& out);
+
+/// `e` as host_endpoint() reports it: numeric address and port; {"", 0} for
+/// family 0.
+HostEndpoint to_host_endpoint(const RawEndpoint& e);
 
 }  // namespace duplex::transport

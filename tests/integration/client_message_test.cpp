@@ -426,6 +426,25 @@ TEST_F(ClientMessage, HandlerMayDestroyTheSocket) {
   ASSERT_TRUE(destroyed.wait());
 }
 
+TEST_F(ClientMessage, AClosedHandlerRevokingItselfSkipsNoOtherHandler) {
+  // A handler revoked while its event is being raised leaves the list as it
+  // was for the rest of that event: the handlers after it all run, in order.
+  MessageWebSocket ws;
+  duplex::EventToken first;
+  std::vector<int> ran;  // written on the loop thread before `last` is set
+  duplex::test::Flag last;
+  first = ws.closed([&](MessageWebSocket& s, const auto&) { s.closed(first); });
+  ws.closed([&](MessageWebSocket&, const auto&) { ran.push_back(2); });
+  ws.closed([&](MessageWebSocket&, const auto&) {
+    ran.push_back(3);
+    last.set();
+  });
+  ws.connect_async(url()).get();
+  ws.close();
+  ASSERT_TRUE(last.wait());
+  EXPECT_EQ(ran, (std::vector<int>{2, 3}));
+}
+
 TEST_F(ClientMessage, DestroyingCompletesPendingOperationsAsAborted) {
   duplex::test::RawServer silent([](asio::ip::tcp::socket&) {});
   auto ws = std::make_unique<MessageWebSocket>();

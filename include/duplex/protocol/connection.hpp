@@ -300,6 +300,11 @@ private:
   bool close_sent_ = false;
   bool close_received_ = false;
   bool write_active_ = false;  ///< begin_write() handed out `writing_`
+  // Send side flags, here where they fill the padding after the state's:
+  // a message being sent in pieces, its type, and whether it is compressed.
+  bool wr_in_message_ = false;
+  bool wr_text_ = false;
+  bool wr_deflating_ = false;
   ConnectionStats stats_;
   OutputBuffer out_;      ///< frames being queued
   OutputBuffer writing_;  ///< frames handed out by begin_write()
@@ -329,19 +334,16 @@ private:
   std::vector<std::byte> rd_message_;
 
   // Send side: the last pong queued in out_ ([wr_pong_at_, wr_pong_end_);
-  // wr_pong_end_ 0 when none waits there), and a message sent in pieces.
+  // wr_pong_end_ 0 when none waits there), and the text of a message sent in
+  // pieces (its flags are above).
   std::size_t wr_pong_at_ = 0;
   std::size_t wr_pong_end_ = 0;
-  bool wr_in_message_ = false;
-  bool wr_text_ = false;
   Utf8Validator wr_utf8_;
 
   // permessage-deflate: compressor and decompressor (no zlib state while idle
-  // without context takeover), and whether the message being sent in pieces
-  // is compressed.
+  // without context takeover).
   DeflateEncoder wr_deflate_;
   DeflateDecoder rd_deflate_;
-  bool wr_deflating_ = false;
 };
 
 }  // namespace duplex::protocol
