@@ -663,7 +663,7 @@ void ListenerImpl::hand_over(AcceptedStream& stream, WebSocketRequest request, s
   // The session opens in a handler it posted; raising the event after it
   // gives the application an open socket, and its reading starts only after
   // this event (posted in turn), so no message can come before its handlers.
-  asio::post(stream.loop->ctx, [this, conn] {
+  asio::post(stream.loop->ctx, [this, conn, &loop = *stream.loop] {
     WebSocketListenerConnectionReceivedEventArgs args(conn->request, conn->protocol, conn->message,
                                                       conn->stream);
     try {
@@ -672,6 +672,8 @@ void ListenerImpl::hand_over(AcceptedStream& stream, WebSocketRequest request, s
       // The application failed to take the connection: it cannot be served.
       args.drop();
     }
+    // The event is over (its arguments, the request's only readers, with it).
+    loop.give_back(std::move(conn->request));
   });
 }
 

@@ -146,6 +146,29 @@ struct ListenerLoop {
   std::vector<std::weak_ptr<Session>> ended;
   std::thread thread;
   LoopCounters counters;  ///< for WebSocketListener::metrics() (listener_metrics.cpp)
+  /// Requests of connections whose connection_received event has run, kept
+  /// with their storage (header list, strings) for this loop's next
+  /// handshakes, which parse into them: a steady stream of connections
+  /// allocates nothing for its requests. Bounded by spare_request_limit.
+  std::vector<WebSocketRequest> spare_requests;
+  static constexpr std::size_t spare_request_limit = 16;
+  /// A request for a new handshake: a spare one (its values stale, its
+  /// storage kept) or a new one.
+  WebSocketRequest take_request() {
+    if (spare_requests.empty()) return {};
+    WebSocketRequest r = std::move(spare_requests.back());
+    spare_requests.pop_back();
+    return r;
+  }
+  void give_back(WebSocketRequest&& r) noexcept {
+    if (spare_requests.size() >= spare_request_limit) return;
+    try {
+      if (spare_requests.capacity() == 0) spare_requests.reserve(spare_request_limit);
+      spare_requests.push_back(std::move(r));
+    } catch (...) {
+      // Only a spare: without memory for it, the request is freed instead.
+    }
+  }
   /// Set (on the loop's thread) when its listener is destroyed while sockets
   /// of this loop are still held: the loop then runs on alone, on its
   /// detached thread, until the last of them is gone, and frees itself.
