@@ -47,7 +47,8 @@ public:
       : listener_(listener),
         loop_(loop),
         tcp_(std::move(socket)),
-        request_(loop.take_request()),
+        conn_(loop.take_connection()),
+        request_(conn_->request),
         busy_(busy) {
     // The request is parsed into the storage of a spare one (its header list
     // and strings), and moves back into request_ once valid.
@@ -270,13 +271,13 @@ private:
     if (const int status = context.rejected_status())
       return respond_error(status, context.rejected_body(), context.rejected_headers());
 
-    protocol_ = context.selected_protocol();
+    conn_->protocol.assign(context.selected_protocol());
     socket_type_ = context.socket_type();
     negotiate_extensions();
     // Built in the loop thread's string; copied only if it does not leave at once.
     thread_local std::string answer;
-    protocol::write_server_response(answer, std::string_view(key.data(), key.size()), protocol_,
-                                    extensions_, context.response_headers());
+    protocol::write_server_response(answer, std::string_view(key.data(), key.size()),
+                                    conn_->protocol, extensions_, context.response_headers());
     std::string().swap(buf_);
     answering_ = true;
     answered(101);
@@ -462,7 +463,7 @@ private:
     // The connection's slot moves to `accepted` (then to the session).
     handed_over_ = true;
     std::string().swap(response_);
-    listener_.hand_over(accepted, std::move(request_), std::move(protocol_), socket_type_);
+    listener_.hand_over(accepted, std::move(conn_), socket_type_);
   }
 
   ListenerImpl& listener_;
@@ -472,9 +473,10 @@ private:
   std::string buf_;
   std::size_t used_ = 0;
   std::size_t discarded_ = 0;
-  WebSocketRequest request_;
+  /// The connection as it will be handed over (a spare one of the loop's).
+  std::shared_ptr<AcceptedConnection> conn_;
+  WebSocketRequest& request_;     ///< conn_'s
   protocol::HttpRequest parsed_;  ///< the request as parsed (its storage: a spare request's)
-  std::string protocol_;
   std::optional<protocol::DeflateParams> deflate_;  ///< agreed permessage-deflate
   std::string extensions_;                          ///< the 101's extensions answer
   ListenerSocketType socket_type_ = ListenerSocketType::message_websocket;
