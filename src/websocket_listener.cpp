@@ -646,14 +646,11 @@ void ListenerImpl::run_hook(WebSocketHandshakeContext& context) {
   }
 }
 
-void ListenerImpl::hand_over(AcceptedStream& stream, WebSocketRequest request, std::string protocol,
+void ListenerImpl::hand_over(AcceptedStream& stream, std::shared_ptr<AcceptedConnection> conn,
                              ListenerSocketType type) {
   if (const auto& hook = listener_test_hooks().before_adopt) hook();
   // Nobody to take it: the connection closes with `stream`.
   if (!on_connection_) return;
-  auto conn = std::make_shared<AcceptedConnection>();
-  conn->request = std::move(request);
-  conn->protocol = std::move(protocol);
   if (type == ListenerSocketType::stream_websocket)
     conn->stream.emplace(
         make_stream_websocket(adopt(stream, conn->protocol, Session::Kind::stream)));
@@ -663,15 +660,18 @@ void ListenerImpl::hand_over(AcceptedStream& stream, WebSocketRequest request, s
   // The session opens in a handler it posted; raising the event after it
   // gives the application an open socket, and its reading starts only after
   // this event (posted in turn), so no message can come before its handlers.
-  asio::post(stream.loop->ctx, [this, conn] {
+  asio::post(stream.loop->ctx, [this, conn = std::move(conn), &loop = *stream.loop]() mutable {
     WebSocketListenerConnectionReceivedEventArgs args(conn->request, conn->protocol, conn->message,
                                                       conn->stream);
     try {
       on_connection_(args);
     } catch (...) {
       // The application failed to take the connection: it cannot be served.
-      args.drop();
     }
+    // Not taken: the connection is failed (the socket destroyed) now.
+    args.drop();
+    // The event is over (its arguments, the request's only readers, with it).
+    loop.give_back(std::move(conn));
   });
 }
 

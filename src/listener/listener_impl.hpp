@@ -146,6 +146,30 @@ struct ListenerLoop {
   std::vector<std::weak_ptr<Session>> ended;
   std::thread thread;
   LoopCounters counters;  ///< for WebSocketListener::metrics() (listener_metrics.cpp)
+  /// Connections whose connection_received event has run, kept with their
+  /// request's storage (header list, strings) for this loop's next
+  /// handshakes, which parse into it: a steady stream of connections
+  /// allocates nothing for its requests. At most spare_connection_limit.
+  std::vector<std::shared_ptr<AcceptedConnection>> spare_connections;
+  static constexpr std::size_t spare_connection_limit = 16;
+  /// For a new handshake: a spare (its values stale, its storage kept, no
+  /// socket) or a new one.
+  std::shared_ptr<AcceptedConnection> take_connection() {
+    if (spare_connections.empty()) return std::make_shared<AcceptedConnection>();
+    auto c = std::move(spare_connections.back());
+    spare_connections.pop_back();
+    return c;
+  }
+  /// After its event: kept as a spare when nothing else refers to it.
+  void give_back(std::shared_ptr<AcceptedConnection>&& c) noexcept {
+    if (c.use_count() != 1 || spare_connections.size() >= spare_connection_limit) return;
+    try {
+      if (spare_connections.capacity() == 0) spare_connections.reserve(spare_connection_limit);
+      spare_connections.push_back(std::move(c));
+    } catch (...) {
+      // Only a spare: without memory for it, the connection is freed instead.
+    }
+  }
   /// Set (on the loop's thread) when its listener is destroyed while sockets
   /// of this loop are still held: the loop then runs on alone, on its
   /// detached thread, until the last of them is gone, and frees itself.
@@ -214,8 +238,10 @@ public:
   /// Runs the hook on a valid request; fills the context's decision.
   void run_hook(WebSocketHandshakeContext& context);
   /// The 101 is written: makes the socket of `type` and raises
-  /// connection_received once the socket is open (after this handler).
-  void hand_over(AcceptedStream& stream, WebSocketRequest request, std::string protocol,
+  /// connection_received once the socket is open (after this handler), with
+  /// `conn`'s request and protocol (its sockets empty; from
+  /// ListenerLoop::take_connection, given back after the event).
+  void hand_over(AcceptedStream& stream, std::shared_ptr<AcceptedConnection> conn,
                  ListenerSocketType type);
   /// A connection counted at accept ended (or was refused).
   void release_connection(bool busy) noexcept;

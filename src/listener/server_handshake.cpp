@@ -4,7 +4,9 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
@@ -19,6 +21,7 @@
 #include <duplex/protocol/deflate.hpp>
 #include <duplex/protocol/handshake.hpp>
 
+#include "detail/event_loop.hpp"
 #include "listener/listener_impl.hpp"
 #include "listener/server_tls.hpp"
 #include "transport/unix_socket.hpp"
@@ -41,7 +44,17 @@ class ServerHandshake final : public HandshakeEntry,
 public:
   ServerHandshake(ListenerImpl& listener, ListenerLoop& loop, transport::TcpSocket socket,
                   bool busy)
-      : listener_(listener), loop_(loop), tcp_(std::move(socket)), busy_(busy) {
+      : listener_(listener),
+        loop_(loop),
+        tcp_(std::move(socket)),
+        conn_(loop.take_connection()),
+        request_(conn_->request),
+        busy_(busy) {
+    // The request is parsed into the storage of a spare one (its header list
+    // and strings), and moves back into request_ once valid.
+    parsed_.method.swap(request_.method);
+    parsed_.target.swap(request_.target);
+    parsed_.headers.swap(request_.headers);
     listener_.live_handshakes.fetch_add(1);
     loop_.counters.handshakes_pending.fetch_add(1, std::memory_order_relaxed);
   }
@@ -90,7 +103,8 @@ public:
     if (options.no_delay) socket().set_option(tcp::no_delay(true), ignored);
     buf_ = std::move(rest);
     used_ = buf_.size();
-    process(std::move(request), 0);
+    parsed_ = std::move(request);
+    process(buf_, 0);
   }
 
   void expire() noexcept override {
@@ -124,7 +138,7 @@ private:
 
   void read() {
     const std::size_t cap = listener_.options().max_header_size + initial_buffer_size;
-    if (used_ == buf_.size()) {
+    if (used_ == buf_.size() && (used_ > 0 || tls_)) {
       if (buf_.size() >= cap) return respond_error(431, "request header too large\n");
       buf_.resize(std::min(cap, std::max(initial_buffer_size, buf_.size() * 2)));
     }
@@ -137,10 +151,20 @@ private:
     // Plain TCP: the request is usually there already (the client sent it
     // right after connecting), so read it at once; only an empty socket waits
     // for readability, through the loop's reactor.
+    // The first read goes to the loop's read buffer: a request that came
+    // whole is parsed there and needs no buffer of its own.
+    const bool first = buf_.empty();
+    char* const to =
+        first ? reinterpret_cast<char*>(thread_read_buffer().data()) : buf_.data() + used_;
+    const std::size_t room = first ? std::min(cap, thread_read_buffer_size) : buf_.size() - used_;
     ssize_t n = 0;
     do {
-      n = ::recv(tcp_.native_handle(), buf_.data() + used_, buf_.size() - used_, MSG_DONTWAIT);
+      n = ::recv(tcp_.native_handle(), to, room, MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
+    if (n > 0 && first) {
+      used_ = static_cast<std::size_t>(n);
+      return parse(std::string_view(to, used_));
+    }
     if (n > 0) return on_read({}, static_cast<std::size_t>(n));
     if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return close();
     tcp_.async_wait(transport::TcpSocket::wait_read,
@@ -155,21 +179,35 @@ private:
     // The client left, or the sweep closed the socket.
     if (ec) return close();
     used_ += n;
-    protocol::HttpRequest request;
+    parse(std::string_view(buf_.data(), used_));
+  }
+
+  // `data`: everything read so far, in buf_ or (first read) the loop's buffer.
+  void parse(std::string_view data) {
     std::error_code parse_ec;
     const std::size_t consumed =
-        protocol::parse_http_request(std::string_view(buf_.data(), used_), request, parse_ec,
-                                     listener_.options().max_header_size);
+        protocol::parse_http_request(data, parsed_, parse_ec, listener_.options().max_header_size);
     if (parse_ec) {
       const int status = protocol::status_for(parse_ec);
       return respond_error(
           status, status == 431 ? "request header too large\n" : "malformed HTTP request\n");
     }
-    if (consumed == 0) return read();
-    process(std::move(request), consumed);
+    if (consumed == 0) {
+      if (data.data() != buf_.data()) {
+        // Incomplete in the loop's buffer: kept here until the rest comes
+        // (not over the bound: the parser refused that already).
+        const std::size_t cap = listener_.options().max_header_size + initial_buffer_size;
+        buf_.resize(std::min(cap, std::max(initial_buffer_size, data.size() * 2)));
+        std::memcpy(buf_.data(), data.data(), data.size());
+      }
+      return read();
+    }
+    process(data, consumed);
   }
 
-  void process(protocol::HttpRequest request, std::size_t consumed) {
+  // `data`: the bytes read, the request's block (`consumed` bytes) first.
+  void process(std::string_view data, std::size_t consumed) {
+    protocol::HttpRequest& request = parsed_;
     // Not a WebSocket upgrade, and the application serves plain HTTP: its
     // handler answers (health checks, a page, metrics on the same port).
     http_answer_ = listener_.has_http_handler() &&
@@ -178,9 +216,14 @@ private:
     if (busy_ && !listener_.stopping() && listener_.claim_connection(loop_)) busy_ = false;
     if (busy_) return respond_error(503, "server busy, try again later\n", {{"Retry-After", "1"}});
 
-    if (http_answer_) return start_http(std::move(request), consumed);
+    if (http_answer_) {
+      if (data.data() != buf_.data()) buf_.assign(data);
+      return start_http(std::move(request), consumed);
+    }
 
-    protocol::ServerHandshakeRequest hs;
+    // The loop thread's: its strings keep their storage from one handshake
+    // to the next.
+    thread_local protocol::ServerHandshakeRequest hs;
     if (const auto ec = protocol::validate_client_request(request, hs)) {
       // A plain HTTP request (no Upgrade at all) is told what this resource
       // speaks: RFC 9110 15.5.22, 426 with the Upgrade header it needs.
@@ -191,19 +234,29 @@ private:
       return respond_error(protocol::status_for(ec), "not a valid WebSocket request\n");
     }
 
-    request_.method = std::move(request.method);
-    request_.target = std::move(hs.target);
-    request_.headers = std::move(request.headers);
-    request_.host = std::move(hs.host);
-    request_.origin = std::move(hs.origin);
-    request_.protocols = std::move(hs.protocols);
-    request_.extensions = std::move(hs.extensions);
+    // Validated: the parsed strings move (their storage with them), the
+    // others are copied into request_'s (a spare request's) storage.
+    request_.method.swap(request.method);
+    request_.target.swap(request.target);
+    request_.headers.swap(request.headers);
+    request_.host.assign(hs.host);
+    request_.origin.assign(hs.origin);
+    request_.protocols = hs.protocols;
+    request_.extensions.assign(hs.extensions);
+    // RFC 6455 4.1: base64 of 16 bytes (validate_client_request checked it).
+    std::array<char, 24> key{};
+    hs.key.copy(key.data(), key.size());
     request_.remote_address = transport::host_endpoint(socket(), false);
     request_.local_address = transport::host_endpoint(socket(), true);
     request_.secure = tls_ != nullptr;
     if (tls_)
       request_.client_certificate_subject =
           transport::client_certificate_subject(tls_->native_handle());
+    else
+      request_.client_certificate_subject.clear();
+    // What the client sent after its request (its first frames): kept now,
+    // while `data` (maybe the loop's buffer) is still untouched.
+    leftover_.assign(data.data() + consumed, data.size() - consumed);
 
     // Browsers send Origin; a server that only serves its own pages refuses
     // the others (RFC 6455 10.2), answering 403 (4.2.2 item 4).
@@ -218,15 +271,20 @@ private:
     if (const int status = context.rejected_status())
       return respond_error(status, context.rejected_body(), context.rejected_headers());
 
-    protocol_ = context.selected_protocol();
+    conn_->protocol.assign(context.selected_protocol());
     socket_type_ = context.socket_type();
     negotiate_extensions();
-    response_ =
-        protocol::build_server_response(hs.key, protocol_, extensions_, context.response_headers());
-    leftover_.assign(buf_.data() + consumed, used_ - consumed);
+    // Built in the loop thread's string; copied only if it does not leave at once.
+    thread_local std::string answer;
+    protocol::write_server_response(answer, std::string_view(key.data(), key.size()),
+                                    conn_->protocol, extensions_, context.response_headers());
     std::string().swap(buf_);
     answering_ = true;
     answered(101);
+    std::size_t sent = 0;
+    if (!tls_ && !send_now(answer, sent)) return close();
+    if (sent == answer.size()) return on_written();
+    response_.assign(answer, sent);
     write();
   }
 
@@ -321,19 +379,23 @@ private:
     write();
   }
 
+  // Plain TCP: an answer fits the empty send buffer of a new connection, so
+  // it normally leaves in this one call; the rest, if any, through the loop's
+  // reactor. False when the connection failed.
+  bool send_now(std::string_view data, std::size_t& sent) noexcept {
+    ssize_t n = 0;
+    do {
+      n = ::send(tcp_.native_handle(), data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return false;
+    sent = n > 0 ? static_cast<std::size_t>(n) : 0;
+    return true;
+  }
+
   void write() {
     std::size_t sent = 0;
     if (!tls_) {
-      // Plain TCP: an answer fits the empty send buffer of a new connection,
-      // so it normally leaves in this one call; the rest, if any, through
-      // the loop's reactor.
-      ssize_t n = 0;
-      do {
-        n = ::send(tcp_.native_handle(), response_.data(), response_.size(),
-                   MSG_DONTWAIT | MSG_NOSIGNAL);
-      } while (n < 0 && errno == EINTR);
-      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return close();
-      if (n > 0) sent = static_cast<std::size_t>(n);
+      if (!send_now(response_, sent)) return close();
       if (sent == response_.size()) return on_written();
     }
     visit([&](auto& stream) {
@@ -401,7 +463,7 @@ private:
     // The connection's slot moves to `accepted` (then to the session).
     handed_over_ = true;
     std::string().swap(response_);
-    listener_.hand_over(accepted, std::move(request_), std::move(protocol_), socket_type_);
+    listener_.hand_over(accepted, std::move(conn_), socket_type_);
   }
 
   ListenerImpl& listener_;
@@ -411,8 +473,10 @@ private:
   std::string buf_;
   std::size_t used_ = 0;
   std::size_t discarded_ = 0;
-  WebSocketRequest request_;
-  std::string protocol_;
+  /// The connection as it will be handed over (a spare one of the loop's).
+  std::shared_ptr<AcceptedConnection> conn_;
+  WebSocketRequest& request_;     ///< conn_'s
+  protocol::HttpRequest parsed_;  ///< the request as parsed (its storage: a spare request's)
   std::optional<protocol::DeflateParams> deflate_;  ///< agreed permessage-deflate
   std::string extensions_;                          ///< the 101's extensions answer
   ListenerSocketType socket_type_ = ListenerSocketType::message_websocket;

@@ -28,6 +28,10 @@ enum CharClass : std::uint8_t {
   // 0x7F are accepted on receipt (some clients send raw UTF-8 paths) though we
   // never send them.
   target_char = 4,
+  // RFC 3986 3.2.2 and 3.2.3: the characters of a Host value, uri-host (a
+  // reg-name: unreserved, pct-encoded, sub-delims; or an [IP-literal]) and
+  // ":" port.
+  host_char = 8,
 };
 
 constexpr std::array<std::uint8_t, 256> make_char_table() {
@@ -39,6 +43,8 @@ constexpr std::array<std::uint8_t, 256> make_char_table() {
     if (alnum || extra.find(static_cast<char>(c)) != std::string_view::npos) v |= tchar;
     if (c == '\t' || c == ' ' || (c >= 0x21 && c != 0x7F)) v |= value_char;
     if (c >= 0x21 && c != 0x7F) v |= target_char;
+    constexpr std::string_view host_extra = "-._~%!$&'()*+,;=:[]";
+    if (alnum || host_extra.find(static_cast<char>(c)) != std::string_view::npos) v |= host_char;
     t[static_cast<std::size_t>(c)] = v;
   }
   return t;
@@ -63,10 +69,30 @@ std::string_view trim_ows(std::string_view s) noexcept {
   return s;
 }
 
+// Skips 8 bytes at a time while none of them is a control or DEL (all value
+// characters; HTAB too is left to the byte loop). Exact: the "has a byte less
+// than n" bit trick can misreport which byte, never whether there is one.
+const char* skip_plain_value_words(const char* p, const char* end) noexcept {
+  constexpr std::uint64_t ones = 0x0101010101010101;
+  constexpr std::uint64_t high = 0x8080808080808080;
+  while (end - p >= 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p, sizeof w);
+    const std::uint64_t del = w ^ (ones * 0x7F);
+    const std::uint64_t below_space = (w - ones * 0x20) & ~w & high;
+    const std::uint64_t is_del = (del - ones) & ~del & high;
+    if ((below_space | is_del) != 0) break;
+    p += 8;
+  }
+  return p;
+}
+
 // A field value we write: value characters only, and no white space at either
 // end (a parser trims it, so it would not survive the trip).
 bool is_valid_value(std::string_view v) noexcept {
-  return all_of(v, value_char) && trim_ows(v).size() == v.size();
+  const char* const rest = skip_plain_value_words(v.data(), v.data() + v.size());
+  return all_of(v.substr(static_cast<std::size_t>(rest - v.data())), value_char) &&
+         trim_ows(v).size() == v.size();
 }
 
 // Calls f(element) for each trimmed, non-empty element of a comma list
@@ -105,14 +131,15 @@ std::size_t count_headers(const HttpHeaders& headers, std::string_view name) noe
       headers.begin(), headers.end(), [&](const HttpHeader& h) { return iequals(h.name, name); }));
 }
 
-std::string join_values(const HttpHeaders& headers, std::string_view name) {
-  std::string out;
+// Writes into `out` (reusing its storage) the non-empty values of every
+// header named `name`, joined with ", ".
+void join_values(const HttpHeaders& headers, std::string_view name, std::string& out) {
+  out.clear();
   for (const auto& h : headers) {
     if (!iequals(h.name, name) || h.value.empty()) continue;
     if (!out.empty()) out += ", ";
     out += h.value;
   }
-  return out;
 }
 
 // --- header block parsing ---------------------------------------------------------
@@ -171,24 +198,6 @@ bool parse_version(std::string_view v, int& minor, std::error_code& ec) noexcept
   }
   minor = v[7] - '0';
   return true;
-}
-
-// Skips 8 bytes at a time while none of them is a control or DEL (all value
-// characters; HTAB too is left to the byte loop). Exact: the "has a byte less
-// than n" bit trick can misreport which byte, never whether there is one.
-const char* skip_plain_value_words(const char* p, const char* end) noexcept {
-  constexpr std::uint64_t ones = 0x0101010101010101;
-  constexpr std::uint64_t high = 0x8080808080808080;
-  while (end - p >= 8) {
-    std::uint64_t w;
-    std::memcpy(&w, p, sizeof w);
-    const std::uint64_t del = w ^ (ones * 0x7F);
-    const std::uint64_t below_space = (w - ones * 0x20) & ~w & high;
-    const std::uint64_t is_del = (del - ones) & ~del & high;
-    if ((below_space | is_del) != 0) break;
-    p += 8;
-  }
-  return p;
 }
 
 // Parses the field lines of `block` from offset `pos` (just after the start
@@ -307,13 +316,7 @@ bool is_valid_key(std::string_view key) noexcept {
 // check is on characters only: enough to keep white space, '/', '@', quotes and
 // controls out of a value we hand on.
 bool is_valid_host(std::string_view host) noexcept {
-  if (host.empty()) return false;
-  for (char c : host) {
-    const bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-    if (!alnum && std::string_view("-._~%!$&'()*+,;=:[]").find(c) == std::string_view::npos)
-      return false;
-  }
-  return true;
+  return !host.empty() && all_of(host, host_char);
 }
 
 bool is_absolute_form(std::string_view target) noexcept {
@@ -336,7 +339,17 @@ bool is_absolute_form(std::string_view target) noexcept {
 
 bool iequals(std::string_view a, std::string_view b) noexcept {
   if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
+  std::size_t i = 0;
+  // Names usually arrive in the case we compare with: equal words are
+  // skipped 8 bytes at a time, a word that differs is checked byte by byte.
+  for (; i + 8 <= a.size(); i += 8) {
+    std::uint64_t x;
+    std::uint64_t y;
+    std::memcpy(&x, a.data() + i, sizeof x);
+    std::memcpy(&y, b.data() + i, sizeof y);
+    if (x != y) break;
+  }
+  for (; i < a.size(); ++i) {
     const char x = a[i];
     const char y = b[i];
     if (x == y) continue;
@@ -555,7 +568,7 @@ std::error_code validate_server_response(const HttpResponse& response, std::stri
   }
   // Step 5 belongs to the extension negotiator, which knows what was offered.
   out.protocol = std::move(protocol);
-  out.extensions = join_values(response.headers, "Sec-WebSocket-Extensions");
+  join_values(response.headers, "Sec-WebSocket-Extensions", out.extensions);
   return {};
 }
 
@@ -660,7 +673,7 @@ std::error_code validate_client_request(const HttpRequest& request, ServerHandsh
   out.key.assign(*key.first);
   out.protocols = std::move(protocols);
   if (has_extensions)
-    out.extensions = join_values(headers, "Sec-WebSocket-Extensions");
+    join_values(headers, "Sec-WebSocket-Extensions", out.extensions);
   else
     out.extensions.clear();
   return {};
@@ -668,6 +681,13 @@ std::error_code validate_client_request(const HttpRequest& request, ServerHandsh
 
 std::string build_server_response(std::string_view key, std::string_view protocol,
                                   std::string_view extensions, const HttpHeaders& extra) {
+  std::string out;
+  write_server_response(out, key, protocol, extensions, extra);
+  return out;
+}
+
+void write_server_response(std::string& out, std::string_view key, std::string_view protocol,
+                           std::string_view extensions, const HttpHeaders& extra) {
   if (key.empty()) invalid("build_server_response: key must not be empty");
   if (!is_valid_value(key)) invalid("build_server_response: key must not hold control characters");
   if (!protocol.empty() && !is_token(protocol))
@@ -680,7 +700,7 @@ std::string build_server_response(std::string_view key, std::string_view protoco
           "build_server_response: extra headers must be valid and not set by the library "
           "(is_valid_header)");
 
-  std::string out;
+  out.clear();
   out.reserve(160 + protocol.size() + extensions.size());
   out.append("HTTP/1.1 101 Switching Protocols\r\n");
   append_header(out, "Upgrade", "websocket");
@@ -692,7 +712,6 @@ std::string build_server_response(std::string_view key, std::string_view protoco
   if (!extensions.empty()) append_header(out, "Sec-WebSocket-Extensions", extensions);
   for (const auto& h : extra) append_header(out, h.name, h.value);
   out.append("\r\n");
-  return out;
 }
 
 std::string build_error_response(int status, std::string_view body, const HttpHeaders& extra) {

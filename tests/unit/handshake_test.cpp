@@ -265,6 +265,20 @@ TEST(ServerValidation, RefusesARequestBody) {
             error::bad_http_message);
 }
 
+TEST(ServerValidation, HostTakesRfc3986CharactersOnly) {
+  for (const char* ok : {"a", "[::1]:9000", "xn--bcher-kva.example:80", "a-b.c_d~e%41!$&'()*+,;="})
+    EXPECT_EQ(
+        validate_request_text(request_with("Host: server.example.com", "Host: " + std::string(ok))),
+        std::error_code())
+        << ok;
+  for (const char* bad :
+       {"a/b", "a@b", "a\"b", "a<b", "a{b", "a\\b", "a^b", "a|b", "a`b", "\xC3\xA9"})
+    EXPECT_EQ(validate_request_text(
+                  request_with("Host: server.example.com", "Host: " + std::string(bad))),
+              error::bad_http_message)
+        << bad;
+}
+
 TEST(ServerValidation, RefusesMissingEmptyOrRepeatedHost) {
   EXPECT_EQ(validate_request_text(request_with("Host: server.example.com\r\n", "")),
             error::missing_host);
@@ -395,6 +409,25 @@ TEST(ServerResponse, RefusesBadArguments) {
       },
       "extra");
   expect_invalid([] { build_server_response(rfc_key, "", "", {{"X", " padded"}}); }, "extra");
+}
+
+TEST(ServerResponse, WritesTheSameAnswerIntoAReusedString) {
+  std::string out = "stale contents that must not survive";
+  write_server_response(out, rfc_key, "chat", "permessage-deflate", {{"Set-Cookie", "a=b"}});
+  EXPECT_EQ(out,
+            build_server_response(rfc_key, "chat", "permessage-deflate", {{"Set-Cookie", "a=b"}}));
+  const auto* storage = out.data();
+  write_server_response(out, rfc_key, "", "");
+  EXPECT_EQ(out, build_server_response(rfc_key, "", ""));
+  EXPECT_EQ(out.data(), storage);  // the shorter answer reused the storage
+}
+
+TEST(ServerResponse, WriteRefusesBadArgumentsLeavingTheStringAlone) {
+  std::string out = "kept";
+  expect_invalid([&] { write_server_response(out, "", "", ""); }, "key");
+  expect_invalid([&] { write_server_response(out, rfc_key, "a b", ""); }, "protocol");
+  expect_invalid([&] { write_server_response(out, rfc_key, "", "x\r\n"); }, "extensions");
+  EXPECT_EQ(out, "kept");
 }
 
 TEST(ErrorResponse, BuildsA400ByteForByte) {

@@ -527,6 +527,13 @@ TEST(HttpHeaderAccess, IequalsIsAsciiCaseInsensitive) {
   EXPECT_FALSE(iequals("@", "`"));
   EXPECT_FALSE(iequals("[", "{"));
   EXPECT_FALSE(iequals("\xC3\xA9", "\xC3\x89"));
+  // Longer than a word: equal words skipped, a differing one checked per byte.
+  EXPECT_TRUE(iequals("Sec-WebSocket-Extensions", "SEC-WEBSOCKET-EXTENSIONS"));
+  EXPECT_TRUE(iequals("Sec-WebSocket-Extensions", "Sec-WebSocket-Extensions"));
+  EXPECT_FALSE(iequals("Sec-WebSocket-Extensions", "Sec-WebSocket-Extensionz"));
+  EXPECT_FALSE(iequals("sec-websocket-extensions", "sec_websocket-extensions"));
+  EXPECT_FALSE(iequals("@bcdefghijk", "`bcdefghijk"));
+  EXPECT_FALSE(iequals("abcdefgh[", "ABCDEFGH{"));
 }
 
 TEST(HttpHeaderAccess, FindHeaderReturnsFirstMatchCaseInsensitively) {

@@ -176,6 +176,12 @@ std::error_code validate_client_request(const HttpRequest& request, ServerHandsh
 /// token, controls in extensions, or an extra header failing is_valid_header().
 std::string build_server_response(std::string_view key, std::string_view protocol,
                                   std::string_view extensions, const HttpHeaders& extra = {});
+/// The same answer written into `out` (replacing its contents, reusing its
+/// storage: a server that keeps one string per thread answers handshakes
+/// without allocating). The same std::invalid_argument errors, thrown before
+/// `out` is touched.
+void write_server_response(std::string& out, std::string_view key, std::string_view protocol,
+                           std::string_view extensions, const HttpHeaders& extra = {});
 
 /// A complete HTTP/1.1 error answer: status line with reason_phrase(status),
 /// `Connection: close`, `Content-Type: text/plain; charset=utf-8`,
