@@ -154,7 +154,12 @@ inline thread_local std::byte* read_buffer = nullptr;
 inline thread_local Clock::time_point batch_now{};
 }  // namespace loop_tls
 std::span<std::byte> thread_read_buffer_slow();
-inline std::span<std::byte> thread_read_buffer() {
+// Forced inline: called on every read, and a call costs more than its body.
+#if defined(__GNUC__)
+[[gnu::always_inline]]
+#endif
+inline std::span<std::byte>
+thread_read_buffer() {
   if (loop_tls::read_buffer != nullptr) [[likely]]
     return {loop_tls::read_buffer, thread_read_buffer_size};
   return thread_read_buffer_slow();

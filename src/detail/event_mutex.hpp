@@ -25,6 +25,12 @@
 
 #include "detail/tiny_mutex.hpp"
 
+#if defined(__GNUC__)
+#define DUPLEX_EVENT_INLINE [[gnu::always_inline]]
+#else
+#define DUPLEX_EVENT_INLINE
+#endif
+
 namespace duplex::detail {
 
 class EventMutex {
@@ -36,7 +42,7 @@ class EventMutex {
   // The part both guards share: the per-thread record and the retired list.
   class Holder {
   protected:
-    explicit Holder(EventMutex& m) noexcept : m_(m), owns_(!m.held_here()) {}
+    DUPLEX_EVENT_INLINE explicit Holder(EventMutex& m) noexcept : m_(m), owns_(!m.held_here()) {}
     void enter() noexcept {
       frame_.prev = held_;
 #if defined(__GNUC__) && !defined(__clang__)
@@ -65,7 +71,8 @@ public:
   /// Held while the handlers of an event run; on the loop thread only.
   class DispatchGuard : Holder {
   public:
-    explicit DispatchGuard(EventMutex& m) noexcept : Holder(m) {
+    // Forced inline (GCC): taken once per read; the call cost more than the body.
+    DUPLEX_EVENT_INLINE explicit DispatchGuard(EventMutex& m) noexcept : Holder(m) {
       if (!owns_) return;
       m_.busy_.store(true, std::memory_order_seq_cst);
       if (m_.waiting_.load(std::memory_order_seq_cst) != 0) {
@@ -76,7 +83,7 @@ public:
       }
       enter();
     }
-    ~DispatchGuard() {
+    DUPLEX_EVENT_INLINE ~DispatchGuard() {
       if (!owns_) return;
       leave();
       if (!m_.retired_.empty()) [[unlikely]] {
@@ -90,7 +97,7 @@ public:
     DispatchGuard& operator=(const DispatchGuard&) = delete;
 
   private:
-    void unlock() noexcept {
+    DUPLEX_EVENT_INLINE void unlock() noexcept {
       if (locked_)
         m_.mutex_.unlock();
       else
@@ -130,7 +137,7 @@ public:
   };
 
   /// True when this thread holds the lock (inside a handler of this socket).
-  [[nodiscard]] bool held_here() const noexcept {
+  [[nodiscard]] DUPLEX_EVENT_INLINE bool held_here() const noexcept {
     for (const Frame* f = held_; f; f = f->prev)
       if (f->mutex == this) return true;
     return false;
