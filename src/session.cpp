@@ -25,11 +25,7 @@
 
 namespace duplex::detail {
 
-#if defined(__GNUC__)
-#define DUPLEX_HOT_INLINE [[gnu::always_inline]] inline
-#else
-#define DUPLEX_HOT_INLINE inline
-#endif
+#define DUPLEX_HOT_INLINE DUPLEX_ALWAYS_INLINE inline
 
 namespace {
 
@@ -1036,7 +1032,7 @@ void Session::release_refs() noexcept {
   wr_ref_queued_ = 0;
 }
 
-void Session::maybe_resume_reading() {
+void Session::resume_reading_when_drained() {
   if (!out_paused_ || resume_posted_ || unsent() >= cfg_->outbound_buffer_size) return;
   // Posted, not called: a read here could recurse through process() and
   // flush() once per read while the kernel keeps taking our writes.

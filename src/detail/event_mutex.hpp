@@ -23,13 +23,8 @@
 #include <utility>
 #include <vector>
 
+#include "detail/always_inline.hpp"
 #include "detail/tiny_mutex.hpp"
-
-#if defined(__GNUC__)
-#define DUPLEX_EVENT_INLINE [[gnu::always_inline]]
-#else
-#define DUPLEX_EVENT_INLINE
-#endif
 
 namespace duplex::detail {
 
@@ -42,7 +37,7 @@ class EventMutex {
   // The part both guards share: the per-thread record and the retired list.
   class Holder {
   protected:
-    DUPLEX_EVENT_INLINE explicit Holder(EventMutex& m) noexcept : m_(m), owns_(!m.held_here()) {}
+    DUPLEX_ALWAYS_INLINE explicit Holder(EventMutex& m) noexcept : m_(m), owns_(!m.held_here()) {}
     void enter() noexcept {
       frame_.prev = held_;
 #if defined(__GNUC__) && !defined(__clang__)
@@ -72,7 +67,7 @@ public:
   class DispatchGuard : Holder {
   public:
     // Forced inline (GCC): taken once per read; the call cost more than the body.
-    DUPLEX_EVENT_INLINE explicit DispatchGuard(EventMutex& m) noexcept : Holder(m) {
+    DUPLEX_ALWAYS_INLINE explicit DispatchGuard(EventMutex& m) noexcept : Holder(m) {
       if (!owns_) return;
       m_.busy_.store(true, std::memory_order_seq_cst);
       if (m_.waiting_.load(std::memory_order_seq_cst) != 0) {
@@ -83,7 +78,7 @@ public:
       }
       enter();
     }
-    DUPLEX_EVENT_INLINE ~DispatchGuard() {
+    DUPLEX_ALWAYS_INLINE ~DispatchGuard() {
       if (!owns_) return;
       leave();
       if (!m_.retired_.empty()) [[unlikely]] {
@@ -97,7 +92,7 @@ public:
     DispatchGuard& operator=(const DispatchGuard&) = delete;
 
   private:
-    DUPLEX_EVENT_INLINE void unlock() noexcept {
+    DUPLEX_ALWAYS_INLINE void unlock() noexcept {
       if (locked_)
         m_.mutex_.unlock();
       else
@@ -137,7 +132,7 @@ public:
   };
 
   /// True when this thread holds the lock (inside a handler of this socket).
-  [[nodiscard]] DUPLEX_EVENT_INLINE bool held_here() const noexcept {
+  [[nodiscard]] DUPLEX_ALWAYS_INLINE bool held_here() const noexcept {
     for (const Frame* f = held_; f; f = f->prev)
       if (f->mutex == this) return true;
     return false;

@@ -36,6 +36,7 @@
 #include <duplex/websocket_control.hpp>
 #include <duplex/websocket_events.hpp>
 
+#include "detail/always_inline.hpp"
 #include "detail/event_loop.hpp"
 #include "detail/event_mutex.hpp"
 #include "detail/shared_frame.hpp"
@@ -368,7 +369,7 @@ private:
   void deliver_input();
   /// Ends the connection once the close handshake is done and our output is
   /// out (inline: once per read, and the connection is almost always open).
-  void maybe_finish_close() {
+  DUPLEX_ALWAYS_INLINE void maybe_finish_close() {
     if (phase() != Phase::closed && conn_ && conn_->state() == protocol::ConnectionState::closed)
       finish_closed_connection();
   }
@@ -383,7 +384,11 @@ private:
   [[nodiscard]] std::uint16_t failure_close_code() const noexcept;
   /// Reading stops while the outbound data is over its limit; this resumes
   /// it (from a posted handler) once the data drained below it.
-  void maybe_resume_reading();
+  DUPLEX_ALWAYS_INLINE void maybe_resume_reading() {
+    if (out_paused_) [[unlikely]]
+      resume_reading_when_drained();
+  }
+  void resume_reading_when_drained();
   void finish(std::uint16_t code, std::string reason, std::error_code ec);
   void set_deadline(Clock::time_point& slot, Clock::time_point at);
   Clock::time_point on_deadline(Clock::time_point now) override;
