@@ -1589,22 +1589,29 @@ void start_connect(std::shared_ptr<Session> s, std::string uri, CancellationToke
   s->connect(std::move(uri), std::move(ct), std::move(h));
 }
 
-std::optional<std::error_code> try_send_now(Session& s, SendKind kind,
-                                            std::span<const std::byte> data,
-                                            std::optional<SocketMessageType> per_message,
-                                            bool compress) {
+const std::error_code no_error{};
+
+bool try_send_now(Session& s, SendKind kind, std::span<const std::byte> data,
+                  std::optional<SocketMessageType> per_message, bool compress,
+                  std::error_code& ec) {
   if (kind == SendKind::whole && s.call_in_message_.load(std::memory_order_relaxed))
     s.check_frame_order(kind, SocketMessageType::binary, data);  // throws
-  if (!s.on_loop_thread()) return std::nullopt;
+  if (!s.on_loop_thread()) return false;
   if (kind != SendKind::whole) {
-    if (auto ec = s.reconnect_piece(kind)) return ec;
+    if (auto e = s.reconnect_piece(kind)) {
+      ec = *e;
+      return true;
+    }
   }
   const auto type = message_type_of(s, per_message);
   // The connection checks a text message's UTF-8 as it copies it (nothing is
   // queued when it fails); a bad argument then throws here, as at the call.
   auto r = s.send_now(kind, type, data, compress);
-  if (r && *r) check_send(s, kind, data, type);
-  return r;
+  if (!r) return false;
+  if (*r) [[unlikely]]
+    check_send(s, kind, data, type);
+  ec = *r;
+  return true;
 }
 
 void start_send(std::shared_ptr<Session> s, SendKind kind, SocketMessageType type,

@@ -41,6 +41,10 @@ constexpr std::uint8_t bit_fin = 0x80;
 constexpr std::uint8_t bit_rsv1 = 0x40;
 constexpr std::uint8_t bits_rsv = 0x70;
 
+// Success, made once: std::error_code{} calls the out-of-line
+// std::system_category() each time (on every small send, as here).
+const std::error_code no_error{};
+
 // The input buffer's counterpart of retained_output_capacity.
 constexpr std::size_t retained_capacity = Connection::retained_output_capacity;
 
@@ -765,7 +769,7 @@ std::error_code Connection::send_message(SocketMessageType type, std::span<const
     ++stats_.messages_sent;
     ++stats_.frames_sent;
     stats_.bytes_sent += header + n;
-    return {};
+    return no_error;
   }
   // RFC 6455 5.6: text frames carry UTF-8.
   if (text && !text_valid(payload)) return make_error_code(error::invalid_utf8);
