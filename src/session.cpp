@@ -876,8 +876,7 @@ void Session::pump_queued_sends() {
   if (queued) schedule_flush();
 }
 
-void Session::schedule_flush() {
-  if (in_process_ || writing_ || flush_scheduled_) return;
+void Session::post_flush() {
   flush_scheduled_ = true;
   // Cork: everything queued during this turn of the loop leaves in one write.
   asio::post(ex_, [self = shared_from_this()] {

@@ -353,7 +353,12 @@ private:
   /// The connection call for `kind` (send_message or send_fragment).
   std::error_code queue(SendKind kind, SocketMessageType type, std::span<const std::byte> data,
                         bool compress, protocol::Connection::DirectFrame* direct);
-  void schedule_flush();
+  /// Flushes at the end of this turn of the loop (cork), unless a read's
+  /// process() or a write in flight will (inline: once per send).
+  DUPLEX_ALWAYS_INLINE void schedule_flush() {
+    if (!in_process_ && !writing_ && !flush_scheduled_) post_flush();
+  }
+  void post_flush();
   /// Writes the output: at once on plain TCP while the kernel takes it, the
   /// rest through write_rest().
   void flush();
