@@ -25,11 +25,7 @@
 
 namespace duplex::detail {
 
-#if defined(__GNUC__)
-#define DUPLEX_HOT_INLINE [[gnu::always_inline]] inline
-#else
-#define DUPLEX_HOT_INLINE inline
-#endif
+#define DUPLEX_HOT_INLINE DUPLEX_ALWAYS_INLINE inline
 
 namespace {
 
@@ -61,17 +57,44 @@ bool would_block(int e) {
   return e == EAGAIN || e == EWOULDBLOCK;
 }
 
-// recv/send/sendmsg through syscall(): glibc's wrappers are thread
-// cancellation points, which cost two calls around each system call; the
-// library never uses thread cancellation.
+// recv/send/sendmsg as bare system calls: glibc's wrappers are thread
+// cancellation points, which cost two calls around each system call (the
+// library never uses thread cancellation), and glibc's generic syscall()
+// shuffles six arguments through a call. On x86-64 Linux the instruction is
+// issued inline; elsewhere through syscall(). Both return -1 and set errno on
+// failure, as the wrappers do.
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+inline long sys_call6(long nr, long a1, long a2, long a3, long a4, long a5, long a6) noexcept {
+  long ret = 0;
+  register long r10 asm("r10") = a4;
+  register long r8 asm("r8") = a5;
+  register long r9 asm("r9") = a6;
+  asm volatile("syscall"
+               : "=a"(ret)
+               : "a"(nr), "D"(a1), "S"(a2), "d"(a3), "r"(r10), "r"(r8), "r"(r9)
+               : "rcx", "r11", "memory");
+  if (ret < 0 && ret > -4096) [[unlikely]] {
+    errno = static_cast<int>(-ret);
+    return -1;
+  }
+  return ret;
+}
+#else
+inline long sys_call6(long nr, long a1, long a2, long a3, long a4, long a5, long a6) noexcept {
+  return ::syscall(nr, a1, a2, a3, a4, a5, a6);
+}
+#endif
+inline long arg(const void* p) noexcept {
+  return reinterpret_cast<long>(p);
+}
 inline ssize_t sys_recv(int fd, void* buf, std::size_t len) noexcept {
-  return ::syscall(SYS_recvfrom, fd, buf, len, 0, nullptr, nullptr);
+  return sys_call6(SYS_recvfrom, fd, arg(buf), static_cast<long>(len), 0, 0, 0);
 }
 inline ssize_t sys_send(int fd, const void* buf, std::size_t len) noexcept {
-  return ::syscall(SYS_sendto, fd, buf, len, MSG_NOSIGNAL, nullptr, 0);
+  return sys_call6(SYS_sendto, fd, arg(buf), static_cast<long>(len), MSG_NOSIGNAL, 0, 0);
 }
 inline ssize_t sys_sendmsg(int fd, const msghdr* msg) noexcept {
-  return ::syscall(SYS_sendmsg, fd, msg, MSG_NOSIGNAL);
+  return sys_call6(SYS_sendmsg, fd, arg(msg), MSG_NOSIGNAL, 0, 0, 0);
 }
 }  // namespace
 
@@ -569,7 +592,7 @@ void Session::start_reading() {
       [self = shared_from_this()](std::error_code ec, std::size_t n) { self->on_read(ec, n); });
 }
 
-void Session::read_some() {
+DUPLEX_HOT_INLINE void Session::read_some() {
   const auto buf = thread_read_buffer();
   ssize_t n = 0;
   do {
@@ -585,7 +608,7 @@ void Session::read_some() {
   on_read(last_socket_error(), 0);
 }
 
-void Session::on_read(std::error_code ec, std::size_t n) {
+DUPLEX_HOT_INLINE void Session::on_read(std::error_code ec, std::size_t n) {
   reading_ = false;
   if (phase() == Phase::closed) return;
   if (ec) {
@@ -653,7 +676,7 @@ DUPLEX_HOT_INLINE bool Session::receive_read(std::span<std::byte> data) {
   return false;
 }
 
-bool Session::process(std::span<std::byte> data) {
+DUPLEX_HOT_INLINE bool Session::process(std::span<std::byte> data) {
   note_activity();
   in_process_ = true;
   bool filled = false;
@@ -920,8 +943,7 @@ void Session::pump_queued_sends() {
   if (queued) schedule_flush();
 }
 
-void Session::schedule_flush() {
-  if (in_process_ || writing_ || flush_scheduled_) return;
+void Session::post_flush() {
   flush_scheduled_ = true;
   // Cork: everything queued during this turn of the loop leaves in one write.
   asio::post(ex_, [self = shared_from_this()] {
@@ -1076,7 +1098,7 @@ void Session::release_refs() noexcept {
   wr_ref_queued_ = 0;
 }
 
-void Session::maybe_resume_reading() {
+void Session::resume_reading_when_drained() {
   if (!out_paused_ || resume_posted_ || unsent() >= cfg_->outbound_buffer_size) return;
   // Posted, not called: a read here could recurse through process() and
   // flush() once per read while the kernel keeps taking our writes.
@@ -1517,7 +1539,7 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
 // --- statistics
 // --------------------------------------------------------------------------------------------
 
-void Session::publish_stats() {
+DUPLEX_HOT_INLINE void Session::publish_stats() {
   if (!conn_) return;
   publish_counts();
   const auto now = loop_now();
@@ -1632,22 +1654,29 @@ void start_connect(std::shared_ptr<Session> s, std::string uri, CancellationToke
   s->connect(std::move(uri), std::move(ct), std::move(h));
 }
 
-std::optional<std::error_code> try_send_now(Session& s, SendKind kind,
-                                            std::span<const std::byte> data,
-                                            std::optional<SocketMessageType> per_message,
-                                            bool compress) {
+const std::error_code no_error{};
+
+bool try_send_now(Session& s, SendKind kind, std::span<const std::byte> data,
+                  std::optional<SocketMessageType> per_message, bool compress,
+                  std::error_code& ec) {
   if (kind == SendKind::whole && s.call_in_message_.load(std::memory_order_relaxed))
     s.check_frame_order(kind, SocketMessageType::binary, data);  // throws
-  if (!s.on_loop_thread()) return std::nullopt;
+  if (!s.on_loop_thread()) return false;
   if (kind != SendKind::whole) {
-    if (auto ec = s.reconnect_piece(kind)) return ec;
+    if (auto e = s.reconnect_piece(kind)) {
+      ec = *e;
+      return true;
+    }
   }
   const auto type = message_type_of(s, per_message);
   // The connection checks a text message's UTF-8 as it copies it (nothing is
   // queued when it fails); a bad argument then throws here, as at the call.
   auto r = s.send_now(kind, type, data, compress);
-  if (r && *r) check_send(s, kind, data, type);
-  return r;
+  if (!r) return false;
+  if (*r) [[unlikely]]
+    check_send(s, kind, data, type);
+  ec = *r;
+  return true;
 }
 
 void start_send(std::shared_ptr<Session> s, SendKind kind, SocketMessageType type,

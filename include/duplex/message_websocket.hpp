@@ -266,23 +266,47 @@ private:
   static std::span<const std::byte> as_bytes(std::string_view t) noexcept {
     return {reinterpret_cast<const std::byte*>(t.data()), t.size()};
   }
+  // The send path: an event handler's send_async (a Task, on the loop thread)
+  // is done at once with no operation object; kept small so that it inlines
+  // into the handler. Everything else goes through send_queued().
   template <class CompletionToken>
   auto send_impl(detail::SendKind kind, std::span<const std::byte> data, CancellationToken ct,
                  CompletionToken&& token, SendOptions options = {}) {
+    if constexpr (std::is_same_v<std::decay_t<CompletionToken>, UseTask>) {
+      if (kind == detail::SendKind::whole) {
+        std::error_code ec = detail::no_error;
+        if (detail::try_send_now(*session_, kind, data, options.message_type, options.compress, ec))
+          return Task<void>::ready({ec});
+        return send_queued(kind, data, std::move(ct), std::forward<CompletionToken>(token), options,
+                           true);
+      }
+    }
+    return send_queued(kind, data, std::move(ct), std::forward<CompletionToken>(token), options,
+                       false);
+  }
+  // `tried`: try_send_now already ran for this whole message and gave false.
+  template <class CompletionToken>
+#if defined(__GNUC__)
+  [[gnu::noinline]]
+#endif
+  auto
+  send_queued(detail::SendKind kind, std::span<const std::byte> data, CancellationToken ct,
+              CompletionToken&& token, SendOptions options, bool tried) {
     const bool compress = options.compress;
     // Frame sends are checked in call order, here, whatever thread sends.
     if (kind != detail::SendKind::whole)
       detail::check_frame(*session_, kind, data, options.message_type);
     if constexpr (std::is_same_v<std::decay_t<CompletionToken>, UseTask>) {
       // On the loop (an event handler): done at once, no operation object.
-      if (auto ec = detail::try_send_now(*session_, kind, data, options.message_type, compress))
-        return Task<void>::ready({*ec});
+      std::error_code ec = detail::no_error;
+      if (!tried && detail::try_send_now(*session_, kind, data, options.message_type, compress, ec))
+        return Task<void>::ready({ec});
     }
     auto type = detail::check_send(*session_, kind, data, options.message_type);
     return detail::initiate_send(
         get_executor(), std::forward<CompletionToken>(token),
-        [s = session_.get(), kind, type, data, compress] {
-          return detail::try_send_now(*s, kind, data, type, compress);
+        [s = session_.get(), kind, type, data, compress](std::error_code& ec) {
+          return detail::try_send_now(*s, kind, data, type, compress, ec);
         },
         [s = session_, kind, type, data, ct = std::move(ct),
          compress](detail::CompletionHandler h) mutable {

@@ -20,6 +20,8 @@
 
 #include <sys/epoll.h>
 
+#include "detail/always_inline.hpp"
+
 namespace duplex::detail {
 
 using Clock = std::chrono::steady_clock;
@@ -154,7 +156,7 @@ inline thread_local std::byte* read_buffer = nullptr;
 inline thread_local Clock::time_point batch_now{};
 }  // namespace loop_tls
 std::span<std::byte> thread_read_buffer_slow();
-inline std::span<std::byte> thread_read_buffer() {
+DUPLEX_ALWAYS_INLINE inline std::span<std::byte> thread_read_buffer() {
   if (loop_tls::read_buffer != nullptr) [[likely]]
     return {loop_tls::read_buffer, thread_read_buffer_size};
   return thread_read_buffer_slow();
@@ -162,7 +164,7 @@ inline std::span<std::byte> thread_read_buffer() {
 
 /// Now, to the precision of a loop turn: inside a batch of the poller, the
 /// time the batch started (one clock read per batch, not per message).
-inline Clock::time_point loop_now() noexcept {
+DUPLEX_ALWAYS_INLINE inline Clock::time_point loop_now() noexcept {
   const auto t = loop_tls::batch_now;
   return t != Clock::time_point{} ? t : Clock::now();
 }

@@ -36,6 +36,7 @@
 #include <duplex/websocket_control.hpp>
 #include <duplex/websocket_events.hpp>
 
+#include "detail/always_inline.hpp"
 #include "detail/event_loop.hpp"
 #include "detail/event_mutex.hpp"
 #include "detail/shared_frame.hpp"
@@ -360,7 +361,12 @@ private:
   /// The connection call for `kind` (send_message or send_fragment).
   std::error_code queue(SendKind kind, SocketMessageType type, std::span<const std::byte> data,
                         bool compress, protocol::Connection::DirectFrame* direct);
-  void schedule_flush();
+  /// Flushes at the end of this turn of the loop (cork), unless a read's
+  /// process() or a write in flight will (inline: once per send).
+  DUPLEX_ALWAYS_INLINE void schedule_flush() {
+    if (!in_process_ && !writing_ && !flush_scheduled_) post_flush();
+  }
+  void post_flush();
   /// Writes the output: at once on plain TCP while the kernel takes it, the
   /// rest through write_rest().
   void flush();
@@ -376,7 +382,7 @@ private:
   void deliver_input();
   /// Ends the connection once the close handshake is done and our output is
   /// out (inline: once per read, and the connection is almost always open).
-  void maybe_finish_close() {
+  DUPLEX_ALWAYS_INLINE void maybe_finish_close() {
     if (phase() != Phase::closed && conn_ && conn_->state() == protocol::ConnectionState::closed)
       finish_closed_connection();
   }
@@ -391,7 +397,11 @@ private:
   [[nodiscard]] std::uint16_t failure_close_code() const noexcept;
   /// Reading stops while the outbound data is over its limit; this resumes
   /// it (from a posted handler) once the data drained below it.
-  void maybe_resume_reading();
+  DUPLEX_ALWAYS_INLINE void maybe_resume_reading() {
+    if (out_paused_) [[unlikely]]
+      resume_reading_when_drained();
+  }
+  void resume_reading_when_drained();
   void finish(std::uint16_t code, std::string reason, std::error_code ec);
   void set_deadline(Clock::time_point& slot, Clock::time_point at);
   Clock::time_point on_deadline(Clock::time_point now) override;

@@ -41,9 +41,12 @@ constexpr std::uint8_t bit_fin = 0x80;
 constexpr std::uint8_t bit_rsv1 = 0x40;
 constexpr std::uint8_t bits_rsv = 0x70;
 
-// Buffers larger than this are freed once empty: small steady-state messages
-// never reach it, so they still allocate nothing.
-constexpr std::size_t retained_capacity = 256 * 1024;
+// Success, made once: std::error_code{} calls the out-of-line
+// std::system_category() each time (on every small send, as here).
+const std::error_code no_error{};
+
+// The input buffer's counterpart of retained_output_capacity.
+constexpr std::size_t retained_capacity = Connection::retained_output_capacity;
 
 // Partial mode gathers pieces only for messages that span reads or frames
 // (large ones, or tiny frames); its buffer is freed at the message end above
@@ -803,7 +806,7 @@ std::error_code Connection::send_message(SocketMessageType type, std::span<const
     ++stats_.messages_sent;
     ++stats_.frames_sent;
     stats_.bytes_sent += header + n;
-    return {};
+    return no_error;
   }
   // RFC 6455 5.6: text frames carry UTF-8.
   if (text && !text_valid(payload)) return make_error_code(error::invalid_utf8);
@@ -889,26 +892,6 @@ std::error_code Connection::send_close(std::uint16_t code, std::string_view reas
   close_sent_ = true;
   state_ = close_received_ ? ConnectionState::closed : ConnectionState::closing;
   return {};
-}
-
-// --- Output -------------------------------------------------------------------------
-
-std::span<const std::byte> Connection::begin_write() noexcept {
-  if (!write_active_ && !out_.empty()) {
-    // Double buffering: the bytes handed out stay put while new frames go to
-    // the other buffer; both keep their capacity.
-    out_.swap(writing_);
-    write_active_ = true;
-    wr_pong_end_ = 0;  // the queued pong (if any) is on its way
-  }
-  return writing_.bytes();
-}
-
-void Connection::end_write() noexcept {
-  writing_.clear();
-  // An idle connection should not keep the memory of its largest burst.
-  writing_.release_above(retained_capacity);
-  write_active_ = false;
 }
 
 }  // namespace duplex::protocol

@@ -65,12 +65,15 @@ void start_send(std::shared_ptr<Session> s, SendKind kind, SocketMessageType typ
                 std::span<const std::byte> data, CancellationToken ct, CompletionHandler h,
                 bool compress = true);
 /// On the socket's loop thread, a send that can finish at once (see
-/// Session::send_now): its result, with the data already copied. nullopt off
-/// the loop thread or when the send must wait for room. Throws as check_send
-/// for a bad argument.
-std::optional<std::error_code> try_send_now(Session& s, SendKind kind,
-                                            std::span<const std::byte> data,
-                                            std::optional<SocketMessageType> type, bool compress);
+/// Session::send_now): true, with its result in `ec` and the data already
+/// copied. False (nothing done, `ec` untouched) off the loop thread or when the
+/// send must wait for room. Throws as check_send for a bad argument. (A bool
+/// and an out-parameter: an optional<error_code> is returned through memory.)
+bool try_send_now(Session& s, SendKind kind, std::span<const std::byte> data,
+                  std::optional<SocketMessageType> type, bool compress, std::error_code& ec);
+/// std::error_code{}, made once: the default constructor calls the
+/// out-of-line std::system_category() each time.
+extern const std::error_code no_error;
 void start_close(std::shared_ptr<Session> s, std::uint16_t code, std::string reason,
                  CancellationToken ct, CompletionHandler h);
 /// `buffer` must stay valid until completion.
@@ -90,16 +93,17 @@ auto initiate(asio::any_io_executor ex, Token&& token, Start start) {
       token, std::move(start));
 }
 
-/// initiate() for a send: `try_now()` (try_send_now) runs first; when it gives
+/// initiate() for a send: `try_now(ec)` (try_send_now) runs first; when it gives
 /// a result the handler is posted with it to its executor (no box, no operation
 /// object), otherwise `start(CompletionHandler)` takes the usual path.
 template <class Token, class TryNow, class Start>
 auto initiate_send(asio::any_io_executor ex, Token&& token, TryNow try_now, Start start) {
   return asio::async_initiate<Token, void(std::error_code)>(
       [ex = std::move(ex)](auto handler, TryNow now, Start st) {
-        if (auto ec = now()) {
+        std::error_code ec = no_error;
+        if (now(ec)) {
           auto associated = asio::get_associated_executor(handler, ex);
-          auto complete = [h = std::move(handler), e = *ec]() mutable { std::move(h)(e); };
+          auto complete = [h = std::move(handler), e = ec]() mutable { std::move(h)(e); };
           // As CompletionHandler::make: executors an any_io_executor cannot
           // hold (use_future's) are not posted to; ours is used instead.
           if constexpr (std::is_constructible_v<asio::any_io_executor, decltype(associated)>)

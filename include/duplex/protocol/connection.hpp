@@ -219,9 +219,27 @@ public:
   /// at a time: called again before end_write(), it returns the same bytes.
   /// Empty when nothing is queued. Buffers keep their capacity (up to 256 KiB),
   /// so steady state allocates nothing.
-  std::span<const std::byte> begin_write() noexcept;
+  /// (Inline: once per write on the hot path.)
+  std::span<const std::byte> begin_write() noexcept {
+    if (!write_active_ && !out_.empty()) {
+      // Double buffering: the bytes handed out stay put while new frames go to
+      // the other buffer; both keep their capacity.
+      out_.swap(writing_);
+      write_active_ = true;
+      wr_pong_end_ = 0;  // the queued pong (if any) is on its way
+    }
+    return writing_.bytes();
+  }
   /// The write handed out by begin_write() completed.
-  void end_write() noexcept;
+  void end_write() noexcept {
+    writing_.clear();
+    // An idle connection should not keep the memory of its largest burst.
+    writing_.release_above(retained_output_capacity);
+    write_active_ = false;
+  }
+  /// Output buffers larger than this are freed once empty: small steady-state
+  /// messages never reach it, so they still allocate nothing.
+  static constexpr std::size_t retained_output_capacity = std::size_t{256} * 1024;
 
   // --- State -------------------------------------------------------------------
   [[nodiscard]] ConnectionState state() const noexcept { return state_; }
