@@ -105,6 +105,31 @@ struct MaskKeyStore {
   return k;
 }
 
+// The OR of a small unmasked payload's bytes' top bits: zero when it is ASCII.
+// The client's receive (RFC 6455 5.1: a server's frames are not masked), where
+// unmask_small would XOR with zero and store every byte back.
+inline std::uint64_t high_bits_small(const std::byte* p, std::size_t n) noexcept {
+  std::uint64_t acc = 0;
+#if defined(__SSE2__)
+  if (n >= 16) {
+    __m128i acc128 = _mm_setzero_si128();
+    do {
+      acc128 = _mm_or_si128(acc128, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      p += 16;
+      n -= 16;
+    } while (n >= 16);
+    acc = static_cast<std::uint64_t>(_mm_movemask_epi8(acc128));
+  }
+#endif
+  for (; n >= 8; n -= 8, p += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p, 8);
+    acc |= w & 0x8080808080808080ull;
+  }
+  for (; n != 0; --n, ++p) acc |= static_cast<std::uint8_t>(*p) & 0x80u;
+  return acc;
+}
+
 // Unmasks a small payload in place (key offset 0; k32 = 0 leaves it as is) and
 // returns the OR of its bytes' top bits: zero when the payload is ASCII.
 inline std::uint64_t unmask_small(std::byte* p, std::size_t n, std::uint32_t k32) noexcept {
@@ -532,10 +557,12 @@ Connection::ReceiveResult Connection::receive_holding(std::span<std::byte> data,
         std::byte* const payload = p + small_header;
         const bool text = b0 == 0x81;
         std::uint64_t high = 0;
-        if (server || text) {
+        if (server) {
           std::uint32_t k32 = 0;
-          if (server) std::memcpy(&k32, p + 2, 4);
+          std::memcpy(&k32, p + 2, 4);
           high = unmask_small(payload, len, k32);
+        } else if (text) {
+          high = high_bits_small(payload, len);
         }
         p = payload + len;
         ++stats_.frames_received;

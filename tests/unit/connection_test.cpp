@@ -628,6 +628,29 @@ TEST(ConnectionUtf8, InvalidTextFailsWith1007) {
   EXPECT_EQ(queued_close_code(f.conn), 1007);
 }
 
+// The client's small-frame path checks unmasked text without unmasking it:
+// a non-ASCII byte at any place of every length up to 40 (the 16-byte, 8-byte
+// and single-byte steps) is seen, and valid UTF-8 there passes.
+TEST(ConnectionUtf8, ClientChecksSmallUnmaskedTextAtEveryLengthAndPlace) {
+  for (std::size_t len = 2; len <= 40; ++len) {
+    for (std::size_t at = 0; at + 1 < len; ++at) {
+      Bytes bad(len, std::byte{'a'});
+      bad[at] = std::byte{0xFF};
+      Fixture f(Role::client);
+      f.feed(server_frame(0x81, bad));
+      ASSERT_EQ(f.rec.events, std::vector<std::string>{err(error::invalid_utf8)})
+          << "length " << len << ", 0xFF at " << at;
+      Bytes good(len, std::byte{'a'});
+      good[at] = std::byte{0xC3};
+      good[at + 1] = std::byte{0xA9};
+      Fixture g(Role::client);
+      g.feed(server_frame(0x81, good));
+      ASSERT_EQ(g.rec.events.size(), 1u) << "length " << len << ", U+00E9 at " << at;
+      EXPECT_EQ(g.rec.events[0].rfind("text:", 0), 0u);
+    }
+  }
+}
+
 TEST(ConnectionUtf8, TruncatedAtMessageEndFailsWith1007) {
   Fixture f(Role::server);
   f.feed(client_frame(0x81, bytes({'a', 0xE2, 0x82})));
