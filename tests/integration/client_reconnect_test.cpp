@@ -5,7 +5,7 @@
 // max_attempts, and no reconnect after the application's close.
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -49,21 +49,27 @@ public:
   explicit EchoServerProcess(std::uint16_t port) {
     int fds[2];
     if (::pipe(fds) != 0) throw std::runtime_error("pipe failed");
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-    posix_spawn_file_actions_addclose(&actions, fds[0]);
-    posix_spawn_file_actions_addclose(&actions, fds[1]);
     std::vector<std::string> argv{DUPLEX_CLI_PATH, "echo-server", "--host",
                                   "127.0.0.1",     "--port",      std::to_string(port)};
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
-    const int rc = posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
+    // fork + exec rather than posix_spawn: the child asks to be killed when
+    // this process dies (PR_SET_PDEATHSIG), so a test aborted by a crash or a
+    // timeout leaves no server behind. Only async-signal-safe calls after fork.
+    const pid_t parent = ::getpid();
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(126);
+      ::dup2(fds[1], STDOUT_FILENO);
+      ::close(fds[0]);
+      ::close(fds[1]);
+      ::execve(args[0], args.data(), environ);
+      ::_exit(127);
+    }
     ::close(fds[1]);
     out_ = fds[0];
-    if (rc != 0) {
+    if (pid_ < 0) {
       pid_ = -1;
       throw std::runtime_error("cannot start " + argv[0]);
     }
