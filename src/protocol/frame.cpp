@@ -3,6 +3,7 @@
 #include <duplex/protocol/frame.hpp>
 
 #include <bit>
+#include <cstdlib>
 #include <cstring>
 
 #if defined(__SSE2__)
@@ -40,7 +41,11 @@ inline std::uint64_t rotated_key64(MaskKey key, std::size_t offset) noexcept {
 
 #if defined(DUPLEX_MASK_AVX2)
 // Checked once: __builtin_cpu_supports reads what __builtin_cpu_init found.
+// DUPLEX_NO_AVX2 set (non-empty) keeps the SSE2 loop: to test it, or compare
+// the two, on a machine that has AVX2.
 bool detect_avx2() noexcept {
+  const char* off = std::getenv("DUPLEX_NO_AVX2");
+  if (off != nullptr && *off != '\0') return false;
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") != 0;
 }
@@ -220,6 +225,14 @@ std::size_t write_frame_header(const FrameHeader& h,
     pos += 4;
   }
   return pos;
+}
+
+bool mask_uses_avx2() noexcept {
+#if defined(DUPLEX_MASK_AVX2)
+  return cpu_has_avx2;
+#else
+  return false;
+#endif
 }
 
 std::size_t apply_mask(std::span<std::byte> data, MaskKey key, std::size_t offset) noexcept {

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <random>
 #include <vector>
 
@@ -36,6 +37,22 @@ Bytes expect_apply_mask_matches_naive(const Bytes& storage, std::size_t align, s
   EXPECT_EQ(a, b) << "align " << align << " offset " << offset << " len " << len;
   EXPECT_EQ(next, (offset + len) % 4);
   return b;
+}
+
+// The SSE2 loop is tested on AVX2 machines too: ctest runs these tests again
+// with DUPLEX_NO_AVX2=1 (unit.mask_without_avx2, tests/unit/CMakeLists.txt).
+TEST(Mask, Avx2IsUsedAsTheCpuAndTheEnvironmentSay) {
+  const char* off = std::getenv("DUPLEX_NO_AVX2");
+  if (off != nullptr && *off != '\0') {
+    EXPECT_FALSE(mask_uses_avx2());
+    return;
+  }
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  EXPECT_EQ(mask_uses_avx2(), __builtin_cpu_supports("avx2") != 0);
+#else
+  EXPECT_FALSE(mask_uses_avx2());
+#endif
 }
 
 TEST(Mask, MatchesNaiveForEveryOffsetLengthAndAlignment) {

@@ -76,6 +76,11 @@ std::size_t write_frame_header(const FrameHeader& h,
 /// length. Returns the key offset for the byte after `data`, so that a payload
 /// split across reads is unmasked piece by piece. Masking is its own inverse.
 std::size_t apply_mask(std::span<std::byte> data, MaskKey key, std::size_t offset = 0) noexcept;
+/// True when masking large payloads uses the AVX2 loop: on x86-64 with AVX2,
+/// unless the environment variable DUPLEX_NO_AVX2 was set (non-empty) when the
+/// library was loaded, which keeps the SSE2 loop (for tests and comparisons).
+/// Thread-safe; fixed for the life of the process.
+[[nodiscard]] bool mask_uses_avx2() noexcept;
 
 /// Copies `src` to `dst` (same size, may not overlap) while masking: the client
 /// send path, one pass over the payload.
