@@ -497,7 +497,12 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
   stream.socket().set_option(asio::ip::tcp::no_delay(cfg_->no_delay), ignored);
   {
     std::lock_guard lock(config_mutex_);
-    set_endpoints(stream.socket());
+    if (o.local != nullptr && o.remote != nullptr) {
+      local_ = *o.local;
+      remote_ = *o.remote;
+    } else {
+      set_endpoints(stream.socket());
+    }
     if (!o.protocol.empty() || !o.extensions.empty() || o.deflate) {
       auto& rest = info_rest();
       rest.protocol = o.protocol;

@@ -577,6 +577,10 @@ std::shared_ptr<Session> ListenerImpl::adopt(AcceptedStream& a, const std::strin
   so.settings = session_settings_;
   so.deflate = a.deflate;
   so.extensions = a.extensions;
+  if (a.endpoints_read) {
+    so.local = &a.local;
+    so.remote = &a.remote;
+  }
   auto s = std::make_shared<Session>(a.loop->ctx.get_executor(), kind, protocol::Role::server);
   s->start_server(
       std::move(stream),

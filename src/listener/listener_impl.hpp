@@ -30,6 +30,7 @@
 
 #include "detail/session.hpp"
 #include "listener/listener_counters.hpp"
+#include "transport/unix_socket.hpp"
 
 namespace duplex::detail {
 
@@ -101,6 +102,10 @@ struct AcceptedStream {
   /// permessage-deflate as answered in the 101 (none: uncompressed).
   std::optional<protocol::DeflateParams> deflate;
   std::string extensions;  ///< the 101's Sec-WebSocket-Extensions ("" if none)
+  /// The IP endpoints the handshake read (endpoints_read: both), given to
+  /// the session so that it reads none again.
+  transport::RawEndpoint local, remote;
+  bool endpoints_read = false;
 };
 
 /// A connection handed over, while the connection_received event runs.
