@@ -271,6 +271,7 @@ private:
     asio::ip::tcp::acceptor socket;
     asio::steady_timer retry;
     HostEndpoint endpoint;
+    asio::ip::tcp::endpoint peer;  ///< the pending accept's client address
   };
 
   void start_loops();
@@ -328,9 +329,11 @@ public:
 };
 
 /// Starts the opening handshake of an accepted socket on `loop` (listener/server_handshake.cpp).
-/// `busy`: over max_connections, answer 503 once the request is read.
+/// `peer`: the client's IP endpoint as accepted (family 0: read from the
+/// socket when needed). `busy`: over max_connections, answer 503 once the
+/// request is read.
 void start_server_handshake(ListenerImpl& listener, ListenerLoop& loop, transport::TcpSocket socket,
-                            bool busy);
+                            const transport::RawEndpoint& peer, bool busy);
 /// The same for a connection the application accepted and read `request`
 /// from (`rest`: bytes read past it): validation, hooks and the answer, as
 /// for start_server_handshake once the request is parsed. With `tls`, the

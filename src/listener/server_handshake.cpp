@@ -107,6 +107,9 @@ public:
     process(buf_, 0);
   }
 
+  /// The client's endpoint as accepted (family 0: unknown).
+  void set_peer(const transport::RawEndpoint& peer) noexcept { remote_ = peer; }
+
   void expire() noexcept override {
     loop_.handshakes.remove(*this);
     close();
@@ -438,13 +441,13 @@ private:
                          });
   }
 
-  // The request's endpoints, each read from the socket once: kept raw for
-  // the session too (a Unix socket's paths are read as strings; the session
-  // then reads its own).
+  // The request's endpoints, each read once (the peer's by the accept, if
+  // it gave an IP one): kept raw for the session too (a Unix socket's paths
+  // are read as strings; the session then reads its own).
   void read_endpoints(HostEndpoint& remote, HostEndpoint& local) {
     const int fd = socket().native_handle();
-    endpoints_read_ =
-        transport::raw_endpoint(fd, false, remote_) && transport::raw_endpoint(fd, true, local_);
+    endpoints_read_ = (remote_.family != 0 || transport::raw_endpoint(fd, false, remote_)) &&
+                      transport::raw_endpoint(fd, true, local_);
     if (endpoints_read_) {
       remote = transport::to_host_endpoint(remote_);
       local = transport::to_host_endpoint(local_);
@@ -547,8 +550,10 @@ void HandshakeList::remove(HandshakeEntry& e) noexcept {
 }
 
 void start_server_handshake(ListenerImpl& listener, ListenerLoop& loop, transport::TcpSocket socket,
-                            bool busy) {
-  std::make_shared<ServerHandshake>(listener, loop, std::move(socket), busy)->start();
+                            const transport::RawEndpoint& peer, bool busy) {
+  auto h = std::make_shared<ServerHandshake>(listener, loop, std::move(socket), busy);
+  h->set_peer(peer);
+  h->start();
 }
 
 void start_adopted_handshake(ListenerImpl& listener, ListenerLoop& loop,
