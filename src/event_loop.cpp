@@ -28,10 +28,14 @@ LoopPoller::LoopPoller(asio::execution_context& ctx) : asio::execution_context::
       std::make_unique<asio::posix::stream_descriptor>(static_cast<asio::io_context&>(ctx), epfd_);
 }
 
-LoopPoller::~LoopPoller() = default;
+// Also here: a lookup between shutdown() and destruction may have been stored.
+LoopPoller::~LoopPoller() {
+  loop_services_epoch.fetch_add(1);
+}
 
 void LoopPoller::shutdown() {
   stopped_ = true;
+  loop_services_epoch.fetch_add(1);
   // The owners of registered clients may hold sockets of this loop: release
   // them (their descriptors close with them) before the reactor goes.
   std::vector<std::shared_ptr<void>> keep;
@@ -130,10 +134,13 @@ LoopTimers::LoopTimers(asio::execution_context& ctx)
     : asio::execution_context::service(ctx),
       timer_(std::make_unique<asio::steady_timer>(static_cast<asio::io_context&>(ctx))) {}
 
-LoopTimers::~LoopTimers() = default;
+LoopTimers::~LoopTimers() {
+  loop_services_epoch.fetch_add(1);
+}
 
 void LoopTimers::shutdown() {
   stopped_ = true;
+  loop_services_epoch.fetch_add(1);
   timer_.reset();
   clients_.clear();
 }
@@ -200,6 +207,13 @@ void LoopTimers::on_timer() {
   next = std::min(next, sweep_min_);
   // 1 ms granularity at least: a deadline in the past fires on the next turn.
   if (next != Clock::time_point::max()) arm(std::max(next, now + std::chrono::milliseconds(1)));
+}
+
+loop_tls::Services& loop_services_slow(asio::io_context& ctx) noexcept {
+  auto& s = loop_tls::services;
+  // The epoch first: a shutdown after this read voids what is stored now.
+  s = {&ctx, loop_services_epoch.load(), nullptr, nullptr};
+  return s;
 }
 
 namespace {

@@ -203,7 +203,7 @@ void Session::cancel_op(std::uint64_t id) {
 
 void Session::set_deadline(Clock::time_point& slot, Clock::time_point at) {
   slot = at;
-  if (at != never) asio::use_service<LoopTimers>(ex_.context()).schedule(shared_from_this(), at);
+  if (at != never) loop_timers(ex_.context()).schedule(shared_from_this(), at);
 }
 
 void Session::check_configurable() const {
@@ -497,7 +497,12 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
   stream.socket().set_option(asio::ip::tcp::no_delay(cfg_->no_delay), ignored);
   {
     std::lock_guard lock(config_mutex_);
-    set_endpoints(stream.socket());
+    if (o.local != nullptr && o.remote != nullptr) {
+      local_ = *o.local;
+      remote_ = *o.remote;
+    } else {
+      set_endpoints(stream.socket());
+    }
     if (!o.protocol.empty() || !o.extensions.empty() || o.deflate) {
       auto& rest = info_rest();
       rest.protocol = o.protocol;
@@ -539,7 +544,7 @@ std::error_code Session::to_poller() {
   const int fd = socket.release(ec);
   if (ec) return ec;
   stream_.reset();
-  ec = asio::use_service<LoopPoller>(ex_.context()).add(fd, *this, shared_from_this());
+  ec = loop_poller(ex_.context()).add(fd, *this, shared_from_this());
   if (ec) {
     ::close(fd);
     return ec;
@@ -550,7 +555,7 @@ std::error_code Session::to_poller() {
 
 void Session::close_transport() noexcept {
   if (fd_ >= 0) {
-    asio::use_service<LoopPoller>(ex_.context()).remove_and_close(fd_, *this);
+    loop_poller(ex_.context()).remove_and_close(fd_, *this);
     fd_ = -1;
     rd_wait_ = wr_wait_ = false;
   } else if (stream_) {
@@ -910,7 +915,7 @@ void Session::do_send(PendingSend p) {
   p.deadline = Clock::now() + cfg_->send_timeout;
   const auto d = p.deadline;
   sends_.push_back(std::move(p));
-  asio::use_service<LoopTimers>(ex_.context()).schedule(shared_from_this(), d);
+  loop_timers(ex_.context()).schedule(shared_from_this(), d);
   pump_sends();
 }
 
@@ -1272,7 +1277,7 @@ void Session::finish(std::uint16_t code, std::string reason, std::error_code ec)
       unsolicited_pong_due_ = close_deadline_ = never;
   // No deadline is left: a user's io_context need not wait for one (run()
   // returns once its last connection ended).
-  asio::use_service<LoopTimers>(ex_.context()).release(*this);
+  loop_timers(ex_.context()).release(*this);
   publish_stats();
   auto self = shared_from_this();
   if (reconnect_ && reconnect_after_drop(ec)) return;

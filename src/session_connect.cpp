@@ -253,7 +253,7 @@ void Session::connect_failed(std::error_code ec) {
   Op op = connecting_ ? std::move(connecting_->op) : Op{};
   connecting_.reset();
   connect_deadline_ = Clock::time_point::max();  // none
-  asio::use_service<LoopTimers>(ex_.context()).release(*this);
+  loop_timers(ex_.context()).release(*this);
   phase_ = Phase::closed;
   closed_raised_ = true;  // a failed connect raises no closed event (as on Windows)
   complete(op, ec);

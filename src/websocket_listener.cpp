@@ -469,39 +469,43 @@ void ListenerImpl::start_loops() {
 void ListenerImpl::accept_next(Acceptor& a) {
   if (stopping_) return;
   ListenerLoop& target = *loops_[next_loop_.fetch_add(1) % loops_.size()];
-  a.socket.async_accept(target.ctx.get_executor(),
-                        [this, &a, &target](std::error_code ec, transport::TcpSocket socket) {
-                          if (ec == asio::error::operation_aborted || stopping_) return;
-                          if (ec) {
-                            a.retry.expires_after(accept_retry_delay);
-                            a.retry.async_wait([this, &a](std::error_code wait_ec) {
-                              if (!wait_ec) accept_next(a);
-                            });
-                            return;
-                          }
-                          const Admission admission = admit();
-                          if (admission == Admission::refuse) {
-                            std::error_code ignored;
-                            socket.close(ignored);
-                            return accept_next(a);
-                          }
-                          const bool busy = admission == Admission::busy;
-                          // Accepted on the loop that serves it: start at once.
-                          if (&target == a.loop) {
-                            start_server_handshake(*this, target, std::move(socket), busy);
-                            return accept_next(a);
-                          }
-                          asio::post(target.ctx,
-                                     [this, &target, s = std::move(socket), busy]() mutable {
-                                       if (stopping_) {
-                                         std::error_code ignored;
-                                         s.close(ignored);
-                                         return release_connection(busy);
-                                       }
-                                       start_server_handshake(*this, target, std::move(s), busy);
-                                     });
-                          accept_next(a);
-                        });
+  // The accept reports the client's address: no getpeername() later.
+  a.socket.async_accept(
+      target.ctx.get_executor(), a.peer,
+      [this, &a, &target](std::error_code ec, transport::TcpSocket socket) {
+        if (ec == asio::error::operation_aborted || stopping_) return;
+        if (ec) {
+          a.retry.expires_after(accept_retry_delay);
+          a.retry.async_wait([this, &a](std::error_code wait_ec) {
+            if (!wait_ec) accept_next(a);
+          });
+          return;
+        }
+        const Admission admission = admit();
+        if (admission == Admission::refuse) {
+          std::error_code ignored;
+          socket.close(ignored);
+          return accept_next(a);
+        }
+        const bool busy = admission == Admission::busy;
+        // A Unix listener's peer is no IP endpoint: family 0.
+        transport::RawEndpoint peer;
+        transport::raw_endpoint(a.peer.data(), a.peer.size(), peer);
+        // Accepted on the loop that serves it: start at once.
+        if (&target == a.loop) {
+          start_server_handshake(*this, target, std::move(socket), peer, busy);
+          return accept_next(a);
+        }
+        asio::post(target.ctx, [this, &target, s = std::move(socket), peer, busy]() mutable {
+          if (stopping_) {
+            std::error_code ignored;
+            s.close(ignored);
+            return release_connection(busy);
+          }
+          start_server_handshake(*this, target, std::move(s), peer, busy);
+        });
+        accept_next(a);
+      });
 }
 
 ListenerImpl::Admission ListenerImpl::admit() noexcept {
@@ -577,6 +581,10 @@ std::shared_ptr<Session> ListenerImpl::adopt(AcceptedStream& a, const std::strin
   so.settings = session_settings_;
   so.deflate = a.deflate;
   so.extensions = a.extensions;
+  if (a.endpoints_read) {
+    so.local = &a.local;
+    so.remote = &a.remote;
+  }
   auto s = std::make_shared<Session>(a.loop->ctx.get_executor(), kind, protocol::Role::server);
   s->start_server(
       std::move(stream),

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -135,6 +136,44 @@ private:
   std::vector<std::shared_ptr<void>> released_;
   bool release_posted_ = false;
 };
+
+/// The loop services of `ctx` without Asio's lookup (a mutex and a walk of
+/// the context's service list, about 330 instructions, several times per
+/// connection): each thread remembers the context it asked for last and its
+/// services. Any LoopPoller or LoopTimers shutting down or destroyed (its
+/// context going) bumps a global epoch, which voids every thread's memory, so a later context
+/// at the same address never gets a stale service.
+namespace loop_tls {
+struct Services {
+  asio::execution_context* ctx = nullptr;
+  std::uint64_t epoch = 0;
+  LoopPoller* poller = nullptr;
+  LoopTimers* timers = nullptr;
+};
+inline thread_local Services services{};
+}  // namespace loop_tls
+inline std::atomic<std::uint64_t> loop_services_epoch{1};
+loop_tls::Services& loop_services_slow(asio::io_context& ctx) noexcept;
+DUPLEX_ALWAYS_INLINE inline loop_tls::Services& loop_services(asio::io_context& ctx) noexcept {
+  auto& s = loop_tls::services;
+  if (s.ctx == &ctx && s.epoch == loop_services_epoch.load(std::memory_order_relaxed)) [[likely]]
+    return s;
+  return loop_services_slow(ctx);
+}
+/// `ctx`'s LoopPoller (made on first use, as by asio::use_service).
+DUPLEX_ALWAYS_INLINE inline LoopPoller& loop_poller(asio::io_context& ctx) {
+  auto& s = loop_services(ctx);
+  if (s.poller == nullptr) [[unlikely]]
+    s.poller = &asio::use_service<LoopPoller>(ctx);
+  return *s.poller;
+}
+/// `ctx`'s LoopTimers (made on first use, as by asio::use_service).
+DUPLEX_ALWAYS_INLINE inline LoopTimers& loop_timers(asio::io_context& ctx) {
+  auto& s = loop_services(ctx);
+  if (s.timers == nullptr) [[unlikely]]
+    s.timers = &asio::use_service<LoopTimers>(ctx);
+  return *s.timers;
+}
 
 /// The library-wide io_context, run by a background thread started on first
 /// use and joined at exit.

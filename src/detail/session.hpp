@@ -105,6 +105,10 @@ struct ServerSessionOptions {
   std::string extensions;                          ///< negotiated extensions answer ("" if none)
   std::shared_ptr<const LoopSettings> settings;    ///< the listener's, shared
   std::optional<protocol::DeflateParams> deflate;  ///< negotiated permessage-deflate
+  /// The connection's IP endpoints as the listener read them (both set or
+  /// neither; null: the session reads them from the socket).
+  const transport::RawEndpoint* local = nullptr;
+  const transport::RawEndpoint* remote = nullptr;
 };
 
 enum class Phase : std::uint8_t { idle, connecting, open, closing, closed };

@@ -30,6 +30,7 @@
 
 #include "detail/session.hpp"
 #include "listener/listener_counters.hpp"
+#include "transport/unix_socket.hpp"
 
 namespace duplex::detail {
 
@@ -101,6 +102,10 @@ struct AcceptedStream {
   /// permessage-deflate as answered in the 101 (none: uncompressed).
   std::optional<protocol::DeflateParams> deflate;
   std::string extensions;  ///< the 101's Sec-WebSocket-Extensions ("" if none)
+  /// The IP endpoints the handshake read (endpoints_read: both), given to
+  /// the session so that it reads none again.
+  transport::RawEndpoint local, remote;
+  bool endpoints_read = false;
 };
 
 /// A connection handed over, while the connection_received event runs.
@@ -266,6 +271,7 @@ private:
     asio::ip::tcp::acceptor socket;
     asio::steady_timer retry;
     HostEndpoint endpoint;
+    asio::ip::tcp::endpoint peer;  ///< the pending accept's client address
   };
 
   void start_loops();
@@ -323,9 +329,11 @@ public:
 };
 
 /// Starts the opening handshake of an accepted socket on `loop` (listener/server_handshake.cpp).
-/// `busy`: over max_connections, answer 503 once the request is read.
+/// `peer`: the client's IP endpoint as accepted (family 0: read from the
+/// socket when needed). `busy`: over max_connections, answer 503 once the
+/// request is read.
 void start_server_handshake(ListenerImpl& listener, ListenerLoop& loop, transport::TcpSocket socket,
-                            bool busy);
+                            const transport::RawEndpoint& peer, bool busy);
 /// The same for a connection the application accepted and read `request`
 /// from (`rest`: bytes read past it): validation, hooks and the answer, as
 /// for start_server_handshake once the request is parsed. With `tls`, the

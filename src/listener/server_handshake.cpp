@@ -107,6 +107,9 @@ public:
     process(buf_, 0);
   }
 
+  /// The client's endpoint as accepted (family 0: unknown).
+  void set_peer(const transport::RawEndpoint& peer) noexcept { remote_ = peer; }
+
   void expire() noexcept override {
     loop_.handshakes.remove(*this);
     close();
@@ -246,8 +249,7 @@ private:
     // RFC 6455 4.1: base64 of 16 bytes (validate_client_request checked it).
     std::array<char, 24> key{};
     hs.key.copy(key.data(), key.size());
-    request_.remote_address = transport::host_endpoint(socket(), false);
-    request_.local_address = transport::host_endpoint(socket(), true);
+    read_endpoints(request_.remote_address, request_.local_address);
     request_.secure = tls_ != nullptr;
     if (tls_)
       request_.client_certificate_subject =
@@ -338,8 +340,7 @@ private:
   void answer_http() {
     http_->body.assign(buf_.data() + body_begin_, body_end_ - body_begin_);
     std::string().swap(buf_);
-    http_->remote_address = transport::host_endpoint(socket(), false);
-    http_->local_address = transport::host_endpoint(socket(), true);
+    read_endpoints(http_->remote_address, http_->local_address);
     http_->secure = tls_ != nullptr;
     if (tls_)
       http_->client_certificate_subject =
@@ -440,6 +441,22 @@ private:
                          });
   }
 
+  // The request's endpoints, each read once (the peer's by the accept, if
+  // it gave an IP one): kept raw for the session too (a Unix socket's paths
+  // are read as strings; the session then reads its own).
+  void read_endpoints(HostEndpoint& remote, HostEndpoint& local) {
+    const int fd = socket().native_handle();
+    endpoints_read_ = (remote_.family != 0 || transport::raw_endpoint(fd, false, remote_)) &&
+                      transport::raw_endpoint(fd, true, local_);
+    if (endpoints_read_) {
+      remote = transport::to_host_endpoint(remote_);
+      local = transport::to_host_endpoint(local_);
+    } else {
+      remote = transport::host_endpoint(socket(), false);
+      local = transport::host_endpoint(socket(), true);
+    }
+  }
+
   void hand_over() {
     if (listener_.stopping()) {
       // The client has its 101 and the listener is going away: end the
@@ -460,6 +477,11 @@ private:
     accepted.leftover = std::move(leftover_);
     accepted.deflate = deflate_;
     accepted.extensions = std::move(extensions_);
+    if (endpoints_read_) {
+      accepted.local = local_;
+      accepted.remote = remote_;
+      accepted.endpoints_read = true;
+    }
     // The connection's slot moves to `accepted` (then to the session).
     handed_over_ = true;
     std::string().swap(response_);
@@ -479,6 +501,8 @@ private:
   protocol::HttpRequest parsed_;  ///< the request as parsed (its storage: a spare request's)
   std::optional<protocol::DeflateParams> deflate_;  ///< agreed permessage-deflate
   std::string extensions_;                          ///< the 101's extensions answer
+  transport::RawEndpoint local_, remote_;           ///< read by read_endpoints()
+  bool endpoints_read_ = false;                     ///< both IP endpoints are in local_, remote_
   ListenerSocketType socket_type_ = ListenerSocketType::message_websocket;
   std::string response_;
   std::string leftover_;
@@ -526,8 +550,10 @@ void HandshakeList::remove(HandshakeEntry& e) noexcept {
 }
 
 void start_server_handshake(ListenerImpl& listener, ListenerLoop& loop, transport::TcpSocket socket,
-                            bool busy) {
-  std::make_shared<ServerHandshake>(listener, loop, std::move(socket), busy)->start();
+                            const transport::RawEndpoint& peer, bool busy) {
+  auto h = std::make_shared<ServerHandshake>(listener, loop, std::move(socket), busy);
+  h->set_peer(peer);
+  h->start();
 }
 
 void start_adopted_handshake(ListenerImpl& listener, ListenerLoop& loop,

@@ -114,6 +114,17 @@ bool raw_endpoint(int fd, bool local, RawEndpoint& out) {
   return read_address(fd, local, ss, len) && to_raw(ss, out);
 }
 
+bool raw_endpoint(const sockaddr* addr, std::size_t len, RawEndpoint& out) {
+  out = {};
+  const std::size_t need = addr->sa_family == AF_INET    ? sizeof(sockaddr_in)
+                           : addr->sa_family == AF_INET6 ? sizeof(sockaddr_in6)
+                                                         : 0;
+  if (need == 0 || len < need) return false;
+  sockaddr_storage ss{};
+  std::memcpy(&ss, addr, need);
+  return to_raw(ss, out);
+}
+
 HostEndpoint to_host_endpoint(const RawEndpoint& e) {
   if (e.family == 4) {
     // Dotted decimal by hand: glibc's inet_ntop formats each byte with

@@ -14,10 +14,13 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <system_error>
+
+#include <sys/socket.h>
 
 #include <duplex/websocket_control.hpp>
 
@@ -64,6 +67,10 @@ struct RawEndpoint {
 /// False when it is not an IP endpoint (a Unix socket: use host_endpoint)
 /// or cannot be read (`out` is then {}, as host_endpoint's {"", 0}).
 bool raw_endpoint(int fd, bool local, RawEndpoint& out);
+
+/// The IP endpoint in `addr` (`len` bytes, as accept() returned it) into
+/// `out`; false for another family (AF_UNIX) or a short address.
+bool raw_endpoint(const sockaddr* addr, std::size_t len, RawEndpoint& out);
 
 /// `e` as host_endpoint() reports it: numeric address and port; {"", 0} for
 /// family 0.

@@ -362,6 +362,55 @@ TEST(ListenerHandshake, ListensOnIpv6Loopback) {
   EXPECT_EQ(status_line(c4.read_response()), "HTTP/1.1 101 Switching Protocols");
 }
 
+// The request's endpoints and the accepted socket's information agree with
+// the client's own view, over IPv4 and IPv6 (the listener reads each once and
+// hands them to the session raw).
+TEST(ListenerHandshake, RequestAndSocketReportTheClientsEndpoints) {
+  struct Seen {
+    duplex::HostEndpoint request_remote, request_local, socket_remote, socket_local;
+  };
+  const auto check = [](const char* host) {
+    WebSocketListener listener(small_options());
+    std::promise<Seen> seen;
+    listener.connection_received([&](duplex::WebSocketListenerConnectionReceivedEventArgs& args) {
+      auto ws = args.take_message_websocket();
+      const auto info = ws.information();
+      seen.set_value({args.request().remote_address, args.request().local_address,
+                      info.remote_address(), info.local_address()});
+    });
+    try {
+      listener.listen(host, 0);
+    } catch (const std::system_error&) {
+      return false;  // no such loopback here
+    }
+    RawClient c;
+    EXPECT_TRUE(c.connect(listener.local_port(), host));
+    EXPECT_TRUE(c.send(upgrade_request()));
+    EXPECT_EQ(status_line(c.read_response()), "HTTP/1.1 101 Switching Protocols");
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    EXPECT_EQ(::getsockname(c.fd(), reinterpret_cast<sockaddr*>(&ss), &len), 0);
+    const auto client_port =
+        ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<const sockaddr_in6&>(ss).sin6_port
+                                       : reinterpret_cast<const sockaddr_in&>(ss).sin_port);
+    auto fut = seen.get_future();
+    EXPECT_EQ(fut.wait_for(3s), std::future_status::ready);
+    const auto s = fut.get();
+    EXPECT_EQ(s.request_remote.host, host);
+    EXPECT_EQ(s.request_remote.port, client_port);
+    EXPECT_EQ(s.request_local.host, host);
+    EXPECT_EQ(s.request_local.port, listener.local_port());
+    EXPECT_EQ(s.socket_remote.host, host);
+    EXPECT_EQ(s.socket_remote.port, client_port);
+    EXPECT_EQ(s.socket_local.host, host);
+    EXPECT_EQ(s.socket_local.port, listener.local_port());
+    listener.stop(1s);
+    return true;
+  };
+  EXPECT_TRUE(check("127.0.0.1"));
+  if (!check("::1")) GTEST_SKIP() << "no IPv6 loopback on this machine (IPv4 checked)";
+}
+
 TEST(ListenerHandshake, OptionsAreChecked) {
   auto expect_invalid = [](WebSocketListenerOptions o, const char* field) {
     try {
