@@ -434,16 +434,53 @@ void Session::read(std::span<std::byte> buffer, CancellationToken ct, Completion
 
 // --- connect ---------------------------------------------------------------------------------
 
-protocol::ConnectionConfig Session::connection_config(protocol::Role role) const {
+namespace {
+
+protocol::ConnectionConfig make_connection_config(const LoopSettings& s, Session::Kind kind,
+                                                  protocol::Role role) {
   protocol::ConnectionConfig cc;
   cc.role = role;
-  cc.max_message_size =
-      kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : cfg_->max_message_size;
-  cc.partial_messages =
-      kind_ == Kind::stream || cfg_->receive_mode == MessageWebSocketReceiveMode::partial_message;
+  const bool stream = kind == Session::Kind::stream;
+  cc.max_message_size = stream ? protocol::ConnectionConfig::unlimited : s.max_message_size;
+  cc.partial_messages = stream || s.receive_mode == MessageWebSocketReceiveMode::partial_message;
   // A stream hands out what arrived at once (read_async takes any amount).
-  cc.partial_message_threshold = kind_ == Kind::stream ? 1 : cfg_->partial_message_threshold;
+  cc.partial_message_threshold = stream ? 1 : s.partial_message_threshold;
   return cc;
+}
+
+}  // namespace
+
+void LoopSettings::share(protocol::Role role) {
+  message_connection = make_connection_config(*this, Session::Kind::message, role);
+}
+
+protocol::ConnectionConfig Session::connection_config(protocol::Role role) const {
+  return make_connection_config(*cfg_, kind_, role);
+}
+
+void Session::make_connection(protocol::Role role,
+                              const std::optional<protocol::DeflateParams>& deflate) {
+  if (!deflate) {
+    // A stream's settings depend on nothing else (trivially destructible, so
+    // usable until the process ends); a message socket's are its loop
+    // settings' when share() derived them.
+    static_assert(std::is_trivially_destructible_v<protocol::ConnectionConfig>);
+    static const protocol::ConnectionConfig streams[2] = {
+        make_connection_config({}, Kind::stream, protocol::Role::client),
+        make_connection_config({}, Kind::stream, protocol::Role::server)};
+    const protocol::ConnectionConfig* shared = nullptr;
+    if (kind_ == Kind::stream)
+      shared = &streams[role == protocol::Role::server ? 1 : 0];
+    else if (cfg_->message_connection && cfg_->message_connection->role == role)
+      shared = &*cfg_->message_connection;
+    if (shared) {
+      conn_.emplace(protocol::Connection::sharing(*shared));
+      return;
+    }
+  }
+  auto cc = connection_config(role);
+  cc.deflate = deflate;
+  conn_.emplace(std::move(cc));
 }
 
 void Session::become_open(std::span<const std::byte> leftover) {
@@ -490,9 +527,7 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
     std::lock_guard lock(config_mutex_);
     cfg_ = o.settings ? o.settings : default_settings();
   }
-  auto cc = connection_config(protocol::Role::server);
-  cc.deflate = o.deflate;
-  conn_.emplace(cc);
+  make_connection(protocol::Role::server, o.deflate);
   std::error_code ignored;
   stream.socket().set_option(asio::ip::tcp::no_delay(cfg_->no_delay), ignored);
   {
