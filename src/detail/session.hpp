@@ -603,11 +603,16 @@ private:
   Clock::time_point connect_deadline_ = Clock::time_point::max();
   Clock::time_point write_deadline_ = Clock::time_point::max();
   Clock::time_point read_deadline_ = Clock::time_point::max();
-  Clock::time_point ping_due_ = Clock::time_point::max();
-  Clock::time_point pong_deadline_ = Clock::time_point::max();
-  Clock::time_point unsolicited_pong_due_ = Clock::time_point::max();
   Clock::time_point close_deadline_ = Clock::time_point::max();
-  Clock::time_point ping_sent_at_{};
+  // Keep-alive [loop]: made at open when keep_alive_interval or
+  // unsolicited_pong_interval is set (null otherwise).
+  struct KeepAlive {
+    Clock::time_point ping_due = Clock::time_point::max();
+    Clock::time_point pong_deadline = Clock::time_point::max();
+    Clock::time_point unsolicited_pong_due = Clock::time_point::max();
+    Clock::time_point ping_sent_at{};
+  };
+  std::unique_ptr<KeepAlive> keep_alive_;
 
   // Statistics (written on the loop, read anywhere).
   struct AtomicStats {
