@@ -434,16 +434,53 @@ void Session::read(std::span<std::byte> buffer, CancellationToken ct, Completion
 
 // --- connect ---------------------------------------------------------------------------------
 
-protocol::ConnectionConfig Session::connection_config(protocol::Role role) const {
+namespace {
+
+protocol::ConnectionConfig make_connection_config(const LoopSettings& s, Session::Kind kind,
+                                                  protocol::Role role) {
   protocol::ConnectionConfig cc;
   cc.role = role;
-  cc.max_message_size =
-      kind_ == Kind::stream ? protocol::ConnectionConfig::unlimited : cfg_->max_message_size;
-  cc.partial_messages =
-      kind_ == Kind::stream || cfg_->receive_mode == MessageWebSocketReceiveMode::partial_message;
+  const bool stream = kind == Session::Kind::stream;
+  cc.max_message_size = stream ? protocol::ConnectionConfig::unlimited : s.max_message_size;
+  cc.partial_messages = stream || s.receive_mode == MessageWebSocketReceiveMode::partial_message;
   // A stream hands out what arrived at once (read_async takes any amount).
-  cc.partial_message_threshold = kind_ == Kind::stream ? 1 : cfg_->partial_message_threshold;
+  cc.partial_message_threshold = stream ? 1 : s.partial_message_threshold;
   return cc;
+}
+
+}  // namespace
+
+void LoopSettings::share(protocol::Role role) {
+  message_connection = make_connection_config(*this, Session::Kind::message, role);
+}
+
+protocol::ConnectionConfig Session::connection_config(protocol::Role role) const {
+  return make_connection_config(*cfg_, kind_, role);
+}
+
+void Session::make_connection(protocol::Role role,
+                              const std::optional<protocol::DeflateParams>& deflate) {
+  if (!deflate) {
+    // A stream's settings depend on nothing else (trivially destructible, so
+    // usable until the process ends); a message socket's are its loop
+    // settings' when share() derived them.
+    static_assert(std::is_trivially_destructible_v<protocol::ConnectionConfig>);
+    static const protocol::ConnectionConfig streams[2] = {
+        make_connection_config({}, Kind::stream, protocol::Role::client),
+        make_connection_config({}, Kind::stream, protocol::Role::server)};
+    const protocol::ConnectionConfig* shared = nullptr;
+    if (kind_ == Kind::stream)
+      shared = &streams[role == protocol::Role::server ? 1 : 0];
+    else if (cfg_->message_connection && cfg_->message_connection->role == role)
+      shared = &*cfg_->message_connection;
+    if (shared) {
+      conn_.emplace(protocol::Connection::sharing(*shared));
+      return;
+    }
+  }
+  auto cc = connection_config(role);
+  cc.deflate = deflate;
+  conn_.emplace(std::move(cc));
 }
 
 void Session::become_open(std::span<const std::byte> leftover) {
@@ -457,10 +494,12 @@ void Session::become_open(std::span<const std::byte> leftover) {
   phase_ = Phase::open;
   const auto now = Clock::now();
   rate_window_start_ = now;
+  if (cfg_->keep_alive_interval.count() > 0 || cfg_->unsolicited_pong_interval.count() > 0)
+    keep_alive_ = std::make_unique<KeepAlive>();
   if (cfg_->keep_alive_interval.count() > 0)
-    set_deadline(ping_due_, now + cfg_->keep_alive_interval);
+    set_deadline(keep_alive_->ping_due, now + cfg_->keep_alive_interval);
   if (cfg_->unsolicited_pong_interval.count() > 0)
-    set_deadline(unsolicited_pong_due_, now + cfg_->unsolicited_pong_interval);
+    set_deadline(keep_alive_->unsolicited_pong_due, now + cfg_->unsolicited_pong_interval);
   complete(op, {});
   if (pending_close_) {
     // Asked for while connecting: the close frame is the first thing we send.
@@ -490,9 +529,7 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
     std::lock_guard lock(config_mutex_);
     cfg_ = o.settings ? o.settings : default_settings();
   }
-  auto cc = connection_config(protocol::Role::server);
-  cc.deflate = o.deflate;
-  conn_.emplace(cc);
+  make_connection(protocol::Role::server, o.deflate);
   std::error_code ignored;
   stream.socket().set_option(asio::ip::tcp::no_delay(cfg_->no_delay), ignored);
   {
@@ -1273,8 +1310,9 @@ void Session::finish(std::uint16_t code, std::string reason, std::error_code ec)
   phase_ = Phase::closed;
   close_transport();
   release_refs();  // the frames it referenced go back to their loop
-  connect_deadline_ = write_deadline_ = read_deadline_ = ping_due_ = pong_deadline_ =
-      unsolicited_pong_due_ = close_deadline_ = never;
+  connect_deadline_ = write_deadline_ = read_deadline_ = close_deadline_ = never;
+  if (keep_alive_)
+    keep_alive_->ping_due = keep_alive_->pong_deadline = keep_alive_->unsolicited_pong_due = never;
   // No deadline is left: a user's io_context need not wait for one (run()
   // returns once its last connection ended).
   loop_timers(ex_.context()).release(*this);
@@ -1438,15 +1476,16 @@ void Session::on_message(SocketMessageType type, std::span<const std::byte> data
 void Session::on_ping(std::span<const std::byte>) {}
 
 void Session::on_pong(std::span<const std::byte>) {
-  if (pong_deadline_ == never) return;
+  if (!keep_alive_ || keep_alive_->pong_deadline == never) return;
+  auto& ka = *keep_alive_;
   const auto now = Clock::now();
   {
     std::lock_guard lock(config_mutex_);
-    info_rest().rtt = std::chrono::duration_cast<std::chrono::microseconds>(now - ping_sent_at_);
+    info_rest().rtt = std::chrono::duration_cast<std::chrono::microseconds>(now - ka.ping_sent_at);
   }
-  pong_deadline_ = never;
+  ka.pong_deadline = never;
   if (cfg_->keep_alive_interval.count() > 0)
-    set_deadline(ping_due_, now + cfg_->keep_alive_interval);
+    set_deadline(ka.ping_due, now + cfg_->keep_alive_interval);
 }
 
 void Session::on_close(std::uint16_t code, std::string_view reason) {
@@ -1506,36 +1545,39 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
       fail(timed_out);
     }
   }
-  if (phase() == Phase::open) {
-    if (pong_deadline_ <= now) {
-      pong_deadline_ = never;
+  if (phase() == Phase::open && keep_alive_) {
+    auto& ka = *keep_alive_;
+    if (ka.pong_deadline <= now) {
+      ka.pong_deadline = never;
       if (activity_) {
         // Data arrived since the ping: the peer is alive, its pong may follow.
         activity_ = false;
-        ping_due_ = now + cfg_->keep_alive_interval;
+        ka.ping_due = now + cfg_->keep_alive_interval;
       } else {
         fail(make_error_code(error::dead_peer));
       }
     }
-    if (phase() == Phase::open && ping_due_ <= now) {
+    if (phase() == Phase::open && ka.ping_due <= now) {
       if (activity_) {
         activity_ = false;
-        ping_due_ = now + cfg_->keep_alive_interval;
+        ka.ping_due = now + cfg_->keep_alive_interval;
       } else {
-        ping_due_ = never;
-        ping_sent_at_ = now;
-        pong_deadline_ = now + cfg_->keep_alive_timeout;
+        ka.ping_due = never;
+        ka.ping_sent_at = now;
+        ka.pong_deadline = now + cfg_->keep_alive_timeout;
         if (!conn_->send_ping({})) schedule_flush();
       }
     }
-    if (phase() == Phase::open && unsolicited_pong_due_ <= now) {
+    if (phase() == Phase::open && ka.unsolicited_pong_due <= now) {
       // RFC 6455 5.5.3: an unsolicited pong is a heartbeat that needs no answer.
-      unsolicited_pong_due_ = now + cfg_->unsolicited_pong_interval;
+      ka.unsolicited_pong_due = now + cfg_->unsolicited_pong_interval;
       if (!conn_->send_pong({})) schedule_flush();
     }
   }
-  auto next = std::min({connect_deadline_, write_deadline_, read_deadline_, ping_due_,
-                        pong_deadline_, unsolicited_pong_due_, close_deadline_});
+  auto next = std::min({connect_deadline_, write_deadline_, read_deadline_, close_deadline_});
+  if (keep_alive_)
+    next = std::min({next, keep_alive_->ping_due, keep_alive_->pong_deadline,
+                     keep_alive_->unsolicited_pong_due});
   if (!sends_.empty()) next = std::min(next, sends_.front().deadline);
   if (phase() == Phase::closed && !connecting_) return never;
   return next;

@@ -22,7 +22,9 @@ void Session::do_connect(std::string uri, Op op) {
     state->config = *config_;
   }
   init_reconnect(uri, state->config);
-  cfg_ = std::make_shared<const LoopSettings>(state->config.loop);
+  auto settings = std::make_shared<LoopSettings>(state->config.loop);
+  settings->share(protocol::Role::client);
+  cfg_ = std::move(settings);
   if (detached_) return complete(op, make_error_code(error::operation_aborted));
   phase_ = Phase::connecting;
   connecting_ = std::move(state);
@@ -32,7 +34,7 @@ void Session::do_connect(std::string uri, Op op) {
     connecting_->proxy = transport::parse_proxy_uri(connecting_->config.proxy);
   connecting_->op = std::move(op);
   set_deadline(connect_deadline_, Clock::now() + cfg_->connect_timeout);
-  conn_.emplace(connection_config(protocol::Role::client));
+  make_connection(protocol::Role::client, std::nullopt);
   const auto& target = connecting_->proxy ? connecting_->proxy->host : connecting_->uri.host;
   const auto port = connecting_->proxy ? connecting_->proxy->port : connecting_->uri.port;
   connecting_->connector = std::make_shared<transport::Connector>(ex_);
@@ -227,11 +229,7 @@ void Session::on_response_bytes(std::error_code ec, std::size_t n) {
   if (auto dec = protocol::accept_deflate_response(result.extensions, connecting_->config.deflate,
                                                    deflate))
     return connect_failed(dec);
-  if (deflate) {
-    auto cc = conn_->config();
-    cc.deflate = deflate;
-    conn_.emplace(cc);
-  }
+  if (deflate) make_connection(protocol::Role::client, deflate);
   {
     std::lock_guard lock(config_mutex_);
     if (!result.protocol.empty() || !result.extensions.empty() || deflate) {

@@ -336,6 +336,7 @@ ListenerImpl::ListenerImpl(WebSocketListenerOptions options,
   ls->send_timeout = options_.send_timeout;
   ls->close_timeout = options_.close_timeout;
   ls->no_delay = options_.no_delay;
+  ls->share(protocol::Role::server);
   session_settings_ = std::move(ls);
   loops_.reserve(n);
   for (std::size_t i = 0; i < n; ++i) loops_.push_back(std::make_unique<ListenerLoop>(i));

@@ -70,6 +70,13 @@ struct LoopSettings {
   std::size_t partial_message_threshold =
       MessageWebSocketControl::default_partial_message_threshold;
   bool no_delay = true;
+  /// The protocol core's settings of the message connections that use these
+  /// settings, derived from the fields above by share(); their connections
+  /// reference it (no copy each). Empty: each connection has its own copy.
+  std::optional<protocol::ConnectionConfig> message_connection;
+  /// Derives message_connection for connections in `role` (once the fields
+  /// above are final).
+  void share(protocol::Role role);
 };
 
 /// Everything the controls set: the loop's settings, and what is only needed
@@ -323,6 +330,9 @@ private:
   void become_open(std::span<const std::byte> leftover);
   /// The protocol core's settings for this session's kind and cfg_.
   [[nodiscard]] protocol::ConnectionConfig connection_config(protocol::Role role) const;
+  /// Makes conn_ for `role` (with `deflate` when negotiated): it references
+  /// settings shared with other connections where it can.
+  void make_connection(protocol::Role role, const std::optional<protocol::DeflateParams>& deflate);
 
   // Data path [loop].
   /// True once a plain TCP or Unix connection is open: its descriptor left
@@ -597,11 +607,16 @@ private:
   Clock::time_point connect_deadline_ = Clock::time_point::max();
   Clock::time_point write_deadline_ = Clock::time_point::max();
   Clock::time_point read_deadline_ = Clock::time_point::max();
-  Clock::time_point ping_due_ = Clock::time_point::max();
-  Clock::time_point pong_deadline_ = Clock::time_point::max();
-  Clock::time_point unsolicited_pong_due_ = Clock::time_point::max();
   Clock::time_point close_deadline_ = Clock::time_point::max();
-  Clock::time_point ping_sent_at_{};
+  // Keep-alive [loop]: made at open when keep_alive_interval or
+  // unsolicited_pong_interval is set (null otherwise).
+  struct KeepAlive {
+    Clock::time_point ping_due = Clock::time_point::max();
+    Clock::time_point pong_deadline = Clock::time_point::max();
+    Clock::time_point unsolicited_pong_due = Clock::time_point::max();
+    Clock::time_point ping_sent_at{};
+  };
+  std::unique_ptr<KeepAlive> keep_alive_;
 
   // Statistics (written on the loop, read anywhere).
   struct AtomicStats {

@@ -295,11 +295,18 @@ std::byte* Connection::OutputBuffer::grow(std::size_t n) {
   return p;
 }
 
-Connection::Connection(ConnectionConfig config) : config_(config) {
-  if (config_.deflate) {
-    wr_deflate_ = DeflateEncoder(*config_.deflate, config_.role);
-    rd_deflate_ = DeflateDecoder(*config_.deflate, config_.role);
+Connection::Connection(ConnectionConfig config) : own_(std::make_unique<Own>()) {
+  own_->config = std::move(config);
+  config_ = &own_->config;
+  if (config_->deflate) {
+    own_->wr_deflate = DeflateEncoder(*config_->deflate, config_->role);
+    own_->rd_deflate = DeflateDecoder(*config_->deflate, config_->role);
   }
+}
+
+Connection Connection::sharing(const ConnectionConfig& config) {
+  if (config.deflate) return Connection(config);
+  return Connection(config, Shared{});
 }
 
 // --- Receiving ------------------------------------------------------------------
@@ -318,8 +325,8 @@ std::size_t Connection::read_header(const std::byte* p, std::size_t n, Header& h
     // RFC 6455 5.2: a reserved bit needs a negotiated extension that defines it;
     // RFC 7692 6: permessage-deflate sets RSV1 on the first frame of a data
     // message only.
-    const bool rsv1_ok = (config_.rsv1_allowed || config_.deflate) && (b0 & bits_rsv) == bit_rsv1 &&
-                         (op == op_text || op == op_binary);
+    const bool rsv1_ok = (config_->rsv1_allowed || config_->deflate) &&
+                         (b0 & bits_rsv) == bit_rsv1 && (op == op_text || op == op_binary);
     if (!rsv1_ok) {
       ec = make_error_code(error::reserved_bits);
       return 0;
@@ -351,7 +358,7 @@ std::size_t Connection::read_header(const std::byte* p, std::size_t n, Header& h
   const std::uint8_t b1 = u8(p[1]);
   const bool masked = (b1 & 0x80) != 0;
   // RFC 6455 5.1: a client masks every frame, a server masks none.
-  if (config_.role == Role::server) {
+  if (config_->role == Role::server) {
     if (!masked) {
       ec = make_error_code(error::unmasked_client_frame);
       return 0;
@@ -408,7 +415,7 @@ std::size_t Connection::read_header(const std::byte* p, std::size_t n, Header& h
   if (!control) {
     // Limits: fail with 1009 as soon as the declared length is too big.
     const std::uint64_t so_far = op == op_continuation ? rd_msg_size_ : 0;
-    if (len > config_.max_message_size - so_far) {
+    if (len > config_->max_message_size - so_far) {
       ec = make_error_code(error::message_too_big);
       return 0;
     }
@@ -455,8 +462,8 @@ void Connection::start_frame(const Header& h) noexcept {
 bool Connection::holdable(const Header& h, std::size_t avail) const noexcept {
   const std::uint8_t op = h.b0 & 0x0F;
   return (h.b0 & bit_fin) != 0 && (op == op_text || op == op_binary) &&
-         h.length >= hold_min_payload && !((h.b0 & bit_rsv1) != 0 && config_.deflate) &&
-         (!config_.partial_messages || avail < piece_threshold());
+         h.length >= hold_min_payload && !((h.b0 & bit_rsv1) != 0 && config_->deflate) &&
+         (!config_->partial_messages || avail < piece_threshold());
 }
 
 void Connection::fail(std::error_code ec, ConnectionHandler& handler) {
@@ -482,7 +489,7 @@ bool Connection::handle_control(std::span<const std::byte> payload, ConnectionHa
     case op_ping:
       // RFC 6455 5.5.2: answer a ping with a pong carrying the same payload,
       // unless a close was sent (5.5.1: no frames after a close).
-      if (config_.auto_pong && !close_sent_) {
+      if (config_->auto_pong && !close_sent_) {
         // RFC 6455 5.5.3: a pong may answer only the most recent of several
         // pings. While a write is in flight (the peer reads slower than we
         // send) a pong still last in the queue is replaced by the newer one,
@@ -534,12 +541,12 @@ Connection::ReceiveResult Connection::receive_holding(std::span<std::byte> data,
   std::byte* p = data.data();
   std::byte* const end = p + data.size();
   const SocketMessageType types[2] = {SocketMessageType::binary, SocketMessageType::utf8};
-  const bool server = config_.role == Role::server;
+  const bool server = config_->role == Role::server;
   const std::uint8_t mask_bit = server ? 0x80 : 0x00;
   const std::size_t small_header = server ? 6 : 2;
   // The largest payload the fast path takes: 7-bit lengths within the limit.
   const std::size_t fast_max =
-      config_.max_message_size < 125 ? static_cast<std::size_t>(config_.max_message_size) : 125;
+      config_->max_message_size < 125 ? static_cast<std::size_t>(config_->max_message_size) : 125;
 
   while (p != end) {
     // Fast path: whole unfragmented text or binary messages with a 7-bit
@@ -655,7 +662,7 @@ Connection::ReceiveResult Connection::receive_holding(std::span<std::byte> data,
     }
 
     const bool message_done = frame_done && rd_fin_;
-    if (rd_compressed_ && config_.deflate) {
+    if (rd_compressed_ && config_->deflate) {
       // RFC 7692 7.2.2: inflated (and UTF-8 checked) as it streams in.
       if (frame_done) rd_in_payload_ = false;
       if (!receive_deflated(std::span<const std::byte>(chunk, take), message_done, handler))
@@ -672,7 +679,7 @@ Connection::ReceiveResult Connection::receive_holding(std::span<std::byte> data,
       }
     }
     if (frame_done) rd_in_payload_ = false;
-    if (config_.partial_messages) {
+    if (config_->partial_messages) {
       if (message_done) ++stats_.messages_received;
       deliver_piece(std::span<const std::byte>(chunk, take), message_done, handler);
     } else if (message_done) {
@@ -727,7 +734,7 @@ bool Connection::direct_frame(std::uint8_t b0, std::span<const std::byte> payloa
   direct->header_size = 0;
   const std::size_t n = payload.size();
   // Only unmasked frames: a client's payload is masked as it is copied.
-  if (config_.role != Role::server || n < direct_min_payload) return false;
+  if (config_->role != Role::server || n < direct_min_payload) return false;
   std::byte* o = direct->header.data();
   o[0] = std::byte{b0};
   // RFC 6455 5.2: the minimal length encoding (n > 125 here).
@@ -754,7 +761,7 @@ void Connection::append_output(std::span<const std::byte> bytes) {
 
 void Connection::queue_frame(std::uint8_t b0, std::span<const std::byte> payload) {
   const std::size_t n = payload.size();
-  const bool mask = config_.role == Role::client;
+  const bool mask = config_->role == Role::client;
   std::size_t header = 2 + (mask ? 4 : 0);
   if (n > 0xFFFF)
     header += 8;
@@ -808,8 +815,8 @@ std::error_code Connection::send_message(SocketMessageType type, std::span<const
   const std::size_t n = payload.size();
   const auto b0 = static_cast<std::uint8_t>(bit_fin | (text ? op_text : op_binary));
   // permessage-deflate: compressed when asked and at least the threshold long.
-  const bool deflate = compress && wr_deflate_.should_compress(n);
-  const bool client = config_.role == Role::client;
+  const bool deflate = compress && own_ && own_->wr_deflate.should_compress(n);
+  const bool client = config_->role == Role::client;
   if (n <= 125 && !deflate && (!client || std::endian::native == std::endian::little)) {
     // The usual small message: a 2-byte header (6 with the client's mask); the
     // payload is copied, masked and checked for ASCII in one pass.
@@ -848,7 +855,7 @@ std::error_code Connection::send_message(SocketMessageType type, std::span<const
 std::error_code Connection::send_compressed_message(SocketMessageType type,
                                                     std::span<const std::byte> payload) {
   // RFC 6455 5.2: RSV1 only with an extension that defines it.
-  if (!config_.rsv1_allowed) return make_error_code(error::reserved_bits);
+  if (!config_->rsv1_allowed) return make_error_code(error::reserved_bits);
   if (auto ec = check_send_data()) return ec;
   const bool text = type == SocketMessageType::utf8;
   queue_frame(bit_fin | bit_rsv1 | (text ? op_text : op_binary), payload);
@@ -868,7 +875,8 @@ std::error_code Connection::send_fragment(SocketMessageType type,
     // RFC 7692 6: the first frame decides; a whole message in one piece
     // follows the size threshold like send_message.
     wr_deflating_ =
-        compress && (fin ? wr_deflate_.should_compress(payload.size()) : wr_deflate_.enabled());
+        compress && own_ &&
+        (fin ? own_->wr_deflate.should_compress(payload.size()) : own_->wr_deflate.enabled());
   }
   if (wr_text_) {
     // RFC 6455 5.6: text is UTF-8 across the whole message; a code point may be

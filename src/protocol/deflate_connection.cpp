@@ -57,10 +57,11 @@ bool Connection::receive_deflated(std::span<const std::byte> chunk, bool message
   // Nothing to inflate yet (a header at the end of a read).
   if (chunk.empty() && !message_done) return true;
   const SocketMessageType type = rd_text_ ? SocketMessageType::utf8 : SocketMessageType::binary;
-  const bool partial = config_.partial_messages;
+  const bool partial = config_->partial_messages;
   // The whole message is in this chunk, or (partial mode) nothing is gathered
   // for the next piece yet: inflate into the thread's buffer when it is free.
-  const bool transient = partial ? rd_message_.empty() : message_done && !rd_deflate_.in_message();
+  const bool transient =
+      partial ? rd_message_.empty() : message_done && !own_->rd_deflate.in_message();
   Scratch* scratch = nullptr;
   if (transient && !t_inflated.busy) {
     scratch = &t_inflated;
@@ -83,7 +84,7 @@ bool Connection::receive_deflated(std::span<const std::byte> chunk, bool message
     // RFC 6455 10.4: max_message_size bounds the inflated size, checked while
     // inflating, so a decompression bomb stops at the limit (1009).
     std::error_code ec =
-        rd_deflate_.inflate(chunk.subspan(at, n), last, out, config_.max_message_size);
+        own_->rd_deflate.inflate(chunk.subspan(at, n), last, out, config_->max_message_size);
     at += n;
     if (rd_text_) {
       // RFC 6455 8.1: the inflated text is UTF-8, checked as it streams so that
@@ -130,7 +131,7 @@ void Connection::send_deflated(std::uint8_t b0, std::span<const std::byte> paylo
   // No handler runs while compressing, so the buffer cannot be re-entered.
   Scratch& s = t_compressed;
   s.bytes.clear();
-  wr_deflate_.compress(payload, fin, s.bytes);
+  own_->wr_deflate.compress(payload, fin, s.bytes);
   // RFC 7692 6: RSV1 on the first frame of a compressed message only.
   const bool first = (b0 & opcode_mask) != 0;
   queue_frame(first ? static_cast<std::uint8_t>(b0 | bit_rsv1) : b0, s.bytes);

@@ -2,6 +2,7 @@
 #include "echo_service.hpp"
 
 #include <iostream>
+#include <optional>
 #include <utility>
 
 #include "common.hpp"
@@ -64,14 +65,14 @@ EchoServer::EchoServer(const EchoServerOptions& options) : shared_(std::make_sha
 
   listener_->connection_received([shared =
                                       shared_](WebSocketListenerConnectionReceivedEventArgs& args) {
-    auto socket = std::make_unique<MessageWebSocket>(args.take_message_websocket());
-    MessageWebSocket& ws = *socket;
+    MessageWebSocket* socket = nullptr;
     std::uint64_t id = 0;
     {
       std::lock_guard lock(shared->mutex);
       id = shared->next_id++;
-      shared->sockets.emplace(id, std::move(socket));
+      socket = &shared->sockets.emplace(id, args.take_message_websocket()).first->second;
     }
+    MessageWebSocket& ws = *socket;
     shared->connections.fetch_add(1, std::memory_order_relaxed);
     if (shared->metrics) shared->metrics->opened();
     if (shared->verbose) {
@@ -127,11 +128,12 @@ EchoServer::EchoServer(const EchoServerOptions& options) : shared_(std::make_sha
                       (err.empty() ? "" : " (" + err + ")"));
       }
       // The socket may be destroyed in its own handler (message_websocket.hpp).
-      std::unique_ptr<MessageWebSocket> gone;
+      // It is moved out and destroyed once the lock is released.
+      std::optional<MessageWebSocket> gone;
       std::lock_guard lock(shared->mutex);
       auto it = shared->sockets.find(id);
       if (it != shared->sockets.end()) {
-        gone = std::move(it->second);
+        gone.emplace(std::move(it->second));
         shared->sockets.erase(it);
       }
     });
@@ -155,7 +157,7 @@ std::size_t EchoServer::stop(std::chrono::milliseconds timeout) {
   const std::size_t cut = listener_->stop(timeout);
   listener_.reset();
   // The loops are stopped: the remaining sockets can go.
-  std::map<std::uint64_t, std::unique_ptr<MessageWebSocket>> rest;
+  std::map<std::uint64_t, MessageWebSocket> rest;
   {
     std::lock_guard lock(shared_->mutex);
     rest.swap(shared_->sockets);

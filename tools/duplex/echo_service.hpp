@@ -70,7 +70,7 @@ public:
 private:
   struct Shared {
     std::mutex mutex;
-    std::map<std::uint64_t, std::unique_ptr<MessageWebSocket>> sockets;
+    std::map<std::uint64_t, MessageWebSocket> sockets;  // in the node: no box each
     std::uint64_t next_id = 1;
     std::atomic<std::uint64_t> connections{0};
     std::atomic<std::uint64_t> messages{0};

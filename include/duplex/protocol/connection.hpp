@@ -123,7 +123,14 @@ public:
 
 class Connection {
 public:
+  /// A connection with its own copy of `config`.
   explicit Connection(ConnectionConfig config = {});
+  /// A connection that uses `config` in place, without a copy: settings
+  /// shared by many connections (e.g. all those of a listener). `config` must
+  /// outlive the connection and stay unchanged meanwhile. A config with
+  /// `deflate` set is copied as by the constructor (the coders' parameters
+  /// are each connection's own).
+  [[nodiscard]] static Connection sharing(const ConnectionConfig& config);
 
   // --- Receiving -------------------------------------------------------------
   /// Consumes all of `data` (bytes read from the peer), unmasking in place, and
@@ -245,8 +252,8 @@ public:
   [[nodiscard]] ConnectionState state() const noexcept { return state_; }
   [[nodiscard]] bool close_sent() const noexcept { return close_sent_; }
   [[nodiscard]] bool close_received() const noexcept { return close_received_; }
-  [[nodiscard]] Role role() const noexcept { return config_.role; }
-  [[nodiscard]] const ConnectionConfig& config() const noexcept { return config_; }
+  [[nodiscard]] Role role() const noexcept { return config_->role; }
+  [[nodiscard]] const ConnectionConfig& config() const noexcept { return *config_; }
   [[nodiscard]] const ConnectionStats& stats() const noexcept { return stats_; }
   /// During ConnectionHandler::on_message: true when the message's first frame
   /// had RSV1 (only possible with `rsv1_allowed` or `deflate`); without
@@ -303,7 +310,7 @@ private:
   bool handle_control(std::span<const std::byte> payload, ConnectionHandler& handler);
   void deliver_piece(std::span<const std::byte> bytes, bool last, ConnectionHandler& handler);
   [[nodiscard]] std::size_t piece_threshold() const noexcept {
-    return config_.partial_message_threshold != 0 ? config_.partial_message_threshold : 1;
+    return config_->partial_message_threshold != 0 ? config_->partial_message_threshold : 1;
   }
   void fail(std::error_code ec, ConnectionHandler& handler);
   void queue_frame(std::uint8_t b0, std::span<const std::byte> payload);
@@ -313,7 +320,20 @@ private:
                         ConnectionHandler& handler);
   void send_deflated(std::uint8_t b0, std::span<const std::byte> payload, bool fin);
 
-  ConnectionConfig config_;
+  /// What a connection owns beyond shared settings, made only when needed:
+  /// its own copy of the config (constructed with a value) and the
+  /// permessage-deflate coders (negotiated; no zlib state while idle without
+  /// context takeover).
+  struct Own {
+    ConnectionConfig config;
+    DeflateEncoder wr_deflate;
+    DeflateDecoder rd_deflate;
+  };
+  struct Shared {};
+  Connection(const ConnectionConfig& config, Shared) noexcept : config_(&config) {}
+
+  const ConnectionConfig* config_;  ///< shared, or own_->config
+  std::unique_ptr<Own> own_;
   ConnectionState state_ = ConnectionState::open;
   bool close_sent_ = false;
   bool close_received_ = false;
@@ -357,11 +377,6 @@ private:
   std::size_t wr_pong_at_ = 0;
   std::size_t wr_pong_end_ = 0;
   Utf8Validator wr_utf8_;
-
-  // permessage-deflate: compressor and decompressor (no zlib state while idle
-  // without context takeover).
-  DeflateEncoder wr_deflate_;
-  DeflateDecoder rd_deflate_;
 };
 
 }  // namespace duplex::protocol
