@@ -105,34 +105,12 @@ struct MaskKeyStore {
   return k;
 }
 
-// The OR of a small unmasked payload's bytes' top bits: zero when it is ASCII.
-// The client's receive (RFC 6455 5.1: a server's frames are not masked), where
-// unmask_small would XOR with zero and store every byte back.
-inline std::uint64_t high_bits_small(const std::byte* p, std::size_t n) noexcept {
-  std::uint64_t acc = 0;
-#if defined(__SSE2__)
-  if (n >= 16) {
-    __m128i acc128 = _mm_setzero_si128();
-    do {
-      acc128 = _mm_or_si128(acc128, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-      p += 16;
-      n -= 16;
-    } while (n >= 16);
-    acc = static_cast<std::uint64_t>(_mm_movemask_epi8(acc128));
-  }
-#endif
-  for (; n >= 8; n -= 8, p += 8) {
-    std::uint64_t w;
-    std::memcpy(&w, p, 8);
-    acc |= w & 0x8080808080808080ull;
-  }
-  for (; n != 0; --n, ++p) acc |= static_cast<std::uint8_t>(*p) & 0x80u;
-  return acc;
-}
-
-// Unmasks a small payload in place (key offset 0; k32 = 0 leaves it as is) and
-// returns the OR of its bytes' top bits: zero when the payload is ASCII.
-inline std::uint64_t unmask_small(std::byte* p, std::size_t n, std::uint32_t k32) noexcept {
+// A small payload's bytes' top bits ORed together (zero when it is ASCII),
+// unmasking it in place first (key offset 0) when `Unmask`. Without it (the
+// client's receive: RFC 6455 5.1, a server's frames are not masked) the bytes
+// are only read, not XORed with a zero key and stored back.
+template <bool Unmask>
+inline std::uint64_t scan_small(std::byte* p, std::size_t n, std::uint32_t k32) noexcept {
   const std::uint64_t k64 = (std::uint64_t{k32} << 32) | k32;
   std::uint64_t acc = 0;
 #if defined(__SSE2__)
@@ -140,8 +118,11 @@ inline std::uint64_t unmask_small(std::byte* p, std::size_t n, std::uint32_t k32
     const __m128i k128 = _mm_set1_epi32(static_cast<int>(k32));
     __m128i acc128 = _mm_setzero_si128();
     do {
-      __m128i v = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), k128);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(p), v);
+      __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      if constexpr (Unmask) {
+        v = _mm_xor_si128(v, k128);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p), v);
+      }
       acc128 = _mm_or_si128(acc128, v);
       p += 16;
       n -= 16;
@@ -152,15 +133,19 @@ inline std::uint64_t unmask_small(std::byte* p, std::size_t n, std::uint32_t k32
   for (; n >= 8; n -= 8, p += 8) {
     std::uint64_t w;
     std::memcpy(&w, p, 8);
-    w ^= k64;
-    std::memcpy(p, &w, 8);
+    if constexpr (Unmask) {
+      w ^= k64;
+      std::memcpy(p, &w, 8);
+    }
     acc |= w & 0x8080808080808080ull;
   }
   if (n >= 4) {
     std::uint32_t w;
     std::memcpy(&w, p, 4);
-    w ^= k32;
-    std::memcpy(p, &w, 4);
+    if constexpr (Unmask) {
+      w ^= k32;
+      std::memcpy(p, &w, 4);
+    }
     acc |= w & 0x80808080u;
     n -= 4;
     p += 4;
@@ -169,7 +154,7 @@ inline std::uint64_t unmask_small(std::byte* p, std::size_t n, std::uint32_t k32
   std::byte key[4];
   std::memcpy(key, &k32, 4);
   for (std::size_t i = 0; i < n; ++i) {
-    p[i] ^= key[i];
+    if constexpr (Unmask) p[i] ^= key[i];
     acc |= static_cast<std::uint8_t>(p[i]) & 0x80u;
   }
   return acc;
@@ -567,9 +552,9 @@ Connection::ReceiveResult Connection::receive_holding(std::span<std::byte> data,
         if (server) {
           std::uint32_t k32 = 0;
           std::memcpy(&k32, p + 2, 4);
-          high = unmask_small(payload, len, k32);
+          high = scan_small<true>(payload, len, k32);
         } else if (text) {
-          high = high_bits_small(payload, len);
+          high = scan_small<false>(payload, len, 0);
         }
         p = payload + len;
         ++stats_.frames_received;
