@@ -12,6 +12,8 @@
 #include <stdexcept>
 #include <system_error>
 
+#include <pthread.h>
+
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -85,8 +87,21 @@ struct MaskKeyStore {
   std::unique_ptr<unsigned char[]> keys;
 };
 
+// A child process of fork() drops the keys it inherited (at most the rest of
+// the forking thread's draw): else parent and child would mask with the same
+// keys. Other threads' cursors do not exist in the child.
+void drop_inherited_mask_keys() noexcept {
+  mask_cursor.next = mask_cursor.end;
+}
+
 // Draws more keys and takes the first.
 [[gnu::noinline, gnu::cold]] MaskKey refill_mask_keys() {
+  // Registered before the first keys are drawn, once per process.
+  static const bool fork_handler =
+      ::pthread_atfork(nullptr, nullptr, drop_inherited_mask_keys) == 0;
+  if (!fork_handler)
+    throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                            "pthread_atfork failed: masking keys could be shared with a child");
   unsigned char* dst = mask_cursor.single;
   std::size_t n = sizeof(mask_cursor.single);
   if (!mask_cursor.store_gone) {

@@ -11,6 +11,9 @@
 #include <set>
 #include <thread>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "protocol_test_util.hpp"
 
 namespace duplex::protocol {
@@ -311,6 +314,40 @@ TEST(ConnectionMasking, FramesFromALaterThreadLocalDestructorGetFreshKeys) {
   EXPECT_NE(keys[0], keys[1]);
   EXPECT_NE(keys[1], keys[2]);
   EXPECT_NE(keys[0], keys[2]);
+}
+
+// A child of fork() does not mask with the keys its parent drew and has not
+// used yet: the parent's next key and the child's first differ.
+TEST(ConnectionMasking, AForkedChildDrawsItsOwnKeys) {
+  const auto key_of_next_frame = [] {
+    Connection c(config(Role::client));
+    EXPECT_FALSE(c.send_message(SocketMessageType::binary, {}));
+    auto w = c.begin_write();
+    Bytes key(w.begin() + 2, w.end());
+    c.end_write();
+    return key;
+  };
+  (void)key_of_next_frame();  // this thread now holds a draw of unused keys
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(fds[0]);
+    const Bytes k = key_of_next_frame();
+    const bool ok = k.size() == 4 && ::write(fds[1], k.data(), 4) == 4;
+    ::_exit(ok ? 0 : 1);
+  }
+  ::close(fds[1]);
+  const Bytes parent = key_of_next_frame();
+  Bytes from_child(4);
+  const auto n = ::read(fds[0], from_child.data(), 4);
+  ::close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(n, 4);
+  EXPECT_NE(from_child, parent);
 }
 
 TEST(ConnectionMasking, ServerSendsUnmaskedFrames) {
