@@ -73,13 +73,11 @@ milliseconds ReconnectBackoff::next(std::size_t attempt) {
 // --- events ------------------------------------------------------------------------------------
 
 EventToken Session::add_reconnecting_handler(ReconnectingFn f) {
-  if (!f) throw std::invalid_argument("reconnecting: handler must not be empty");
-  return add_handler(Event::reconnecting, std::make_shared<const ReconnectingFn>(std::move(f)));
+  return add_handler(Event::reconnecting, "reconnecting", std::move(f));
 }
 
 EventToken Session::add_reconnected_handler(ReconnectedFn f) {
-  if (!f) throw std::invalid_argument("reconnected: handler must not be empty");
-  return add_handler(Event::reconnected, std::make_shared<const ReconnectedFn>(std::move(f)));
+  return add_handler(Event::reconnected, "reconnected", std::move(f));
 }
 
 // Raises one event to its handlers (under the event lock), as raise_closed

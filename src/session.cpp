@@ -263,7 +263,7 @@ EventToken Session::add_message_handler(MessageFn f) {
   message_handlers_.emplace_back(id, std::make_shared<const MessageFn>(std::move(f)));
   return EventToken{id};
 }
-EventToken Session::add_handler(Event event, std::shared_ptr<const void> fn) {
+EventToken Session::add_handler_entry(Event event, std::shared_ptr<const void> fn) {
   const bool walking = events_mutex_.held_here();
   EventMutex::Guard lock(events_mutex_);
   // Outside an event nobody walks the list: entries revoked during one go.
@@ -277,21 +277,16 @@ bool Session::has_handlers(Event event) const noexcept {
                      [&](const Handler& h) { return h.event() == event && h.fn; });
 }
 EventToken Session::add_closed_handler(ClosedFn f) {
-  if (!f) throw std::invalid_argument("closed: handler must not be empty");
-  return add_handler(Event::closed, std::make_shared<const ClosedFn>(std::move(f)));
+  return add_handler(Event::closed, "closed", std::move(f));
 }
 EventToken Session::add_closed_handler(MessageClosedFn f) {
-  if (!f) throw std::invalid_argument("closed: handler must not be empty");
-  return add_handler(Event::message_closed, std::make_shared<const MessageClosedFn>(std::move(f)));
+  return add_handler(Event::message_closed, "closed", std::move(f));
 }
 EventToken Session::add_closed_handler(StreamClosedFn f) {
-  if (!f) throw std::invalid_argument("closed: handler must not be empty");
-  return add_handler(Event::stream_closed, std::make_shared<const StreamClosedFn>(std::move(f)));
+  return add_handler(Event::stream_closed, "closed", std::move(f));
 }
 EventToken Session::add_validation_handler(ValidationFn f) {
-  if (!f)
-    throw std::invalid_argument("server_custom_validation_requested: handler must not be empty");
-  return add_handler(Event::validation, std::make_shared<const ValidationFn>(std::move(f)));
+  return add_handler(Event::validation, "server_custom_validation_requested", std::move(f));
 }
 void Session::remove_handler(EventToken t) noexcept {
   // Inside an event of this socket a list may be being walked: the entry is

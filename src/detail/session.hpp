@@ -18,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -485,7 +486,14 @@ private:
     std::shared_ptr<const void> fn;
   };
   std::vector<Handler> handlers_;
-  EventToken add_handler(Event event, std::shared_ptr<const void> fn);
+  /// Adds `f` for `event`. Throws std::invalid_argument for an empty `f`,
+  /// naming the event as `what`.
+  template <class Fn>
+  EventToken add_handler(Event event, const char* what, Fn f) {
+    if (!f) throw std::invalid_argument(std::string(what) + ": handler must not be empty");
+    return add_handler_entry(event, std::make_shared<const Fn>(std::move(f)));
+  }
+  EventToken add_handler_entry(Event event, std::shared_ptr<const void> fn);
   /// Calls f(fn) for each handler of `event` as its type Fn, in order, until
   /// the socket is detached (events_mutex_ held).
   template <class Fn, class F>
