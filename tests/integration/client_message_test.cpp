@@ -13,6 +13,8 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <stdexcept>
+#include <string>
 
 #include <duplex/message_websocket.hpp>
 
@@ -443,6 +445,30 @@ TEST_F(ClientMessage, AClosedHandlerRevokingItselfSkipsNoOtherHandler) {
   ws.close();
   ASSERT_TRUE(last.wait());
   EXPECT_EQ(ran, (std::vector<int>{2, 3}));
+}
+
+TEST_F(ClientMessage, EmptyHandlersAreRefusedNamingTheirEvent) {
+  MessageWebSocket ws;
+  const auto refused = [](auto&& add, const std::string& text) {
+    try {
+      add();
+      ADD_FAILURE() << "no exception for: " << text;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_EQ(std::string(e.what()), text);
+    }
+  };
+  refused([&] { ws.closed(MessageWebSocket::ClosedHandler{}); },
+          "closed: handler must not be empty");
+  refused([&] { ws.reconnecting(MessageWebSocket::ReconnectingHandler{}); },
+          "reconnecting: handler must not be empty");
+  refused([&] { ws.reconnected(MessageWebSocket::ReconnectedHandler{}); },
+          "reconnected: handler must not be empty");
+  refused(
+      [&] {
+        ws.server_custom_validation_requested(
+            MessageWebSocket::ServerCustomValidationRequestedHandler{});
+      },
+      "server_custom_validation_requested: handler must not be empty");
 }
 
 TEST_F(ClientMessage, DestroyingCompletesPendingOperationsAsAborted) {
