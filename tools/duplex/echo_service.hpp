@@ -5,7 +5,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <map>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -70,8 +70,13 @@ public:
 private:
   struct Shared {
     std::mutex mutex;
-    std::map<std::uint64_t, MessageWebSocket> sockets;  // in the node: no box each
-    std::uint64_t next_id = 1;
+    // The open sockets, each in a slot of its own (16 B: no node, no box),
+    // found by its slot number; a deque never moves its elements, so a
+    // socket stays where its handlers' owner pointer says while others come
+    // and go. A closed socket's slot is reused by the next connection.
+    std::deque<MessageWebSocket> sockets;
+    std::vector<std::uint32_t> free_slots;
+    std::uint32_t next_id = 1;  ///< for the log (32 bits: the handlers stay small)
     std::atomic<std::uint64_t> connections{0};
     std::atomic<std::uint64_t> messages{0};
     std::atomic<std::uint64_t> bytes{0};
