@@ -257,24 +257,12 @@ void Session::set_endpoints(transport::TcpSocket& socket) {
 // --- events --------------------------------------------------------------------------------
 
 EventToken Session::add_message_handler(MessageFn f) {
-  if (!f) throw std::invalid_argument("message_received: handler must not be empty");
-  EventMutex::Guard lock(events_mutex_);
-  auto id = next_token_++;
-  message_handlers_.emplace_back(id, std::make_shared<const MessageFn>(std::move(f)));
-  return EventToken{id};
-}
-EventToken Session::add_handler_entry(Event event, std::shared_ptr<const void> fn) {
-  const bool walking = events_mutex_.held_here();
-  EventMutex::Guard lock(events_mutex_);
-  // Outside an event nobody walks the list: entries revoked during one go.
-  if (!walking) std::erase_if(handlers_, [](const Handler& h) { return !h.fn; });
-  const auto id = next_token_++;
-  handlers_.push_back(Handler{id << 8 | static_cast<std::uint64_t>(event), std::move(fn)});
-  return EventToken{id};
+  return add_handler(Event::message, "message_received", std::move(f));
 }
 bool Session::has_handlers(Event event) const noexcept {
-  return std::any_of(handlers_.begin(), handlers_.end(),
-                     [&](const Handler& h) { return h.event() == event && h.fn; });
+  for (auto* h = events_mutex_.head(other_list); h != nullptr; h = h->next)
+    if (h->event == static_cast<std::uint8_t>(event) && !h->revoked) return true;
+  return false;
 }
 EventToken Session::add_closed_handler(ClosedFn f) {
   return add_handler(Event::closed, "closed", std::move(f));
@@ -289,20 +277,14 @@ EventToken Session::add_validation_handler(ValidationFn f) {
   return add_handler(Event::validation, "server_custom_validation_requested", std::move(f));
 }
 void Session::remove_handler(EventToken t) noexcept {
-  // Inside an event of this socket a list may be being walked: the entry is
-  // emptied rather than erased, so no handler after it is skipped.
-  const bool walking = events_mutex_.held_here();
+  // Marked, not destroyed: the handler may be the one running, or a list may
+  // be being walked on this thread (no handler after it is skipped). The
+  // outermost guard unlinks it.
   EventMutex::Guard lock(events_mutex_);
-  // Retired, not destroyed: the handler may be the one running.
-  std::erase_if(message_handlers_, [&](auto& p) {
-    if (p.first != t.value) return false;
-    events_mutex_.retire(std::move(p.second));
-    return true;
-  });
-  for (auto& h : handlers_) {
-    if (h.id() == t.value && h.fn) events_mutex_.retire(std::move(h.fn));
+  for (std::size_t i = 0; i < EventMutex::list_count; ++i) {
+    for (auto* h = events_mutex_.head(i); h != nullptr; h = h->next)
+      if (h->id == t.value && !h->revoked) return events_mutex_.revoke(*h);
   }
-  if (!walking) std::erase_if(handlers_, [](const Handler& h) { return !h.fn; });
 }
 void Session::set_owner(void* owner) noexcept {
   EventMutex::Guard lock(events_mutex_);
@@ -314,10 +296,10 @@ void Session::detach() noexcept {
     EventMutex::Guard lock(events_mutex_);
     detached_ = true;
     owner_ = nullptr;
-    for (auto& p : message_handlers_) events_mutex_.retire(std::move(p.second));
-    message_handlers_.clear();
-    for (auto& h : handlers_) events_mutex_.retire(std::move(h.fn));
-    handlers_.clear();
+    for (std::size_t i = 0; i < EventMutex::list_count; ++i) {
+      for (auto* h = events_mutex_.head(i); h != nullptr; h = h->next)
+        if (!h->revoked) events_mutex_.revoke(*h);
+    }
   }
   try {
     run_on_loop([this] {
@@ -340,16 +322,17 @@ void Session::raise_closed(std::uint16_t code, const std::string& reason, std::e
   WebSocketClosedEventArgs args(code, reason, ec);
   EventLoopScope scope;
   // One walk for the three forms, so handlers run in the order they were added.
-  for (std::size_t i = 0; i < handlers_.size() && !detached_; ++i) {
-    const void* fn = handlers_[i].fn.get();
-    if (!fn) continue;
-    switch (handlers_[i].event()) {
-      case Event::closed: (*static_cast<const ClosedFn*>(fn))(owner_, args); break;
+  for (auto* h = events_mutex_.head(other_list); h != nullptr && !detached_; h = h->next) {
+    if (h->revoked) continue;
+    switch (static_cast<Event>(h->event)) {
+      case Event::closed: static_cast<const HandlerOf<ClosedFn>*>(h)->fn(owner_, args); break;
       case Event::message_closed:
-        (*static_cast<const MessageClosedFn*>(fn))(*static_cast<MessageWebSocket*>(owner_), args);
+        static_cast<const HandlerOf<MessageClosedFn>*>(h)->fn(
+            *static_cast<MessageWebSocket*>(owner_), args);
         break;
       case Event::stream_closed:
-        (*static_cast<const StreamClosedFn*>(fn))(*static_cast<StreamWebSocket*>(owner_), args);
+        static_cast<const HandlerOf<StreamClosedFn>*>(h)->fn(*static_cast<StreamWebSocket*>(owner_),
+                                                             args);
         break;
       default: break;
     }
@@ -1459,8 +1442,10 @@ void Session::on_message(SocketMessageType type, std::span<const std::byte> data
   const auto raise = [&] {
     if (detached_) return;
     MessageWebSocketMessageReceivedEventArgs args(type, data, complete_);
-    for (std::size_t i = 0; i < message_handlers_.size() && !detached_; ++i)
-      (*message_handlers_[i].second)(*static_cast<MessageWebSocket*>(owner_), args);
+    for (auto* h = events_mutex_.head(message_list); h != nullptr && !detached_; h = h->next)
+      if (!h->revoked)
+        static_cast<const HandlerOf<MessageFn>*>(h)->fn(*static_cast<MessageWebSocket*>(owner_),
+                                                        args);
   };
   if (dispatching_) return raise();  // process() holds the event lock
   EventMutex::DispatchGuard lock(events_mutex_);

@@ -1,4 +1,5 @@
-// detail/event_mutex.hpp: the lock of one socket's event handlers.
+// detail/event_mutex.hpp: the lock of one socket's event handlers, and their
+// lists.
 //
 // Events are raised on the socket's loop thread, once per message on the hot
 // path; the handler lists and the owner change rarely, from any thread. So the
@@ -11,17 +12,21 @@
 //
 // A handler may call back into its own socket (register, revoke, move or
 // destroy it): the thread raising the event re-enters without locking (a
-// per-thread list records the event locks this thread holds). A handler
-// removed while the lock is held may be the one running: `retire` keeps it
-// alive until the outermost guard releases the lock.
+// per-thread list records the event locks this thread holds). So a handler
+// may be revoked while a list is being walked, possibly the one running: a
+// revoke only marks it, the walk skips it (and no other), and the outermost
+// guard takes the marked handlers out of their lists when it releases the
+// lock, destroying them once it is released (their destructors may lock again).
+//
+// Each handler is one allocation (a Handler with its callable behind it), in
+// a singly linked list in the order added: no list storage, no shared_ptr.
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <mutex>
 #include <utility>
-#include <vector>
 
 #include "detail/always_inline.hpp"
 #include "detail/tiny_mutex.hpp"
@@ -29,13 +34,90 @@
 namespace duplex::detail {
 
 class EventMutex {
-  using Retired = std::vector<std::shared_ptr<const void>>;
+public:
+  /// A registered handler: its token's id, its event and whether it was
+  /// revoked; the callable follows in the derived HandlerOf<Fn>. 24 B
+  /// before the callable: with a std::function, one 64 B malloc chunk.
+  struct Handler {
+    Handler(std::uint64_t token, std::uint8_t kind) noexcept : id(token & max_id), event(kind) {}
+    virtual ~Handler() = default;
+    Handler(const Handler&) = delete;
+    Handler& operator=(const Handler&) = delete;
+    Handler* next = nullptr;  ///< the next of its list (guarded by the lock)
+    std::uint64_t id : 55;    ///< the token's value
+    std::uint64_t event : 8;  ///< the owner's event number
+    /// Revoked: skipped by walks, unlinked when the outermost guard releases.
+    std::uint64_t revoked : 1 = 0;
+  };
+  template <class Fn>
+  struct HandlerOf final : Handler {
+    HandlerOf(std::uint64_t token, std::uint8_t kind, Fn f)
+        : Handler(token, kind), fn(std::move(f)) {}
+    const Fn fn;
+  };
+  /// Largest token value (the ids are counted from 1).
+  static constexpr std::uint64_t max_id = (std::uint64_t{1} << 55) - 1;
+  /// The number of lists (a socket keeps its per-message handlers apart).
+  static constexpr std::size_t list_count = 2;
+
+  EventMutex() = default;
+  EventMutex(const EventMutex&) = delete;
+  EventMutex& operator=(const EventMutex&) = delete;
+  /// Destroys every handler (nobody holds the lock any more).
+  ~EventMutex() {
+    for (auto* head : lists_) destroy_chain(head);
+  }
+
+  /// The first handler of list `i` (walk with ->next, skipping the revoked);
+  /// the lock held.
+  [[nodiscard]] DUPLEX_ALWAYS_INLINE Handler* head(std::size_t i) const noexcept {
+    return lists_[i];
+  }
+  /// Appends `h` (owned from now on) to list `i`; the lock held by a Guard.
+  /// A walk in progress reaches it.
+  void append(std::size_t i, Handler* h) noexcept {
+    Handler** at = &lists_[i];
+    while (*at != nullptr) at = &(*at)->next;
+    *at = h;
+  }
+  /// Revokes `h` (in one of the lists); the lock held by a Guard. It is
+  /// not called again; it is destroyed after the outermost guard releases
+  /// the lock (it may be the handler running on this thread).
+  void revoke(Handler& h) noexcept {
+    h.revoked = 1;
+    revoked_ = true;
+  }
+
+private:
   struct Frame {
     const EventMutex* mutex;
     const Frame* prev;
   };
 
-  // The part both guards share: the per-thread record and the retired list.
+  static void destroy_chain(Handler* h) noexcept {
+    while (h != nullptr) delete std::exchange(h, h->next);
+  }
+  // The outermost guard, the lock still held (no walk is in progress on any
+  // thread): unlinks the revoked handlers and returns them as a chain.
+  [[nodiscard]] Handler* take_revoked() noexcept {
+    revoked_ = false;
+    Handler* chain = nullptr;
+    for (auto& head : lists_) {
+      for (Handler** at = &head; *at != nullptr;) {
+        Handler* h = *at;
+        if (h->revoked == 0) {
+          at = &h->next;
+          continue;
+        }
+        *at = h->next;
+        h->next = chain;
+        chain = h;
+      }
+    }
+    return chain;
+  }
+
+  // The part both guards share: the per-thread record of the locks held.
   class Holder {
   protected:
     DUPLEX_ALWAYS_INLINE explicit Holder(EventMutex& m) noexcept : m_(m), owns_(!m.held_here()) {}
@@ -50,13 +132,10 @@ class EventMutex {
 #pragma GCC diagnostic pop
 #endif
     }
-    // Unlinks the frame. Handlers retired meanwhile are destroyed by the
+    // Unlinks the frame. Handlers revoked meanwhile are destroyed by the
     // caller once the lock is released (their destructors may re-lock).
     void leave() noexcept {
       held_ = frame_.prev;
-    }
-    [[nodiscard]] std::unique_ptr<Retired> take_retired() noexcept {
-      return std::move(m_.retired_);
     }
     EventMutex& m_;
     bool owns_;
@@ -82,10 +161,11 @@ public:
     DUPLEX_ALWAYS_INLINE ~DispatchGuard() {
       if (!owns_) return;
       leave();
-      if (m_.retired_) [[unlikely]] {
-        auto retired = take_retired();
+      if (m_.revoked_) [[unlikely]] {
+        Handler* revoked = m_.take_revoked();
         unlock();
-        return;  // `retired` goes now, the lock released
+        destroy_chain(revoked);  // the lock released
+        return;
       }
       unlock();
     }
@@ -126,9 +206,10 @@ public:
       if (!owns_) return;
       owns_ = false;
       leave();
-      auto retired = take_retired();
+      Handler* revoked = m_.revoked_ ? m_.take_revoked() : nullptr;
       m_.waiting_.fetch_sub(1, std::memory_order_seq_cst);
       m_.mutex_.unlock();
+      destroy_chain(revoked);
     }
   };
 
@@ -139,22 +220,13 @@ public:
     return false;
   }
 
-  /// Keeps a handler removed under the lock alive until the lock is released
-  /// (it may be running on this thread). Call with the lock held.
-  void retire(std::shared_ptr<const void> handler) noexcept {
-    // Out of memory here would leave no safe choice: terminate (noexcept).
-    if (!handler) return;
-    if (!retired_) retired_ = std::make_unique<Retired>();
-    retired_->push_back(std::move(handler));
-  }
-
 private:
   static inline thread_local const Frame* held_ = nullptr;
   std::atomic<bool> busy_{false};          ///< an event is being raised
   std::atomic<std::uint32_t> waiting_{0};  ///< changes waiting or in progress
+  bool revoked_ = false;                   ///< a handler is marked revoked
   TinyMutex mutex_;                        ///< orders the changes
-  /// Made by the first retire (rare): 8 bytes per socket until then.
-  std::unique_ptr<Retired> retired_;
+  Handler* lists_[list_count] = {};
 };
 
 }  // namespace duplex::detail

@@ -463,12 +463,12 @@ private:
   void set_endpoints(transport::TcpSocket& socket);
 
   // Events: handlers run with events_mutex_ held (re-entered by a handler
-  // that registers, revokes or destroys on the loop thread).
+  // that registers, revokes or destroys on the loop thread). The mutex keeps
+  // the handler lists: the message handlers in one (walked per message), the
+  // other events' in the other, in the order they were added.
   EventMutex events_mutex_;
   void* owner_ = nullptr;
   std::uint64_t next_token_ = 1;
-  std::vector<std::pair<std::uint64_t, std::shared_ptr<const MessageFn>>> message_handlers_;
-  // The other events' handlers, in one list in the order they were added.
   enum class Event : std::uint8_t {
     closed,          ///< ClosedFn
     message_closed,  ///< MessageClosedFn
@@ -476,32 +476,30 @@ private:
     validation,      ///< ValidationFn
     reconnecting,    ///< ReconnectingFn
     reconnected,     ///< ReconnectedFn
+    message,         ///< MessageFn (in its own list)
   };
-  struct Handler {
-    std::uint64_t key;  ///< the token's id << 8 | the Event (24 B entries)
-    [[nodiscard]] std::uint64_t id() const noexcept { return key >> 8; }
-    [[nodiscard]] Event event() const noexcept { return static_cast<Event>(key & 0xFF); }
-    /// The event's function type; null once revoked while the list was
-    /// being walked (erased by the next change made outside an event).
-    std::shared_ptr<const void> fn;
-  };
-  std::vector<Handler> handlers_;
+  static constexpr std::size_t message_list = 0, other_list = 1;
+  template <class Fn>
+  using HandlerOf = EventMutex::HandlerOf<Fn>;
   /// Adds `f` for `event`. Throws std::invalid_argument for an empty `f`,
   /// naming the event as `what`.
   template <class Fn>
   EventToken add_handler(Event event, const char* what, Fn f) {
     if (!f) throw std::invalid_argument(std::string(what) + ": handler must not be empty");
-    return add_handler_entry(event, std::make_shared<const Fn>(std::move(f)));
+    EventMutex::Guard lock(events_mutex_);
+    const auto id = next_token_++;
+    events_mutex_.append(event == Event::message ? message_list : other_list,
+                         new HandlerOf<Fn>(id, static_cast<std::uint8_t>(event), std::move(f)));
+    return EventToken{id};
   }
-  EventToken add_handler_entry(Event event, std::shared_ptr<const void> fn);
   /// Calls f(fn) for each handler of `event` as its type Fn, in order, until
-  /// the socket is detached (events_mutex_ held).
+  /// the socket is detached (events_mutex_ held). A handler added meanwhile
+  /// is called too; one revoked meanwhile is not.
   template <class Fn, class F>
   void each_handler(Event event, F&& f) {
-    for (std::size_t i = 0; i < handlers_.size() && !detached_; ++i) {
-      const auto& h = handlers_[i];
-      if (h.event() != event || !h.fn) continue;
-      f(*static_cast<const Fn*>(h.fn.get()));
+    for (auto* h = events_mutex_.head(other_list); h != nullptr && !detached_; h = h->next) {
+      if (h->event != static_cast<std::uint8_t>(event) || h->revoked) continue;
+      f(static_cast<const HandlerOf<Fn>*>(h)->fn);
     }
   }
   [[nodiscard]] bool has_handlers(Event event) const noexcept;

@@ -447,6 +447,66 @@ TEST_F(ClientMessage, AClosedHandlerRevokingItselfSkipsNoOtherHandler) {
   EXPECT_EQ(ran, (std::vector<int>{2, 3}));
 }
 
+TEST_F(ClientMessage, AMessageHandlerRevokingItselfSkipsNoOtherHandler) {
+  // The per-message list too: a handler revoking itself during a message
+  // leaves the handlers after it to run for that message, and is not called
+  // for the next. Its callable lives until the event is over.
+  MessageWebSocket ws;
+  duplex::EventToken first;
+  std::vector<int> ran;  // written on the loop thread, read after `third` is set
+  duplex::test::Flag second, third;
+  auto held = std::make_shared<int>(1);
+  std::weak_ptr<int> weak = held;
+  bool alive_after_revoke = false;
+  first = ws.message_received([&, held](MessageWebSocket& s, const auto&) {
+    ran.push_back(1);
+    s.message_received(first);
+    alive_after_revoke = !weak.expired();
+  });
+  held.reset();
+  ws.message_received([&](MessageWebSocket&, const auto&) { ran.push_back(2); });
+  ws.message_received([&](MessageWebSocket&, const auto& a) {
+    ran.push_back(3);
+    if (a.data().size() == 2) second.set();
+    if (a.data().size() == 3) third.set();
+  });
+  ws.connect_async(url()).get();
+  ws.send_async("a").get();
+  ws.send_async("bb").get();
+  ASSERT_TRUE(second.wait());
+  // Sent once "bb" was handled: its echo comes in a later read, after the
+  // read that revoked the first handler released the event lock.
+  ws.send_async("ccc").get();
+  ASSERT_TRUE(third.wait());
+  EXPECT_EQ(ran, (std::vector<int>{1, 2, 3, 2, 3, 2, 3}));
+  EXPECT_TRUE(alive_after_revoke);
+  EXPECT_TRUE(weak.expired());  // destroyed once the event that revoked it ended
+}
+
+TEST_F(ClientMessage, AHandlerRevokedByAnotherDuringAnEventIsNotCalled) {
+  // Revoking a later handler during an event: it does not run for that event
+  // (nor after); the others all do, and one added during the event runs too.
+  MessageWebSocket ws;
+  duplex::EventToken third;
+  std::vector<int> ran;  // written on the loop thread, read after `done` is set
+  duplex::test::Flag done;
+  ws.closed([&](MessageWebSocket& s, const auto&) {
+    ran.push_back(1);
+    s.closed(third);
+    s.closed([&](MessageWebSocket&, const auto&) {
+      ran.push_back(5);
+      done.set();
+    });
+  });
+  ws.closed([&](MessageWebSocket&, const auto&) { ran.push_back(2); });
+  third = ws.closed([&](MessageWebSocket&, const auto&) { ran.push_back(3); });
+  ws.closed([&](MessageWebSocket&, const auto&) { ran.push_back(4); });
+  ws.connect_async(url()).get();
+  ws.close();
+  ASSERT_TRUE(done.wait());
+  EXPECT_EQ(ran, (std::vector<int>{1, 2, 4, 5}));
+}
+
 TEST_F(ClientMessage, EmptyHandlersAreRefusedNamingTheirEvent) {
   MessageWebSocket ws;
   const auto refused = [](auto&& add, const std::string& text) {

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -41,19 +42,84 @@ TEST(EventMutex, NestedLocksOfTwoSocketsAreTrackedApart) {
   EXPECT_FALSE(b.held_here());
 }
 
-TEST(EventMutex, RetiredHandlerLivesUntilTheOutermostGuardEnds) {
+using Node = EventMutex::HandlerOf<std::shared_ptr<int>>;
+
+// The ids of list `i`'s handlers that are not revoked, in order.
+std::vector<std::uint64_t> live(const EventMutex& m, std::size_t i) {
+  std::vector<std::uint64_t> ids;
+  for (auto* h = m.head(i); h != nullptr; h = h->next)
+    if (!h->revoked) ids.push_back(h->id);
+  return ids;
+}
+
+TEST(EventMutex, RevokedHandlerLivesUntilTheOutermostGuardEnds) {
   EventMutex m;
-  auto handler = std::make_shared<int>(7);
-  std::weak_ptr<int> weak = handler;
+  auto payload = std::make_shared<int>(7);
+  std::weak_ptr<int> weak = payload;
+  auto* h = new Node(1, 0, std::move(payload));
+  {
+    EventMutex::Guard g(m);
+    m.append(0, h);
+  }
   {
     EventMutex::DispatchGuard d(m);
     {
       EventMutex::Guard g(m);  // nested: the handler revokes itself
-      m.retire(std::move(handler));
+      m.revoke(*h);
     }
     EXPECT_FALSE(weak.expired());  // still running
+    EXPECT_EQ(m.head(0), h);       // still linked: the walk goes on from it
+    EXPECT_TRUE(live(m, 0).empty());
   }
   EXPECT_TRUE(weak.expired());
+  EXPECT_EQ(m.head(0), nullptr);
+}
+
+TEST(EventMutex, AWalkSeesAppendsAndSkipsRevokesMadeDuringIt) {
+  EventMutex m;
+  std::vector<EventMutex::Handler*> nodes;
+  {
+    EventMutex::Guard g(m);
+    for (std::uint64_t id = 1; id <= 3; ++id) {
+      nodes.push_back(new Node(id, 0, nullptr));
+      m.append(0, nodes.back());
+    }
+    m.append(1, new Node(9, 0, nullptr));
+  }
+  std::vector<std::uint64_t> called;
+  {
+    EventMutex::DispatchGuard d(m);
+    for (auto* h = m.head(0); h != nullptr; h = h->next) {
+      if (h->revoked) continue;
+      called.push_back(h->id);
+      if (h->id == 1) {
+        EventMutex::Guard g(m);  // the first handler revokes itself and the third
+        m.revoke(*nodes[0]);
+        m.revoke(*nodes[2]);
+        m.append(0, new Node(4, 0, nullptr));  // and adds one
+      }
+    }
+  }
+  EXPECT_EQ(called, (std::vector<std::uint64_t>{1, 2, 4}));
+  EXPECT_EQ(live(m, 0), (std::vector<std::uint64_t>{2, 4}));
+  EXPECT_EQ(live(m, 1), (std::vector<std::uint64_t>{9}));
+  std::size_t linked = 0;
+  for (auto* h = m.head(0); h != nullptr; h = h->next) ++linked;
+  EXPECT_EQ(linked, 2u);  // the revoked ones were unlinked when the event ended
+}
+
+TEST(EventMutex, ARevokeOutsideAnEventDestroysWhenTheGuardEnds) {
+  EventMutex m;
+  auto payload = std::make_shared<int>(7);
+  std::weak_ptr<int> weak = payload;
+  auto* h = new Node(1, 0, std::move(payload));
+  EventMutex::Guard g(m);
+  m.append(1, h);
+  m.revoke(*h);
+  EXPECT_FALSE(weak.expired());
+  g.unlock();
+  EXPECT_TRUE(weak.expired());
+  EXPECT_EQ(m.head(1), nullptr);
 }
 
 TEST(EventMutex, AChangeFromAnotherThreadWaitsForTheRunningHandlers) {
