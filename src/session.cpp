@@ -178,7 +178,7 @@ void Session::cancel_op(std::uint64_t id) {
   if (connecting_ && connecting_->op.id == id && connecting_->op) return connect_failed(aborted);
   if (input_ && input_->op.id == id && input_->op) {
     // Nothing of a read is on the wire: the socket stays usable.
-    read_deadline_ = never;
+    input_->deadline = never;
     input_->buffer = {};
     return complete(input_->op, aborted);
   }
@@ -467,17 +467,15 @@ void Session::become_open(std::span<const std::byte> leftover) {
   }
   if (!leftover.empty()) cold().leftover.assign(leftover.begin(), leftover.end());
   Op op = connecting_ ? std::move(connecting_->op) : Op{};
-  connecting_.reset();
-  connect_deadline_ = never;
+  connecting_.reset();  // its deadline with it
   phase_ = Phase::open;
   const auto now = Clock::now();
   rate_window_start_ = now;
-  if (cfg_->keep_alive_interval.count() > 0 || cfg_->unsolicited_pong_interval.count() > 0)
-    keep_alive_ = std::make_unique<KeepAlive>();
+  awaiting_pong_ = false;
   if (cfg_->keep_alive_interval.count() > 0)
-    set_deadline(keep_alive_->ping_due, now + cfg_->keep_alive_interval);
+    set_deadline(ping_due_, now + cfg_->keep_alive_interval);
   if (cfg_->unsolicited_pong_interval.count() > 0)
-    set_deadline(keep_alive_->unsolicited_pong_due, now + cfg_->unsolicited_pong_interval);
+    set_deadline(pong_due_, now + cfg_->unsolicited_pong_interval);
   complete(op, {});
   if (pending_close_) {
     // Asked for while connecting: the close frame is the first thing we send.
@@ -1288,9 +1286,9 @@ void Session::finish(std::uint16_t code, std::string reason, std::error_code ec)
   phase_ = Phase::closed;
   close_transport();
   release_refs();  // the frames it referenced go back to their loop
-  connect_deadline_ = write_deadline_ = read_deadline_ = close_deadline_ = never;
-  if (keep_alive_)
-    keep_alive_->ping_due = keep_alive_->pong_deadline = keep_alive_->unsolicited_pong_due = never;
+  write_deadline_ = close_deadline_ = ping_due_ = pong_due_ = never;
+  awaiting_pong_ = false;
+  if (input_) input_->deadline = never;
   // No deadline is left: a user's io_context need not wait for one (run()
   // returns once its last connection ended).
   loop_timers(ex_.context()).release(*this);
@@ -1399,7 +1397,7 @@ void Session::do_read(std::span<std::byte> buffer, Op op) {
   if (buffer.empty()) return complete(op, {}, 0);
   input_->op = std::move(op);
   input_->buffer = buffer;
-  set_deadline(read_deadline_, Clock::now() + cfg_->receive_timeout);
+  set_deadline(input_->deadline, Clock::now() + cfg_->receive_timeout);
 }
 
 // --- connection events
@@ -1426,7 +1424,7 @@ void Session::on_message(SocketMessageType type, std::span<const std::byte> data
       std::memcpy(input_->buffer.data(), rest.data(), n);
       rest = rest.subspan(n);
       input_->buffer = {};
-      read_deadline_ = never;
+      input_->deadline = never;
       complete(input_->op, {}, n);
     }
     // After our close frame nobody reads the stream any more: drop the rest.
@@ -1456,16 +1454,17 @@ void Session::on_message(SocketMessageType type, std::span<const std::byte> data
 void Session::on_ping(std::span<const std::byte>) {}
 
 void Session::on_pong(std::span<const std::byte>) {
-  if (!keep_alive_ || keep_alive_->pong_deadline == never) return;
-  auto& ka = *keep_alive_;
+  if (!awaiting_pong_) return;
   const auto now = Clock::now();
+  const auto sent_at = ping_due_ - cfg_->keep_alive_timeout;
   {
     std::lock_guard lock(config_mutex_);
-    info_rest().rtt = std::chrono::duration_cast<std::chrono::microseconds>(now - ka.ping_sent_at);
+    info_rest().rtt = std::chrono::duration_cast<std::chrono::microseconds>(now - sent_at);
   }
-  ka.pong_deadline = never;
+  awaiting_pong_ = false;
+  ping_due_ = never;
   if (cfg_->keep_alive_interval.count() > 0)
-    set_deadline(ka.ping_due, now + cfg_->keep_alive_interval);
+    set_deadline(ping_due_, now + cfg_->keep_alive_interval);
 }
 
 void Session::on_close(std::uint16_t code, std::string_view reason) {
@@ -1476,7 +1475,7 @@ void Session::on_close(std::uint16_t code, std::string_view reason) {
     input_->eof = true;
     if (input_->op && input_->pos == input_->data.size()) {
       input_->buffer = {};
-      read_deadline_ = never;
+      input_->deadline = never;
       complete(input_->op, {}, 0);
     }
   }
@@ -1495,9 +1494,9 @@ void Session::on_error(std::error_code ec) {
 Clock::time_point Session::on_deadline(Clock::time_point now) {
   auto self = shared_from_this();
   const auto timed_out = make_error_code(error::timed_out);
-  if (connect_deadline_ <= now) {
-    connect_deadline_ = never;
-    if (connecting_) connect_failed(timed_out);
+  if (connecting_ && connecting_->deadline <= now) {
+    connecting_->deadline = never;
+    connect_failed(timed_out);
   }
   if (phase() == Phase::open || phase() == Phase::closing) {
     if (write_deadline_ <= now || (!sends_.empty() && sends_.front().deadline <= now)) {
@@ -1509,9 +1508,9 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
         fail(timed_out);
     }
   }
-  if (read_deadline_ <= now) {
-    read_deadline_ = never;
-    if (input_ && input_->op) {
+  if (input_ && input_->deadline <= now) {
+    input_->deadline = never;
+    if (input_->op) {
       input_->buffer = {};
       complete(input_->op, timed_out);
     }
@@ -1525,39 +1524,35 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
       fail(timed_out);
     }
   }
-  if (phase() == Phase::open && keep_alive_) {
-    auto& ka = *keep_alive_;
-    if (ka.pong_deadline <= now) {
-      ka.pong_deadline = never;
+  if (phase() == Phase::open && ping_due_ <= now) {
+    if (awaiting_pong_) {
+      // The pong is late.
+      awaiting_pong_ = false;
       if (activity_) {
         // Data arrived since the ping: the peer is alive, its pong may follow.
         activity_ = false;
-        ka.ping_due = now + cfg_->keep_alive_interval;
+        ping_due_ = now + cfg_->keep_alive_interval;
       } else {
+        ping_due_ = never;
         fail(make_error_code(error::dead_peer));
       }
-    }
-    if (phase() == Phase::open && ka.ping_due <= now) {
-      if (activity_) {
-        activity_ = false;
-        ka.ping_due = now + cfg_->keep_alive_interval;
-      } else {
-        ka.ping_due = never;
-        ka.ping_sent_at = now;
-        ka.pong_deadline = now + cfg_->keep_alive_timeout;
-        if (!conn_->send_ping({})) schedule_flush();
-      }
-    }
-    if (phase() == Phase::open && ka.unsolicited_pong_due <= now) {
-      // RFC 6455 5.5.3: an unsolicited pong is a heartbeat that needs no answer.
-      ka.unsolicited_pong_due = now + cfg_->unsolicited_pong_interval;
-      if (!conn_->send_pong({})) schedule_flush();
+    } else if (activity_) {
+      activity_ = false;
+      ping_due_ = now + cfg_->keep_alive_interval;
+    } else {
+      awaiting_pong_ = true;
+      ping_due_ = now + cfg_->keep_alive_timeout;  // the pong's deadline
+      if (!conn_->send_ping({})) schedule_flush();
     }
   }
-  auto next = std::min({connect_deadline_, write_deadline_, read_deadline_, close_deadline_});
-  if (keep_alive_)
-    next = std::min({next, keep_alive_->ping_due, keep_alive_->pong_deadline,
-                     keep_alive_->unsolicited_pong_due});
+  if (phase() == Phase::open && pong_due_ <= now) {
+    // RFC 6455 5.5.3: an unsolicited pong is a heartbeat that needs no answer.
+    pong_due_ = now + cfg_->unsolicited_pong_interval;
+    if (!conn_->send_pong({})) schedule_flush();
+  }
+  auto next = std::min({write_deadline_, close_deadline_, ping_due_, pong_due_});
+  if (connecting_) next = std::min(next, connecting_->deadline);
+  if (input_) next = std::min(next, input_->deadline);
   if (!sends_.empty()) next = std::min(next, sends_.front().deadline);
   if (phase() == Phase::closed && !connecting_) return never;
   return next;

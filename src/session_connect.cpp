@@ -33,7 +33,7 @@ void Session::do_connect(std::string uri, Op op) {
   if (!connecting_->config.proxy.empty() && connecting_->uri.unix_path.empty())
     connecting_->proxy = transport::parse_proxy_uri(connecting_->config.proxy);
   connecting_->op = std::move(op);
-  set_deadline(connect_deadline_, Clock::now() + cfg_->connect_timeout);
+  set_deadline(connecting_->deadline, Clock::now() + cfg_->connect_timeout);
   make_connection(protocol::Role::client, std::nullopt);
   const auto& target = connecting_->proxy ? connecting_->proxy->host : connecting_->uri.host;
   const auto port = connecting_->proxy ? connecting_->proxy->port : connecting_->uri.port;
@@ -249,8 +249,7 @@ void Session::connect_failed(std::error_code ec) {
   if (connecting_ && connecting_->connector) connecting_->connector->cancel();
   close_transport();
   Op op = connecting_ ? std::move(connecting_->op) : Op{};
-  connecting_.reset();
-  connect_deadline_ = Clock::time_point::max();  // none
+  connecting_.reset();  // its deadline with it
   loop_timers(ex_.context()).release(*this);
   phase_ = Phase::closed;
   closed_raised_ = true;  // a failed connect raises no closed event (as on Windows)

@@ -28,6 +28,7 @@ struct Session::ConnectState {
   std::shared_ptr<transport::Connector> connector;
   std::vector<int> tls_errors;
   std::shared_ptr<ValidationState> validation;
+  Clock::time_point deadline = Clock::time_point::max();  ///< connect_timeout from the start
 };
 
 }  // namespace duplex::detail

@@ -550,6 +550,7 @@ private:
   bool closed_raised_ = false;
   bool socket_shutdown_ = false;
   bool activity_ = false;
+  bool awaiting_pong_ = false;  ///< our keep-alive ping is out: ping_due_ is its pong's deadline
   std::size_t inflight_ = 0;
   std::uint64_t next_op_id_ = 1;
 
@@ -565,11 +566,12 @@ private:
 
   // Stream input [loop]: StreamWebSocket only (a message socket has none).
   struct StreamInput {
-    std::vector<std::byte> data;  ///< received, not yet read
-    std::size_t pos = 0;          ///< next byte of data to hand out
-    bool eof = false;             ///< the peer's close arrived
-    Op op;                        ///< the pending read_async
-    std::span<std::byte> buffer;  ///< its buffer
+    std::vector<std::byte> data;                            ///< received, not yet read
+    std::size_t pos = 0;                                    ///< next byte of data to hand out
+    bool eof = false;                                       ///< the peer's close arrived
+    Op op;                                                  ///< the pending read_async
+    std::span<std::byte> buffer;                            ///< its buffer
+    Clock::time_point deadline = Clock::time_point::max();  ///< its receive_timeout
   };
   std::unique_ptr<StreamInput> input_;
 
@@ -609,20 +611,16 @@ private:
   template <class Fn, class Args>
   void raise_reconnect_event(Event event, const Args& args);
 
-  // Deadlines [loop]; max() when unset.
-  Clock::time_point connect_deadline_ = Clock::time_point::max();
+  // Deadlines [loop]; max() when unset. The connect deadline is kept in
+  // connecting_, a stream read's in input_.
   Clock::time_point write_deadline_ = Clock::time_point::max();
-  Clock::time_point read_deadline_ = Clock::time_point::max();
   Clock::time_point close_deadline_ = Clock::time_point::max();
-  // Keep-alive [loop]: made at open when keep_alive_interval or
-  // unsolicited_pong_interval is set (null otherwise).
-  struct KeepAlive {
-    Clock::time_point ping_due = Clock::time_point::max();
-    Clock::time_point pong_deadline = Clock::time_point::max();
-    Clock::time_point unsolicited_pong_due = Clock::time_point::max();
-    Clock::time_point ping_sent_at{};
-  };
-  std::unique_ptr<KeepAlive> keep_alive_;
+  // Keep-alive [loop] (keep_alive_interval, unsolicited_pong_interval): the
+  // next ping is due at ping_due_, or, while awaiting_pong_, its pong is
+  // due then (the ping went out keep_alive_timeout before); the next
+  // unsolicited pong at pong_due_.
+  Clock::time_point ping_due_ = Clock::time_point::max();
+  Clock::time_point pong_due_ = Clock::time_point::max();
 
   // Statistics (written on the loop, read anywhere).
   struct AtomicStats {
