@@ -211,7 +211,6 @@ void Session::reset_for_reconnect() {
   activity_ = false;
   if (cold_) cold_->leftover.clear();
   // information() describes the current connection: its counters start again.
-  wire_bytes_sent_ = wire_bytes_received_ = prebuilt_sent_ = 0;
   rate_sent_at_start_ = rate_received_at_start_ = 0;
   for (auto* c : {&stats_.bytes_sent, &stats_.bytes_received, &stats_.messages_sent,
                   &stats_.messages_received, &stats_.frames_sent, &stats_.frames_received,

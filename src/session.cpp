@@ -488,7 +488,7 @@ void Session::become_open(std::span<const std::byte> leftover) {
     if (self->phase() == Phase::closed) return;
     if (self->cold_ && !self->cold_->leftover.empty()) {
       auto bytes = std::move(self->cold_->leftover);
-      self->wire_bytes_received_ += bytes.size();
+      self->count_received(bytes.size());
       self->process(bytes);
       if (self->phase() == Phase::closed) return;
     }
@@ -648,7 +648,7 @@ DUPLEX_HOT_INLINE void Session::on_read(std::error_code ec, std::size_t n) {
     }
     return fail(ec);
   }
-  wire_bytes_received_ += n;
+  count_received(n);
   std::span<std::byte> data =
       polled() ? thread_read_buffer().first(n) : std::span<std::byte>(tls_buffer_.get(), n);
   // Handlers may drop the last outside reference. A polled session is kept
@@ -750,7 +750,7 @@ bool Session::complete_held(std::size_t end, std::size_t begin, std::size_t fram
       if (n == 0 || !would_block(errno)) rd_hup_ = true;
       break;
     }
-    wire_bytes_received_ += static_cast<std::size_t>(n);
+    count_received(static_cast<std::size_t>(n));
     filled = static_cast<std::size_t>(n) == buf.size() - end;
     end += static_cast<std::size_t>(n);
     const auto r =
@@ -816,7 +816,7 @@ void Session::write_direct(std::span<const std::byte> header, std::span<const st
     ec = last_socket_error();
   if (!ec && n >= buffered.size()) {
     conn_->end_write();
-    wire_bytes_sent_ += n;
+    count_sent(n);
     n -= buffered.size();
     // What the kernel did not take is copied and leaves with the next write.
     const auto from_header = std::min(n, header.size());
@@ -876,7 +876,7 @@ Session::PrebuiltResult Session::send_prebuilt(std::span<const std::byte> frame,
     queue_shared(*shared);
   else
     conn_->append_output(frame);
-  ++prebuilt_sent_;
+  conn_->count_sent_message(frame.size());
   if (flush_list == nullptr) {
     schedule_flush();
   } else if (!prebuilt_pending_) {
@@ -1002,7 +1002,7 @@ void Session::flush() {
     done = static_cast<std::size_t>(sent);
     if (done < bytes.size()) break;
     conn_->end_write();
-    wire_bytes_sent_ += done;
+    count_sent(done);
     pump_sends();  // room again for sends that waited
   }
   if (bytes.size() == done) return maybe_resume_reading();  // all written (or nothing)
@@ -1020,7 +1020,7 @@ void Session::flush_gathered() {
   const auto n = wr_refs_->total;
   end_gather();
   conn_->end_write();
-  wire_bytes_sent_ += n;
+  count_sent(n);
   if (!sends_.empty()) pump_sends();  // room again for sends that waited
   // Then what they queued.
   if (conn_->has_output() || wr_ref_queued_ != 0) return flush();
@@ -1192,7 +1192,7 @@ void Session::on_written(std::error_code ec, std::size_t n) {
     }
     return fail(ec);
   }
-  wire_bytes_sent_ += n;
+  count_sent(n);
   publish_stats();
   pump_sends();
   if (conn_->has_output() || wr_ref_queued_ != 0)
@@ -1406,11 +1406,9 @@ void Session::do_read(std::span<std::byte> buffer, Op op) {
 DUPLEX_HOT_INLINE void Session::publish_counts() {
   if (!conn_) return;
   const auto& s = conn_->stats();
-  stats_.bytes_sent.store(wire_bytes_sent_, std::memory_order_relaxed);
-  stats_.bytes_received.store(wire_bytes_received_, std::memory_order_relaxed);
-  stats_.messages_sent.store(s.messages_sent + prebuilt_sent_, std::memory_order_relaxed);
+  stats_.messages_sent.store(s.messages_sent, std::memory_order_relaxed);
   stats_.messages_received.store(s.messages_received, std::memory_order_relaxed);
-  stats_.frames_sent.store(s.frames_sent + prebuilt_sent_, std::memory_order_relaxed);
+  stats_.frames_sent.store(s.frames_sent, std::memory_order_relaxed);
   stats_.frames_received.store(s.frames_received, std::memory_order_relaxed);
 }
 
@@ -1571,12 +1569,13 @@ DUPLEX_HOT_INLINE void Session::publish_stats() {
     const auto rate = [&](std::uint64_t now_bytes, std::uint64_t start_bytes) {
       return (now_bytes - start_bytes) * 8 * 1'000'000 / static_cast<std::uint64_t>(us);
     };
-    stats_.out_bps.store(rate(wire_bytes_sent_, rate_sent_at_start_), std::memory_order_relaxed);
-    stats_.in_bps.store(rate(wire_bytes_received_, rate_received_at_start_),
-                        std::memory_order_relaxed);
+    const auto sent = stats_.bytes_sent.load(std::memory_order_relaxed);
+    const auto received = stats_.bytes_received.load(std::memory_order_relaxed);
+    stats_.out_bps.store(rate(sent, rate_sent_at_start_), std::memory_order_relaxed);
+    stats_.in_bps.store(rate(received, rate_received_at_start_), std::memory_order_relaxed);
     rate_window_start_ = now;
-    rate_sent_at_start_ = wire_bytes_sent_;
-    rate_received_at_start_ = wire_bytes_received_;
+    rate_sent_at_start_ = sent;
+    rate_received_at_start_ = received;
   }
 }
 

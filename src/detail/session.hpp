@@ -622,14 +622,24 @@ private:
   Clock::time_point ping_due_ = Clock::time_point::max();
   Clock::time_point pong_due_ = Clock::time_point::max();
 
-  // Statistics (written on the loop, read anywhere).
+  // Statistics, written on the loop, read anywhere: the transport's byte
+  // counts are kept here only (the loop is their one writer: a relaxed load
+  // and store, no locked add), the message and frame counts are the
+  // protocol connection's, published per message; the rates of the last
+  // second are worked out once a second.
   struct AtomicStats {
     std::atomic<std::uint64_t> bytes_sent{0}, bytes_received{0}, messages_sent{0},
         messages_received{0}, frames_sent{0}, frames_received{0}, out_bps{0}, in_bps{0};
   } stats_;
-  std::uint64_t wire_bytes_sent_ = 0;  ///< [loop] bytes the transport wrote
-  std::uint64_t prebuilt_sent_ = 0;    ///< [loop] messages queued by send_prebuilt()
-  std::uint64_t wire_bytes_received_ = 0;
+  /// [loop] Counts `n` bytes the transport wrote / read.
+  DUPLEX_ALWAYS_INLINE void count_sent(std::uint64_t n) noexcept {
+    stats_.bytes_sent.store(stats_.bytes_sent.load(std::memory_order_relaxed) + n,
+                            std::memory_order_relaxed);
+  }
+  DUPLEX_ALWAYS_INLINE void count_received(std::uint64_t n) noexcept {
+    stats_.bytes_received.store(stats_.bytes_received.load(std::memory_order_relaxed) + n,
+                                std::memory_order_relaxed);
+  }
   Clock::time_point rate_window_start_{};
   std::uint64_t rate_sent_at_start_ = 0, rate_received_at_start_ = 0;
 

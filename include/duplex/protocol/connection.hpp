@@ -255,6 +255,14 @@ public:
   [[nodiscard]] Role role() const noexcept { return config_->role; }
   [[nodiscard]] const ConnectionConfig& config() const noexcept { return *config_; }
   [[nodiscard]] const ConnectionStats& stats() const noexcept { return stats_; }
+  /// Counts a whole message of one frame, `frame_size` bytes, that the
+  /// caller encoded itself and sent on this connection's transport (a frame
+  /// encoded once for many connections), so that stats() includes it.
+  void count_sent_message(std::size_t frame_size) noexcept {
+    ++stats_.messages_sent;
+    ++stats_.frames_sent;
+    stats_.bytes_sent += frame_size;
+  }
   /// During ConnectionHandler::on_message: true when the message's first frame
   /// had RSV1 (only possible with `rsv1_allowed` or `deflate`); without
   /// `deflate` its payload is then the compressed bytes and was not checked as
