@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 
 #include <unistd.h>
 
@@ -142,17 +143,21 @@ void LoopTimers::shutdown() {
   stopped_ = true;
   loop_services_epoch.fetch_add(1);
   timer_.reset();
-  clients_.clear();
+  // The clients may outlive the service: none points into it any more.
+  while (clients_ != nullptr) clients_->timer_unlink();
+  while (pending_ != nullptr) pending_->timer_unlink();
 }
 
-void LoopTimers::push(std::weak_ptr<TimerClient> weak, TimerClient& client) {
-  client.timer_index_ = static_cast<std::uint32_t>(clients_.size());
-  clients_.push_back(std::move(weak));
+void LoopTimers::link(TimerClient*& head, TimerClient& client) noexcept {
+  client.timer_next_ = head;
+  client.timer_pprev_ = &head;
+  if (head != nullptr) head->timer_pprev_ = &client.timer_next_;
+  head = &client;
 }
 
-void LoopTimers::schedule(const std::shared_ptr<TimerClient>& client, Clock::time_point deadline) {
+void LoopTimers::schedule(TimerClient& client, Clock::time_point deadline) {
   if (stopped_) return;
-  if (client->timer_index_ == TimerClient::not_registered) push(client, *client);
+  if (!client.timer_linked()) link(clients_, client);
   if (in_sweep_)
     sweep_min_ = std::min(sweep_min_, deadline);
   else if (deadline < armed_)
@@ -160,16 +165,9 @@ void LoopTimers::schedule(const std::shared_ptr<TimerClient>& client, Clock::tim
 }
 
 void LoopTimers::release(TimerClient& client) {
-  const auto i = client.timer_index_;
-  if (stopped_ || in_sweep_ || i == TimerClient::not_registered) return;
-  client.timer_index_ = TimerClient::not_registered;
-  if (i + std::size_t{1} != clients_.size()) {
-    // The last entry takes its place (its client, if still alive, learns it).
-    clients_[i] = std::move(clients_.back());
-    if (auto moved = clients_[i].lock()) moved->timer_index_ = i;
-  }
-  clients_.pop_back();
-  if (clients_.empty() && armed_ != Clock::time_point::max()) {
+  if (stopped_ || !client.timer_linked()) return;
+  client.timer_unlink();
+  if (clients_ == nullptr && !in_sweep_ && armed_ != Clock::time_point::max()) {
     armed_ = Clock::time_point::max();
     timer_->cancel();
   }
@@ -189,24 +187,21 @@ void LoopTimers::on_timer() {
   in_sweep_ = true;
   sweep_min_ = Clock::time_point::max();
   const auto now = Clock::now();
-  auto next = Clock::time_point::max();
-  scratch_.swap(clients_);
-  clients_.clear();
-  for (auto& w : scratch_) {
-    auto c = w.lock();
-    if (!c) continue;
-    c->timer_index_ = TimerClient::not_registered;
-    auto d = c->on_deadline(now);
-    if (d != Clock::time_point::max()) {
-      if (c->timer_index_ == TimerClient::not_registered) push(std::move(w), *c);
-      next = std::min(next, d);
-    }
+  // Every client is asked once: the list moves to pending_, and each client
+  // leaves it before its call and schedules itself again into clients_ if
+  // something is left. A client released or destroyed meanwhile simply
+  // leaves whichever list it is in.
+  pending_ = std::exchange(clients_, nullptr);
+  if (pending_ != nullptr) pending_->timer_pprev_ = &pending_;
+  while (pending_ != nullptr) {
+    TimerClient& c = *pending_;
+    c.timer_unlink();
+    c.on_deadline(now);  // may destroy c
   }
-  scratch_.clear();
   in_sweep_ = false;
-  next = std::min(next, sweep_min_);
   // 1 ms granularity at least: a deadline in the past fires on the next turn.
-  if (next != Clock::time_point::max()) arm(std::max(next, now + std::chrono::milliseconds(1)));
+  if (sweep_min_ != Clock::time_point::max())
+    arm(std::max(sweep_min_, now + std::chrono::milliseconds(1)));
 }
 
 loop_tls::Services& loop_services_slow(asio::io_context& ctx) noexcept {

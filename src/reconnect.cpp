@@ -265,7 +265,7 @@ void Session::reconnect_on_open() {
     p.deadline = deadline;
     sends_.push_back(std::move(p));
   }
-  loop_timers(ex_.context()).schedule(shared_from_this(), deadline);
+  loop_timers(ex_.context()).schedule(*this, deadline);
   pump_sends();
 }
 

@@ -203,7 +203,7 @@ void Session::cancel_op(std::uint64_t id) {
 
 void Session::set_deadline(Clock::time_point& slot, Clock::time_point at) {
   slot = at;
-  if (at != never) loop_timers(ex_.context()).schedule(shared_from_this(), at);
+  if (at != never) loop_timers(ex_.context()).schedule(*this, at);
 }
 
 void Session::check_configurable() const {
@@ -928,7 +928,7 @@ void Session::do_send(PendingSend p) {
   p.deadline = Clock::now() + cfg_->send_timeout;
   const auto d = p.deadline;
   sends_.push_back(std::move(p));
-  loop_timers(ex_.context()).schedule(shared_from_this(), d);
+  loop_timers(ex_.context()).schedule(*this, d);
   pump_sends();
 }
 
@@ -1489,7 +1489,7 @@ void Session::on_error(std::error_code ec) {
 // --- deadlines
 // ------------------------------------------------------------------------------------------
 
-Clock::time_point Session::on_deadline(Clock::time_point now) {
+void Session::on_deadline(Clock::time_point now) {
   auto self = shared_from_this();
   const auto timed_out = make_error_code(error::timed_out);
   if (connecting_ && connecting_->deadline <= now) {
@@ -1552,8 +1552,8 @@ Clock::time_point Session::on_deadline(Clock::time_point now) {
   if (connecting_) next = std::min(next, connecting_->deadline);
   if (input_) next = std::min(next, input_->deadline);
   if (!sends_.empty()) next = std::min(next, sends_.front().deadline);
-  if (phase() == Phase::closed && !connecting_) return never;
-  return next;
+  if (phase() == Phase::closed && !connecting_) return;
+  if (next != never) loop_timers(ex_.context()).schedule(*this, next);
 }
 
 // --- statistics

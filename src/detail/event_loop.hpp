@@ -27,17 +27,34 @@ namespace duplex::detail {
 
 using Clock = std::chrono::steady_clock;
 
-/// Something with deadlines; on_deadline(now) handles what is due and returns
-/// its next deadline (time_point::max() when none).
+/// Something with deadlines, in its loop's LoopTimers list while it has one
+/// (intrusive: no allocation, no list storage). Used on the loop's thread: a
+/// client is destroyed there, or after its loop's services shut down (a
+/// client unlinks itself when destroyed).
 class TimerClient {
 public:
-  virtual ~TimerClient() = default;
-  virtual Clock::time_point on_deadline(Clock::time_point now) = 0;
+  virtual ~TimerClient() { timer_unlink(); }
+  /// Handles what is due at `now`; schedules again (LoopTimers::schedule)
+  /// for what is left. May destroy the client (nothing touches it after).
+  virtual void on_deadline(Clock::time_point now) = 0;
+
+protected:
+  TimerClient() = default;
+  TimerClient(const TimerClient&) = delete;
+  TimerClient& operator=(const TimerClient&) = delete;
 
 private:
   friend class LoopTimers;
-  static constexpr std::uint32_t not_registered = ~std::uint32_t{0};
-  std::uint32_t timer_index_ = not_registered;  ///< its place in its loop's client list
+  [[nodiscard]] bool timer_linked() const noexcept { return timer_pprev_ != nullptr; }
+  void timer_unlink() noexcept {
+    if (timer_pprev_ == nullptr) return;
+    *timer_pprev_ = timer_next_;
+    if (timer_next_ != nullptr) timer_next_->timer_pprev_ = timer_pprev_;
+    timer_next_ = nullptr;
+    timer_pprev_ = nullptr;
+  }
+  TimerClient* timer_next_ = nullptr;
+  TimerClient** timer_pprev_ = nullptr;  ///< what points at it (null: not in a list)
 };
 
 /// One per io_context (an Asio service). Used only on the loop's thread.
@@ -49,8 +66,8 @@ public:
   ~LoopTimers() override;
 
   /// Makes sure `client` is asked at (or shortly after) `deadline`. The
-  /// client stays registered while on_deadline returns a deadline.
-  void schedule(const std::shared_ptr<TimerClient>& client, Clock::time_point deadline);
+  /// client stays in the list until a sweep finds nothing due, or release().
+  void schedule(TimerClient& client, Clock::time_point deadline);
   /// `client` has no deadline any more (it ended): it leaves the list, and
   /// when no client is left the timer is cancelled, so an io_context whose
   /// connections all ended has no pending wait (its run() may return).
@@ -60,15 +77,12 @@ private:
   void shutdown() override;
   void arm(Clock::time_point at);
   void on_timer();
+  static void link(TimerClient*& head, TimerClient& client) noexcept;
 
   std::unique_ptr<asio::steady_timer> timer_;
   Clock::time_point armed_ = Clock::time_point::max();
-  /// Registers `client` (held by `weak`) at the end of the list; release()
-  /// finds a client by its index, in constant time: a close storm of n
-  /// connections is not n^2.
-  void push(std::weak_ptr<TimerClient> weak, TimerClient& client);
-  std::vector<std::weak_ptr<TimerClient>> clients_;
-  std::vector<std::weak_ptr<TimerClient>> scratch_;
+  TimerClient* clients_ = nullptr;  ///< the registered clients
+  TimerClient* pending_ = nullptr;  ///< during a sweep: the clients not yet asked
   bool in_sweep_ = false;
   Clock::time_point sweep_min_ = Clock::time_point::max();
   bool stopped_ = false;

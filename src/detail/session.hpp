@@ -419,7 +419,7 @@ private:
   void resume_reading_when_drained();
   void finish(std::uint16_t code, std::string reason, std::error_code ec);
   void set_deadline(Clock::time_point& slot, Clock::time_point at);
-  Clock::time_point on_deadline(Clock::time_point now) override;
+  void on_deadline(Clock::time_point now) override;
   void publish_stats();   ///< counters and the rates of the last second
   void publish_counts();  ///< counters only (per message)
   void note_activity();
