@@ -486,10 +486,12 @@ private:
   template <class Fn>
   EventToken add_handler(Event event, const char* what, Fn f) {
     if (!f) throw std::invalid_argument(std::string(what) + ": handler must not be empty");
+    // Made outside the lock (moving `f` may run the callable's own code).
+    auto node = std::make_unique<HandlerOf<Fn>>(0, static_cast<std::uint8_t>(event), std::move(f));
     EventMutex::Guard lock(events_mutex_);
     const auto id = next_token_++;
-    events_mutex_.append(event == Event::message ? message_list : other_list,
-                         new HandlerOf<Fn>(id, static_cast<std::uint8_t>(event), std::move(f)));
+    node->id = id & EventMutex::max_id;
+    events_mutex_.append(event == Event::message ? message_list : other_list, node.release());
     return EventToken{id};
   }
   /// Calls f(fn) for each handler of `event` as its type Fn, in order, until
