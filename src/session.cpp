@@ -147,7 +147,7 @@ void Session::run_on_loop(F&& f) {
 
 Session::Op Session::make_op(CompletionHandler h, CancellationToken ct) {
   Op op;
-  op.id = next_op_id_++;
+  op.id = next_id_.fetch_add(1, std::memory_order_relaxed);
   if (!h) return op;
   std::weak_ptr<Session> weak = weak_from_this();
   const auto id = op.id;

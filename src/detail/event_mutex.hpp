@@ -222,9 +222,10 @@ public:
 
 private:
   static inline thread_local const Frame* held_ = nullptr;
+  // 24 B in all, no padding.
   std::atomic<bool> busy_{false};          ///< an event is being raised
-  std::atomic<std::uint32_t> waiting_{0};  ///< changes waiting or in progress
   bool revoked_ = false;                   ///< a handler is marked revoked
+  std::atomic<std::uint16_t> waiting_{0};  ///< changes waiting or in progress (threads)
   TinyMutex mutex_;                        ///< orders the changes
   Handler* lists_[list_count] = {};
 };

@@ -468,7 +468,8 @@ private:
   // other events' in the other, in the order they were added.
   EventMutex events_mutex_;
   void* owner_ = nullptr;
-  std::uint64_t next_token_ = 1;
+  /// Ids of tokens and operations, unique in this session (any thread).
+  std::atomic<std::uint64_t> next_id_{1};
   enum class Event : std::uint8_t {
     closed,          ///< ClosedFn
     message_closed,  ///< MessageClosedFn
@@ -489,7 +490,7 @@ private:
     // Made outside the lock (moving `f` may run the callable's own code).
     auto node = std::make_unique<HandlerOf<Fn>>(0, static_cast<std::uint8_t>(event), std::move(f));
     EventMutex::Guard lock(events_mutex_);
-    const auto id = next_token_++;
+    const auto id = next_id_.fetch_add(1, std::memory_order_relaxed);
     node->id = id & EventMutex::max_id;
     events_mutex_.append(event == Event::message ? message_list : other_list, node.release());
     return EventToken{id};
@@ -554,7 +555,6 @@ private:
   bool activity_ = false;
   bool awaiting_pong_ = false;  ///< our keep-alive ping is out: ping_due_ is its pong's deadline
   std::size_t inflight_ = 0;
-  std::uint64_t next_op_id_ = 1;
 
   std::list<PendingSend> sends_;  ///< (a list holds no memory while empty)
   std::error_code failure_;
