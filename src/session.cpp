@@ -479,7 +479,7 @@ void Session::make_connection(protocol::Role role,
 }
 
 void Session::become_open(std::span<const std::byte> leftover) {
-  if (stream_ && !stream_->is_tls()) {
+  if (stream_ ? !stream_->is_tls() : fd_ >= 0 && !LoopPoller::registered(*this)) {
     if (auto ec = to_poller()) return connect_failed(ec);
   }
   if (!leftover.empty()) cold().leftover.assign(leftover.begin(), leftover.end());
@@ -518,6 +518,22 @@ void Session::become_open(std::span<const std::byte> leftover) {
 
 void Session::start_server(transport::Stream stream, std::span<const std::byte> leftover,
                            const ServerSessionOptions& o) {
+  setup_server(&stream.socket(), o);
+  std::error_code ignored;
+  stream.socket().set_option(asio::ip::tcp::no_delay(cfg_->no_delay), ignored);
+  stream_ = std::make_unique<transport::Stream>(std::move(stream));
+  open_server(leftover);
+}
+
+void Session::start_server(int fd, std::span<const std::byte> leftover,
+                           const ServerSessionOptions& o) {
+  // TCP_NODELAY: set by the listener's handshake, from the same option.
+  fd_ = fd;
+  setup_server(nullptr, o);
+  open_server(leftover);
+}
+
+void Session::setup_server(transport::TcpSocket* socket, const ServerSessionOptions& o) {
   connect_called_ = true;
   {
     // Read by the controls from any thread once the socket is handed out.
@@ -525,15 +541,17 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
     cfg_ = o.settings ? o.settings : default_settings();
   }
   make_connection(protocol::Role::server, o.deflate);
-  std::error_code ignored;
-  stream.socket().set_option(asio::ip::tcp::no_delay(cfg_->no_delay), ignored);
   {
     std::lock_guard lock(config_mutex_);
     if (o.local != nullptr && o.remote != nullptr) {
       local_ = *o.local;
       remote_ = *o.remote;
+    } else if (socket != nullptr) {
+      set_endpoints(*socket);
     } else {
-      set_endpoints(stream.socket());
+      // A TCP descriptor (start_server(fd)) whose endpoints were not given.
+      transport::raw_endpoint(fd_, true, local_);
+      transport::raw_endpoint(fd_, false, remote_);
     }
     if (!o.protocol.empty() || !o.extensions.empty() || o.deflate) {
       auto& rest = info_rest();
@@ -542,7 +560,9 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
       rest.deflate = o.deflate;
     }
   }
-  stream_ = std::make_unique<transport::Stream>(std::move(stream));
+}
+
+void Session::open_server(std::span<const std::byte> leftover) {
   phase_ = Phase::connecting;
   std::vector<std::byte> rest(leftover.begin(), leftover.end());
   asio::post(ex_, [self = shared_from_this(), rest = std::move(rest)]() mutable {
@@ -570,15 +590,19 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
 
 std::error_code Session::to_poller() {
   std::error_code ec;
-  auto& socket = stream_->socket();
-  socket.non_blocking(true, ec);
-  if (ec) return ec;
-  const int fd = socket.release(ec);
-  if (ec) return ec;
-  stream_.reset();
+  int fd = fd_;
+  if (stream_) {
+    auto& socket = stream_->socket();
+    socket.non_blocking(true, ec);
+    if (ec) return ec;
+    fd = socket.release(ec);
+    if (ec) return ec;
+    stream_.reset();
+  }
   ec = loop_poller(ex_.context()).add(fd, *this, shared_from_this());
   if (ec) {
     ::close(fd);
+    fd_ = -1;
     return ec;
   }
   fd_ = fd;

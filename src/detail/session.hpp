@@ -270,6 +270,12 @@ public:
   /// request's header block.
   void start_server(transport::Stream stream, std::span<const std::byte> leftover,
                     const ServerSessionOptions& options);
+  /// The same for a plain TCP connection's descriptor (non-blocking, owned
+  /// from here on) that never entered Asio's reactor: the listener accepted
+  /// and handshook it on the loop's poller. It joins the poller when the
+  /// session opens.
+  void start_server(int fd, std::span<const std::byte> leftover,
+                    const ServerSessionOptions& options);
 
 private:
   struct Op {
@@ -340,8 +346,13 @@ private:
   /// Asio for the loop's poller (fd_); a TLS connection stays in stream_.
   [[nodiscard]] bool polled() const noexcept { return fd_ >= 0; }
   [[nodiscard]] bool has_transport() const noexcept { return fd_ >= 0 || stream_; }
-  /// Moves an open plain connection's descriptor from Asio to the poller.
+  /// Moves an open plain connection's descriptor from Asio (or fd_, not yet
+  /// registered) to the poller.
   std::error_code to_poller();
+  /// start_server's common part: settings, endpoints, information.
+  void setup_server(transport::TcpSocket* socket, const ServerSessionOptions& options);
+  /// start_server's last part: opens after the current handler.
+  void open_server(std::span<const std::byte> leftover);
   /// Closes the connection's descriptor (TCP torn down at once).
   void close_transport() noexcept;
   /// Half-closes (TCP FIN); not for TLS.
