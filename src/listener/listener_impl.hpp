@@ -290,7 +290,7 @@ private:
 
     ListenerImpl* owner;
     ListenerLoop* loop;
-    int fd = -1;  ///< listening, non-blocking, owned; -1 once closed
+    int fd = -1;               ///< listening, non-blocking, owned; -1 once closed
     bool unix_socket = false;  ///< a Unix domain socket (accepted ones go through Asio)
     bool retrying = false;     ///< after an accept error: `retry` runs, events wait
     asio::steady_timer retry;

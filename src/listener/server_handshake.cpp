@@ -251,11 +251,11 @@ private:
     if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return close();
     if (raw_) return wait_raw(RawWait::request);
     tcp_->async_wait(transport::TcpSocket::wait_read,
-                    [self = shared_from_this()](std::error_code ec) {
-                      // The client left, or the sweep closed the socket.
-                      if (ec) return self->close();
-                      self->read();
-                    });
+                     [self = shared_from_this()](std::error_code ec) {
+                       // The client left, or the sweep closed the socket.
+                       if (ec) return self->close();
+                       self->read();
+                     });
   }
 
   void on_read(std::error_code ec, std::size_t n) {
@@ -544,11 +544,11 @@ private:
       }
     }
     tcp_->async_read_some(asio::buffer(buf_),
-                         [self = shared_from_this()](std::error_code ec, std::size_t n) {
-                           self->discarded_ += n;
-                           if (ec || self->discarded_ > linger_discard_limit) return self->close();
-                           self->discard();
-                         });
+                          [self = shared_from_this()](std::error_code ec, std::size_t n) {
+                            self->discarded_ += n;
+                            if (ec || self->discarded_ > linger_discard_limit) return self->close();
+                            self->discard();
+                          });
   }
 
   // The request's endpoints, each read once (the peer's by the accept, if
@@ -610,7 +610,7 @@ private:
   int fd_ = -1;       ///< raw_: the descriptor (-1 once closed or handed over)
   bool raw_ = false;  ///< plain TCP on the loop's poller, never in Asio's reactor
   RawWait raw_wait_ = RawWait::none;
-  std::size_t written_ = 0;  ///< raw_: how much of response_ left
+  std::size_t written_ = 0;                  ///< raw_: how much of response_ left
   std::optional<transport::TcpSocket> tcp_;  ///< else: the Asio socket (under tls_ once TLS)
   std::unique_ptr<TlsServerStream> tls_;
   std::string buf_;
