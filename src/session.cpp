@@ -478,7 +478,7 @@ void Session::make_connection(protocol::Role role,
   conn_.emplace(std::move(cc));
 }
 
-void Session::become_open(std::span<const std::byte> leftover) {
+void Session::become_open(std::span<const std::byte> leftover, bool post_reading) {
   if (stream_ ? !stream_->is_tls() : fd_ >= 0 && !LoopPoller::registered(*this)) {
     if (auto ec = to_poller()) return connect_failed(ec);
   }
@@ -503,17 +503,19 @@ void Session::become_open(std::span<const std::byte> leftover) {
   }
   // After the connect completion (posted first, same loop): bytes that came
   // with the handshake answer, then the read loop.
-  asio::post(ex_, [self = shared_from_this()] {
-    if (self->phase() == Phase::closed) return;
-    if (self->cold_ && !self->cold_->leftover.empty()) {
-      auto bytes = std::move(self->cold_->leftover);
-      self->wire_bytes_received_ += bytes.size();
-      self->process(bytes);
-      if (self->phase() == Phase::closed) return;
-    }
-    self->start_reading();
-  });
+  if (post_reading) asio::post(ex_, [self = shared_from_this()] { self->after_open(); });
   if (reconnect_) reconnect_on_open();
+}
+
+void Session::after_open() {
+  if (phase() == Phase::closed) return;
+  if (cold_ && !cold_->leftover.empty()) {
+    auto bytes = std::move(cold_->leftover);
+    wire_bytes_received_ += bytes.size();
+    process(bytes);
+    if (phase() == Phase::closed) return;
+  }
+  start_reading();
 }
 
 void Session::start_server(transport::Stream stream, std::span<const std::byte> leftover,
@@ -522,7 +524,10 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
   std::error_code ignored;
   stream.socket().set_option(asio::ip::tcp::no_delay(cfg_->no_delay), ignored);
   stream_ = std::make_unique<transport::Stream>(std::move(stream));
-  open_server(leftover);
+  if (o.open_later)
+    phase_ = Phase::connecting;
+  else
+    open_server(leftover);
 }
 
 void Session::start_server(int fd, std::span<const std::byte> leftover,
@@ -530,7 +535,10 @@ void Session::start_server(int fd, std::span<const std::byte> leftover,
   // TCP_NODELAY: set by the listener's handshake, from the same option.
   fd_ = fd;
   setup_server(nullptr, o);
-  open_server(leftover);
+  if (o.open_later)
+    phase_ = Phase::connecting;
+  else
+    open_server(leftover);
 }
 
 void Session::setup_server(transport::TcpSocket* socket, const ServerSessionOptions& o) {
@@ -566,24 +574,28 @@ void Session::open_server(std::span<const std::byte> leftover) {
   phase_ = Phase::connecting;
   std::vector<std::byte> rest(leftover.begin(), leftover.end());
   asio::post(ex_, [self = shared_from_this(), rest = std::move(rest)]() mutable {
-    if (self->detached_) {
-      // The socket was destroyed before its first read: drop the connection.
-      self->close_transport();
-      self->phase_ = Phase::closed;
-      self->closed_raised_ = true;
-      const auto aborted = make_error_code(error::operation_aborted);
-      if (self->pending_close_) {
-        auto pc = std::move(self->pending_close_);
-        self->complete(pc->op, aborted);
-      }
-      auto closes = self->take_close_ops();
-      for (auto& c : closes) self->complete(c, aborted);
-      return;
-    }
-    self->phase_ = Phase::connecting;
-    self->connecting_.reset();
-    self->become_open(rest);
+    self->open_server_now(rest, true);
   });
+}
+
+void Session::open_server_now(std::span<const std::byte> leftover, bool post_reading) {
+  if (detached_) {
+    // The socket was destroyed before its first read: drop the connection.
+    close_transport();
+    phase_ = Phase::closed;
+    closed_raised_ = true;
+    const auto aborted = make_error_code(error::operation_aborted);
+    if (pending_close_) {
+      auto pc = std::move(pending_close_);
+      complete(pc->op, aborted);
+    }
+    auto closes = take_close_ops();
+    for (auto& c : closes) complete(c, aborted);
+    return;
+  }
+  phase_ = Phase::connecting;
+  connecting_.reset();
+  become_open(leftover, post_reading);
 }
 
 // --- data path ------------------------------------------------------------------------------

@@ -667,24 +667,24 @@ std::shared_ptr<Session> ListenerImpl::adopt(AcceptedStream& a, const std::strin
   so.settings = session_settings_;
   so.deflate = a.deflate;
   so.extensions = a.extensions;
+  // hand_over opens it and starts its reading around the event, in one
+  // handler.
+  so.open_later = true;
   if (a.endpoints_read) {
     so.local = &a.local;
     so.remote = &a.remote;
   }
   auto s = std::make_shared<Session>(a.loop->ctx.get_executor(), kind, protocol::Role::server);
-  const auto leftover =
-      std::span(reinterpret_cast<const std::byte*>(a.leftover.data()), a.leftover.size());
   if (a.fd >= 0) {
     const int fd = std::exchange(a.fd, -1);
-    s->start_server(fd, leftover, so);
+    s->start_server(fd, {}, so);
   } else {
     s->start_server(a.tls ? transport::Stream(std::move(a.tls), a.tls_context)
                           : transport::Stream(std::move(*a.tcp)),
-                    leftover, so);
+                    {}, so);
     a.tcp.reset();
     a.tls.reset();
   }
-  std::string().swap(a.leftover);
   // The connection's slot moves to the session; sweep_sessions gives it back.
   a.counted = false;
   a.loop->sessions.push_back(s);
@@ -754,28 +754,34 @@ void ListenerImpl::hand_over(AcceptedStream& stream, std::shared_ptr<AcceptedCon
   if (const auto& hook = listener_test_hooks().before_adopt) hook();
   // Nobody to take it: the connection closes with `stream`.
   if (!on_connection_) return;
-  if (type == ListenerSocketType::stream_websocket)
-    conn->stream.emplace(
-        make_stream_websocket(adopt(stream, conn->protocol, Session::Kind::stream)));
+  const bool streams = type == ListenerSocketType::stream_websocket;
+  auto session =
+      adopt(stream, conn->protocol, streams ? Session::Kind::stream : Session::Kind::message);
+  if (streams)
+    conn->stream.emplace(make_stream_websocket(session));
   else
-    conn->message.emplace(
-        make_message_websocket(adopt(stream, conn->protocol, Session::Kind::message)));
-  // The session opens in a handler it posted; raising the event after it
-  // gives the application an open socket, and its reading starts only after
-  // this event (posted in turn), so no message can come before its handlers.
-  asio::post(stream.loop->ctx, [this, conn = std::move(conn), &loop = *stream.loop]() mutable {
-    WebSocketListenerConnectionReceivedEventArgs args(conn->request, conn->protocol, conn->message,
-                                                      conn->stream);
-    try {
-      on_connection_(args);
-    } catch (...) {
-      // The application failed to take the connection: it cannot be served.
-    }
-    // Not taken: the connection is failed (the socket destroyed) now.
-    args.drop();
-    // The event is over (its arguments, the request's only readers, with it).
-    loop.give_back(std::move(conn));
-  });
+    conn->message.emplace(make_message_websocket(session));
+  // One handler: the session opens, then the event gives the application an
+  // open socket, then its reading starts, so no message can come before its
+  // handlers.
+  asio::post(stream.loop->ctx,
+             [this, conn = std::move(conn), &loop = *stream.loop, session = std::move(session),
+              leftover = std::move(stream.leftover)]() mutable {
+               session->open_server_now(
+                   std::span(reinterpret_cast<const std::byte*>(leftover.data()), leftover.size()));
+               WebSocketListenerConnectionReceivedEventArgs args(conn->request, conn->protocol,
+                                                                 conn->message, conn->stream);
+               try {
+                 on_connection_(args);
+               } catch (...) {
+                 // The application failed to take the connection: it cannot be served.
+               }
+               // Not taken: the connection is failed (the socket destroyed) now.
+               args.drop();
+               // The event is over (its arguments, the request's only readers, with it).
+               loop.give_back(std::move(conn));
+               session->after_open();
+             });
 }
 
 void ListenerImpl::request_session_sweep() {
