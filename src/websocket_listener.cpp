@@ -761,27 +761,27 @@ void ListenerImpl::hand_over(AcceptedStream& stream, std::shared_ptr<AcceptedCon
     conn->stream.emplace(make_stream_websocket(session));
   else
     conn->message.emplace(make_message_websocket(session));
-  // One handler: the session opens, then the event gives the application an
-  // open socket, then its reading starts, so no message can come before its
-  // handlers.
-  asio::post(stream.loop->ctx,
-             [this, conn = std::move(conn), &loop = *stream.loop, session = std::move(session),
-              leftover = std::move(stream.leftover)]() mutable {
-               session->open_server_now(
-                   std::span(reinterpret_cast<const std::byte*>(leftover.data()), leftover.size()));
-               WebSocketListenerConnectionReceivedEventArgs args(conn->request, conn->protocol,
-                                                                 conn->message, conn->stream);
-               try {
-                 on_connection_(args);
-               } catch (...) {
-                 // The application failed to take the connection: it cannot be served.
-               }
-               // Not taken: the connection is failed (the socket destroyed) now.
-               args.drop();
-               // The event is over (its arguments, the request's only readers, with it).
-               loop.give_back(std::move(conn));
-               session->after_open();
-             });
+  // Now, on the loop (no handler posted): the session opens, then the event
+  // gives the application an open socket, then its reading starts, so no
+  // message can come before its handlers. The handshake that called this
+  // only returns afterwards; `stream` holds nothing the event needs.
+  session->open_server_now(std::span(reinterpret_cast<const std::byte*>(stream.leftover.data()),
+                                     stream.leftover.size()));
+  std::string().swap(stream.leftover);
+  {
+    WebSocketListenerConnectionReceivedEventArgs args(conn->request, conn->protocol, conn->message,
+                                                      conn->stream);
+    try {
+      on_connection_(args);
+    } catch (...) {
+      // The application failed to take the connection: it cannot be served.
+    }
+    // Not taken: the connection is failed (the socket destroyed) now.
+    args.drop();
+  }
+  // The event is over (its arguments, the request's only readers, with it).
+  stream.loop->give_back(std::move(conn));
+  session->after_open();
 }
 
 void ListenerImpl::request_session_sweep() {

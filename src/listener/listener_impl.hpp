@@ -256,10 +256,11 @@ public:
   std::string run_http_handler(const HttpServerRequest& request, int& status);
   /// Runs the hook on a valid request; fills the context's decision.
   void run_hook(WebSocketHandshakeContext& context);
-  /// The 101 is written: makes the socket of `type` and raises
-  /// connection_received once the socket is open (after this handler), with
-  /// `conn`'s request and protocol (its sockets empty; from
-  /// ListenerLoop::take_connection, given back after the event).
+  /// The 101 is written: makes the socket of `type`, opens it and raises
+  /// connection_received now (on the loop, inside the caller), with `conn`'s
+  /// request and protocol (its sockets empty; from
+  /// ListenerLoop::take_connection, given back after the event); the
+  /// socket's reading starts after the event.
   void hand_over(AcceptedStream& stream, std::shared_ptr<AcceptedConnection> conn,
                  ListenerSocketType type);
   /// A connection counted at accept ended (or was refused).
