@@ -544,13 +544,10 @@ void Session::start_server(int fd, std::span<const std::byte> leftover,
 void Session::setup_server(transport::TcpSocket* socket, const ServerSessionOptions& o) {
   connect_called_ = true;
   {
-    // Read by the controls from any thread once the socket is handed out.
+    // Read by the controls from any thread once the socket is handed out
+    // (one lock for all of it).
     std::lock_guard lock(config_mutex_);
     cfg_ = o.settings ? o.settings : default_settings();
-  }
-  make_connection(protocol::Role::server, o.deflate);
-  {
-    std::lock_guard lock(config_mutex_);
     if (o.local != nullptr && o.remote != nullptr) {
       local_ = *o.local;
       remote_ = *o.remote;
@@ -568,6 +565,7 @@ void Session::setup_server(transport::TcpSocket* socket, const ServerSessionOpti
       rest.deflate = o.deflate;
     }
   }
+  make_connection(protocol::Role::server, o.deflate);
 }
 
 void Session::open_server(std::span<const std::byte> leftover) {
