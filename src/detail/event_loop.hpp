@@ -88,7 +88,9 @@ protected:
 
 private:
   friend class LoopPoller;
-  std::shared_ptr<void> poll_keep_;  ///< the client's owner, kept while registered
+  /// The client's owner, kept while registered (never null then: a client
+  /// whose owner is not a shared_ptr passes an aliasing pointer to itself).
+  std::shared_ptr<void> poll_keep_;
   PollClient* poll_prev_ = nullptr;  ///< the loop's list of registered clients
   PollClient* poll_next_ = nullptr;
 };
@@ -114,15 +116,25 @@ public:
   /// event never reaches a destroyed client. Returns epoll_ctl's error.
   std::error_code add(int fd, PollClient& client, std::shared_ptr<void> keep);
   /// Takes `fd` out of the set and closes it. No event reaches `client` after
-  /// this returns, not even one of the batch being dispatched; its owner is
-  /// released after the current handler (never inside a call of the client).
+  /// this returns, not even one of the batch being dispatched (constant time:
+  /// the batch skips a client whose owner is no longer kept, and the owner
+  /// lives until the batch ends); its owner is released after the current
+  /// handler (never inside a call of the client).
   void remove_and_close(int fd, PollClient& client) noexcept;
+  /// The same without closing `fd`: it leaves the set (it may then be added
+  /// again, for another client). Returns epoll_ctl's error.
+  std::error_code remove(int fd, PollClient& client) noexcept;
+  /// Whether `client` is registered (on the loop's thread).
+  [[nodiscard]] static bool registered(const PollClient& client) noexcept;
 
 private:
   void shutdown() override;
   void arm();
   void dispatch();
   void release_later(std::shared_ptr<void> keep);
+  void unlink(PollClient& client) noexcept;
+  /// Destroys the owners released so far (their storage kept for the next).
+  void drop_released() noexcept;
 
   static constexpr int batch_size = 64;
   int epfd_ = -1;
@@ -134,8 +146,13 @@ private:
   std::array<epoll_event, batch_size> batch_{};
   int batch_count_ = 0;  ///< events of the batch being dispatched (0: none)
   std::vector<std::shared_ptr<void>> released_;
+  std::vector<std::shared_ptr<void>> dropping_;  ///< released_'s previous storage
   bool release_posted_ = false;
 };
+
+inline bool LoopPoller::registered(const PollClient& client) noexcept {
+  return client.poll_keep_ != nullptr;
+}
 
 /// The loop services of `ctx` without Asio's lookup (a mutex and a walk of
 /// the context's service list, about 330 instructions, several times per

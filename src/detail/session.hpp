@@ -117,6 +117,10 @@ struct ServerSessionOptions {
   /// neither; null: the session reads them from the socket).
   const transport::RawEndpoint* local = nullptr;
   const transport::RawEndpoint* remote = nullptr;
+  /// The caller opens the session (open_server_now) and starts its reading
+  /// (after_open) itself, on the loop, instead of the two handlers
+  /// start_server would post; start_server's `leftover` is then unused.
+  bool open_later = false;
 };
 
 enum class Phase : std::uint8_t { idle, connecting, open, closing, closed };
@@ -270,6 +274,19 @@ public:
   /// request's header block.
   void start_server(transport::Stream stream, std::span<const std::byte> leftover,
                     const ServerSessionOptions& options);
+  /// The same for a plain TCP connection's descriptor (non-blocking, owned
+  /// from here on) that never entered Asio's reactor: the listener accepted
+  /// and handshook it on the loop's poller. It joins the poller when the
+  /// session opens.
+  void start_server(int fd, std::span<const std::byte> leftover,
+                    const ServerSessionOptions& options);
+  /// Opens a server session started with `open_later` (on its loop; its
+  /// reading is not started: after_open). `leftover`: what followed the
+  /// request's header block. Also start_server's own posted step.
+  void open_server_now(std::span<const std::byte> leftover, bool post_reading = false);
+  /// After become_open (on the loop): the bytes that came with the handshake,
+  /// then the read loop. Posted by become_open unless the caller runs it.
+  void after_open();
 
 private:
   struct Op {
@@ -328,7 +345,7 @@ private:
   void read_response();
   void on_response_bytes(std::error_code ec, std::size_t n);
   void connect_failed(std::error_code ec);
-  void become_open(std::span<const std::byte> leftover);
+  void become_open(std::span<const std::byte> leftover, bool post_reading = true);
   /// The protocol core's settings for this session's kind and cfg_.
   [[nodiscard]] protocol::ConnectionConfig connection_config(protocol::Role role) const;
   /// Makes conn_ for `role` (with `deflate` when negotiated): it references
@@ -340,8 +357,13 @@ private:
   /// Asio for the loop's poller (fd_); a TLS connection stays in stream_.
   [[nodiscard]] bool polled() const noexcept { return fd_ >= 0; }
   [[nodiscard]] bool has_transport() const noexcept { return fd_ >= 0 || stream_; }
-  /// Moves an open plain connection's descriptor from Asio to the poller.
+  /// Moves an open plain connection's descriptor from Asio (or fd_, not yet
+  /// registered) to the poller.
   std::error_code to_poller();
+  /// start_server's common part: settings, endpoints, information.
+  void setup_server(transport::TcpSocket* socket, const ServerSessionOptions& options);
+  /// start_server's last part: opens after the current handler.
+  void open_server(std::span<const std::byte> leftover);
   /// Closes the connection's descriptor (TCP torn down at once).
   void close_transport() noexcept;
   /// Half-closes (TCP FIN); not for TLS.
