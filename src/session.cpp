@@ -1698,6 +1698,21 @@ void start_connect(std::shared_ptr<Session> s, std::string uri, CancellationToke
 
 const std::error_code no_error{};
 
+PlainSend plain_send(Session& s, std::optional<SocketMessageType> per_message,
+                     std::size_t size) noexcept {
+  if (!s.whole_send_is_plain(size)) [[unlikely]]
+    return {nullptr, SocketMessageType::binary};
+  if (!per_message) return {&s.connection(), s.message_type.load(std::memory_order_relaxed)};
+  // A type out of range is refused by the usual path (it throws).
+  if (*per_message > SocketMessageType::utf8) [[unlikely]]
+    return {nullptr, SocketMessageType::binary};
+  return {&s.connection(), *per_message};
+}
+
+std::error_code send_plain(PlainSend to, std::span<const std::byte> data, bool compress) {
+  return to.connection->send_message(to.type, data, compress, nullptr);
+}
+
 bool try_send_now(Session& s, SendKind kind, std::span<const std::byte> data,
                   std::optional<SocketMessageType> per_message, bool compress,
                   std::error_code& ec) {

@@ -584,6 +584,55 @@ TEST_F(ClientMessage, SendFromAHandlerChecksItsArgumentsToo) {
   ws.close();
 }
 
+// The handler's send has a short path for its own socket (that socket's event
+// lock held innermost, nothing queued); these sends take the general one and
+// must behave the same: a send on another socket from this handler is done at
+// once too (same loop thread), and a whole message while this socket's framed
+// message is unfinished throws std::logic_error without sending anything.
+TEST_F(ClientMessage, HandlerSendsOnAnotherSocketAndMidMessageFollowTheGeneralPath) {
+  duplex::test::Flag done, other_echo;
+  bool other_ready = false, mid_message_threw = false;
+  std::vector<std::string> echoes, other_echoes;
+  std::mutex m;
+  MessageWebSocket ws, other;
+  other.message_received([&](MessageWebSocket&, const auto& a) {
+    {
+      std::lock_guard lock(m);
+      other_echoes.emplace_back(reinterpret_cast<const char*>(a.data().data()), a.data().size());
+    }
+    other_echo.set();
+  });
+  int calls = 0;
+  ws.message_received([&](MessageWebSocket& self, const auto& a) {
+    {
+      std::lock_guard lock(m);
+      echoes.emplace_back(reinterpret_cast<const char*>(a.data().data()), a.data().size());
+    }
+    if (calls++ > 0) return done.set();
+    auto t = other.send_async("to the other");
+    other_ready = t.is_ready() && !t.get_result().ec;
+    (void)self.send_nonfinal_frame_async(std::as_bytes(std::span(std::string_view("pie"))));
+    try {
+      (void)self.send_async("whole");
+    } catch (const std::logic_error&) {
+      mid_message_threw = true;
+    }
+    (void)self.send_final_frame_async(std::as_bytes(std::span(std::string_view("ces"))));
+  });
+  ws.connect_async(url()).get();
+  other.connect_async(url()).get();
+  ws.send_async("first").get();
+  ASSERT_TRUE(done.wait());
+  ASSERT_TRUE(other_echo.wait());
+  EXPECT_TRUE(other_ready);
+  EXPECT_TRUE(mid_message_threw);
+  std::lock_guard lock(m);
+  EXPECT_EQ(echoes, (std::vector<std::string>{"first", "pieces"}));
+  EXPECT_EQ(other_echoes, (std::vector<std::string>{"to the other"}));
+  ws.close();
+  other.close();
+}
+
 }  // namespace
 
 namespace {
