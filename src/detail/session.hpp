@@ -438,7 +438,11 @@ private:
   void set_deadline(Clock::time_point& slot, Clock::time_point at);
   Clock::time_point on_deadline(Clock::time_point now) override;
   void publish_stats();   ///< counters and the rates of the last second
-  void publish_counts();  ///< counters only (per message)
+  void publish_counts();  ///< counters only
+  /// The received message and frame counters (per message; conn_ set).
+  void publish_received();
+  /// [loop] The counters from the loop's own fields (conn_ set).
+  BandwidthStatistics loop_counts() const noexcept;
   void note_activity();
 
   // ConnectionHandler [loop].

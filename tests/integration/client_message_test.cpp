@@ -633,6 +633,29 @@ TEST_F(ClientMessage, HandlerSendsOnAnotherSocketAndMidMessageFollowTheGeneralPa
   other.close();
 }
 
+// In a handler the statistics are exact: the message being handled and a send
+// made just before are counted (they are published to other threads only once
+// per read, so the handler's view comes from the loop's own counters).
+TEST_F(ClientMessage, StatisticsInAHandlerCountThisMessageAndEarlierSends) {
+  duplex::test::Flag done;
+  std::vector<std::uint64_t> received, sent_before, sent_after;
+  MessageWebSocket ws;
+  ws.message_received([&](MessageWebSocket& self, const auto&) {
+    received.push_back(self.information().bandwidth_statistics().messages_received);
+    sent_before.push_back(self.information().bandwidth_statistics().messages_sent);
+    if (received.size() < 3) (void)self.send_async("again");
+    sent_after.push_back(self.information().bandwidth_statistics().messages_sent);
+    if (received.size() == 3) done.set();
+  });
+  ws.connect_async(url()).get();
+  ws.send_async("first").get();
+  ASSERT_TRUE(done.wait());
+  EXPECT_EQ(received, (std::vector<std::uint64_t>{1, 2, 3}));
+  EXPECT_EQ(sent_before, (std::vector<std::uint64_t>{1, 2, 3}));
+  EXPECT_EQ(sent_after, (std::vector<std::uint64_t>{2, 3, 3}));
+  ws.close();
+}
+
 }  // namespace
 
 namespace {
