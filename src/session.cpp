@@ -702,6 +702,7 @@ DUPLEX_HOT_INLINE void Session::on_read(std::error_code ec, std::size_t n) {
     return fail(ec);
   }
   wire_bytes_received_ += n;
+  stats_.bytes_received.store(wire_bytes_received_, std::memory_order_relaxed);
   std::span<std::byte> data =
       polled() ? thread_read_buffer().first(n) : std::span<std::byte>(tls_buffer_.get(), n);
   // Handlers may drop the last outside reference. A polled session is kept
@@ -1456,15 +1457,33 @@ void Session::do_read(std::span<std::byte> buffer, Op op) {
 // --- connection events
 // ------------------------------------------------------------------------------
 
+DUPLEX_HOT_INLINE BandwidthStatistics Session::loop_counts() const noexcept {
+  const auto& s = conn_->stats();
+  BandwidthStatistics b;
+  b.bytes_sent = wire_bytes_sent_;
+  b.bytes_received = wire_bytes_received_;
+  b.messages_sent = s.messages_sent + prebuilt_sent_;
+  b.messages_received = s.messages_received;
+  b.frames_sent = s.frames_sent + prebuilt_sent_;
+  b.frames_received = s.frames_received;
+  return b;
+}
+
+DUPLEX_HOT_INLINE void Session::publish_received() {
+  const auto& s = conn_->stats();
+  stats_.messages_received.store(s.messages_received, std::memory_order_relaxed);
+  stats_.frames_received.store(s.frames_received, std::memory_order_relaxed);
+}
+
 DUPLEX_HOT_INLINE void Session::publish_counts() {
   if (!conn_) return;
-  const auto& s = conn_->stats();
-  stats_.bytes_sent.store(wire_bytes_sent_, std::memory_order_relaxed);
-  stats_.bytes_received.store(wire_bytes_received_, std::memory_order_relaxed);
-  stats_.messages_sent.store(s.messages_sent + prebuilt_sent_, std::memory_order_relaxed);
-  stats_.messages_received.store(s.messages_received, std::memory_order_relaxed);
-  stats_.frames_sent.store(s.frames_sent + prebuilt_sent_, std::memory_order_relaxed);
-  stats_.frames_received.store(s.frames_received, std::memory_order_relaxed);
+  const auto b = loop_counts();
+  stats_.bytes_sent.store(b.bytes_sent, std::memory_order_relaxed);
+  stats_.bytes_received.store(b.bytes_received, std::memory_order_relaxed);
+  stats_.messages_sent.store(b.messages_sent, std::memory_order_relaxed);
+  stats_.messages_received.store(b.messages_received, std::memory_order_relaxed);
+  stats_.frames_sent.store(b.frames_sent, std::memory_order_relaxed);
+  stats_.frames_received.store(b.frames_received, std::memory_order_relaxed);
 }
 
 void Session::on_message(SocketMessageType type, std::span<const std::byte> data, bool complete_) {
@@ -1487,9 +1506,10 @@ void Session::on_message(SocketMessageType type, std::span<const std::byte> data
     }
     return;
   }
-  // Counters first: a handler that reads the statistics sees this message
-  // (the rates follow once per read).
-  publish_counts();
+  // Received counters first: another thread the handler signals sees this
+  // message counted (the rest is published once per read; a handler reading
+  // the statistics gets the loop's own counters).
+  publish_received();
   const auto raise = [&] {
     if (detached_) return;
     MessageWebSocketMessageReceivedEventArgs args(type, data, complete_);
@@ -1636,6 +1656,14 @@ DUPLEX_HOT_INLINE void Session::publish_stats() {
 
 BandwidthStatistics Session::statistics() const {
   BandwidthStatistics b;
+  // On the loop (a handler): the counters as they are now, this message and
+  // the sends before included. Elsewhere: as of the loop's last read or write.
+  if (on_loop_thread() && conn_) {
+    b = loop_counts();
+    b.outbound_bits_per_second = stats_.out_bps.load(std::memory_order_relaxed);
+    b.inbound_bits_per_second = stats_.in_bps.load(std::memory_order_relaxed);
+    return b;
+  }
   b.bytes_sent = stats_.bytes_sent.load(std::memory_order_relaxed);
   b.bytes_received = stats_.bytes_received.load(std::memory_order_relaxed);
   b.messages_sent = stats_.messages_sent.load(std::memory_order_relaxed);
@@ -1731,6 +1759,21 @@ void start_connect(std::shared_ptr<Session> s, std::string uri, CancellationToke
 }
 
 const std::error_code no_error{};
+
+PlainSend plain_send(Session& s, std::optional<SocketMessageType> per_message,
+                     std::size_t size) noexcept {
+  if (!s.whole_send_is_plain(size)) [[unlikely]]
+    return {nullptr, SocketMessageType::binary};
+  if (!per_message) return {&s.connection(), s.message_type.load(std::memory_order_relaxed)};
+  // A type out of range is refused by the usual path (it throws).
+  if (*per_message > SocketMessageType::utf8) [[unlikely]]
+    return {nullptr, SocketMessageType::binary};
+  return {&s.connection(), *per_message};
+}
+
+std::error_code send_plain(PlainSend to, std::span<const std::byte> data, bool compress) {
+  return to.connection->send_message(to.type, data, compress, nullptr);
+}
 
 bool try_send_now(Session& s, SendKind kind, std::span<const std::byte> data,
                   std::optional<SocketMessageType> per_message, bool compress,

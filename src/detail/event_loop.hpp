@@ -167,7 +167,7 @@ struct Services {
   LoopPoller* poller = nullptr;
   LoopTimers* timers = nullptr;
 };
-inline thread_local Services services{};
+DUPLEX_INITIAL_EXEC inline thread_local Services services{};
 }  // namespace loop_tls
 inline std::atomic<std::uint64_t> loop_services_epoch{1};
 loop_tls::Services& loop_services_slow(asio::io_context& ctx) noexcept;
@@ -207,9 +207,9 @@ inline constexpr std::size_t thread_read_buffer_reserve = std::size_t{256} << 10
 namespace loop_tls {
 // Constant-initialised (no guard, no destructor): one load per access. The
 // buffer itself is owned by thread_read_buffer_slow()'s thread_local holder.
-inline thread_local std::byte* read_buffer = nullptr;
+DUPLEX_INITIAL_EXEC inline thread_local std::byte* read_buffer = nullptr;
 // The time a batch of the poller started (epoch: none in progress).
-inline thread_local Clock::time_point batch_now{};
+DUPLEX_INITIAL_EXEC inline thread_local Clock::time_point batch_now{};
 }  // namespace loop_tls
 std::span<std::byte> thread_read_buffer_slow();
 DUPLEX_ALWAYS_INLINE inline std::span<std::byte> thread_read_buffer() {

@@ -214,6 +214,23 @@ public:
   /// otherwise, for the queued path of send().
   std::optional<std::error_code> send_now(SendKind kind, SocketMessageType type,
                                           std::span<const std::byte> data, bool compress);
+  /// [loop] True when a whole message of `size` bytes can go straight into the
+  /// connection's output with nothing else to do: inside one of this socket's
+  /// event handlers (a flush is due; this socket's lock the innermost one
+  /// this thread holds), open, no send waiting, room, not a
+  /// direct (zero-copy) write, no message sent in frames unfinished.
+  [[nodiscard]] DUPLEX_ALWAYS_INLINE bool whole_send_is_plain(std::size_t size) const noexcept {
+    // The lock first: the loop thread's fields are read only on it. Only the
+    // innermost lock (no walk): a handler holding another socket's lock takes
+    // the slower path.
+    return events_mutex_.held_innermost() && in_process_ && phase() == Phase::open &&
+           !conn_->close_sent() && !call_in_message_.load(std::memory_order_relaxed) &&
+           sends_.empty() && unsent() < cfg_->outbound_buffer_size &&
+           (size < protocol::Connection::direct_min_payload || writing_ || !polled() ||
+            wr_ref_queued_ != 0);
+  }
+  /// The connection (open sessions only).
+  [[nodiscard]] protocol::Connection& connection() noexcept { return *conn_; }
   void close(std::uint16_t code, std::string reason, CancellationToken ct, CompletionHandler h);
   /// At the call of a send (any thread): throws std::logic_error for a whole
   /// message while a message sent in frames is unfinished, and
@@ -443,7 +460,11 @@ private:
   void set_deadline(Clock::time_point& slot, Clock::time_point at);
   Clock::time_point on_deadline(Clock::time_point now) override;
   void publish_stats();   ///< counters and the rates of the last second
-  void publish_counts();  ///< counters only (per message)
+  void publish_counts();  ///< counters only
+  /// The received message and frame counters (per message; conn_ set).
+  void publish_received();
+  /// [loop] The counters from the loop's own fields (conn_ set).
+  BandwidthStatistics loop_counts() const noexcept;
   void note_activity();
 
   // ConnectionHandler [loop].
