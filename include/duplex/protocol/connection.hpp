@@ -330,7 +330,9 @@ private:
     DeflateDecoder rd_deflate;
   };
   struct Shared {};
-  Connection(const ConnectionConfig& config, Shared) noexcept : config_(&config) {}
+  Connection(const ConnectionConfig& config, Shared) noexcept : config_(&config) {
+    derive_fast_path();
+  }
 
   const ConnectionConfig* config_;  ///< shared, or own_->config
   std::unique_ptr<Own> own_;
@@ -362,6 +364,12 @@ private:
   bool rd_text_ = false;        ///< the current data message is text
   bool rd_compressed_ = false;  ///< the current data message had RSV1
   bool rd_done_ = false;        ///< close received or connection failed: ignore input
+  /// receive_holding's fast path, derived once from the (fixed) config: the
+  /// largest payload it takes (a 7-bit length within max_message_size) and
+  /// the mask bit the peer's frames carry (0x80 when we are the server).
+  std::uint8_t rd_fast_max_ = 0;
+  std::uint8_t rd_mask_bit_ = 0;
+  void derive_fast_path() noexcept;
   std::array<std::byte, max_frame_header_size> rd_spill_{};
   /// A control payload split across reads (rare: allocated for it, freed
   /// once handled, so an idle connection holds no 125 bytes for it).
