@@ -820,6 +820,39 @@ std::error_code Connection::check_send_data() const noexcept {
 
 std::error_code Connection::send_message(SocketMessageType type, std::span<const std::byte> payload,
                                          bool compress, DirectFrame* direct) {
+  // The usual server message: small, unmasked, uncompressed, with room in the
+  // output. No call but the tail calls, so no frame of saved registers.
+  const std::size_t n = payload.size();
+  if (n > 125 || rd_mask_bit_ == 0 || close_sent_ || wr_in_message_ || (compress && own_) ||
+      !out_.has_room(2 + n)) [[unlikely]]
+    return send_message_general(type, payload, compress, direct);
+  const bool text = type == SocketMessageType::utf8;
+  std::byte* o = out_.append(2 + n);
+  o[0] = std::byte{static_cast<std::uint8_t>(bit_fin | (text ? op_text : op_binary))};
+  o[1] = std::byte{static_cast<std::uint8_t>(n)};
+  const std::uint64_t high = copy_small(o + 2, payload.data(), n, 0);
+  ++stats_.messages_sent;
+  ++stats_.frames_sent;
+  stats_.bytes_sent += 2 + n;
+  // RFC 6455 5.6: text frames carry UTF-8 (ASCII needs no further look).
+  if (text && high != 0) [[unlikely]]
+    return check_copied_text(payload, 2 + n);
+  return no_error;
+}
+
+std::error_code Connection::check_copied_text(std::span<const std::byte> payload,
+                                              std::size_t frame_size) {
+  if (is_valid_utf8(payload)) return no_error;
+  out_.drop_back(frame_size);
+  --stats_.messages_sent;
+  --stats_.frames_sent;
+  stats_.bytes_sent -= frame_size;
+  return make_error_code(error::invalid_utf8);
+}
+
+std::error_code Connection::send_message_general(SocketMessageType type,
+                                                 std::span<const std::byte> payload, bool compress,
+                                                 DirectFrame* direct) {
   if (close_sent_ || wr_in_message_) [[unlikely]]
     return check_send_data();
   const bool text = type == SocketMessageType::utf8;

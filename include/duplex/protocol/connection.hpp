@@ -273,6 +273,8 @@ private:
       size_ += n;
       return p;
     }
+    /// True when append(n) needs no growth.
+    [[nodiscard]] bool has_room(std::size_t n) const noexcept { return capacity_ - size_ >= n; }
     void clear() noexcept { size_ = 0; }
     /// Takes back the last `n` bytes appended.
     void drop_back(std::size_t n) noexcept { size_ -= n; }
@@ -315,6 +317,12 @@ private:
   void fail(std::error_code ec, ConnectionHandler& handler);
   void queue_frame(std::uint8_t b0, std::span<const std::byte> payload);
   std::error_code check_send_data() const noexcept;
+  /// send_message() for all but the small unmasked message that fits.
+  std::error_code send_message_general(SocketMessageType type, std::span<const std::byte> payload,
+                                       bool compress, DirectFrame* direct);
+  /// After a small text message was copied with bytes above 0x7F: keeps it if
+  /// it is UTF-8, else takes back its `frame_size` bytes and its counts.
+  std::error_code check_copied_text(std::span<const std::byte> payload, std::size_t frame_size);
   // permessage-deflate (src/protocol/deflate_connection.cpp).
   bool receive_deflated(std::span<const std::byte> chunk, bool message_done,
                         ConnectionHandler& handler);
