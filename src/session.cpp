@@ -817,10 +817,6 @@ bool Session::complete_held(std::size_t end, std::size_t begin, std::size_t fram
   return filled;
 }
 
-void Session::note_activity() {
-  activity_ = true;
-}
-
 // The per-message send path (send_now -> send_one -> queue) is inlined into
 // its callers: three calls' prologues were a fifth of its cost.
 DUPLEX_HOT_INLINE std::error_code Session::send_one(SendKind kind, SocketMessageType type,

@@ -125,10 +125,12 @@ struct ServerSessionOptions {
 
 enum class Phase : std::uint8_t { idle, connecting, open, closing, closed };
 
-class Session final : public std::enable_shared_from_this<Session>,
+// ConnectionHandler first: its on_message, once per message, is then called
+// without a this-adjusting thunk.
+class Session final : private protocol::ConnectionHandler,
+                      public std::enable_shared_from_this<Session>,
                       public TimerClient,
-                      private PollClient,
-                      private protocol::ConnectionHandler {
+                      private PollClient {
 public:
   enum class Kind : std::uint8_t { message, stream };
 
@@ -465,7 +467,7 @@ private:
   void publish_received();
   /// [loop] The counters from the loop's own fields (conn_ set).
   BandwidthStatistics loop_counts() const noexcept;
-  void note_activity();
+  void note_activity() noexcept { activity_ = true; }
 
   // ConnectionHandler [loop].
   void on_message(SocketMessageType type, std::span<const std::byte> data, bool complete) override;
