@@ -30,11 +30,6 @@
 namespace duplex::test {
 namespace {
 
-// Clears the listener's test seams however the test ends.
-struct HooksGuard {
-  ~HooksGuard() { detail::listener_test_hooks() = {}; }
-};
-
 WebSocketListenerOptions one_loop() {
   WebSocketListenerOptions o;
   o.threads = 1;
@@ -74,22 +69,35 @@ bool read_until_size(RawClient& c, std::string& out, std::size_t size) {
   return out.size() >= size;
 }
 
-TEST(ListenerAccept, AnAcceptErrorIsRetriedAfterADelayNotSpun) {
-  HooksGuard guard;
+// The accept seam: the first `count` calls fail with `err` (each recorded
+// with its time), the rest accept.
+struct FailingAccepts {
   std::mutex m;
   std::vector<Clock::time_point> failures;
-  constexpr std::size_t failing = 3;
-  detail::listener_test_hooks().accept = [&](int fd, sockaddr* addr, socklen_t* len, int flags) {
-    {
-      std::lock_guard lock(m);
-      if (failures.size() < failing) {
-        failures.push_back(Clock::now());
-        errno = EMFILE;
-        return -1;
+  int calls = 0;
+  FailingAccepts(std::size_t count, int err) {
+    detail::listener_test_hooks().accept = [this, count, err](int fd, sockaddr* addr,
+                                                              socklen_t* len, int flags) {
+      {
+        std::lock_guard lock(m);
+        ++calls;
+        if (failures.size() < count) {
+          failures.push_back(Clock::now());
+          errno = err;
+          return -1;
+        }
       }
-    }
-    return ::accept4(fd, addr, len, flags);
-  };
+      return ::accept4(fd, addr, len, flags);
+    };
+  }
+  ~FailingAccepts() { detail::listener_test_hooks() = {}; }
+};
+
+TEST(ListenerAccept, AnAcceptErrorIsRetriedAfterADelayNotSpun) {
+  constexpr std::size_t failing = 3;
+  FailingAccepts hook(failing, EMFILE);
+  auto& m = hook.m;
+  auto& failures = hook.failures;
   WebSocketListener listener(one_loop());
   listener.listen("127.0.0.1", 0);
   RawClient c;
@@ -108,27 +116,15 @@ TEST(ListenerAccept, AnAcceptErrorIsRetriedAfterADelayNotSpun) {
 }
 
 TEST(ListenerAccept, AnAbortedConnectionIsSkippedAndTheNextServed) {
-  HooksGuard guard;
-  std::mutex m;
-  int calls = 0;
-  detail::listener_test_hooks().accept = [&](int fd, sockaddr* addr, socklen_t* len, int flags) {
-    {
-      std::lock_guard lock(m);
-      if (++calls == 1) {
-        errno = ECONNABORTED;
-        return -1;
-      }
-    }
-    return ::accept4(fd, addr, len, flags);
-  };
+  FailingAccepts hook(1, ECONNABORTED);
   WebSocketListener listener(one_loop());
   listener.listen("127.0.0.1", 0);
   RawClient c;
   ASSERT_TRUE(c.connect(listener.local_port()));
   ASSERT_TRUE(c.send(upgrade_request()));
   EXPECT_EQ(c.read_response(5s).substr(0, 12), "HTTP/1.1 101");
-  std::lock_guard lock(m);
-  EXPECT_GE(calls, 2);
+  std::lock_guard lock(hook.m);
+  EXPECT_GE(hook.calls, 2);
 }
 
 TEST(ListenerAccept, AnUpgradeAnswerLargerThanTheSocketBufferLeavesThenTheSessionRuns) {
