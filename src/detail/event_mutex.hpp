@@ -139,6 +139,12 @@ public:
     return false;
   }
 
+  /// True when this lock is the innermost one this thread holds (the usual
+  /// case inside a handler of this socket): held_here() without its walk.
+  [[nodiscard]] DUPLEX_ALWAYS_INLINE bool held_innermost() const noexcept {
+    return held_ != nullptr && held_->mutex == this;
+  }
+
   /// Keeps a handler removed under the lock alive until the lock is released
   /// (it may be running on this thread). Call with the lock held.
   void retire(std::shared_ptr<const void> handler) noexcept {
@@ -149,7 +155,7 @@ public:
   }
 
 private:
-  static inline thread_local const Frame* held_ = nullptr;
+  DUPLEX_INITIAL_EXEC static inline thread_local const Frame* held_ = nullptr;
   std::atomic<bool> busy_{false};          ///< an event is being raised
   std::atomic<std::uint32_t> waiting_{0};  ///< changes waiting or in progress
   TinyMutex mutex_;                        ///< orders the changes

@@ -3,6 +3,8 @@
 #include <duplex/protocol/close.hpp>
 #include <duplex/protocol/connection.hpp>
 
+#include "detail/always_inline.hpp"
+
 #include <openssl/rand.h>
 
 #include <bit>
@@ -70,7 +72,7 @@ struct MaskKeyCursor {
   bool store_gone = false;             // after the thread's store: one key at a time
   unsigned char single[4] = {};
 };
-constinit thread_local MaskKeyCursor mask_cursor;
+DUPLEX_INITIAL_EXEC constinit thread_local MaskKeyCursor mask_cursor;
 
 constexpr std::size_t mask_pool_bytes = 4096 * 4;
 
