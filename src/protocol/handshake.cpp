@@ -163,7 +163,7 @@ const char* skip_plain_value_words(const char* p, const char* end) noexcept {
 bool is_valid_value(std::string_view v) noexcept {
   const char* const rest = skip_plain_value_words(v.data(), v.data() + v.size());
   return all_of(v.substr(static_cast<std::size_t>(rest - v.data())), value_char) &&
-         trim_ows(v).size() == v.size();
+         (v.empty() || (!is_ows(v.front()) && !is_ows(v.back())));
 }
 
 // Calls f(element) for each trimmed, non-empty element of a comma list
