@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
@@ -404,18 +405,30 @@ bool parse_fields(std::string_view block, std::size_t pos, HttpHeaders& headers,
 }
 
 bool parse_request_block(std::string_view block, HttpRequest& out, std::error_code& ec) {
-  const auto line = first_line(block);
-  // RFC 9112 3: request-line = method SP request-target SP HTTP-version.
-  const auto sp1 = line.find(' ');
-  const auto sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
-  if (sp2 == std::string_view::npos) return malformed(ec);
-  const auto method = line.substr(0, sp1);
-  const auto target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  if (!is_token(method) || target.empty() || !all_of(target, target_char)) return malformed(ec);
-  if (!parse_version(line.substr(sp2 + 1), out.version_minor, ec)) return false;
-  set(out.method, method);
-  set(out.target, target);
-  return parse_fields(block, line.size() + 2, out.headers, ec);
+  // RFC 9112 3: request-line = method SP request-target SP HTTP-version, read
+  // in one pass that also checks each part's characters. The block ends in
+  // CRLF CRLF, so each loop stops inside it.
+  const char* p = block.data();
+  const char* const end = block.data() + block.size();
+  const char* const method = p;
+  while (is(*p, tchar)) ++p;
+  const char* const method_end = p;
+  if (method_end == method || *p != ' ') return malformed(ec);
+  const char* const target = ++p;
+  while (is(*p, target_char)) ++p;
+  const char* const target_end = p;
+  if (target_end == target || *p != ' ') return malformed(ec);
+  ++p;
+  // The version is the rest of the line: exactly 8 characters, then CRLF.
+  constexpr std::size_t version_size = 8;
+  if (end - p < static_cast<std::ptrdiff_t>(version_size + 2) || p[version_size] != '\r' ||
+      p[version_size + 1] != '\n')
+    return malformed(ec);
+  if (!parse_version(std::string_view(p, version_size), out.version_minor, ec)) return false;
+  set(out.method, method, static_cast<std::size_t>(method_end - method));
+  set(out.target, target, static_cast<std::size_t>(target_end - target));
+  const auto line_end = static_cast<std::size_t>(p + version_size + 2 - block.data());
+  return parse_fields(block, line_end, out.headers, ec);
 }
 
 bool parse_response_block(std::string_view block, HttpResponse& out, std::error_code& ec) {

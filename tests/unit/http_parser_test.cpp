@@ -400,6 +400,25 @@ TEST(HttpParser, RefusesAControlAtEveryPositionOfALongValue) {
 
 // --- start lines -------------------------------------------------------------------------
 
+// The request line is read in one pass: a version followed by more than the
+// line end is malformed even when its major is not 1 (the version's format
+// is checked only once the line is known to end after it).
+TEST(HttpParser, ReadsTheRequestLineInOnePass) {
+  EXPECT_EQ(request_error("GET / HTTP/2.0x\r\nHost: a\r\n\r\n"), error::bad_http_message);
+  EXPECT_EQ(request_error("GET / HTTP/2.0 \r\nHost: a\r\n\r\n"), error::bad_http_message);
+  EXPECT_EQ(request_error("GET /\r HTTP/1.1\r\nHost: a\r\n\r\n"), error::bad_http_message);
+  EXPECT_EQ(request_error("GET / HTTP/1.1\r\r\nHost: a\r\n\r\n"), error::bad_http_message);
+  EXPECT_EQ(request_error("GET / \r\n\r\n"), error::bad_http_message);
+  HttpRequest req;
+  std::error_code ec;
+  const std::string bare = "OPTIONS * HTTP/1.0\r\n\r\n";
+  ASSERT_EQ(parse_http_request(bare, req, ec), bare.size()) << ec.message();
+  EXPECT_EQ(req.method, "OPTIONS");
+  EXPECT_EQ(req.target, "*");
+  EXPECT_EQ(req.version_minor, 0);
+  EXPECT_TRUE(req.headers.empty());
+}
+
 TEST(HttpParser, RefusesMalformedRequestLines) {
   for (const char* line :
        {"GET /", "GET", "", "GET  / HTTP/1.1", "GET / HTTP/1.1 ", " GET / HTTP/1.1",
