@@ -67,11 +67,8 @@ private:
         conn_(loop.take_connection()),
         request_(conn_->request),
         busy_(busy) {
-    // The request is parsed into the storage of a spare one (its header list
-    // and strings), and moves back into request_ once valid.
-    parsed_.method.swap(request_.method);
-    parsed_.target.swap(request_.target);
-    parsed_.headers.swap(request_.headers);
+    // The request is parsed straight into request_ (a spare one's storage:
+    // its header list and strings).
     listener_.live_handshakes.fetch_add(1);
     loop_.counters.handshakes_pending.fetch_add(1, std::memory_order_relaxed);
   }
@@ -131,7 +128,7 @@ public:
     if (options.no_delay) socket().set_option(tcp::no_delay(true), ignored);
     buf_ = std::move(rest);
     used_ = buf_.size();
-    parsed_ = std::move(request);
+    static_cast<protocol::HttpRequest&>(request_) = std::move(request);
     process(buf_, 0);
   }
 
@@ -269,7 +266,7 @@ private:
   void parse(std::string_view data) {
     std::error_code parse_ec;
     const std::size_t consumed =
-        protocol::parse_http_request(data, parsed_, parse_ec, listener_.options().max_header_size);
+        protocol::parse_http_request(data, request_, parse_ec, listener_.options().max_header_size);
     if (parse_ec) {
       const int status = protocol::status_for(parse_ec);
       return respond_error(
@@ -290,7 +287,7 @@ private:
 
   // `data`: the bytes read, the request's block (`consumed` bytes) first.
   void process(std::string_view data, std::size_t consumed) {
-    protocol::HttpRequest& request = parsed_;
+    protocol::HttpRequest& request = request_;
     // Not a WebSocket upgrade, and the application serves plain HTTP: its
     // handler answers (health checks, a page, metrics on the same port).
     http_answer_ = listener_.has_http_handler() &&
@@ -304,10 +301,8 @@ private:
       return start_http(std::move(request), consumed);
     }
 
-    // The loop thread's: its strings keep their storage from one handshake
-    // to the next.
-    thread_local protocol::ServerHandshakeRequest hs;
-    if (const auto ec = protocol::validate_client_request(request, hs)) {
+    protocol::ClientRequestView checked;
+    if (const auto ec = protocol::check_client_request(request, checked)) {
       // A plain HTTP request (no Upgrade at all) is told what this resource
       // speaks: RFC 9110 15.5.22, 426 with the Upgrade header it needs.
       if ((ec == error::bad_upgrade || ec == error::bad_connection) &&
@@ -317,18 +312,21 @@ private:
       return respond_error(protocol::status_for(ec), "not a valid WebSocket request\n");
     }
 
-    // Validated: the parsed strings move (their storage with them), the
-    // others are copied into request_'s (a spare request's) storage.
-    request_.method.swap(request.method);
-    request_.target.swap(request.target);
-    request_.headers.swap(request.headers);
-    request_.host.assign(hs.host);
-    request_.origin.assign(hs.origin);
-    request_.protocols = hs.protocols;
-    request_.extensions.assign(hs.extensions);
-    // RFC 6455 4.1: base64 of 16 bytes (validate_client_request checked it).
+    // Valid: what the hooks see besides the headers, each copied once into
+    // request_'s (a spare request's) storage.
+    request_.host.assign(checked.host);
+    request_.origin.assign(checked.origin);
+    if (checked.has_protocols)
+      protocol::header_list(request.headers, "Sec-WebSocket-Protocol", request_.protocols);
+    else
+      request_.protocols.clear();
+    if (checked.has_extensions)
+      protocol::join_header(request.headers, "Sec-WebSocket-Extensions", request_.extensions);
+    else
+      request_.extensions.clear();
+    // RFC 6455 4.1: base64 of 16 bytes (check_client_request checked it).
     std::array<char, 24> key{};
-    hs.key.copy(key.data(), key.size());
+    checked.key.copy(key.data(), key.size());
     read_endpoints(request_.remote_address, request_.local_address);
     request_.secure = tls_ != nullptr;
     if (tls_)
@@ -561,8 +559,8 @@ private:
     if (endpoints_read_ || raw_) {
       // (A raw descriptor is a TCP one: its endpoints are unread only when
       // the connection already failed; {"", 0} then.)
-      remote = transport::to_host_endpoint(remote_);
-      local = transport::to_host_endpoint(local_);
+      transport::to_host_endpoint(remote_, remote);
+      transport::to_host_endpoint(local_, local);
     } else {
       remote = transport::host_endpoint(socket(), false);
       local = transport::host_endpoint(socket(), true);
@@ -618,8 +616,7 @@ private:
   std::size_t discarded_ = 0;
   /// The connection as it will be handed over (a spare one of the loop's).
   std::shared_ptr<AcceptedConnection> conn_;
-  WebSocketRequest& request_;     ///< conn_'s
-  protocol::HttpRequest parsed_;  ///< the request as parsed (its storage: a spare request's)
+  WebSocketRequest& request_;                       ///< conn_'s; the request is parsed into it
   std::optional<protocol::DeflateParams> deflate_;  ///< agreed permessage-deflate
   std::string extensions_;                          ///< the 101's extensions answer
   transport::RawEndpoint local_, remote_;           ///< read by read_endpoints()
