@@ -111,6 +111,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   ServerHandshakeRequest accepted;
   const auto why = validate_client_request(req, accepted);
+  // The validator recognises names by a folded word compare; the header
+  // helpers use iequals: both must agree on what the request holds.
+  if (why == duplex::error::bad_upgrade)
+    check(!header_has_token(req.headers, "Upgrade", "websocket"), "Upgrade refused wrongly");
+  if (why == duplex::error::bad_connection)
+    check(!header_has_token(req.headers, "Connection", "upgrade"), "Connection refused wrongly");
+  if (!why) {
+    check(find_header(req.headers, "Host") == accepted.host, "host is the Host header");
+    check(find_header(req.headers, "Sec-WebSocket-Key") == accepted.key, "key is the key header");
+    check(find_header(req.headers, "Origin").value_or("") == accepted.origin, "origin header");
+  }
   if (why) {
     check(why == duplex::condition::handshake_failed, "refusal is a handshake failure");
     check_refusal(why);

@@ -50,6 +50,7 @@ void LoopPoller::shutdown() {
   count_ = 0;
   keep.clear();
   released_.clear();
+  dropping_.clear();
   wait_.reset();
 }
 
@@ -73,10 +74,21 @@ void LoopPoller::remove_and_close(int fd, PollClient& client) noexcept {
   // Closing the descriptor takes it out of the set (it is not shared).
   ::close(fd);
   if (stopped_ || !client.poll_keep_) return;
-  // An event of this client may still wait later in the batch being dispatched.
-  for (int i = 0; i < batch_count_; ++i)
-    if (batch_[static_cast<std::size_t>(i)].data.ptr == &client)
-      batch_[static_cast<std::size_t>(i)].data.ptr = nullptr;
+  unlink(client);
+}
+
+std::error_code LoopPoller::remove(int fd, PollClient& client) noexcept {
+  if (stopped_ || !client.poll_keep_) return {};
+  std::error_code ec;
+  if (::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr) != 0) ec = {errno, std::system_category()};
+  unlink(client);
+  return ec;
+}
+
+void LoopPoller::unlink(PollClient& client) noexcept {
+  // An event of this client may still wait later in the batch being
+  // dispatched: dispatch() skips it, as the client no longer holds its owner
+  // (alive until the batch ends, in released_).
   if (client.poll_prev_ != nullptr)
     client.poll_prev_->poll_next_ = client.poll_next_;
   else
@@ -96,9 +108,14 @@ void LoopPoller::release_later(std::shared_ptr<void> keep) {
   release_posted_ = true;
   asio::post(static_cast<asio::io_context&>(context()), [this] {
     release_posted_ = false;
-    auto drop = std::move(released_);
-    released_.clear();
+    drop_released();
   });
+}
+
+void LoopPoller::drop_released() noexcept {
+  // Swapped out first: a destructor may release another owner.
+  released_.swap(dropping_);
+  dropping_.clear();
 }
 
 void LoopPoller::arm() {
@@ -122,13 +139,14 @@ void LoopPoller::dispatch() {
   loop_tls::batch_now = Clock::now();
   for (int i = 0; i < n; ++i) {
     auto& ev = batch_[static_cast<std::size_t>(i)];
-    if (ev.data.ptr != nullptr) static_cast<PollClient*>(ev.data.ptr)->on_poll(ev.events);
+    // Removed earlier in this batch: its owner is no longer kept (but alive).
+    auto* client = static_cast<PollClient*>(ev.data.ptr);
+    if (client->poll_keep_) client->on_poll(ev.events);
   }
   batch_count_ = 0;
   loop_tls::batch_now = {};
   // Owners released during the batch: destroyed now, outside their calls.
-  auto drop = std::move(released_);
-  released_.clear();
+  drop_released();
 }
 
 LoopTimers::LoopTimers(asio::execution_context& ctx)

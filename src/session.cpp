@@ -461,8 +461,8 @@ void Session::make_connection(protocol::Role role,
   conn_.emplace(std::move(cc));
 }
 
-void Session::become_open(std::span<const std::byte> leftover) {
-  if (stream_ && !stream_->is_tls()) {
+void Session::become_open(std::span<const std::byte> leftover, bool post_reading) {
+  if (stream_ ? !stream_->is_tls() : fd_ >= 0 && !LoopPoller::registered(*this)) {
     if (auto ec = to_poller()) return connect_failed(ec);
   }
   if (!leftover.empty()) cold().leftover.assign(leftover.begin(), leftover.end());
@@ -484,37 +484,60 @@ void Session::become_open(std::span<const std::byte> leftover) {
   }
   // After the connect completion (posted first, same loop): bytes that came
   // with the handshake answer, then the read loop.
-  asio::post(ex_, [self = shared_from_this()] {
-    if (self->phase() == Phase::closed) return;
-    if (self->cold_ && !self->cold_->leftover.empty()) {
-      auto bytes = std::move(self->cold_->leftover);
-      self->count_received(bytes.size());
-      self->process(bytes);
-      if (self->phase() == Phase::closed) return;
-    }
-    self->start_reading();
-  });
+  if (post_reading) asio::post(ex_, [self = shared_from_this()] { self->after_open(); });
   if (reconnect_) reconnect_on_open();
+}
+
+void Session::after_open() {
+  if (phase() == Phase::closed) return;
+  if (cold_ && !cold_->leftover.empty()) {
+    auto bytes = std::move(cold_->leftover);
+    count_received(bytes.size());
+    process(bytes);
+    if (phase() == Phase::closed) return;
+  }
+  start_reading();
 }
 
 void Session::start_server(transport::Stream stream, std::span<const std::byte> leftover,
                            const ServerSessionOptions& o) {
-  connect_called_ = true;
-  {
-    // Read by the controls from any thread once the socket is handed out.
-    std::lock_guard lock(config_mutex_);
-    cfg_ = o.settings ? o.settings : default_settings();
-  }
-  make_connection(protocol::Role::server, o.deflate);
+  setup_server(&stream.socket(), o);
   std::error_code ignored;
   stream.socket().set_option(asio::ip::tcp::no_delay(cfg_->no_delay), ignored);
+  stream_ = std::make_unique<transport::Stream>(std::move(stream));
+  if (o.open_later)
+    phase_ = Phase::connecting;
+  else
+    open_server(leftover);
+}
+
+void Session::start_server(int fd, std::span<const std::byte> leftover,
+                           const ServerSessionOptions& o) {
+  // TCP_NODELAY: set by the listener's handshake, from the same option.
+  fd_ = fd;
+  setup_server(nullptr, o);
+  if (o.open_later)
+    phase_ = Phase::connecting;
+  else
+    open_server(leftover);
+}
+
+void Session::setup_server(transport::TcpSocket* socket, const ServerSessionOptions& o) {
+  connect_called_ = true;
   {
+    // Read by the controls from any thread once the socket is handed out
+    // (one lock for all of it).
     std::lock_guard lock(config_mutex_);
+    cfg_ = o.settings ? o.settings : default_settings();
     if (o.local != nullptr && o.remote != nullptr) {
       local_ = *o.local;
       remote_ = *o.remote;
+    } else if (socket != nullptr) {
+      set_endpoints(*socket);
     } else {
-      set_endpoints(stream.socket());
+      // A TCP descriptor (start_server(fd)) whose endpoints were not given.
+      transport::raw_endpoint(fd_, true, local_);
+      transport::raw_endpoint(fd_, false, remote_);
     }
     if (!o.protocol.empty() || !o.extensions.empty() || o.deflate) {
       auto& rest = info_rest();
@@ -523,43 +546,54 @@ void Session::start_server(transport::Stream stream, std::span<const std::byte> 
       rest.deflate = o.deflate;
     }
   }
-  stream_ = std::make_unique<transport::Stream>(std::move(stream));
+  make_connection(protocol::Role::server, o.deflate);
+}
+
+void Session::open_server(std::span<const std::byte> leftover) {
   phase_ = Phase::connecting;
   std::vector<std::byte> rest(leftover.begin(), leftover.end());
   asio::post(ex_, [self = shared_from_this(), rest = std::move(rest)]() mutable {
-    if (self->detached_) {
-      // The socket was destroyed before its first read: drop the connection.
-      self->close_transport();
-      self->phase_ = Phase::closed;
-      self->closed_raised_ = true;
-      const auto aborted = make_error_code(error::operation_aborted);
-      if (self->pending_close_) {
-        auto pc = std::move(self->pending_close_);
-        self->complete(pc->op, aborted);
-      }
-      auto closes = self->take_close_ops();
-      for (auto& c : closes) self->complete(c, aborted);
-      return;
-    }
-    self->phase_ = Phase::connecting;
-    self->connecting_.reset();
-    self->become_open(rest);
+    self->open_server_now(rest, true);
   });
+}
+
+void Session::open_server_now(std::span<const std::byte> leftover, bool post_reading) {
+  if (detached_) {
+    // The socket was destroyed before its first read: drop the connection.
+    close_transport();
+    phase_ = Phase::closed;
+    closed_raised_ = true;
+    const auto aborted = make_error_code(error::operation_aborted);
+    if (pending_close_) {
+      auto pc = std::move(pending_close_);
+      complete(pc->op, aborted);
+    }
+    auto closes = take_close_ops();
+    for (auto& c : closes) complete(c, aborted);
+    return;
+  }
+  phase_ = Phase::connecting;
+  connecting_.reset();
+  become_open(leftover, post_reading);
 }
 
 // --- data path ------------------------------------------------------------------------------
 
 std::error_code Session::to_poller() {
   std::error_code ec;
-  auto& socket = stream_->socket();
-  socket.non_blocking(true, ec);
-  if (ec) return ec;
-  const int fd = socket.release(ec);
-  if (ec) return ec;
-  stream_.reset();
+  int fd = fd_;
+  if (stream_) {
+    auto& socket = stream_->socket();
+    socket.non_blocking(true, ec);
+    if (ec) return ec;
+    fd = socket.release(ec);
+    if (ec) return ec;
+    stream_.reset();
+  }
   ec = loop_poller(ex_.context()).add(fd, *this, shared_from_this());
   if (ec) {
     ::close(fd);
+    fd_ = -1;
     return ec;
   }
   fd_ = fd;
@@ -761,10 +795,6 @@ bool Session::complete_held(std::size_t end, std::size_t begin, std::size_t fram
   }
   if (phase() != Phase::closed) conn_->receive(buf.subspan(begin, end - begin), *this);
   return filled;
-}
-
-void Session::note_activity() {
-  activity_ = true;
 }
 
 // The per-message send path (send_now -> send_one -> queue) is inlined into
@@ -1403,6 +1433,24 @@ void Session::do_read(std::span<std::byte> buffer, Op op) {
 // --- connection events
 // ------------------------------------------------------------------------------
 
+DUPLEX_HOT_INLINE BandwidthStatistics Session::loop_counts() const noexcept {
+  const auto& s = conn_->stats();
+  BandwidthStatistics b;
+  b.bytes_sent = stats_.bytes_sent.load(std::memory_order_relaxed);
+  b.bytes_received = stats_.bytes_received.load(std::memory_order_relaxed);
+  b.messages_sent = s.messages_sent;
+  b.messages_received = s.messages_received;
+  b.frames_sent = s.frames_sent;
+  b.frames_received = s.frames_received;
+  return b;
+}
+
+DUPLEX_HOT_INLINE void Session::publish_received() {
+  const auto& s = conn_->stats();
+  stats_.messages_received.store(s.messages_received, std::memory_order_relaxed);
+  stats_.frames_received.store(s.frames_received, std::memory_order_relaxed);
+}
+
 DUPLEX_HOT_INLINE void Session::publish_counts() {
   if (!conn_) return;
   const auto& s = conn_->stats();
@@ -1432,9 +1480,10 @@ void Session::on_message(SocketMessageType type, std::span<const std::byte> data
     }
     return;
   }
-  // Counters first: a handler that reads the statistics sees this message
-  // (the rates follow once per read).
-  publish_counts();
+  // Received counters first: another thread the handler signals sees this
+  // message counted (the rest is published once per read; a handler reading
+  // the statistics gets the loop's own counters).
+  publish_received();
   const auto raise = [&] {
     if (detached_) return;
     MessageWebSocketMessageReceivedEventArgs args(type, data, complete_);
@@ -1581,6 +1630,14 @@ DUPLEX_HOT_INLINE void Session::publish_stats() {
 
 BandwidthStatistics Session::statistics() const {
   BandwidthStatistics b;
+  // On the loop (a handler): the counters as they are now, this message and
+  // the sends before included. Elsewhere: as of the loop's last read or write.
+  if (on_loop_thread() && conn_) {
+    b = loop_counts();
+    b.outbound_bits_per_second = stats_.out_bps.load(std::memory_order_relaxed);
+    b.inbound_bits_per_second = stats_.in_bps.load(std::memory_order_relaxed);
+    return b;
+  }
   b.bytes_sent = stats_.bytes_sent.load(std::memory_order_relaxed);
   b.bytes_received = stats_.bytes_received.load(std::memory_order_relaxed);
   b.messages_sent = stats_.messages_sent.load(std::memory_order_relaxed);
@@ -1676,6 +1733,21 @@ void start_connect(std::shared_ptr<Session> s, std::string uri, CancellationToke
 }
 
 const std::error_code no_error{};
+
+PlainSend plain_send(Session& s, std::optional<SocketMessageType> per_message,
+                     std::size_t size) noexcept {
+  if (!s.whole_send_is_plain(size)) [[unlikely]]
+    return {nullptr, SocketMessageType::binary};
+  if (!per_message) return {&s.connection(), s.message_type.load(std::memory_order_relaxed)};
+  // A type out of range is refused by the usual path (it throws).
+  if (*per_message > SocketMessageType::utf8) [[unlikely]]
+    return {nullptr, SocketMessageType::binary};
+  return {&s.connection(), *per_message};
+}
+
+std::error_code send_plain(PlainSend to, std::span<const std::byte> data, bool compress) {
+  return to.connection->send_message(to.type, data, compress, nullptr);
+}
 
 bool try_send_now(Session& s, SendKind kind, std::span<const std::byte> data,
                   std::optional<SocketMessageType> per_message, bool compress,

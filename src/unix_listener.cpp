@@ -33,23 +33,20 @@ HostEndpoint ListenerImpl::listen_unix(const std::string& path) {
   std::lock_guard lock(mutex_);
   if (stopped_) throw std::logic_error("listen_unix: the listener was stopped");
   auto& loop = *loops_[acceptors_.size() % loops_.size()];
-  auto a = std::make_unique<Acceptor>(loop);
+  auto a = std::make_unique<Acceptor>(*this, loop);
   std::error_code ec;
   const int backlog = options_.backlog > 0
                           ? options_.backlog
                           : static_cast<int>(asio::ip::tcp::acceptor::max_listen_connections);
   const int fd = transport::listen_unix(path, backlog, ec);
   if (fd < 0) throw std::system_error(ec, "listen_unix: " + path);
-  a->socket.assign(asio::ip::tcp::v4(), fd, ec);
-  if (ec) {
-    ::close(fd);
-    throw std::system_error(ec, "listen_unix: " + path);
-  }
+  a->fd = fd;
+  set_non_blocking(fd);
+  a->unix_socket = true;
   a->endpoint = HostEndpoint{path, 0};
   Acceptor& ref = *a;
   acceptors_.push_back(std::move(a));
-  if (!started_) start_loops();
-  asio::post(loop.ctx, [this, &ref] { accept_next(ref); });
+  start_accepting(ref);
   return ref.endpoint;
 }
 

@@ -16,6 +16,11 @@
 #include <asio/ip/v6_only.hpp>
 #include <asio/post.hpp>
 
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <duplex/cancellation.hpp>
 #include <duplex/protocol/close.hpp>
 
@@ -236,6 +241,8 @@ constexpr int loop_drain_rounds = 3;
 // After an accept failure (EMFILE, ENOBUFS...) the kernel is out of something;
 // accepting again at once would spin.
 constexpr auto accept_retry_delay = std::chrono::milliseconds(50);
+// Connections accepted per readiness event before the loop's other work runs.
+constexpr int accept_batch = 16;
 // Handshakes refer to their listener: its destructor runs the loops until the
 // last one is gone (their sockets are closed, so a few turns do), at most
 // this many turns.
@@ -283,6 +290,12 @@ void run_loop(ListenerLoop* loop) {
 
 }  // namespace
 
+void set_non_blocking(int fd) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)
+    throw std::system_error(errno, std::system_category(), "listen: O_NONBLOCK");
+}
+
 std::size_t orphaned_loop_count() {
   std::lock_guard lock(orphans().mutex);
   return orphans().loops.size();
@@ -299,6 +312,8 @@ AcceptedStream::~AcceptedStream() {
 }
 
 void AcceptedStream::close() noexcept {
+  if (fd >= 0) ::close(fd);
+  fd = -1;
   std::error_code ignored;
   if (tls) tls->next_layer().close(ignored);
   if (tcp) tcp->close(ignored);
@@ -427,22 +442,66 @@ HostEndpoint ListenerImpl::listen(std::string_view address, std::uint16_t port) 
   std::lock_guard lock(mutex_);
   if (stopped_) throw std::logic_error("listen: the listener was stopped");
   auto& loop = *loops_[acceptors_.size() % loops_.size()];
-  auto a = std::make_unique<Acceptor>(loop);
+  auto a = std::make_unique<Acceptor>(*this, loop);
   const tcp::endpoint endpoint(addr, port);
-  a->socket.open(endpoint.protocol());
-  a->socket.set_option(tcp::acceptor::reuse_address(true));
+  tcp::acceptor socket(loop.ctx);
+  socket.open(endpoint.protocol());
+  socket.set_option(tcp::acceptor::reuse_address(true));
   // "::" means IPv6 only; listen on "0.0.0.0" as well for both families.
-  if (addr.is_v6()) a->socket.set_option(asio::ip::v6_only(true));
-  a->socket.bind(endpoint);
-  a->socket.listen(options_.backlog > 0 ? options_.backlog
-                                        : static_cast<int>(tcp::acceptor::max_listen_connections));
-  const auto local = a->socket.local_endpoint();
+  if (addr.is_v6()) socket.set_option(asio::ip::v6_only(true));
+  socket.bind(endpoint);
+  socket.listen(options_.backlog > 0 ? options_.backlog
+                                     : static_cast<int>(tcp::acceptor::max_listen_connections));
+  const auto local = socket.local_endpoint();
   a->endpoint = HostEndpoint{local.address().to_string(), local.port()};
+  // Accepted from on the loop's poller, outside Asio's reactor.
+  set_non_blocking(socket.native_handle());
+  a->fd = socket.release();
   Acceptor& ref = *a;
   acceptors_.push_back(std::move(a));
-  if (!started_) start_loops();
-  asio::post(loop.ctx, [this, &ref] { accept_next(ref); });
+  start_accepting(ref);
   return ref.endpoint;
+}
+
+ListenerImpl::Acceptor::~Acceptor() {
+  // Closed on its loop by stop() (which ran: the listener's destructor calls
+  // it); only one that never started accepting is closed here.
+  if (fd >= 0) ::close(fd);
+}
+
+void ListenerImpl::Acceptor::on_poll(std::uint32_t events) {
+  if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0) owner->accept_ready(*this);
+}
+
+void ListenerImpl::start_accepting(Acceptor& a) {
+  if (!started_) start_loops();
+  asio::post(a.loop->ctx, [this, &a] { register_acceptor(a); });
+}
+
+void ListenerImpl::register_acceptor(Acceptor& a) {
+  if (stopping_ || a.fd < 0) return;
+  // Not owned by the poller: the acceptor lives until stop() closed it. The
+  // registration reports the connections already pending too.
+  if (!loop_poller(a.loop->ctx).add(a.fd, a, std::shared_ptr<void>(std::shared_ptr<void>(), &a)))
+    return;
+  // Out of memory for the epoll set: tried again later, as after an accept error.
+  a.retrying = true;
+  a.retry.expires_after(accept_retry_delay);
+  a.retry.async_wait([this, &a](std::error_code ec) {
+    if (ec || stopping_) return;
+    a.retrying = false;
+    register_acceptor(a);
+  });
+}
+
+void ListenerImpl::close_acceptor(Acceptor& a) noexcept {
+  a.retry.cancel();
+  if (a.fd < 0) return;
+  if (LoopPoller::registered(a))
+    loop_poller(a.loop->ctx).remove_and_close(a.fd, a);
+  else
+    ::close(a.fd);
+  a.fd = -1;
 }
 
 std::uint16_t ListenerImpl::local_port() const {
@@ -467,46 +526,76 @@ void ListenerImpl::start_loops() {
   }
 }
 
-void ListenerImpl::accept_next(Acceptor& a) {
-  if (stopping_) return;
-  ListenerLoop& target = *loops_[next_loop_.fetch_add(1) % loops_.size()];
-  // The accept reports the client's address: no getpeername() later.
-  a.socket.async_accept(
-      target.ctx.get_executor(), a.peer,
-      [this, &a, &target](std::error_code ec, transport::TcpSocket socket) {
-        if (ec == asio::error::operation_aborted || stopping_) return;
-        if (ec) {
-          a.retry.expires_after(accept_retry_delay);
-          a.retry.async_wait([this, &a](std::error_code wait_ec) {
-            if (!wait_ec) accept_next(a);
-          });
-          return;
-        }
-        const Admission admission = admit();
-        if (admission == Admission::refuse) {
-          std::error_code ignored;
-          socket.close(ignored);
-          return accept_next(a);
-        }
-        const bool busy = admission == Admission::busy;
-        // A Unix listener's peer is no IP endpoint: family 0.
-        transport::RawEndpoint peer;
-        transport::raw_endpoint(a.peer.data(), a.peer.size(), peer);
-        // Accepted on the loop that serves it: start at once.
-        if (&target == a.loop) {
-          start_server_handshake(*this, target, std::move(socket), peer, busy);
-          return accept_next(a);
-        }
-        asio::post(target.ctx, [this, &target, s = std::move(socket), peer, busy]() mutable {
-          if (stopping_) {
-            std::error_code ignored;
-            s.close(ignored);
-            return release_connection(busy);
-          }
-          start_server_handshake(*this, target, std::move(s), peer, busy);
-        });
-        accept_next(a);
+void ListenerImpl::accept_ready(Acceptor& a) {
+  if (stopping_ || a.fd < 0 || a.retrying) return;
+  const auto& hook = listener_test_hooks().accept;
+  for (int i = 0; i < accept_batch; ++i) {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    auto* const sa = reinterpret_cast<sockaddr*>(&addr);
+    const int flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+    const int fd = hook ? hook(a.fd, sa, &len, flags) : ::accept4(a.fd, sa, &len, flags);
+    if (fd < 0) {
+      const int e = errno;
+      // None left: the poller reports the next (edge-triggered).
+      if (e == EAGAIN || e == EWOULDBLOCK) return;
+      // That connection went (or a signal came): the next one.
+      if (e == EINTR || e == ECONNABORTED) continue;
+      // EMFILE, ENFILE, ENOBUFS, ENOMEM...: the connection stays queued and
+      // no new event comes for it; trying again at once would spin.
+      a.retrying = true;
+      a.retry.expires_after(accept_retry_delay);
+      a.retry.async_wait([this, &a](std::error_code ec) {
+        if (ec || stopping_) return;
+        a.retrying = false;
+        accept_ready(a);
       });
+      return;
+    }
+    const Admission admission = admit();
+    if (admission == Admission::refuse) {
+      ::close(fd);
+      continue;
+    }
+    const bool busy = admission == Admission::busy;
+    // A Unix listener's peer is no IP endpoint: family 0.
+    transport::RawEndpoint peer;
+    if (!a.unix_socket) transport::raw_endpoint(sa, len, peer);
+    ListenerLoop& target =
+        loops_.size() == 1 ? *a.loop : *loops_[next_loop_.fetch_add(1) % loops_.size()];
+    // Accepted on the loop that serves it: start at once.
+    if (&target == a.loop) {
+      start_accepted(target, fd, peer, busy, a.unix_socket);
+      continue;
+    }
+    asio::post(target.ctx, [this, &target, fd, peer, busy, unix_socket = a.unix_socket] {
+      if (stopping_) {
+        ::close(fd);
+        return release_connection(busy);
+      }
+      start_accepted(target, fd, peer, busy, unix_socket);
+    });
+  }
+  // More may be pending, and edge-triggered readiness reports none of them
+  // again: go on after the loop's other work.
+  asio::post(a.loop->ctx, [this, &a] { accept_ready(a); });
+}
+
+void ListenerImpl::start_accepted(ListenerLoop& target, int fd, const transport::RawEndpoint& peer,
+                                  bool busy, bool unix_socket) {
+  // Plain TCP: on the loop's poller only.
+  if (!unix_socket && !tls_context_) return start_server_handshake(*this, target, fd, peer, busy);
+  // TLS runs over Asio's stream, and a Unix socket's endpoints are read
+  // through it: the descriptor goes into an Asio socket (TCP-typed for a
+  // Unix socket, as transport/unix_socket.hpp says).
+  transport::TcpSocket socket(target.ctx);
+  std::error_code ec;
+  socket.assign(peer.family == 6 ? tcp::v6() : tcp::v4(), fd, ec);
+  if (ec) {
+    ::close(fd);
+    return release_connection(busy);
+  }
+  start_server_handshake(*this, target, std::move(socket), peer, busy);
 }
 
 ListenerImpl::Admission ListenerImpl::admit() noexcept {
@@ -573,24 +662,29 @@ std::shared_ptr<Session> ListenerImpl::adopt(AcceptedStream& a, const std::strin
                                              Session::Kind kind) {
   if (!a.has_stream())
     throw std::logic_error("take_*_websocket: the connection was already taken or dropped");
-  transport::Stream stream = a.tls ? transport::Stream(std::move(a.tls), a.tls_context)
-                                   : transport::Stream(std::move(*a.tcp));
-  a.tcp.reset();
-  a.tls.reset();
   ServerSessionOptions so;
   so.protocol = protocol;
   so.settings = session_settings_;
   so.deflate = a.deflate;
   so.extensions = a.extensions;
+  // hand_over opens it and starts its reading around the event, in one
+  // handler.
+  so.open_later = true;
   if (a.endpoints_read) {
     so.local = &a.local;
     so.remote = &a.remote;
   }
   auto s = std::make_shared<Session>(a.loop->ctx.get_executor(), kind, protocol::Role::server);
-  s->start_server(
-      std::move(stream),
-      std::span(reinterpret_cast<const std::byte*>(a.leftover.data()), a.leftover.size()), so);
-  std::string().swap(a.leftover);
+  if (a.fd >= 0) {
+    const int fd = std::exchange(a.fd, -1);
+    s->start_server(fd, {}, so);
+  } else {
+    s->start_server(a.tls ? transport::Stream(std::move(a.tls), a.tls_context)
+                          : transport::Stream(std::move(*a.tcp)),
+                    {}, so);
+    a.tcp.reset();
+    a.tls.reset();
+  }
   // The connection's slot moves to the session; sweep_sessions gives it back.
   a.counted = false;
   a.loop->sessions.push_back(s);
@@ -660,16 +754,21 @@ void ListenerImpl::hand_over(AcceptedStream& stream, std::shared_ptr<AcceptedCon
   if (const auto& hook = listener_test_hooks().before_adopt) hook();
   // Nobody to take it: the connection closes with `stream`.
   if (!on_connection_) return;
-  if (type == ListenerSocketType::stream_websocket)
-    conn->stream.emplace(
-        make_stream_websocket(adopt(stream, conn->protocol, Session::Kind::stream)));
+  const bool streams = type == ListenerSocketType::stream_websocket;
+  auto session =
+      adopt(stream, conn->protocol, streams ? Session::Kind::stream : Session::Kind::message);
+  if (streams)
+    conn->stream.emplace(make_stream_websocket(session));
   else
-    conn->message.emplace(
-        make_message_websocket(adopt(stream, conn->protocol, Session::Kind::message)));
-  // The session opens in a handler it posted; raising the event after it
-  // gives the application an open socket, and its reading starts only after
-  // this event (posted in turn), so no message can come before its handlers.
-  asio::post(stream.loop->ctx, [this, conn = std::move(conn), &loop = *stream.loop]() mutable {
+    conn->message.emplace(make_message_websocket(session));
+  // Now, on the loop (no handler posted): the session opens, then the event
+  // gives the application an open socket, then its reading starts, so no
+  // message can come before its handlers. The handshake that called this
+  // only returns afterwards; `stream` holds nothing the event needs.
+  session->open_server_now(std::span(reinterpret_cast<const std::byte*>(stream.leftover.data()),
+                                     stream.leftover.size()));
+  std::string().swap(stream.leftover);
+  {
     WebSocketListenerConnectionReceivedEventArgs args(conn->request, conn->protocol, conn->message,
                                                       conn->stream);
     try {
@@ -679,9 +778,10 @@ void ListenerImpl::hand_over(AcceptedStream& stream, std::shared_ptr<AcceptedCon
     }
     // Not taken: the connection is failed (the socket destroyed) now.
     args.drop();
-    // The event is over (its arguments, the request's only readers, with it).
-    loop.give_back(std::move(conn));
-  });
+  }
+  // The event is over (its arguments, the request's only readers, with it).
+  stream.loop->give_back(std::move(conn));
+  session->after_open();
 }
 
 void ListenerImpl::request_session_sweep() {
@@ -740,12 +840,8 @@ std::size_t ListenerImpl::stop(std::chrono::milliseconds timeout) {
   CancellationSource force;
   on_each_loop(
       [&, this](ListenerLoop& loop) {
-        for (auto& a : acceptors_) {
-          if (a->loop != &loop) continue;
-          std::error_code ignored;
-          a->socket.close(ignored);
-          a->retry.cancel();
-        }
+        for (auto& a : acceptors_)
+          if (a->loop == &loop) close_acceptor(*a);
         for (HandshakeEntry* e = loop.handshakes.front(); e != nullptr;) {
           HandshakeEntry* next = HandshakeList::next(*e);
           e->stop();

@@ -274,15 +274,27 @@ private:
                  CompletionToken&& token, SendOptions options = {}) {
     if constexpr (std::is_same_v<std::decay_t<CompletionToken>, UseTask>) {
       if (kind == detail::SendKind::whole) {
-        std::error_code ec = detail::no_error;
-        if (detail::try_send_now(*session_, kind, data, options.message_type, options.compress, ec))
-          return Task<void>::ready({ec});
-        return send_queued(kind, data, std::move(ct), std::forward<CompletionToken>(token), options,
-                           true);
+        const auto to = detail::plain_send(*session_, options.message_type, data.size());
+        if (to.connection != nullptr) [[likely]] {
+          const std::error_code ec = detail::send_plain(to, data, options.compress);
+          if (!ec) [[likely]]
+            return Task<void>::ready({ec});
+          return send_failed(ec, data, options);
+        }
       }
     }
     return send_queued(kind, data, std::move(ct), std::forward<CompletionToken>(token), options,
                        false);
+  }
+  // A whole message send_plain refused: a bad argument throws, other errors
+  // complete the send.
+#if defined(__GNUC__)
+  [[gnu::noinline]]
+#endif
+  Task<void>
+  send_failed(std::error_code ec, std::span<const std::byte> data, SendOptions options) {
+    detail::check_send(*session_, detail::SendKind::whole, data, options.message_type);
+    return Task<void>::ready({ec});
   }
   // `tried`: try_send_now already ran for this whole message and gave false.
   template <class CompletionToken>

@@ -68,7 +68,12 @@ inline constexpr UseTask use_task{};
 namespace detail {
 /// True on a thread that runs a duplex event loop (the default loop's thread),
 /// and while a socket event handler runs: blocking there on a Task would stop
-/// the loop that must complete it.
+/// the loop that must complete it. Initial-exec (one load from the thread
+/// pointer, no __tls_get_addr call in position-independent code): it is set
+/// around every event.
+#if defined(__GNUC__) && defined(__ELF__)
+[[gnu::tls_model("initial-exec")]]
+#endif
 inline thread_local bool on_event_loop = false;
 
 /// Sets on_event_loop for a scope.

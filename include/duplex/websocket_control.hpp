@@ -385,6 +385,12 @@ public:
   /// The permessage-deflate parameters agreed in the opening handshake;
   /// nullopt when the connection is not compressed (or not open yet).
   [[nodiscard]] std::optional<DeflateParameters> deflate_parameters() const;
+  /// The connection's counters and rates; any thread. On the socket's loop
+  /// thread (in an event handler) the counters are exact at the call: the
+  /// message being handled and the sends made before the call are counted. On
+  /// another thread: the received counters include every message whose
+  /// handler has started, the sent ones are as of the loop's last read or
+  /// write. The rates are estimated about once a second. Zero before connect.
   [[nodiscard]] BandwidthStatistics bandwidth_statistics() const;
   /// Round-trip time of the last keep-alive ping answered; nullopt if none yet.
   [[nodiscard]] std::optional<std::chrono::microseconds> ping_round_trip_time() const;

@@ -198,10 +198,12 @@ struct WebSocketListenerOptions {
 /// The opening handshake request of a connection, as the hooks and the
 /// connection_received event see it. Values are copies (valid as long as the
 /// object).
-struct WebSocketRequest {
-  std::string method;                  ///< always "GET" when the hooks see it
-  std::string target;                  ///< request target, e.g. "/chat?room=1"
-  protocol::HttpHeaders headers;       ///< every header, in order, as received
+///
+/// The parsed HTTP request is its base: `method` (always "GET" when the hooks
+/// see it), `target` (e.g. "/chat?room=1"), `version_minor` (HTTP/1.<minor>,
+/// at least 1) and `headers` (every header, in order, as received). The
+/// listener parses the request straight into it.
+struct WebSocketRequest : protocol::HttpRequest {
   std::string host;                    ///< Host header
   std::string origin;                  ///< Origin header; empty: none
   std::vector<std::string> protocols;  ///< offered subprotocols, in order

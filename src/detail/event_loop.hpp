@@ -102,7 +102,9 @@ protected:
 
 private:
   friend class LoopPoller;
-  std::shared_ptr<void> poll_keep_;  ///< the client's owner, kept while registered
+  /// The client's owner, kept while registered (never null then: a client
+  /// whose owner is not a shared_ptr passes an aliasing pointer to itself).
+  std::shared_ptr<void> poll_keep_;
   PollClient* poll_prev_ = nullptr;  ///< the loop's list of registered clients
   PollClient* poll_next_ = nullptr;
 };
@@ -128,15 +130,25 @@ public:
   /// event never reaches a destroyed client. Returns epoll_ctl's error.
   std::error_code add(int fd, PollClient& client, std::shared_ptr<void> keep);
   /// Takes `fd` out of the set and closes it. No event reaches `client` after
-  /// this returns, not even one of the batch being dispatched; its owner is
-  /// released after the current handler (never inside a call of the client).
+  /// this returns, not even one of the batch being dispatched (constant time:
+  /// the batch skips a client whose owner is no longer kept, and the owner
+  /// lives until the batch ends); its owner is released after the current
+  /// handler (never inside a call of the client).
   void remove_and_close(int fd, PollClient& client) noexcept;
+  /// The same without closing `fd`: it leaves the set (it may then be added
+  /// again, for another client). Returns epoll_ctl's error.
+  std::error_code remove(int fd, PollClient& client) noexcept;
+  /// Whether `client` is registered (on the loop's thread).
+  [[nodiscard]] static bool registered(const PollClient& client) noexcept;
 
 private:
   void shutdown() override;
   void arm();
   void dispatch();
   void release_later(std::shared_ptr<void> keep);
+  void unlink(PollClient& client) noexcept;
+  /// Destroys the owners released so far (their storage kept for the next).
+  void drop_released() noexcept;
 
   static constexpr int batch_size = 64;
   int epfd_ = -1;
@@ -148,8 +160,13 @@ private:
   std::array<epoll_event, batch_size> batch_{};
   int batch_count_ = 0;  ///< events of the batch being dispatched (0: none)
   std::vector<std::shared_ptr<void>> released_;
+  std::vector<std::shared_ptr<void>> dropping_;  ///< released_'s previous storage
   bool release_posted_ = false;
 };
+
+inline bool LoopPoller::registered(const PollClient& client) noexcept {
+  return client.poll_keep_ != nullptr;
+}
 
 /// The loop services of `ctx` without Asio's lookup (a mutex and a walk of
 /// the context's service list, about 330 instructions, several times per
@@ -164,7 +181,7 @@ struct Services {
   LoopPoller* poller = nullptr;
   LoopTimers* timers = nullptr;
 };
-inline thread_local Services services{};
+DUPLEX_INITIAL_EXEC inline thread_local Services services{};
 }  // namespace loop_tls
 inline std::atomic<std::uint64_t> loop_services_epoch{1};
 loop_tls::Services& loop_services_slow(asio::io_context& ctx) noexcept;
@@ -204,9 +221,9 @@ inline constexpr std::size_t thread_read_buffer_reserve = std::size_t{256} << 10
 namespace loop_tls {
 // Constant-initialised (no guard, no destructor): one load per access. The
 // buffer itself is owned by thread_read_buffer_slow()'s thread_local holder.
-inline thread_local std::byte* read_buffer = nullptr;
+DUPLEX_INITIAL_EXEC inline thread_local std::byte* read_buffer = nullptr;
 // The time a batch of the poller started (epoch: none in progress).
-inline thread_local Clock::time_point batch_now{};
+DUPLEX_INITIAL_EXEC inline thread_local Clock::time_point batch_now{};
 }  // namespace loop_tls
 std::span<std::byte> thread_read_buffer_slow();
 DUPLEX_ALWAYS_INLINE inline std::span<std::byte> thread_read_buffer() {

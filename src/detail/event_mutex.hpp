@@ -220,8 +220,14 @@ public:
     return false;
   }
 
+  /// True when this lock is the innermost one this thread holds (the usual
+  /// case inside a handler of this socket): held_here() without its walk.
+  [[nodiscard]] DUPLEX_ALWAYS_INLINE bool held_innermost() const noexcept {
+    return held_ != nullptr && held_->mutex == this;
+  }
+
 private:
-  static inline thread_local const Frame* held_ = nullptr;
+  DUPLEX_INITIAL_EXEC static inline thread_local const Frame* held_ = nullptr;
   // 24 B in all, no padding.
   std::atomic<bool> busy_{false};          ///< an event is being raised
   bool revoked_ = false;                   ///< a handler is marked revoked

@@ -117,14 +117,20 @@ struct ServerSessionOptions {
   /// neither; null: the session reads them from the socket).
   const transport::RawEndpoint* local = nullptr;
   const transport::RawEndpoint* remote = nullptr;
+  /// The caller opens the session (open_server_now) and starts its reading
+  /// (after_open) itself, on the loop, instead of the two handlers
+  /// start_server would post; start_server's `leftover` is then unused.
+  bool open_later = false;
 };
 
 enum class Phase : std::uint8_t { idle, connecting, open, closing, closed };
 
-class Session final : public std::enable_shared_from_this<Session>,
+// ConnectionHandler first: its on_message, once per message, is then called
+// without a this-adjusting thunk.
+class Session final : private protocol::ConnectionHandler,
+                      public std::enable_shared_from_this<Session>,
                       public TimerClient,
-                      private PollClient,
-                      private protocol::ConnectionHandler {
+                      private PollClient {
 public:
   enum class Kind : std::uint8_t { message, stream };
 
@@ -210,6 +216,23 @@ public:
   /// otherwise, for the queued path of send().
   std::optional<std::error_code> send_now(SendKind kind, SocketMessageType type,
                                           std::span<const std::byte> data, bool compress);
+  /// [loop] True when a whole message of `size` bytes can go straight into the
+  /// connection's output with nothing else to do: inside one of this socket's
+  /// event handlers (a flush is due; this socket's lock the innermost one
+  /// this thread holds), open, no send waiting, room, not a
+  /// direct (zero-copy) write, no message sent in frames unfinished.
+  [[nodiscard]] DUPLEX_ALWAYS_INLINE bool whole_send_is_plain(std::size_t size) const noexcept {
+    // The lock first: the loop thread's fields are read only on it. Only the
+    // innermost lock (no walk): a handler holding another socket's lock takes
+    // the slower path.
+    return events_mutex_.held_innermost() && in_process_ && phase() == Phase::open &&
+           !conn_->close_sent() && !call_in_message_.load(std::memory_order_relaxed) &&
+           sends_.empty() && unsent() < cfg_->outbound_buffer_size &&
+           (size < protocol::Connection::direct_min_payload || writing_ || !polled() ||
+            wr_ref_queued_ != 0);
+  }
+  /// The connection (open sessions only).
+  [[nodiscard]] protocol::Connection& connection() noexcept { return *conn_; }
   void close(std::uint16_t code, std::string reason, CancellationToken ct, CompletionHandler h);
   /// At the call of a send (any thread): throws std::logic_error for a whole
   /// message while a message sent in frames is unfinished, and
@@ -270,6 +293,19 @@ public:
   /// request's header block.
   void start_server(transport::Stream stream, std::span<const std::byte> leftover,
                     const ServerSessionOptions& options);
+  /// The same for a plain TCP connection's descriptor (non-blocking, owned
+  /// from here on) that never entered Asio's reactor: the listener accepted
+  /// and handshook it on the loop's poller. It joins the poller when the
+  /// session opens.
+  void start_server(int fd, std::span<const std::byte> leftover,
+                    const ServerSessionOptions& options);
+  /// Opens a server session started with `open_later` (on its loop; its
+  /// reading is not started: after_open). `leftover`: what followed the
+  /// request's header block. Also start_server's own posted step.
+  void open_server_now(std::span<const std::byte> leftover, bool post_reading = false);
+  /// After become_open (on the loop): the bytes that came with the handshake,
+  /// then the read loop. Posted by become_open unless the caller runs it.
+  void after_open();
 
 private:
   struct Op {
@@ -328,7 +364,7 @@ private:
   void read_response();
   void on_response_bytes(std::error_code ec, std::size_t n);
   void connect_failed(std::error_code ec);
-  void become_open(std::span<const std::byte> leftover);
+  void become_open(std::span<const std::byte> leftover, bool post_reading = true);
   /// The protocol core's settings for this session's kind and cfg_.
   [[nodiscard]] protocol::ConnectionConfig connection_config(protocol::Role role) const;
   /// Makes conn_ for `role` (with `deflate` when negotiated): it references
@@ -340,8 +376,13 @@ private:
   /// Asio for the loop's poller (fd_); a TLS connection stays in stream_.
   [[nodiscard]] bool polled() const noexcept { return fd_ >= 0; }
   [[nodiscard]] bool has_transport() const noexcept { return fd_ >= 0 || stream_; }
-  /// Moves an open plain connection's descriptor from Asio to the poller.
+  /// Moves an open plain connection's descriptor from Asio (or fd_, not yet
+  /// registered) to the poller.
   std::error_code to_poller();
+  /// start_server's common part: settings, endpoints, information.
+  void setup_server(transport::TcpSocket* socket, const ServerSessionOptions& options);
+  /// start_server's last part: opens after the current handler.
+  void open_server(std::span<const std::byte> leftover);
   /// Closes the connection's descriptor (TCP torn down at once).
   void close_transport() noexcept;
   /// Half-closes (TCP FIN); not for TLS.
@@ -421,8 +462,12 @@ private:
   void set_deadline(Clock::time_point& slot, Clock::time_point at);
   void on_deadline(Clock::time_point now) override;
   void publish_stats();   ///< counters and the rates of the last second
-  void publish_counts();  ///< counters only (per message)
-  void note_activity();
+  void publish_counts();  ///< counters only
+  /// The received message and frame counters (per message; conn_ set).
+  void publish_received();
+  /// [loop] The counters from the loop's own fields (conn_ set).
+  BandwidthStatistics loop_counts() const noexcept;
+  void note_activity() noexcept { activity_ = true; }
 
   // ConnectionHandler [loop].
   void on_message(SocketMessageType type, std::span<const std::byte> data, bool complete) override;

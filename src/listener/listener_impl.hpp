@@ -17,6 +17,8 @@
 #include <thread>
 #include <vector>
 
+#include <sys/socket.h>
+
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
@@ -28,6 +30,7 @@
 #include <duplex/stream_websocket.hpp>
 #include <duplex/websocket_listener.hpp>
 
+#include "detail/event_loop.hpp"
 #include "detail/session.hpp"
 #include "listener/listener_counters.hpp"
 #include "transport/unix_socket.hpp"
@@ -89,11 +92,16 @@ struct AcceptedStream {
   AcceptedStream& operator=(const AcceptedStream&) = delete;
   ~AcceptedStream();
 
-  [[nodiscard]] bool has_stream() const noexcept { return tcp.has_value() || tls != nullptr; }
+  [[nodiscard]] bool has_stream() const noexcept {
+    return fd >= 0 || tcp.has_value() || tls != nullptr;
+  }
   void close() noexcept;
 
   ListenerImpl* listener;
   ListenerLoop* loop;
+  /// A plain TCP connection accepted on the loop's poller: its descriptor
+  /// (non-blocking, owned, in no reactor), else -1 and `tcp` or `tls`.
+  int fd = -1;
   std::optional<transport::TcpSocket> tcp;
   std::unique_ptr<TlsServerStream> tls;
   std::shared_ptr<asio::ssl::context> tls_context;
@@ -189,8 +197,14 @@ struct ListenerLoop {
 struct ListenerTestHooks {
   std::function<void()> before_adopt;
   std::function<void()> stop_posted;
+  /// Called instead of accept4(listening_fd, addr, len, flags) (returns a
+  /// descriptor, or -1 with errno set): lets a test inject accept errors.
+  std::function<int(int, sockaddr*, socklen_t*, int)> accept;
 };
 ListenerTestHooks& listener_test_hooks() noexcept;
+/// Makes a listening descriptor non-blocking (it is accepted from on a
+/// poller); throws std::system_error.
+void set_non_blocking(int fd);
 /// Loops orphaned by a destroyed listener that have not freed themselves yet.
 std::size_t orphaned_loop_count();
 
@@ -242,10 +256,11 @@ public:
   std::string run_http_handler(const HttpServerRequest& request, int& status);
   /// Runs the hook on a valid request; fills the context's decision.
   void run_hook(WebSocketHandshakeContext& context);
-  /// The 101 is written: makes the socket of `type` and raises
-  /// connection_received once the socket is open (after this handler), with
-  /// `conn`'s request and protocol (its sockets empty; from
-  /// ListenerLoop::take_connection, given back after the event).
+  /// The 101 is written: makes the socket of `type`, opens it and raises
+  /// connection_received now (on the loop, inside the caller), with `conn`'s
+  /// request and protocol (its sockets empty; from
+  /// ListenerLoop::take_connection, given back after the event); the
+  /// socket's reading starts after the event.
   void hand_over(AcceptedStream& stream, std::shared_ptr<AcceptedConnection> conn,
                  ListenerSocketType type);
   /// A connection counted at accept ended (or was refused).
@@ -265,13 +280,22 @@ public:
                                  Session::Kind kind);
 
 private:
-  struct Acceptor {
-    Acceptor(ListenerLoop& lp) : loop(&lp), socket(lp.ctx), retry(lp.ctx) {}
+  /// A listening socket, accepted from on its loop's poller (registered
+  /// while accepting; the descriptor leaves Asio once listening).
+  struct Acceptor final : PollClient {
+    Acceptor(ListenerImpl& l, ListenerLoop& lp) : owner(&l), loop(&lp), retry(lp.ctx) {}
+    Acceptor(const Acceptor&) = delete;
+    Acceptor& operator=(const Acceptor&) = delete;
+    ~Acceptor();
+    void on_poll(std::uint32_t events) override;
+
+    ListenerImpl* owner;
     ListenerLoop* loop;
-    asio::ip::tcp::acceptor socket;
+    int fd = -1;               ///< listening, non-blocking, owned; -1 once closed
+    bool unix_socket = false;  ///< a Unix domain socket (accepted ones go through Asio)
+    bool retrying = false;     ///< after an accept error: `retry` runs, events wait
     asio::steady_timer retry;
     HostEndpoint endpoint;
-    asio::ip::tcp::endpoint peer;  ///< the pending accept's client address
   };
 
   void start_loops();
@@ -280,8 +304,20 @@ private:
   /// (too many being refused already: close it at once).
   enum class Admission : std::uint8_t { ok, busy, refuse };
   Admission admit() noexcept;
-  void accept_next(Acceptor& a);
-  void on_accepted(ListenerLoop& loop, transport::TcpSocket socket, bool busy);
+  /// Takes the acceptor's descriptor over (non-blocking) and starts
+  /// accepting on its loop (called with mutex_ held).
+  void start_accepting(Acceptor& a);
+  /// Adds `a` to its loop's poller (on that loop).
+  void register_acceptor(Acceptor& a);
+  /// Accepts what is pending on `a` (on its loop): up to a batch, then the
+  /// rest after the loop's other work; after an error (EMFILE...), again
+  /// only after accept_retry_delay, so an exhausted process does not spin.
+  void accept_ready(Acceptor& a);
+  /// Starts the handshake of an accepted descriptor on `target` (its loop).
+  void start_accepted(ListenerLoop& target, int fd, const transport::RawEndpoint& peer, bool busy,
+                      bool unix_socket);
+  /// Closes `a`'s descriptor (on its loop).
+  void close_acceptor(Acceptor& a) noexcept;
   void arm_sweep(ListenerLoop& loop);
   void sweep(ListenerLoop& loop);
   void arm_session_sweep(ListenerLoop& loop, std::chrono::milliseconds interval);
@@ -333,6 +369,11 @@ public:
 /// socket when needed). `busy`: over max_connections, answer 503 once the
 /// request is read.
 void start_server_handshake(ListenerImpl& listener, ListenerLoop& loop, transport::TcpSocket socket,
+                            const transport::RawEndpoint& peer, bool busy);
+/// The same for a plain TCP connection's descriptor `fd` (non-blocking,
+/// owned from here on): its handshake runs on the loop's poller and the
+/// connection never enters Asio's reactor.
+void start_server_handshake(ListenerImpl& listener, ListenerLoop& loop, int fd,
                             const transport::RawEndpoint& peer, bool busy);
 /// The same for a connection the application accepted and read `request`
 /// from (`rest`: bytes read past it): validation, hooks and the answer, as

@@ -1,7 +1,11 @@
 // The server's side of one connection from accept to the 101 answer: TLS
 // handshake, reading the request (bounded in size and time), validation, hooks,
 // and the answer: 101 and hand-over, or an HTTP error and a clean close.
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -40,29 +44,42 @@ constexpr std::size_t initial_buffer_size = 1024;
 constexpr std::size_t linger_discard_limit = 64 * 1024;
 
 class ServerHandshake final : public HandshakeEntry,
+                              private PollClient,
                               public std::enable_shared_from_this<ServerHandshake> {
 public:
+  /// On an Asio socket: TLS, a Unix socket, or adopted.
   ServerHandshake(ListenerImpl& listener, ListenerLoop& loop, transport::TcpSocket socket,
                   bool busy)
+      : ServerHandshake(listener, loop, busy) {
+    tcp_.emplace(std::move(socket));
+  }
+  /// On a plain TCP descriptor (non-blocking, owned), on the loop's poller.
+  ServerHandshake(ListenerImpl& listener, ListenerLoop& loop, int fd, bool busy)
+      : ServerHandshake(listener, loop, busy) {
+    fd_ = fd;
+    raw_ = true;
+  }
+
+private:
+  ServerHandshake(ListenerImpl& listener, ListenerLoop& loop, bool busy)
       : listener_(listener),
         loop_(loop),
-        tcp_(std::move(socket)),
         conn_(loop.take_connection()),
         request_(conn_->request),
         busy_(busy) {
-    // The request is parsed into the storage of a spare one (its header list
-    // and strings), and moves back into request_ once valid.
-    parsed_.method.swap(request_.method);
-    parsed_.target.swap(request_.target);
-    parsed_.headers.swap(request_.headers);
+    // The request is parsed straight into request_ (a spare one's storage:
+    // its header list and strings).
     listener_.live_handshakes.fetch_add(1);
     loop_.counters.handshakes_pending.fetch_add(1, std::memory_order_relaxed);
   }
 
+public:
   ServerHandshake(const ServerHandshake&) = delete;
   ServerHandshake& operator=(const ServerHandshake&) = delete;
 
   ~ServerHandshake() override {
+    // Destroyed with its loop (shutdown): the descriptor is still ours.
+    if (fd_ >= 0) ::close(fd_);
     loop_.handshakes.remove(*this);
     if (!handed_over_) listener_.release_connection(busy_);
     listener_.live_handshakes.fetch_sub(1);
@@ -74,10 +91,18 @@ public:
     const auto& options = listener_.options();
     deadline = ListenerClock::now() + options.handshake_timeout;
     loop_.handshakes.push_back(*this);
+    if (raw_) {
+      if (options.no_delay) {
+        const int one = 1;
+        ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      }
+      return read();
+    }
     std::error_code ignored;
-    if (options.no_delay) tcp_.set_option(tcp::no_delay(true), ignored);
+    if (options.no_delay) tcp_->set_option(tcp::no_delay(true), ignored);
     if (const auto& ctx = listener_.tls_context()) {
-      tls_ = std::make_unique<TlsServerStream>(std::move(tcp_), *ctx);
+      tls_ = std::make_unique<TlsServerStream>(std::move(*tcp_), *ctx);
+      tcp_.reset();
       tls_->async_handshake(asio::ssl::stream_base::server,
                             [self = shared_from_this()](std::error_code ec) {
                               if (ec) return self->close();
@@ -103,7 +128,7 @@ public:
     if (options.no_delay) socket().set_option(tcp::no_delay(true), ignored);
     buf_ = std::move(rest);
     used_ = buf_.size();
-    parsed_ = std::move(request);
+    static_cast<protocol::HttpRequest&>(request_) = std::move(request);
     process(buf_, 0);
   }
 
@@ -124,19 +149,69 @@ public:
   }
 
 private:
-  transport::TcpSocket& socket() noexcept { return tls_ ? tls_->next_layer() : tcp_; }
+  /// Not on a raw descriptor.
+  transport::TcpSocket& socket() noexcept { return tls_ ? tls_->next_layer() : *tcp_; }
+  int native_fd() noexcept { return raw_ ? fd_ : socket().native_handle(); }
 
   template <class F>
   void visit(F&& f) {
     if (tls_)
       f(*tls_);
     else
-      f(tcp_);
+      f(*tcp_);
   }
 
   void close() noexcept {
+    if (raw_) {
+      if (fd_ < 0) return;
+      if (LoopPoller::registered(*this))
+        loop_poller(loop_.ctx).remove_and_close(fd_, *this);
+      else
+        ::close(fd_);
+      fd_ = -1;
+      raw_wait_ = RawWait::none;
+      return;
+    }
     std::error_code ignored;
     socket().close(ignored);
+  }
+
+  // --- a raw descriptor's waits, on the loop's poller ---------------------------------
+
+  /// What a raw handshake waits for: the poller's next event of that kind
+  /// continues it (each wait follows an EAGAIN, so an edge comes).
+  enum class RawWait : std::uint8_t { none, request, body, write, discard };
+
+  void wait_raw(RawWait w) {
+    raw_wait_ = w;
+    if (LoopPoller::registered(*this)) return;
+    // Registered once, kept while waiting or not, until the answer or close.
+    if (loop_poller(loop_.ctx).add(fd_, *this, shared_from_this())) close();
+  }
+
+  void on_poll(std::uint32_t events) override {
+    constexpr std::uint32_t in = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+    constexpr std::uint32_t out = EPOLLOUT | EPOLLHUP | EPOLLERR;
+    const RawWait w = raw_wait_;
+    if (w == RawWait::none || (events & (w == RawWait::write ? out : in)) == 0) return;
+    raw_wait_ = RawWait::none;
+    switch (w) {
+      case RawWait::request: return read();
+      case RawWait::body: return read_body();
+      case RawWait::write: return write();
+      case RawWait::discard: return discard();
+      case RawWait::none: return;
+    }
+  }
+
+  /// recv on a raw descriptor: > 0 bytes, 0 end, -1 would block, -2 error.
+  ssize_t recv_raw(char* to, std::size_t room) noexcept {
+    ssize_t n = 0;
+    do {
+      n = ::recv(fd_, to, room, MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n >= 0) return n;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? -1 : -2;
   }
 
   void read() {
@@ -151,6 +226,7 @@ private:
           [self = shared_from_this()](std::error_code ec, std::size_t n) { self->on_read(ec, n); });
       return;
     }
+    const int fd = native_fd();
     // Plain TCP: the request is usually there already (the client sent it
     // right after connecting), so read it at once; only an empty socket waits
     // for readability, through the loop's reactor.
@@ -162,7 +238,7 @@ private:
     const std::size_t room = first ? std::min(cap, thread_read_buffer_size) : buf_.size() - used_;
     ssize_t n = 0;
     do {
-      n = ::recv(tcp_.native_handle(), to, room, MSG_DONTWAIT);
+      n = ::recv(fd, to, room, MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     if (n > 0 && first) {
       used_ = static_cast<std::size_t>(n);
@@ -170,12 +246,13 @@ private:
     }
     if (n > 0) return on_read({}, static_cast<std::size_t>(n));
     if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return close();
-    tcp_.async_wait(transport::TcpSocket::wait_read,
-                    [self = shared_from_this()](std::error_code ec) {
-                      // The client left, or the sweep closed the socket.
-                      if (ec) return self->close();
-                      self->read();
-                    });
+    if (raw_) return wait_raw(RawWait::request);
+    tcp_->async_wait(transport::TcpSocket::wait_read,
+                     [self = shared_from_this()](std::error_code ec) {
+                       // The client left, or the sweep closed the socket.
+                       if (ec) return self->close();
+                       self->read();
+                     });
   }
 
   void on_read(std::error_code ec, std::size_t n) {
@@ -189,7 +266,7 @@ private:
   void parse(std::string_view data) {
     std::error_code parse_ec;
     const std::size_t consumed =
-        protocol::parse_http_request(data, parsed_, parse_ec, listener_.options().max_header_size);
+        protocol::parse_http_request(data, request_, parse_ec, listener_.options().max_header_size);
     if (parse_ec) {
       const int status = protocol::status_for(parse_ec);
       return respond_error(
@@ -210,7 +287,7 @@ private:
 
   // `data`: the bytes read, the request's block (`consumed` bytes) first.
   void process(std::string_view data, std::size_t consumed) {
-    protocol::HttpRequest& request = parsed_;
+    protocol::HttpRequest& request = request_;
     // Not a WebSocket upgrade, and the application serves plain HTTP: its
     // handler answers (health checks, a page, metrics on the same port).
     http_answer_ = listener_.has_http_handler() &&
@@ -224,10 +301,8 @@ private:
       return start_http(std::move(request), consumed);
     }
 
-    // The loop thread's: its strings keep their storage from one handshake
-    // to the next.
-    thread_local protocol::ServerHandshakeRequest hs;
-    if (const auto ec = protocol::validate_client_request(request, hs)) {
+    protocol::ClientRequestView checked;
+    if (const auto ec = protocol::check_client_request(request, checked)) {
       // A plain HTTP request (no Upgrade at all) is told what this resource
       // speaks: RFC 9110 15.5.22, 426 with the Upgrade header it needs.
       if ((ec == error::bad_upgrade || ec == error::bad_connection) &&
@@ -237,18 +312,21 @@ private:
       return respond_error(protocol::status_for(ec), "not a valid WebSocket request\n");
     }
 
-    // Validated: the parsed strings move (their storage with them), the
-    // others are copied into request_'s (a spare request's) storage.
-    request_.method.swap(request.method);
-    request_.target.swap(request.target);
-    request_.headers.swap(request.headers);
-    request_.host.assign(hs.host);
-    request_.origin.assign(hs.origin);
-    request_.protocols = hs.protocols;
-    request_.extensions.assign(hs.extensions);
-    // RFC 6455 4.1: base64 of 16 bytes (validate_client_request checked it).
+    // Valid: what the hooks see besides the headers, each copied once into
+    // request_'s (a spare request's) storage.
+    request_.host.assign(checked.host);
+    request_.origin.assign(checked.origin);
+    if (checked.has_protocols)
+      protocol::header_list(request.headers, "Sec-WebSocket-Protocol", request_.protocols);
+    else
+      request_.protocols.clear();
+    if (checked.has_extensions)
+      protocol::join_header(request.headers, "Sec-WebSocket-Extensions", request_.extensions);
+    else
+      request_.extensions.clear();
+    // RFC 6455 4.1: base64 of 16 bytes (check_client_request checked it).
     std::array<char, 24> key{};
-    hs.key.copy(key.data(), key.size());
+    checked.key.copy(key.data(), key.size());
     read_endpoints(request_.remote_address, request_.local_address);
     request_.secure = tls_ != nullptr;
     if (tls_)
@@ -324,6 +402,15 @@ private:
   }
 
   void read_body() {
+    if (raw_) {
+      while (used_ < body_end_) {
+        const ssize_t n = recv_raw(buf_.data() + used_, body_end_ - used_);
+        if (n == -1) return wait_raw(RawWait::body);
+        if (n <= 0) return close();  // the client left
+        used_ += static_cast<std::size_t>(n);
+      }
+      return answer_http();
+    }
     auto buffer = asio::buffer(buf_.data() + used_, body_end_ - used_);
     visit([&](auto& stream) {
       stream.async_read_some(buffer,
@@ -386,7 +473,7 @@ private:
   bool send_now(std::string_view data, std::size_t& sent) noexcept {
     ssize_t n = 0;
     do {
-      n = ::send(tcp_.native_handle(), data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      n = ::send(native_fd(), data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return false;
     sent = n > 0 ? static_cast<std::size_t>(n) : 0;
@@ -395,6 +482,14 @@ private:
 
   void write() {
     std::size_t sent = 0;
+    if (raw_) {
+      // response_ from written_ on; the rest waits for room.
+      if (!send_now(std::string_view(response_).substr(written_), sent)) return close();
+      written_ += sent;
+      if (written_ < response_.size()) return wait_raw(RawWait::write);
+      written_ = 0;
+      return on_written();
+    }
     if (!tls_) {
       if (!send_now(response_, sent)) return close();
       if (sent == response_.size()) return on_written();
@@ -426,31 +521,46 @@ private:
       tls_->async_shutdown([self = shared_from_this()](std::error_code) { self->close(); });
       return;
     }
-    std::error_code ignored;
-    tcp_.shutdown(asio::socket_base::shutdown_send, ignored);
     buf_.resize(initial_buffer_size);
+    if (raw_) {
+      ::shutdown(fd_, SHUT_WR);
+      return discard();
+    }
+    std::error_code ignored;
+    tcp_->shutdown(asio::socket_base::shutdown_send, ignored);
     discard();
   }
 
   void discard() {
-    tcp_.async_read_some(asio::buffer(buf_),
-                         [self = shared_from_this()](std::error_code ec, std::size_t n) {
-                           self->discarded_ += n;
-                           if (ec || self->discarded_ > linger_discard_limit) return self->close();
-                           self->discard();
-                         });
+    if (raw_) {
+      for (;;) {
+        const ssize_t n = recv_raw(buf_.data(), buf_.size());
+        if (n == -1) return wait_raw(RawWait::discard);
+        if (n <= 0) return close();
+        discarded_ += static_cast<std::size_t>(n);
+        if (discarded_ > linger_discard_limit) return close();
+      }
+    }
+    tcp_->async_read_some(asio::buffer(buf_),
+                          [self = shared_from_this()](std::error_code ec, std::size_t n) {
+                            self->discarded_ += n;
+                            if (ec || self->discarded_ > linger_discard_limit) return self->close();
+                            self->discard();
+                          });
   }
 
   // The request's endpoints, each read once (the peer's by the accept, if
   // it gave an IP one): kept raw for the session too (a Unix socket's paths
   // are read as strings; the session then reads its own).
   void read_endpoints(HostEndpoint& remote, HostEndpoint& local) {
-    const int fd = socket().native_handle();
+    const int fd = native_fd();
     endpoints_read_ = (remote_.family != 0 || transport::raw_endpoint(fd, false, remote_)) &&
                       transport::raw_endpoint(fd, true, local_);
-    if (endpoints_read_) {
-      remote = transport::to_host_endpoint(remote_);
-      local = transport::to_host_endpoint(local_);
+    if (endpoints_read_ || raw_) {
+      // (A raw descriptor is a TCP one: its endpoints are unread only when
+      // the connection already failed; {"", 0} then.)
+      transport::to_host_endpoint(remote_, remote);
+      transport::to_host_endpoint(local_, local);
     } else {
       remote = transport::host_endpoint(socket(), false);
       local = transport::host_endpoint(socket(), true);
@@ -468,11 +578,16 @@ private:
     }
     loop_.handshakes.remove(*this);
     AcceptedStream accepted(listener_, loop_);
-    if (tls_) {
+    if (raw_) {
+      // The session registers the descriptor again, as its own client.
+      if (LoopPoller::registered(*this) && loop_poller(loop_.ctx).remove(fd_, *this))
+        return close();
+      accepted.fd = std::exchange(fd_, -1);
+    } else if (tls_) {
       accepted.tls = std::move(tls_);
       accepted.tls_context = listener_.tls_context();
     } else {
-      accepted.tcp.emplace(std::move(tcp_));
+      accepted.tcp.emplace(std::move(*tcp_));
     }
     accepted.leftover = std::move(leftover_);
     accepted.deflate = deflate_;
@@ -490,15 +605,18 @@ private:
 
   ListenerImpl& listener_;
   ListenerLoop& loop_;
-  transport::TcpSocket tcp_;
+  int fd_ = -1;       ///< raw_: the descriptor (-1 once closed or handed over)
+  bool raw_ = false;  ///< plain TCP on the loop's poller, never in Asio's reactor
+  RawWait raw_wait_ = RawWait::none;
+  std::size_t written_ = 0;                  ///< raw_: how much of response_ left
+  std::optional<transport::TcpSocket> tcp_;  ///< else: the Asio socket (under tls_ once TLS)
   std::unique_ptr<TlsServerStream> tls_;
   std::string buf_;
   std::size_t used_ = 0;
   std::size_t discarded_ = 0;
   /// The connection as it will be handed over (a spare one of the loop's).
   std::shared_ptr<AcceptedConnection> conn_;
-  WebSocketRequest& request_;     ///< conn_'s
-  protocol::HttpRequest parsed_;  ///< the request as parsed (its storage: a spare request's)
+  WebSocketRequest& request_;                       ///< conn_'s; the request is parsed into it
   std::optional<protocol::DeflateParams> deflate_;  ///< agreed permessage-deflate
   std::string extensions_;                          ///< the 101's extensions answer
   transport::RawEndpoint local_, remote_;           ///< read by read_endpoints()
@@ -552,6 +670,13 @@ void HandshakeList::remove(HandshakeEntry& e) noexcept {
 void start_server_handshake(ListenerImpl& listener, ListenerLoop& loop, transport::TcpSocket socket,
                             const transport::RawEndpoint& peer, bool busy) {
   auto h = std::make_shared<ServerHandshake>(listener, loop, std::move(socket), busy);
+  h->set_peer(peer);
+  h->start();
+}
+
+void start_server_handshake(ListenerImpl& listener, ListenerLoop& loop, int fd,
+                            const transport::RawEndpoint& peer, bool busy) {
+  auto h = std::make_shared<ServerHandshake>(listener, loop, fd, busy);
   h->set_peer(peer);
   h->start();
 }

@@ -22,18 +22,16 @@ constexpr auto decode_table = make_decode_table();
 
 }  // namespace
 
-void base64_encode(std::span<const std::uint8_t> bytes, std::string& out) {
-  const std::size_t start = out.size();
-  out.resize(start + base64_encoded_size(bytes.size()));
-  char* p = out.data() + start;
+char* base64_encode(std::span<const std::uint8_t> bytes, char* p) noexcept {
   std::size_t i = 0;
   for (; i + 3 <= bytes.size(); i += 3) {
     const std::uint32_t v = (std::uint32_t{bytes[i]} << 16) | (std::uint32_t{bytes[i + 1]} << 8) |
                             std::uint32_t{bytes[i + 2]};
-    *p++ = alphabet[(v >> 18) & 63];
-    *p++ = alphabet[(v >> 12) & 63];
-    *p++ = alphabet[(v >> 6) & 63];
-    *p++ = alphabet[v & 63];
+    p[0] = alphabet[(v >> 18) & 63];
+    p[1] = alphabet[(v >> 12) & 63];
+    p[2] = alphabet[(v >> 6) & 63];
+    p[3] = alphabet[v & 63];
+    p += 4;
   }
   // RFC 4648 4: a final group of 1 or 2 bytes is padded with '=' to 4 symbols.
   const std::size_t rest = bytes.size() - i;
@@ -50,6 +48,13 @@ void base64_encode(std::span<const std::uint8_t> bytes, std::string& out) {
     *p++ = alphabet[(v >> 6) & 63];
     *p++ = '=';
   }
+  return p;
+}
+
+void base64_encode(std::span<const std::uint8_t> bytes, std::string& out) {
+  const std::size_t start = out.size();
+  out.resize(start + base64_encoded_size(bytes.size()));
+  base64_encode(bytes, out.data() + start);
 }
 
 std::string base64_encode(std::span<const std::uint8_t> bytes) {
@@ -117,6 +122,30 @@ std::optional<std::size_t> base64_decoded_size(std::string_view text) noexcept {
   std::size_t n = 0;
   if (!decode(text, [&n](std::uint8_t) { ++n; })) return std::nullopt;
   return n;
+}
+
+bool base64_decodes_to(std::string_view text, std::size_t n) noexcept {
+  if (text.size() != base64_encoded_size(n)) return false;
+  // RFC 4648 4: 1 or 2 bytes in the last group leave 2 or 1 '=' after it.
+  const std::size_t pad = (3 - n % 3) % 3;
+  const std::size_t symbols = text.size() - pad;
+  // Alphabet symbols decode to 0-63; '=' (64) and anything else (255) set a
+  // higher bit, so one test after the loop finds them all.
+  const auto value = [&text](std::size_t i) {
+    return decode_table[static_cast<unsigned char>(text[i])];
+  };
+  std::uint8_t all = 0;
+  std::size_t i = 0;
+  for (; i + 4 <= symbols; i += 4)
+    all |= static_cast<std::uint8_t>(value(i) | value(i + 1) | value(i + 2) | value(i + 3));
+  for (; i < symbols; ++i) all |= value(i);
+  if (all >= 64) return false;
+  for (i = symbols; i < text.size(); ++i)
+    if (text[i] != '=') return false;
+  if (pad == 0) return true;
+  // RFC 4648 3.5: the unused low bits of the last symbol are zero (4 of them
+  // before "==", 2 before "=").
+  return (value(symbols - 1) & (pad == 2 ? 0x0F : 0x03)) == 0;
 }
 
 }  // namespace duplex::detail

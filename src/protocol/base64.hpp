@@ -17,6 +17,10 @@ constexpr std::size_t base64_encoded_size(std::size_t n) noexcept {
   return (n + 2) / 3 * 4;
 }
 
+/// Writes the base64 text of `bytes` at `out`, which has room for
+/// base64_encoded_size(bytes.size()) characters; returns the end of the text.
+char* base64_encode(std::span<const std::uint8_t> bytes, char* out) noexcept;
+
 /// Appends the base64 text of `bytes` to `out`.
 void base64_encode(std::span<const std::uint8_t> bytes, std::string& out);
 
@@ -32,5 +36,8 @@ std::optional<std::vector<std::uint8_t>> base64_decode(std::string_view text);
 /// How many bytes base64_decode(text) would give (std::nullopt when it gives
 /// none), without making them: checks a text that is only compared.
 std::optional<std::size_t> base64_decoded_size(std::string_view text) noexcept;
+/// True when base64_decode(text) would give exactly `n` bytes: the same rules,
+/// checked in one pass over the text without decoding it.
+bool base64_decodes_to(std::string_view text, std::size_t n) noexcept;
 
 }  // namespace duplex::detail

@@ -3,6 +3,8 @@
 #include <duplex/protocol/close.hpp>
 #include <duplex/protocol/connection.hpp>
 
+#include "detail/always_inline.hpp"
+
 #include <openssl/rand.h>
 
 #include <bit>
@@ -70,7 +72,7 @@ struct MaskKeyCursor {
   bool store_gone = false;             // after the thread's store: one key at a time
   unsigned char single[4] = {};
 };
-constinit thread_local MaskKeyCursor mask_cursor;
+DUPLEX_INITIAL_EXEC constinit thread_local MaskKeyCursor mask_cursor;
 
 constexpr std::size_t mask_pool_bytes = 4096 * 4;
 
@@ -298,10 +300,17 @@ std::byte* Connection::OutputBuffer::grow(std::size_t n) {
 Connection::Connection(ConnectionConfig config) : own_(std::make_unique<Own>()) {
   own_->config = std::move(config);
   config_ = &own_->config;
+  derive_fast_path();
   if (config_->deflate) {
     own_->wr_deflate = DeflateEncoder(*config_->deflate, config_->role);
     own_->rd_deflate = DeflateDecoder(*config_->deflate, config_->role);
   }
+}
+
+void Connection::derive_fast_path() noexcept {
+  rd_fast_max_ =
+      static_cast<std::uint8_t>(config_->max_message_size < 125 ? config_->max_message_size : 125);
+  rd_mask_bit_ = config_->role == Role::server ? 0x80 : 0x00;
 }
 
 Connection Connection::sharing(const ConnectionConfig& config) {
@@ -540,13 +549,13 @@ Connection::ReceiveResult Connection::receive_holding(std::span<std::byte> data,
   stats_.bytes_received += data.size();
   std::byte* p = data.data();
   std::byte* const end = p + data.size();
-  const SocketMessageType types[2] = {SocketMessageType::binary, SocketMessageType::utf8};
-  const bool server = config_->role == Role::server;
-  const std::uint8_t mask_bit = server ? 0x80 : 0x00;
+  // A message's type from its text flag.
+  static_assert(static_cast<int>(SocketMessageType::binary) == 0 &&
+                static_cast<int>(SocketMessageType::utf8) == 1);
+  const std::uint8_t mask_bit = rd_mask_bit_;
+  const bool server = mask_bit != 0;
   const std::size_t small_header = server ? 6 : 2;
-  // The largest payload the fast path takes: 7-bit lengths within the limit.
-  const std::size_t fast_max =
-      config_->max_message_size < 125 ? static_cast<std::size_t>(config_->max_message_size) : 125;
+  const std::size_t fast_max = rd_fast_max_;
 
   while (p != end) {
     // Fast path: whole unfragmented text or binary messages with a 7-bit
@@ -580,7 +589,8 @@ Connection::ReceiveResult Connection::receive_holding(std::span<std::byte> data,
           return all;
         }
         ++stats_.messages_received;
-        handler.on_message(types[text], std::span<const std::byte>(payload, len), true);
+        handler.on_message(static_cast<SocketMessageType>(text),
+                           std::span<const std::byte>(payload, len), true);
       }
       if (p == end) break;
     }
@@ -686,10 +696,11 @@ Connection::ReceiveResult Connection::receive_holding(std::span<std::byte> data,
       ++stats_.messages_received;
       if (rd_message_.empty()) {
         // The whole message is in this buffer: hand out a view, no copy.
-        handler.on_message(types[rd_text_], std::span<const std::byte>(chunk, take), true);
+        handler.on_message(static_cast<SocketMessageType>(rd_text_),
+                           std::span<const std::byte>(chunk, take), true);
       } else {
         rd_message_.insert(rd_message_.end(), chunk, chunk + take);
-        handler.on_message(types[rd_text_], rd_message_, true);
+        handler.on_message(static_cast<SocketMessageType>(rd_text_), rd_message_, true);
         rd_message_.clear();
         // An idle connection should not keep the memory of its largest message.
         if (rd_message_.capacity() > retained_capacity) std::vector<std::byte>().swap(rd_message_);
@@ -809,6 +820,39 @@ std::error_code Connection::check_send_data() const noexcept {
 
 std::error_code Connection::send_message(SocketMessageType type, std::span<const std::byte> payload,
                                          bool compress, DirectFrame* direct) {
+  // The usual server message: small, unmasked, uncompressed, with room in the
+  // output. No call but the tail calls, so no frame of saved registers.
+  const std::size_t n = payload.size();
+  if (n > 125 || rd_mask_bit_ == 0 || close_sent_ || wr_in_message_ || (compress && own_) ||
+      !out_.has_room(2 + n)) [[unlikely]]
+    return send_message_general(type, payload, compress, direct);
+  const bool text = type == SocketMessageType::utf8;
+  std::byte* o = out_.append(2 + n);
+  o[0] = std::byte{static_cast<std::uint8_t>(bit_fin | (text ? op_text : op_binary))};
+  o[1] = std::byte{static_cast<std::uint8_t>(n)};
+  const std::uint64_t high = copy_small(o + 2, payload.data(), n, 0);
+  ++stats_.messages_sent;
+  ++stats_.frames_sent;
+  stats_.bytes_sent += 2 + n;
+  // RFC 6455 5.6: text frames carry UTF-8 (ASCII needs no further look).
+  if (text && high != 0) [[unlikely]]
+    return check_copied_text(payload, 2 + n);
+  return no_error;
+}
+
+std::error_code Connection::check_copied_text(std::span<const std::byte> payload,
+                                              std::size_t frame_size) {
+  if (is_valid_utf8(payload)) return no_error;
+  out_.drop_back(frame_size);
+  --stats_.messages_sent;
+  --stats_.frames_sent;
+  stats_.bytes_sent -= frame_size;
+  return make_error_code(error::invalid_utf8);
+}
+
+std::error_code Connection::send_message_general(SocketMessageType type,
+                                                 std::span<const std::byte> payload, bool compress,
+                                                 DirectFrame* direct) {
   if (close_sent_ || wr_in_message_) [[unlikely]]
     return check_send_data();
   const bool text = type == SocketMessageType::utf8;

@@ -11,6 +11,7 @@
 #include <array>
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 
 namespace duplex::transport {
@@ -125,27 +126,59 @@ bool raw_endpoint(const sockaddr* addr, std::size_t len, RawEndpoint& out) {
   return to_raw(ss, out);
 }
 
-HostEndpoint to_host_endpoint(const RawEndpoint& e) {
+namespace {
+
+// A byte in decimal followed by '.', padded to 4 characters.
+struct DecimalByte {
+  std::array<char, 4> text{};
+  std::uint8_t size = 0;  ///< digits and the '.'
+};
+constexpr std::array<DecimalByte, 256> make_decimal_bytes() {
+  std::array<DecimalByte, 256> t{};
+  for (unsigned v = 0; v < 256; ++v) {
+    auto& d = t[v];
+    if (v >= 100) d.text[d.size++] = static_cast<char>('0' + v / 100);
+    if (v >= 10) d.text[d.size++] = static_cast<char>('0' + v / 10 % 10);
+    d.text[d.size++] = static_cast<char>('0' + v % 10);
+    d.text[d.size++] = '.';
+  }
+  return t;
+}
+constexpr auto decimal_bytes = make_decimal_bytes();
+
+}  // namespace
+
+void to_host_endpoint(const RawEndpoint& e, HostEndpoint& out) {
+  out.port = e.port;
   if (e.family == 4) {
     // Dotted decimal by hand: glibc's inet_ntop formats each byte with
-    // sprintf, a few thousand instructions per accepted connection.
-    std::array<char, 16> text{};
+    // sprintf, a few thousand instructions per accepted connection. Each
+    // byte is 4 characters from a table ("255.", "7.") and its length.
+    std::array<char, 16 + 3> text;
     std::size_t n = 0;
     for (int i = 0; i < 4; ++i) {
-      if (i != 0) text[n++] = '.';
-      const unsigned v = e.address[i];
-      if (v >= 100) text[n++] = static_cast<char>('0' + v / 100);
-      if (v >= 10) text[n++] = static_cast<char>('0' + v / 10 % 10);
-      text[n++] = static_cast<char>('0' + v % 10);
+      const auto& d = decimal_bytes[e.address[i]];
+      std::memcpy(text.data() + n, d.text.data(), 4);
+      n += d.size;
     }
-    return {std::string(text.data(), n), e.port};
+    out.host.clear();
+    out.host.append(text.data(), n - 1);  // without the last '.'
+    return;
   }
   if (e.family == 6) {
     asio::ip::address_v6::bytes_type bytes;
     std::memcpy(bytes.data(), e.address.data(), bytes.size());
-    return {asio::ip::address_v6(bytes, e.scope_id).to_string(), e.port};
+    out.host = asio::ip::address_v6(bytes, e.scope_id).to_string();
+    return;
   }
-  return {};
+  out.host.clear();
+  out.port = 0;
+}
+
+HostEndpoint to_host_endpoint(const RawEndpoint& e) {
+  HostEndpoint out;
+  to_host_endpoint(e, out);
+  return out;
 }
 
 HostEndpoint host_endpoint(const TcpSocket& socket, bool local) {

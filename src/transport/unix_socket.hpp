@@ -75,5 +75,7 @@ bool raw_endpoint(const sockaddr* addr, std::size_t len, RawEndpoint& out);
 /// `e` as host_endpoint() reports it: numeric address and port; {"", 0} for
 /// family 0.
 HostEndpoint to_host_endpoint(const RawEndpoint& e);
+/// The same written into `out`, reusing its string's storage.
+void to_host_endpoint(const RawEndpoint& e, HostEndpoint& out);
 
 }  // namespace duplex::transport

@@ -644,6 +644,78 @@ TEST_F(ClientMessage, SendFromAHandlerChecksItsArgumentsToo) {
   ws.close();
 }
 
+// The handler's send has a short path for its own socket (that socket's event
+// lock held innermost, nothing queued); these sends take the general one and
+// must behave the same: a send on another socket from this handler is done at
+// once too (same loop thread), and a whole message while this socket's framed
+// message is unfinished throws std::logic_error without sending anything.
+TEST_F(ClientMessage, HandlerSendsOnAnotherSocketAndMidMessageFollowTheGeneralPath) {
+  duplex::test::Flag done, other_echo;
+  bool other_ready = false, mid_message_threw = false;
+  std::vector<std::string> echoes, other_echoes;
+  std::mutex m;
+  MessageWebSocket ws, other;
+  other.message_received([&](MessageWebSocket&, const auto& a) {
+    {
+      std::lock_guard lock(m);
+      other_echoes.emplace_back(reinterpret_cast<const char*>(a.data().data()), a.data().size());
+    }
+    other_echo.set();
+  });
+  int calls = 0;
+  ws.message_received([&](MessageWebSocket& self, const auto& a) {
+    {
+      std::lock_guard lock(m);
+      echoes.emplace_back(reinterpret_cast<const char*>(a.data().data()), a.data().size());
+    }
+    if (calls++ > 0) return done.set();
+    auto t = other.send_async("to the other");
+    other_ready = t.is_ready() && !t.get_result().ec;
+    (void)self.send_nonfinal_frame_async(std::as_bytes(std::span(std::string_view("pie"))));
+    try {
+      (void)self.send_async("whole");
+    } catch (const std::logic_error&) {
+      mid_message_threw = true;
+    }
+    (void)self.send_final_frame_async(std::as_bytes(std::span(std::string_view("ces"))));
+  });
+  ws.connect_async(url()).get();
+  other.connect_async(url()).get();
+  ws.send_async("first").get();
+  ASSERT_TRUE(done.wait());
+  ASSERT_TRUE(other_echo.wait());
+  EXPECT_TRUE(other_ready);
+  EXPECT_TRUE(mid_message_threw);
+  std::lock_guard lock(m);
+  EXPECT_EQ(echoes, (std::vector<std::string>{"first", "pieces"}));
+  EXPECT_EQ(other_echoes, (std::vector<std::string>{"to the other"}));
+  ws.close();
+  other.close();
+}
+
+// In a handler the statistics are exact: the message being handled and a send
+// made just before are counted (they are published to other threads only once
+// per read, so the handler's view comes from the loop's own counters).
+TEST_F(ClientMessage, StatisticsInAHandlerCountThisMessageAndEarlierSends) {
+  duplex::test::Flag done;
+  std::vector<std::uint64_t> received, sent_before, sent_after;
+  MessageWebSocket ws;
+  ws.message_received([&](MessageWebSocket& self, const auto&) {
+    received.push_back(self.information().bandwidth_statistics().messages_received);
+    sent_before.push_back(self.information().bandwidth_statistics().messages_sent);
+    if (received.size() < 3) (void)self.send_async("again");
+    sent_after.push_back(self.information().bandwidth_statistics().messages_sent);
+    if (received.size() == 3) done.set();
+  });
+  ws.connect_async(url()).get();
+  ws.send_async("first").get();
+  ASSERT_TRUE(done.wait());
+  EXPECT_EQ(received, (std::vector<std::uint64_t>{1, 2, 3}));
+  EXPECT_EQ(sent_before, (std::vector<std::uint64_t>{1, 2, 3}));
+  EXPECT_EQ(sent_after, (std::vector<std::uint64_t>{2, 3, 3}));
+  ws.close();
+}
+
 }  // namespace
 
 namespace {

@@ -105,3 +105,37 @@ TEST(Base64, RejectsNonCanonicalTrailingBits) {
 }
 
 }  // namespace
+
+// base64_decodes_to(text, n) is "base64_decoded_size(text) == n", checked in
+// one pass: every text of lengths 0-8 over symbols that cover each rule
+// (alphabet ends, padding, a symbol with low bits set, one outside the
+// alphabet) gives the same answer for every n.
+TEST(Base64, DecodesToAgreesWithDecodedSizeOnEveryShortText) {
+  const std::string symbols = "AZaz09+/=h-";
+  std::vector<std::string> texts = {""};
+  for (std::size_t len = 1; len <= 8; ++len) {
+    std::vector<std::string> longer;
+    for (const auto& t : texts)
+      if (t.size() == len - 1)
+        for (char c : symbols) {
+          // Lengths that are not a multiple of 4 are refused by the size
+          // check alone: a few of them suffice.
+          if (len % 4 != 0 && c != 'A' && c != '=') continue;
+          longer.push_back(t + c);
+        }
+    texts.insert(texts.end(), longer.begin(), longer.end());
+  }
+  for (const auto& t : texts) {
+    const auto size = duplex::detail::base64_decoded_size(t);
+    for (std::size_t n = 0; n <= 7; ++n)
+      ASSERT_EQ(duplex::detail::base64_decodes_to(t, n), size == n) << t << " n=" << n;
+  }
+}
+
+TEST(Base64, DecodesToAcceptsAWebSocketKey) {
+  EXPECT_TRUE(duplex::detail::base64_decodes_to("dGhlIHNhbXBsZSBub25jZQ==", 16));
+  EXPECT_FALSE(duplex::detail::base64_decodes_to("dGhlIHNhbXBsZSBub25jZR==", 16));
+  EXPECT_FALSE(duplex::detail::base64_decodes_to("dGhlIHNhbXBsZSBub25jZQ=", 16));
+  EXPECT_FALSE(duplex::detail::base64_decodes_to("dGhlIHNhbXBsZSBub25j ZQ=", 16));
+  EXPECT_FALSE(duplex::detail::base64_decodes_to("dGhlIHNhbXBsZSBub25jZQ==", 15));
+}

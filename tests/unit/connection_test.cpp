@@ -1170,6 +1170,8 @@ TEST(ConnectionSend, EverySmallLengthIsCopiedExactlyAndInvalidTextLeavesNoTrace)
       }
       EXPECT_EQ(c.buffered_amount(), before) << n;
       EXPECT_EQ(c.stats().messages_sent, 2u);
+      EXPECT_EQ(c.stats().frames_sent, 2u);
+      EXPECT_EQ(c.stats().bytes_sent, before) << n;
       bool ok = false;
       auto frames = output_frames(c, &ok);
       ASSERT_TRUE(ok) << n;
@@ -1178,6 +1180,26 @@ TEST(ConnectionSend, EverySmallLengthIsCopiedExactlyAndInvalidTextLeavesNoTrace)
       EXPECT_EQ(frames[1].payload, ascii) << n;
       EXPECT_EQ(frames[1].b0, 0x81);
     }
+}
+
+// Text with bytes above 0x7F is checked after the copy: valid UTF-8 stays,
+// whether the output had room (the short path) or had to grow.
+TEST(ConnectionSend, SmallNonAsciiTextIsKeptWithAndWithoutRoom) {
+  for (Role r : {Role::server, Role::client}) {
+    Connection c(config(r));
+    const Bytes text = test::bytes("h\xc3\xa9llo \xe2\x82\xac");
+    ASSERT_FALSE(c.send_message(SocketMessageType::utf8, text));  // grows the output
+    ASSERT_FALSE(c.send_message(SocketMessageType::utf8, text));  // fits
+    EXPECT_EQ(c.stats().messages_sent, 2u);
+    EXPECT_EQ(c.stats().bytes_sent, c.buffered_amount());
+    bool ok = false;
+    auto frames = output_frames(c, &ok);
+    ASSERT_TRUE(ok);
+    ASSERT_EQ(frames.size(), 2u);
+    EXPECT_EQ(frames[0].payload, text);
+    EXPECT_EQ(frames[1].payload, text);
+    EXPECT_EQ(frames[1].b0, 0x81);
+  }
 }
 
 TEST(ConnectionSend, FirstPieceTypeHoldsForTheWholeMessage) {

@@ -219,6 +219,96 @@ TEST(ServerValidation, AcceptsTheRfcExampleRequest) {
   EXPECT_EQ(out.extensions, "");
 }
 
+// check_client_request is validate_client_request without the copies: the
+// same answer for each request, and views of the same values.
+TEST(ServerValidation, CheckGivesValidateAnswerAsViews) {
+  const std::pair<std::string_view, std::string_view> variants[] = {
+      {"", ""},
+      {"GET /", "POST /"},
+      {"HTTP/1.1", "HTTP/1.0"},
+      {"GET /chat", "GET chat"},
+      {"Host: server.example.com\r\n", ""},
+      {"Host: server.example.com", "Host: a b"},
+      {"Upgrade: websocket", "Upgrade: h2c"},
+      {"Connection: Upgrade", "Connection: close"},
+      {"Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"},
+      {"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZR=="},
+      {"Sec-WebSocket-Protocol: chat, superchat", "Sec-WebSocket-Protocol: chat, a b"},
+      {"Sec-WebSocket-Protocol: chat, superchat\r\n", ""},
+      {"Origin: http://example.com\r\n", ""},
+      {"Host:", "Transfer-Encoding: chunked\r\nHost:"},
+      {"Host:", "Content-Length: 1\r\nHost:"},
+      {"Host:", "Sec-WebSocket-Extensions: a\r\nsec-websocket-extensions: b\r\nHost:"},
+  };
+  for (const auto& [replace, by] : variants) {
+    const auto request = parse_request(request_with(replace, by));
+    ServerHandshakeRequest copied;
+    ClientRequestView view;
+    const auto ec = validate_client_request(request, copied);
+    EXPECT_EQ(check_client_request(request, view), ec) << by;
+    if (ec) continue;
+    EXPECT_EQ(view.host, copied.host) << by;
+    EXPECT_EQ(view.origin, copied.origin) << by;
+    EXPECT_EQ(view.key, copied.key) << by;
+    EXPECT_EQ(view.has_protocols, !copied.protocols.empty()) << by;
+    EXPECT_EQ(view.has_extensions, !copied.extensions.empty()) << by;
+    std::vector<std::string> protocols = {"stale", "stale", "stale"};
+    header_list(request.headers, "Sec-WebSocket-Protocol", protocols);
+    EXPECT_EQ(protocols, copied.protocols) << by;
+    std::string extensions = "stale";
+    join_header(request.headers, "Sec-WebSocket-Extensions", extensions);
+    EXPECT_EQ(extensions, copied.extensions) << by;
+  }
+}
+
+// Header names are recognised by a word compare that folds letters only:
+// each letter in either case matches, any other byte must be exact (a CR
+// where the name has '-' is 0x0D, which 0x20 folds onto '-').
+TEST(ServerValidation, RecognisesNamesInAnyLetterCaseAndNothingElse) {
+  const std::string_view names[] = {"Host", "Upgrade", "Connection", "Sec-WebSocket-Key",
+                                    "Sec-WebSocket-Version"};
+  const auto base = [] {
+    HttpRequest r;
+    r.method = "GET";
+    r.target = "/";
+    r.headers = {{"Host", "a"},
+                 {"Upgrade", "websocket"},
+                 {"Connection", "Upgrade"},
+                 {"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="},
+                 {"Sec-WebSocket-Version", "13"}};
+    return r;
+  };
+  ClientRequestView view;
+  for (std::size_t h = 0; h < std::size(names); ++h) {
+    for (std::size_t i = 0; i < names[h].size(); ++i) {
+      auto r = base();
+      char& c = r.headers[h].name[i];
+      const bool letter = (c | 0x20) >= 'a' && (c | 0x20) <= 'z';
+      c = static_cast<char>(letter ? c ^ 0x20 : '\r');
+      const auto ec = check_client_request(r, view);
+      if (letter)
+        EXPECT_FALSE(ec) << r.headers[h].name;
+      else
+        EXPECT_TRUE(ec) << h << " " << i;
+      // One byte changed into a letter it is not: never the same name.
+      auto other = base();
+      other.headers[h].name[i] = letter ? '-' : 'x';
+      EXPECT_TRUE(check_client_request(other, view)) << other.headers[h].name;
+    }
+  }
+  // Tokens of Upgrade and Connection, alone or in lists, in any case.
+  auto r = base();
+  r.headers[1].value = "WebSocket";
+  r.headers[2].value = "UPGRADE";
+  EXPECT_FALSE(check_client_request(r, view));
+  r.headers[1].value = "websockets";
+  EXPECT_EQ(check_client_request(r, view), error::bad_upgrade);
+  r.headers[1].value = "h2c ,  websocket";
+  r.headers[2].value = "upgrad";
+  EXPECT_EQ(check_client_request(r, view), error::bad_connection);
+}
+
 TEST(ServerValidation, AcceptsCaseVariantsAndTokenLists) {
   const auto text = request_with("Upgrade: websocket\r\nConnection: Upgrade\r\n",
                                  "upgrade: h2c, WebSocket\r\nCONNECTION: keep-alive, upgrade\r\n"

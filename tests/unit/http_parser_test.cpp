@@ -295,6 +295,47 @@ TEST(HttpParser, RefusesBareLfAsSoonAsItArrives) {
   EXPECT_EQ(response_error("HTTP/1.1 101 OK\n\n"), error::bad_http_message);
 }
 
+// The block's end is searched 16 bytes at a time: line ends at every offset
+// from a 16-byte boundary, found at once, at every split point and resumed.
+TEST(HttpParser, LineEndsAtEveryOffsetGiveTheSameRequestAtEverySplitPoint) {
+  for (std::size_t pad = 0; pad <= 33; ++pad) {
+    const std::string text = "GET /" + std::string(pad, 'p') +
+                             " HTTP/1.1\r\nHost: a\r\nX-Pad: " + std::string(pad, 'v') +
+                             "\r\nUpgrade: websocket\r\n\r\n";
+    HttpRequest whole;
+    std::error_code ec;
+    ASSERT_EQ(parse_http_request(text, whole, ec), text.size()) << pad;
+    ASSERT_EQ(whole.headers.size(), 3u);
+    EXPECT_EQ(whole.headers[1].value, std::string(pad, 'v'));
+    for (std::size_t k = 0; k < text.size(); ++k) {
+      HttpRequest part;
+      ASSERT_EQ(parse_http_request(std::string_view(text).substr(0, k), part, ec), 0u)
+          << pad << " " << k;
+      ASSERT_FALSE(ec) << pad << " " << k;
+      // Resumed: the first k bytes, then the rest.
+      std::size_t scanned = 0;
+      ASSERT_EQ(parse_http_request(std::string_view(text).substr(0, k), part, ec,
+                                   default_max_header_size, scanned),
+                0u);
+      ASSERT_EQ(parse_http_request(text, part, ec, default_max_header_size, scanned), text.size());
+      ASSERT_TRUE(same(whole, part)) << pad << " " << k;
+    }
+  }
+}
+
+TEST(HttpParser, RefusesABareLfAtEveryOffset) {
+  const std::string good = "GET / HTTP/1.1\r\nHost: a\r\nX-Long: 0123456789abcdefghij\r\n\r\n";
+  // Every CR of the block, in turn, dropped: its LF is bare.
+  for (std::size_t at = good.find('\r'); at != std::string::npos; at = good.find('\r', at + 1)) {
+    std::string bad = good;
+    bad.erase(at, 1);
+    EXPECT_EQ(request_error(bad), error::bad_http_message) << at;
+    // Also as soon as the bare LF has arrived, before the block is complete.
+    EXPECT_EQ(request_error(std::string_view(bad).substr(0, at + 1)), error::bad_http_message)
+        << at;
+  }
+}
+
 TEST(HttpParser, RefusesBareLfEndingTheBlock) {
   EXPECT_EQ(request_error("GET / HTTP/1.1\r\nHost: a\r\n\n"), error::bad_http_message);
 }
@@ -358,6 +399,25 @@ TEST(HttpParser, RefusesAControlAtEveryPositionOfALongValue) {
 }
 
 // --- start lines -------------------------------------------------------------------------
+
+// The request line is read in one pass: a version followed by more than the
+// line end is malformed even when its major is not 1 (the version's format
+// is checked only once the line is known to end after it).
+TEST(HttpParser, ReadsTheRequestLineInOnePass) {
+  EXPECT_EQ(request_error("GET / HTTP/2.0x\r\nHost: a\r\n\r\n"), error::bad_http_message);
+  EXPECT_EQ(request_error("GET / HTTP/2.0 \r\nHost: a\r\n\r\n"), error::bad_http_message);
+  EXPECT_EQ(request_error("GET /\r HTTP/1.1\r\nHost: a\r\n\r\n"), error::bad_http_message);
+  EXPECT_EQ(request_error("GET / HTTP/1.1\r\r\nHost: a\r\n\r\n"), error::bad_http_message);
+  EXPECT_EQ(request_error("GET / \r\n\r\n"), error::bad_http_message);
+  HttpRequest req;
+  std::error_code ec;
+  const std::string bare = "OPTIONS * HTTP/1.0\r\n\r\n";
+  ASSERT_EQ(parse_http_request(bare, req, ec), bare.size()) << ec.message();
+  EXPECT_EQ(req.method, "OPTIONS");
+  EXPECT_EQ(req.target, "*");
+  EXPECT_EQ(req.version_minor, 0);
+  EXPECT_TRUE(req.headers.empty());
+}
 
 TEST(HttpParser, RefusesMalformedRequestLines) {
   for (const char* line :

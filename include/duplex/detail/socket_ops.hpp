@@ -24,6 +24,10 @@
 #include <duplex/detail/completion_handler.hpp>
 #include <duplex/message_type.hpp>
 
+namespace duplex::protocol {
+class Connection;
+}  // namespace duplex::protocol
+
 namespace duplex::detail {
 
 class Session;
@@ -71,6 +75,21 @@ void start_send(std::shared_ptr<Session> s, SendKind kind, SocketMessageType typ
 /// and an out-parameter: an optional<error_code> is returned through memory.)
 bool try_send_now(Session& s, SendKind kind, std::span<const std::byte> data,
                   std::optional<SocketMessageType> type, bool compress, std::error_code& ec);
+/// Where plain_send() says a whole message can go at once.
+struct PlainSend {
+  protocol::Connection* connection;  ///< null: take the usual path (try_send_now)
+  SocketMessageType type;
+};
+/// The whole-message send of an event handler (send_async with a Task, on the
+/// loop thread), in two calls that each cost no frame of their own: this one
+/// checks that the message can go straight into the connection's output with
+/// nothing else to do (see Session::whole_send_is_plain; `type`, if given, is
+/// binary or utf8), then send_plain() puts it there. Never throws.
+PlainSend plain_send(Session& s, std::optional<SocketMessageType> type, std::size_t size) noexcept;
+/// Appends the message to `to`'s output (copied, masked on a client): its
+/// result, an error for text that is not UTF-8 (the caller then calls
+/// check_send, which throws).
+std::error_code send_plain(PlainSend to, std::span<const std::byte> data, bool compress);
 /// std::error_code{}, made once: the default constructor calls the
 /// out-of-line std::system_category() each time.
 extern const std::error_code no_error;

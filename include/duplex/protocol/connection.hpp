@@ -281,6 +281,8 @@ private:
       size_ += n;
       return p;
     }
+    /// True when append(n) needs no growth.
+    [[nodiscard]] bool has_room(std::size_t n) const noexcept { return capacity_ - size_ >= n; }
     void clear() noexcept { size_ = 0; }
     /// Takes back the last `n` bytes appended.
     void drop_back(std::size_t n) noexcept { size_ -= n; }
@@ -323,6 +325,12 @@ private:
   void fail(std::error_code ec, ConnectionHandler& handler);
   void queue_frame(std::uint8_t b0, std::span<const std::byte> payload);
   std::error_code check_send_data() const noexcept;
+  /// send_message() for all but the small unmasked message that fits.
+  std::error_code send_message_general(SocketMessageType type, std::span<const std::byte> payload,
+                                       bool compress, DirectFrame* direct);
+  /// After a small text message was copied with bytes above 0x7F: keeps it if
+  /// it is UTF-8, else takes back its `frame_size` bytes and its counts.
+  std::error_code check_copied_text(std::span<const std::byte> payload, std::size_t frame_size);
   // permessage-deflate (src/protocol/deflate_connection.cpp).
   bool receive_deflated(std::span<const std::byte> chunk, bool message_done,
                         ConnectionHandler& handler);
@@ -338,7 +346,9 @@ private:
     DeflateDecoder rd_deflate;
   };
   struct Shared {};
-  Connection(const ConnectionConfig& config, Shared) noexcept : config_(&config) {}
+  Connection(const ConnectionConfig& config, Shared) noexcept : config_(&config) {
+    derive_fast_path();
+  }
 
   const ConnectionConfig* config_;  ///< shared, or own_->config
   std::unique_ptr<Own> own_;
@@ -370,6 +380,12 @@ private:
   bool rd_text_ = false;        ///< the current data message is text
   bool rd_compressed_ = false;  ///< the current data message had RSV1
   bool rd_done_ = false;        ///< close received or connection failed: ignore input
+  /// receive_holding's fast path, derived once from the (fixed) config: the
+  /// largest payload it takes (a 7-bit length within max_message_size) and
+  /// the mask bit the peer's frames carry (0x80 when we are the server).
+  std::uint8_t rd_fast_max_ = 0;
+  std::uint8_t rd_mask_bit_ = 0;
+  void derive_fast_path() noexcept;
   std::array<std::byte, max_frame_header_size> rd_spill_{};
   /// A control payload split across reads (rare: allocated for it, freed
   /// once handled, so an idle connection holds no 125 bytes for it).

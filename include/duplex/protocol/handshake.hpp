@@ -37,6 +37,13 @@ bool header_has_token(const HttpHeaders& headers, std::string_view name,
 /// elements dropped, in order. A comma inside a quoted-string (RFC 9110 5.6.4)
 /// does not split, so extension parameters such as `a="x,y"` stay whole.
 std::vector<std::string> header_list(const HttpHeaders& headers, std::string_view name);
+/// The same list written into `out` (replacing its elements, reusing their
+/// storage: a server that keeps the vector fills it without allocating).
+void header_list(const HttpHeaders& headers, std::string_view name, std::vector<std::string>& out);
+/// Writes into `out` (replacing its contents, reusing its storage) the
+/// non-empty values of every header named `name`, in order, joined with ", "
+/// (RFC 9110 5.3: a list field sent as several lines is one list).
+void join_header(const HttpHeaders& headers, std::string_view name, std::string& out);
 
 /// Bound on the header block (request line or status line included): a peer
 /// that sends more is refused (431 on the server) instead of buffered forever.
@@ -169,6 +176,22 @@ struct ServerHandshakeRequest {
 /// Answer a failure with build_error_response(status_for(ec), ...).
 /// `out` is written only on success.
 std::error_code validate_client_request(const HttpRequest& request, ServerHandshakeRequest& out);
+
+/// What a valid request holds, as views into its headers (valid while the
+/// request is neither modified nor destroyed): check_client_request's answer.
+struct ClientRequestView {
+  std::string_view host;
+  std::string_view origin;      ///< empty: none
+  std::string_view key;         ///< Sec-WebSocket-Key (base64 of 16 bytes)
+  bool has_protocols = false;   ///< Sec-WebSocket-Protocol is present (header_list reads it)
+  bool has_extensions = false;  ///< Sec-WebSocket-Extensions is present (join_header joins it)
+};
+
+/// validate_client_request's checks, in the same order and with the same
+/// errors, without copying anything: a server that keeps its own strings
+/// fills them from `out` once. Allocates nothing. `out` is written only on
+/// success. Reentrant.
+std::error_code check_client_request(const HttpRequest& request, ClientRequestView& out) noexcept;
 
 /// The 101 answer: Upgrade, Connection, Sec-WebSocket-Accept for `key`, the
 /// selected protocol and extensions when not empty, then `extra` headers.
