@@ -287,6 +287,14 @@ void Session::remove_handler(EventToken t) noexcept {
   }
 }
 void Session::set_owner(void* owner) noexcept {
+  // owner_ is read only by the handlers, which run on the loop thread under
+  // the event lock. On that thread none of them is running now (or this
+  // thread holds the lock already): no lock to take. A socket handed out by a
+  // listener is moved several times there, so this is the usual case.
+  if (on_loop_thread()) {
+    owner_ = owner;
+    return;
+  }
   EventMutex::Guard lock(events_mutex_);
   owner_ = owner;
 }

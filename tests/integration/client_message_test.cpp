@@ -693,6 +693,34 @@ TEST_F(ClientMessage, HandlerSendsOnAnotherSocketAndMidMessageFollowTheGeneralPa
   other.close();
 }
 
+// Events go to the socket object that holds the connection now: after a move
+// on another thread, and after a move inside a handler (on the loop thread,
+// where the new owner is recorded without the event lock).
+TEST_F(ClientMessage, EventsReachTheSocketWhereverItWasMoved) {
+  duplex::test::Flag done;
+  std::vector<const MessageWebSocket*> seen;
+  std::optional<MessageWebSocket> first, second;
+  int calls = 0;
+  MessageWebSocket ws;
+  ws.message_received([&](MessageWebSocket& self, const auto&) {
+    seen.push_back(&self);
+    if (++calls == 1) {
+      second.emplace(std::move(self));  // moved on the loop thread
+      (void)second->send_async("two");
+    } else {
+      done.set();
+    }
+  });
+  ws.connect_async(url()).get();
+  first.emplace(std::move(ws));  // moved on this thread
+  first->send_async("one").get();
+  ASSERT_TRUE(done.wait());
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0], &*first);
+  EXPECT_EQ(seen[1], &*second);
+  second->close();
+}
+
 // In a handler the statistics are exact: the message being handled and a send
 // made just before are counted (they are published to other threads only once
 // per read, so the handler's view comes from the loop's own counters).
