@@ -1,5 +1,6 @@
 // Per-loop poller and timers, the default io_context, the per-thread read buffer.
 #include "detail/event_loop.hpp"
+#include "detail/syscalls.hpp"
 
 #include <duplex/task.hpp>
 
@@ -72,7 +73,7 @@ std::error_code LoopPoller::add(int fd, PollClient& client, std::shared_ptr<void
 
 void LoopPoller::remove_and_close(int fd, PollClient& client) noexcept {
   // Closing the descriptor takes it out of the set (it is not shared).
-  ::close(fd);
+  sys_close(fd);
   if (stopped_ || !client.poll_keep_) return;
   unlink(client);
 }

@@ -1,5 +1,6 @@
 // The session: one connection's life on its event loop. See detail/session.hpp.
 #include "detail/session.hpp"
+#include "detail/syscalls.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -57,45 +58,6 @@ bool would_block(int e) {
   return e == EAGAIN || e == EWOULDBLOCK;
 }
 
-// recv/send/sendmsg as bare system calls: glibc's wrappers are thread
-// cancellation points, which cost two calls around each system call (the
-// library never uses thread cancellation), and glibc's generic syscall()
-// shuffles six arguments through a call. On x86-64 Linux the instruction is
-// issued inline; elsewhere through syscall(). Both return -1 and set errno on
-// failure, as the wrappers do.
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
-inline long sys_call6(long nr, long a1, long a2, long a3, long a4, long a5, long a6) noexcept {
-  long ret = 0;
-  register long r10 asm("r10") = a4;
-  register long r8 asm("r8") = a5;
-  register long r9 asm("r9") = a6;
-  asm volatile("syscall"
-               : "=a"(ret)
-               : "a"(nr), "D"(a1), "S"(a2), "d"(a3), "r"(r10), "r"(r8), "r"(r9)
-               : "rcx", "r11", "memory");
-  if (ret < 0 && ret > -4096) [[unlikely]] {
-    errno = static_cast<int>(-ret);
-    return -1;
-  }
-  return ret;
-}
-#else
-inline long sys_call6(long nr, long a1, long a2, long a3, long a4, long a5, long a6) noexcept {
-  return ::syscall(nr, a1, a2, a3, a4, a5, a6);
-}
-#endif
-inline long arg(const void* p) noexcept {
-  return reinterpret_cast<long>(p);
-}
-inline ssize_t sys_recv(int fd, void* buf, std::size_t len) noexcept {
-  return sys_call6(SYS_recvfrom, fd, arg(buf), static_cast<long>(len), 0, 0, 0);
-}
-inline ssize_t sys_send(int fd, const void* buf, std::size_t len) noexcept {
-  return sys_call6(SYS_sendto, fd, arg(buf), static_cast<long>(len), MSG_NOSIGNAL, 0, 0);
-}
-inline ssize_t sys_sendmsg(int fd, const msghdr* msg) noexcept {
-  return sys_call6(SYS_sendmsg, fd, arg(msg), MSG_NOSIGNAL, 0, 0, 0);
-}
 }  // namespace
 
 struct Session::RefQueue {
@@ -131,7 +93,7 @@ const std::shared_ptr<const LoopSettings>& Session::default_settings() {
 
 Session::~Session() {
   // Destroyed by its loop's shutdown while polled: the descriptor is ours.
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) sys_close(fd_);
 }
 
 // --- plumbing --------------------------------------------------------------------------
@@ -600,7 +562,7 @@ std::error_code Session::to_poller() {
   }
   ec = loop_poller(ex_.context()).add(fd, *this, shared_from_this());
   if (ec) {
-    ::close(fd);
+    sys_close(fd);
     fd_ = -1;
     return ec;
   }

@@ -24,6 +24,7 @@
 #include <duplex/cancellation.hpp>
 #include <duplex/protocol/close.hpp>
 
+#include "detail/syscalls.hpp"
 #include "listener/listener_impl.hpp"
 #include "listener/server_tls.hpp"
 #include "transport/stream.hpp"
@@ -534,7 +535,7 @@ void ListenerImpl::accept_ready(Acceptor& a) {
     socklen_t len = sizeof addr;
     auto* const sa = reinterpret_cast<sockaddr*>(&addr);
     const int flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
-    const int fd = hook ? hook(a.fd, sa, &len, flags) : ::accept4(a.fd, sa, &len, flags);
+    const int fd = hook ? hook(a.fd, sa, &len, flags) : sys_accept4(a.fd, sa, &len, flags);
     if (fd < 0) {
       const int e = errno;
       // None left: the poller reports the next (edge-triggered).

@@ -26,6 +26,7 @@
 #include <duplex/protocol/handshake.hpp>
 
 #include "detail/event_loop.hpp"
+#include "detail/syscalls.hpp"
 #include "listener/listener_impl.hpp"
 #include "listener/server_tls.hpp"
 #include "transport/unix_socket.hpp"
@@ -79,7 +80,7 @@ public:
 
   ~ServerHandshake() override {
     // Destroyed with its loop (shutdown): the descriptor is still ours.
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0) sys_close(fd_);
     loop_.handshakes.remove(*this);
     if (!handed_over_) listener_.release_connection(busy_);
     listener_.live_handshakes.fetch_sub(1);
@@ -167,7 +168,7 @@ private:
       if (LoopPoller::registered(*this))
         loop_poller(loop_.ctx).remove_and_close(fd_, *this);
       else
-        ::close(fd_);
+        sys_close(fd_);
       fd_ = -1;
       raw_wait_ = RawWait::none;
       return;
@@ -208,7 +209,7 @@ private:
   ssize_t recv_raw(char* to, std::size_t room) noexcept {
     ssize_t n = 0;
     do {
-      n = ::recv(fd_, to, room, MSG_DONTWAIT);
+      n = sys_recv(fd_, to, room, MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     if (n >= 0) return n;
     return errno == EAGAIN || errno == EWOULDBLOCK ? -1 : -2;
@@ -238,7 +239,7 @@ private:
     const std::size_t room = first ? std::min(cap, thread_read_buffer_size) : buf_.size() - used_;
     ssize_t n = 0;
     do {
-      n = ::recv(fd, to, room, MSG_DONTWAIT);
+      n = sys_recv(fd, to, room, MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     if (n > 0 && first) {
       used_ = static_cast<std::size_t>(n);
@@ -473,7 +474,7 @@ private:
   bool send_now(std::string_view data, std::size_t& sent) noexcept {
     ssize_t n = 0;
     do {
-      n = ::send(native_fd(), data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      n = sys_send(native_fd(), data.data(), data.size(), MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return false;
     sent = n > 0 ? static_cast<std::size_t>(n) : 0;
