@@ -1486,7 +1486,11 @@ void Session::on_pong(std::span<const std::byte>) {
 
 void Session::on_close(std::uint16_t code, std::string_view reason) {
   peer_code_ = code;
-  cold().peer_reason = std::string(reason);
+  // The cold block only for a reason (most closes have none).
+  if (!reason.empty())
+    cold().peer_reason.assign(reason);
+  else if (cold_)
+    cold_->peer_reason.clear();
   phase_ = Phase::closing;
   if (input_) {
     input_->eof = true;
