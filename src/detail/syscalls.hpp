@@ -15,8 +15,37 @@
 #include <cerrno>
 #include <cstddef>
 
+// Under ThreadSanitizer and AddressSanitizer the calls go through libc, whose
+// wrappers the sanitizers intercept: TSan takes a send on a socket and the
+// peer's receive as synchronisation (as the kernel makes them) and tracks
+// descriptors across close; ASan checks the buffers.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define DUPLEX_SYSCALLS_THROUGH_LIBC 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define DUPLEX_SYSCALLS_THROUGH_LIBC 1
+#endif
+#endif
+
 namespace duplex::detail {
 
+#if defined(DUPLEX_SYSCALLS_THROUGH_LIBC)
+inline ssize_t sys_recv(int fd, void* buf, std::size_t len, int flags = 0) noexcept {
+  return ::recv(fd, buf, len, flags);
+}
+inline ssize_t sys_send(int fd, const void* buf, std::size_t len, int flags = 0) noexcept {
+  return ::send(fd, buf, len, flags | MSG_NOSIGNAL);
+}
+inline ssize_t sys_sendmsg(int fd, const msghdr* msg) noexcept {
+  return ::sendmsg(fd, msg, MSG_NOSIGNAL);
+}
+inline int sys_accept4(int fd, sockaddr* addr, socklen_t* len, int flags) noexcept {
+  return ::accept4(fd, addr, len, flags);
+}
+inline int sys_close(int fd) noexcept {
+  return ::close(fd);
+}
+#else
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
 inline long sys_call6(long nr, long a1, long a2, long a3, long a4, long a5, long a6) noexcept {
   long ret = 0;
@@ -60,5 +89,6 @@ inline int sys_accept4(int fd, sockaddr* addr, socklen_t* len, int flags) noexce
 inline int sys_close(int fd) noexcept {
   return static_cast<int>(sys_call6(SYS_close, fd, 0, 0, 0, 0, 0));
 }
+#endif  // DUPLEX_SYSCALLS_THROUGH_LIBC
 
 }  // namespace duplex::detail
