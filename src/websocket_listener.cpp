@@ -486,12 +486,16 @@ void ListenerImpl::register_acceptor(Acceptor& a) {
   if (!loop_poller(a.loop->ctx).add(a.fd, a, std::shared_ptr<void>(std::shared_ptr<void>(), &a)))
     return;
   // Out of memory for the epoll set: tried again later, as after an accept error.
+  retry_later(a, &ListenerImpl::register_acceptor);
+}
+
+void ListenerImpl::retry_later(Acceptor& a, void (ListenerImpl::*step)(Acceptor&)) {
   a.retrying = true;
   a.retry.expires_after(accept_retry_delay);
-  a.retry.async_wait([this, &a](std::error_code ec) {
+  a.retry.async_wait([this, &a, step](std::error_code ec) {
     if (ec || stopping_) return;
     a.retrying = false;
-    register_acceptor(a);
+    (this->*step)(a);
   });
 }
 
@@ -544,14 +548,7 @@ void ListenerImpl::accept_ready(Acceptor& a) {
       if (e == EINTR || e == ECONNABORTED) continue;
       // EMFILE, ENFILE, ENOBUFS, ENOMEM...: the connection stays queued and
       // no new event comes for it; trying again at once would spin.
-      a.retrying = true;
-      a.retry.expires_after(accept_retry_delay);
-      a.retry.async_wait([this, &a](std::error_code ec) {
-        if (ec || stopping_) return;
-        a.retrying = false;
-        accept_ready(a);
-      });
-      return;
+      return retry_later(a, &ListenerImpl::accept_ready);
     }
     const Admission admission = admit();
     if (admission == Admission::refuse) {

@@ -313,6 +313,9 @@ private:
   /// rest after the loop's other work; after an error (EMFILE...), again
   /// only after accept_retry_delay, so an exhausted process does not spin.
   void accept_ready(Acceptor& a);
+  /// Runs `step` on `a` after accept_retry_delay (unless the listener stops):
+  /// after an accept error, or when the epoll set had no room for it.
+  void retry_later(Acceptor& a, void (ListenerImpl::*step)(Acceptor&));
   /// Starts the handshake of an accepted descriptor on `target` (its loop).
   void start_accepted(ListenerLoop& target, int fd, const transport::RawEndpoint& peer, bool busy,
                       bool unix_socket);

@@ -876,14 +876,12 @@ std::error_code Connection::send_message_general(SocketMessageType type,
       std::memcpy(&k32, key.data(), 4);
     }
     const std::uint64_t high = copy_small(o + header, payload.data(), n, k32);
-    // RFC 6455 5.6: text frames carry UTF-8.
-    if (text && high != 0 && !is_valid_utf8(payload)) {
-      out_.drop_back(header + n);
-      return make_error_code(error::invalid_utf8);
-    }
     ++stats_.messages_sent;
     ++stats_.frames_sent;
     stats_.bytes_sent += header + n;
+    // RFC 6455 5.6: text frames carry UTF-8 (ASCII needs no further look).
+    if (text && high != 0) [[unlikely]]
+      return check_copied_text(payload, header + n);
     return no_error;
   }
   // RFC 6455 5.6: text frames carry UTF-8.
