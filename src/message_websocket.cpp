@@ -10,25 +10,25 @@ namespace duplex {
 
 EventToken MessageWebSocket::message_received(MessageReceivedHandler handler) {
   if (!handler) throw std::invalid_argument("message_received: handler must not be empty");
-  return session_->add_message_handler(std::move(handler));
+  return session_->events().add_message(std::move(handler));
 }
 void MessageWebSocket::message_received(EventToken token) noexcept {
-  if (session_) session_->remove_handler(token);
+  if (session_) session_->events().remove(token);
 }
 
 EventToken MessageWebSocket::reconnecting(ReconnectingHandler handler) {
   if (!handler) throw std::invalid_argument("reconnecting: handler must not be empty");
-  return session_->add_reconnecting_handler(std::move(handler));
+  return session_->events().add_reconnecting(std::move(handler));
 }
 void MessageWebSocket::reconnecting(EventToken token) noexcept {
-  if (session_) session_->remove_handler(token);
+  if (session_) session_->events().remove(token);
 }
 EventToken MessageWebSocket::reconnected(ReconnectedHandler handler) {
   if (!handler) throw std::invalid_argument("reconnected: handler must not be empty");
-  return session_->add_reconnected_handler(std::move(handler));
+  return session_->events().add_reconnected(std::move(handler));
 }
 void MessageWebSocket::reconnected(EventToken token) noexcept {
-  if (session_) session_->remove_handler(token);
+  if (session_) session_->events().remove(token);
 }
 
 namespace detail {

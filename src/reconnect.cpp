@@ -72,22 +72,15 @@ milliseconds ReconnectBackoff::next(std::size_t attempt) {
 
 // --- events ------------------------------------------------------------------------------------
 
-EventToken Session::add_reconnecting_handler(ReconnectingFn f) {
-  return add_handler(Event::reconnecting, "reconnecting", std::move(f));
-}
-
-EventToken Session::add_reconnected_handler(ReconnectedFn f) {
-  return add_handler(Event::reconnected, "reconnected", std::move(f));
-}
-
 // Raises one event to its handlers (under the event lock), as raise_closed
 // does; a handler may revoke, close or destroy the socket.
 template <class Fn, class Args>
 void Session::raise_reconnect_event(Event event, const Args& args) {
-  EventMutex::DispatchGuard lock(events_mutex_);
-  if (detached_) return;
+  EventMutex::DispatchGuard lock(events_.mutex());
+  if (events_.detached()) return;
   EventLoopScope scope;
-  each_handler<Fn>(event, [&](const Fn& f) { f(*static_cast<MessageWebSocket*>(owner_), args); });
+  events_.template each<Fn>(
+      event, [&](const Fn& f) { f(*static_cast<MessageWebSocket*>(events_.owner()), args); });
 }
 
 // --- hooks -------------------------------------------------------------------------------------
@@ -130,7 +123,7 @@ bool Session::should_reconnect(std::error_code ec) const {
 bool Session::reconnect_after_drop(std::error_code ec) {
   auto& r = *reconnect_;
   if (r.waiting) return true;
-  if (r.stopped || detached_ || (cold_ && !cold_->close_ops.empty()) || pending_close_ ||
+  if (r.stopped || events_.detached() || (cold_ && !cold_->close_ops.empty()) || pending_close_ ||
       !should_reconnect(ec))
     return false;
   r.waiting = true;
@@ -157,7 +150,7 @@ void Session::schedule_reconnect() {
   if (r.options.max_attempts != 0 && r.attempt > r.options.max_attempts)
     return reconnect_give_up(r.last_error);
   const auto delay = r.backoff.next(r.attempt);
-  raise_reconnect_event<ReconnectingFn>(
+  raise_reconnect_event<SessionEvents::ReconnectingFn>(
       Event::reconnecting, WebSocketReconnectingEventArgs(r.attempt, delay, r.last_error));
   // A handler closed or destroyed the socket: reconnecting ended there.
   if (!r.waiting) return;
@@ -171,7 +164,7 @@ void Session::schedule_reconnect() {
 
 void Session::start_reconnect_attempt() {
   auto& r = *reconnect_;
-  if (!r.waiting || detached_ || connecting_ || phase() != Phase::closed) return;
+  if (!r.waiting || events_.detached() || connecting_ || phase() != Phase::closed) return;
   // A polled connection left the poller when it closed (nothing of it runs
   // again); an Asio stream's operations (TLS, or not yet polled) complete,
   // aborted, in the loop turns after it closed, long before a backoff delay
@@ -211,14 +204,8 @@ void Session::reset_for_reconnect() {
   activity_ = false;
   if (cold_) cold_->leftover.clear();
   // information() describes the current connection: its counters start again.
-  rate_sent_at_start_ = rate_received_at_start_ = 0;
-  for (auto* c : {&stats_.bytes_sent, &stats_.bytes_received, &stats_.messages_sent,
-                  &stats_.messages_received, &stats_.frames_sent, &stats_.frames_received,
-                  &stats_.out_bps, &stats_.in_bps})
-    c->store(0, std::memory_order_relaxed);
-  std::lock_guard lock(config_mutex_);
-  local_ = remote_ = {};
-  info_rest_.reset();
+  stats_.reset();
+  controls_.clear_information();
 }
 
 void Session::reconnect_after_failed_attempt(std::error_code ec) {
@@ -246,10 +233,11 @@ void Session::reconnect_on_open() {
   r.last_error = {};
   // RFC 6455 5.4: the new connection has no message open; the pieces still
   // to come of one begun on the lost connection must not start one.
-  r.drop_pieces = call_in_message_.load(std::memory_order_acquire);
+  r.drop_pieces = order_.in_message();
   // Before the queue: what the handlers send (resubscribe, authenticate)
   // leaves first, since sends_ is still empty.
-  raise_reconnect_event<ReconnectedFn>(Event::reconnected, WebSocketReconnectedEventArgs(attempt));
+  raise_reconnect_event<SessionEvents::ReconnectedFn>(Event::reconnected,
+                                                      WebSocketReconnectedEventArgs(attempt));
   auto queued = std::move(r.queue);
   r.queue.clear();
   r.queued_bytes = 0;

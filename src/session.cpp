@@ -1,5 +1,6 @@
 // The session: one connection's life on its event loop. See detail/session.hpp.
 #include "detail/session.hpp"
+#include "detail/session_impl.hpp"
 #include "detail/syscalls.hpp"
 
 #include <algorithm>
@@ -28,62 +29,11 @@ namespace duplex::detail {
 
 #define DUPLEX_HOT_INLINE DUPLEX_ALWAYS_INLINE inline
 
-namespace {
-
-// How long a failed connection waits for the peer to end TCP after our close
-// frame (see maybe_finish_close).
-constexpr std::chrono::milliseconds failure_drain_limit{1000};
-constexpr auto never = Clock::time_point::max();
-// Unread stream input above which the socket is not read (the peer is slowed
-// by TCP flow control): bounds memory per StreamWebSocket.
-constexpr std::size_t stream_input_limit = std::size_t{1} << 20;
-// TLS records are at most 16 KiB of plaintext (RFC 8446 5.1).
-constexpr std::size_t tls_read_size = 16 * 1024;
-
-// The code reported in the closed event after we failed the connection.
-std::uint16_t close_code_of(std::error_code ec) {
-  if (ec.category() == error_category()) {
-    auto e = static_cast<error>(ec.value());
-    if (e >= error::reserved_bits && e <= error::bad_compressed_data) return close_code_for(e);
-  }
-  return protocol::close_code::abnormal;
-}
-
-// errno as the error Asio's socket calls report (compared with asio::error::*).
-std::error_code last_socket_error() {
-  return {errno, asio::error::get_system_category()};
-}
-
-bool would_block(int e) {
-  return e == EAGAIN || e == EWOULDBLOCK;
-}
-
-}  // namespace
-
-struct Session::RefQueue {
-  /// A referenced frame, to be written before output byte `at` (of the bytes
-  /// begin_write() hands out next). Marks are only added at the end of the
-  /// output (`at` is its size then), and while a write is in flight only to
-  /// an empty output: during a write the protocol may replace a pong still
-  /// last in the output (RFC 6455 5.5.3), and a pong before a mark at its end
-  /// would then move under it.
-  struct Mark {
-    std::size_t at;
-    FrameRef frame;
-  };
-  std::vector<Mark> queued;   ///< marks into the output, not handed to a write yet
-  std::vector<Mark> sending;  ///< the marks of the gathered write in flight
-  std::vector<iovec> iov;     ///< that write: output pieces and frames, in order
-  std::size_t iov_at = 0;     ///< its first iovec not fully sent
-  std::size_t total = 0;      ///< its bytes
-  std::size_t left = 0;       ///< its bytes not sent yet
-};
-
 Session::Session(asio::io_context::executor_type ex, Kind kind, protocol::Role role)
     : ex_(ex),
       kind_(kind),
       role_(role),
-      config_(role == protocol::Role::client ? std::make_unique<SessionConfig>() : nullptr),
+      controls_(role == protocol::Role::client),
       input_(kind == Kind::stream ? std::make_unique<StreamInput>() : nullptr) {}
 
 const std::shared_ptr<const LoopSettings>& Session::default_settings() {
@@ -109,7 +59,7 @@ void Session::run_on_loop(F&& f) {
 
 Session::Op Session::make_op(CompletionHandler h, CancellationToken ct) {
   Op op;
-  op.id = next_id_.fetch_add(1, std::memory_order_relaxed);
+  op.id = events_.new_id();
   if (!h) return op;
   std::weak_ptr<Session> weak = weak_from_this();
   const auto id = op.id;
@@ -168,13 +118,6 @@ void Session::set_deadline(Clock::time_point& slot, Clock::time_point at) {
   if (at != never) loop_timers(ex_.context()).schedule(*this, at);
 }
 
-void Session::check_configurable() const {
-  if (role_ == protocol::Role::server)
-    throw std::logic_error("control: a server-role socket takes its settings from the listener");
-  if (connect_called_.load())
-    throw std::logic_error("control: settings can change only before connect_async");
-}
-
 // --- cold state ------------------------------------------------------------------------------
 
 Session::Cold& Session::cold() {
@@ -193,84 +136,14 @@ std::vector<Session::Op> Session::take_close_ops() noexcept {
   return ops;
 }
 
-// --- information -----------------------------------------------------------------------------
+// --- events (the handlers: session_events.cpp) -----------------------------------------
 
-Session::Info Session::info() const {
-  std::lock_guard lock(config_mutex_);
-  Info info = info_rest_ ? *info_rest_ : Info{};
-  if (local_.family != 0) info.local = transport::to_host_endpoint(local_);
-  if (remote_.family != 0) info.remote = transport::to_host_endpoint(remote_);
-  return info;
-}
-
-Session::Info& Session::info_rest() {
-  if (!info_rest_) info_rest_ = std::make_unique<Info>();
-  return *info_rest_;
-}
-
-void Session::set_endpoints(transport::TcpSocket& socket) {
-  // A Unix socket's endpoints are paths: formatted once, kept in info_rest_.
-  if (!transport::raw_endpoint(socket.native_handle(), true, local_))
-    info_rest().local = transport::host_endpoint(socket, true);
-  if (!transport::raw_endpoint(socket.native_handle(), false, remote_))
-    info_rest().remote = transport::host_endpoint(socket, false);
-}
-
-// --- events --------------------------------------------------------------------------------
-
-EventToken Session::add_message_handler(MessageFn f) {
-  return add_handler(Event::message, "message_received", std::move(f));
-}
-bool Session::has_handlers(Event event) const noexcept {
-  for (auto* h = events_mutex_.head(other_list); h != nullptr; h = h->next)
-    if (h->event == static_cast<std::uint8_t>(event) && !h->revoked) return true;
-  return false;
-}
-EventToken Session::add_closed_handler(ClosedFn f) {
-  return add_handler(Event::closed, "closed", std::move(f));
-}
-EventToken Session::add_closed_handler(MessageClosedFn f) {
-  return add_handler(Event::message_closed, "closed", std::move(f));
-}
-EventToken Session::add_closed_handler(StreamClosedFn f) {
-  return add_handler(Event::stream_closed, "closed", std::move(f));
-}
-EventToken Session::add_validation_handler(ValidationFn f) {
-  return add_handler(Event::validation, "server_custom_validation_requested", std::move(f));
-}
-void Session::remove_handler(EventToken t) noexcept {
-  // Marked, not destroyed: the handler may be the one running, or a list may
-  // be being walked on this thread (no handler after it is skipped). The
-  // outermost guard unlinks it.
-  EventMutex::Guard lock(events_mutex_);
-  for (std::size_t i = 0; i < EventMutex::list_count; ++i) {
-    for (auto* h = events_mutex_.head(i); h != nullptr; h = h->next)
-      if (h->id == t.value && !h->revoked) return events_mutex_.revoke(*h);
-  }
-}
 void Session::set_owner(void* owner) noexcept {
-  // owner_ is read only by the handlers, which run on the loop thread under
-  // the event lock. On that thread none of them is running now (or this
-  // thread holds the lock already): no lock to take. A socket handed out by a
-  // listener is moved several times there, so this is the usual case.
-  if (on_loop_thread()) {
-    owner_ = owner;
-    return;
-  }
-  EventMutex::Guard lock(events_mutex_);
-  owner_ = owner;
+  events_.set_owner(owner, on_loop_thread());
 }
 
 void Session::detach() noexcept {
-  {
-    EventMutex::Guard lock(events_mutex_);
-    detached_ = true;
-    owner_ = nullptr;
-    for (std::size_t i = 0; i < EventMutex::list_count; ++i) {
-      for (auto* h = events_mutex_.head(i); h != nullptr; h = h->next)
-        if (!h->revoked) events_mutex_.revoke(*h);
-    }
-  }
+  events_.detach();
   try {
     run_on_loop([this] {
       if (reconnect_) reconnect_detach();
@@ -287,26 +160,11 @@ void Session::detach() noexcept {
 void Session::raise_closed(std::uint16_t code, const std::string& reason, std::error_code ec) {
   if (closed_raised_) return;
   closed_raised_ = true;
-  EventMutex::DispatchGuard lock(events_mutex_);
-  if (detached_) return;
+  EventMutex::DispatchGuard lock(events_.mutex());
+  if (events_.detached()) return;
   WebSocketClosedEventArgs args(code, reason, ec);
   EventLoopScope scope;
-  // One walk for the three forms, so handlers run in the order they were added.
-  for (auto* h = events_mutex_.head(other_list); h != nullptr && !detached_; h = h->next) {
-    if (h->revoked) continue;
-    switch (static_cast<Event>(h->event)) {
-      case Event::closed: static_cast<const HandlerOf<ClosedFn>*>(h)->fn(owner_, args); break;
-      case Event::message_closed:
-        static_cast<const HandlerOf<MessageClosedFn>*>(h)->fn(
-            *static_cast<MessageWebSocket*>(owner_), args);
-        break;
-      case Event::stream_closed:
-        static_cast<const HandlerOf<StreamClosedFn>*>(h)->fn(*static_cast<StreamWebSocket*>(owner_),
-                                                             args);
-        break;
-      default: break;
-    }
-  }
+  events_.raise_closed(args);
 }
 
 // --- operations: entry points ----------------------------------------------------------------
@@ -315,11 +173,8 @@ void Session::check_connect(std::string_view uri) {
   (void)transport::parse_websocket_uri(uri);
   if (role_ == protocol::Role::server)
     throw std::logic_error("connect_async: a server-role socket is already connected");
-  {
-    std::lock_guard lock(config_mutex_);
-    if (!config_->proxy.empty()) (void)transport::parse_proxy_uri(config_->proxy);
-  }
-  if (connect_called_.exchange(true))
+  controls_.check_proxy();
+  if (controls_.mark_connected())
     throw std::logic_error("connect_async: already called; a socket connects once");
 }
 
@@ -440,7 +295,7 @@ void Session::become_open(std::span<const std::byte> leftover, bool post_reading
   connecting_.reset();  // its deadline with it
   phase_ = Phase::open;
   const auto now = Clock::now();
-  rate_window_start_ = now;
+  stats_.start_window(now);
   awaiting_pong_ = false;
   if (cfg_->keep_alive_interval.count() > 0)
     set_deadline(ping_due_, now + cfg_->keep_alive_interval);
@@ -462,7 +317,7 @@ void Session::after_open() {
   if (phase() == Phase::closed) return;
   if (cold_ && !cold_->leftover.empty()) {
     auto bytes = std::move(cold_->leftover);
-    count_received(bytes.size());
+    stats_.count_received(bytes.size());
     process(bytes);
     if (phase() == Phase::closed) return;
   }
@@ -493,24 +348,20 @@ void Session::start_server(int fd, std::span<const std::byte> leftover,
 }
 
 void Session::setup_server(transport::TcpSocket* socket, const ServerSessionOptions& o) {
-  connect_called_ = true;
+  controls_.mark_connected();
   {
     // Read by the controls from any thread once the socket is handed out
     // (one lock for all of it).
-    std::lock_guard lock(config_mutex_);
+    auto lock = controls_.lock();
     cfg_ = o.settings ? o.settings : default_settings();
-    if (o.local != nullptr && o.remote != nullptr) {
-      local_ = *o.local;
-      remote_ = *o.remote;
-    } else if (socket != nullptr) {
-      set_endpoints(*socket);
-    } else {
-      // A TCP descriptor (start_server(fd)) whose endpoints were not given.
-      transport::raw_endpoint(fd_, true, local_);
-      transport::raw_endpoint(fd_, false, remote_);
-    }
+    if (o.local != nullptr && o.remote != nullptr)
+      controls_.set_endpoints_locked(*o.local, *o.remote);
+    else if (socket != nullptr)
+      controls_.set_endpoints_locked(*socket);
+    else  // a TCP descriptor (start_server(fd)) whose endpoints were not given
+      controls_.set_endpoints_locked(fd_);
     if (!o.protocol.empty() || !o.extensions.empty() || o.deflate) {
-      auto& rest = info_rest();
+      auto& rest = controls_.info_locked();
       rest.protocol = o.protocol;
       rest.extensions = o.extensions;
       rest.deflate = o.deflate;
@@ -528,7 +379,7 @@ void Session::open_server(std::span<const std::byte> leftover) {
 }
 
 void Session::open_server_now(std::span<const std::byte> leftover, bool post_reading) {
-  if (detached_) {
+  if (events_.detached()) {
     // The socket was destroyed before its first read: drop the connection.
     close_transport();
     phase_ = Phase::closed;
@@ -652,7 +503,7 @@ DUPLEX_HOT_INLINE void Session::on_read(std::error_code ec, std::size_t n) {
     }
     return fail(ec);
   }
-  count_received(n);
+  stats_.count_received(n);
   std::span<std::byte> data =
       polled() ? thread_read_buffer().first(n) : std::span<std::byte>(tls_buffer_.get(), n);
   // Handlers may drop the last outside reference. A polled session is kept
@@ -705,7 +556,7 @@ DUPLEX_HOT_INLINE bool Session::process(std::span<std::byte> data) {
   if (kind_ == Kind::message) {
     // One event lock for every message of this read, not one per message
     // (a change from another thread waits for the read's handlers).
-    EventMutex::DispatchGuard lock(events_mutex_);
+    EventMutex::DispatchGuard lock(events_.mutex());
     EventLoopScope scope;
     dispatching_ = true;
     filled = receive_read(data);
@@ -754,7 +605,7 @@ bool Session::complete_held(std::size_t end, std::size_t begin, std::size_t fram
       if (n == 0 || !would_block(errno)) rd_hup_ = true;
       break;
     }
-    count_received(static_cast<std::size_t>(n));
+    stats_.count_received(static_cast<std::size_t>(n));
     filled = static_cast<std::size_t>(n) == buf.size() - end;
     end += static_cast<std::size_t>(n);
     const auto r =
@@ -816,7 +667,7 @@ void Session::write_direct(std::span<const std::byte> header, std::span<const st
     ec = last_socket_error();
   if (!ec && n >= buffered.size()) {
     conn_->end_write();
-    count_sent(n);
+    stats_.count_sent(n);
     n -= buffered.size();
     // What the kernel did not take is copied and leaves with the next write.
     const auto from_header = std::min(n, header.size());
@@ -859,54 +710,6 @@ DUPLEX_HOT_INLINE std::optional<std::error_code> Session::send_now(SendKind kind
   auto ec = send_one(kind, type, data, compress);
   if (!ec) schedule_flush();
   return ec;
-}
-
-Session::PrebuiltResult Session::send_prebuilt(std::span<const std::byte> frame,
-                                               SharedFrame* shared,
-                                               std::vector<std::shared_ptr<Session>>* flush_list) {
-  if (phase() != Phase::open || conn_->close_sent()) return PrebuiltResult::closed;
-  // Waiting sends mean the output is already over its limit.
-  if (!sends_.empty() || unsent() >= cfg_->outbound_buffer_size) return PrebuiltResult::full;
-  // RFC 6455 5.4: no other data frame may go between the pieces of a message.
-  if (call_in_message_.load(std::memory_order_relaxed)) return PrebuiltResult::busy;
-  // A large frame is referenced, not copied, where the write can gather it
-  // (plain TCP's sendmsg; TLS copies). During a write only into an empty
-  // output (see RefQueue::Mark).
-  if (shared != nullptr && polled() && (!writing_ || conn_->buffered_amount() == 0))
-    queue_shared(*shared);
-  else
-    conn_->append_output(frame);
-  conn_->count_sent_message(frame.size());
-  if (flush_list == nullptr) {
-    schedule_flush();
-  } else if (!prebuilt_pending_) {
-    prebuilt_pending_ = true;
-    flush_list->push_back(shared_from_this());
-  }
-  return PrebuiltResult::queued;
-}
-
-// Out of line: the copying path above stays small (16 B frames).
-[[gnu::noinline]] void Session::queue_shared(SharedFrame& frame) {
-  if (!wr_refs_) [[unlikely]] {
-    // Room for a typical batch at once, rather than growing through 1, 2, 4.
-    wr_refs_ = std::make_unique<RefQueue>();
-    wr_refs_->queued.reserve(16);
-    wr_refs_->sending.reserve(16);
-    wr_refs_->iov.reserve(32);
-  }
-  wr_refs_->queued.push_back({conn_->buffered_amount(), FrameRef::share(frame)});
-  wr_ref_queued_ += frame.bytes().size();
-}
-
-void Session::flush_prebuilt() {
-  if (!prebuilt_pending_) return;
-  prebuilt_pending_ = false;
-  if (phase() == Phase::closed) return;
-  flush();
-  if (phase() == Phase::closed) return;
-  publish_stats();
-  maybe_finish_close();
 }
 
 void Session::close_on_loop(std::uint16_t code, std::string reason) {
@@ -1002,118 +805,11 @@ void Session::flush() {
     done = static_cast<std::size_t>(sent);
     if (done < bytes.size()) break;
     conn_->end_write();
-    count_sent(done);
+    stats_.count_sent(done);
     pump_sends();  // room again for sends that waited
   }
   if (bytes.size() == done) return maybe_resume_reading();  // all written (or nothing)
   write_rest(bytes, done);
-}
-
-void Session::flush_gathered() {
-  std::error_code ec;
-  if (!start_gather(conn_->begin_write(), ec)) {
-    writing_ = true;
-    if (ec) return on_written(ec, 0);
-    set_deadline(write_deadline_, Clock::now() + cfg_->send_timeout);
-    return;  // the poller reports room: continue_write()
-  }
-  const auto n = wr_refs_->total;
-  end_gather();
-  conn_->end_write();
-  count_sent(n);
-  if (!sends_.empty()) pump_sends();  // room again for sends that waited
-  // Then what they queued.
-  if (conn_->has_output() || wr_ref_queued_ != 0) return flush();
-  maybe_resume_reading();
-}
-
-bool Session::start_gather(std::span<const std::byte> bytes, std::error_code& ec) {
-  auto& q = *wr_refs_;
-  q.sending.swap(q.queued);  // `sending` is empty: no write is in flight
-  q.iov.clear();
-  q.iov_at = 0;
-  // The output's bytes with each frame before the byte it marks.
-  const auto piece = [&q](const std::byte* p, std::size_t n) {
-    q.iov.push_back(iovec{const_cast<std::byte*>(p), n});
-  };
-  std::size_t at = 0;
-  for (const auto& m : q.sending) {
-    const auto to = std::min(m.at, bytes.size());
-    if (to > at) piece(bytes.data() + at, to - at);
-    at = to;
-    const auto f = m.frame.get()->bytes();
-    piece(f.data(), f.size());
-  }
-  if (at < bytes.size()) piece(bytes.data() + at, bytes.size() - at);
-  q.total = bytes.size() + wr_ref_queued_;
-  q.left = q.total;
-  // Counted as in flight (unsent()) until the write completes.
-  inflight_ = q.total;
-  wr_ref_queued_ = 0;
-  return gather_send(ec);
-}
-
-bool Session::gather_send(std::error_code& ec) {
-  auto& q = *wr_refs_;
-  // Linux takes at most IOV_MAX (1,024) pieces per call.
-  constexpr std::size_t max_pieces = 1024;
-  while (q.iov_at < q.iov.size()) {
-    msghdr msg{};
-    msg.msg_iov = q.iov.data() + q.iov_at;
-    msg.msg_iovlen = std::min(q.iov.size() - q.iov_at, max_pieces);
-    // The whole rest at once (the usual case), or IOV_MAX pieces of it.
-    std::size_t asked = q.left;
-    if (q.iov_at + msg.msg_iovlen < q.iov.size()) {
-      asked = 0;
-      for (std::size_t i = 0; i < msg.msg_iovlen; ++i) asked += msg.msg_iov[i].iov_len;
-    }
-    const ssize_t sent = sys_sendmsg(fd_, &msg);
-    if (sent < 0) {
-      if (errno == EINTR) continue;
-      if (would_block(errno)) {
-        wr_wait_ = true;
-        return false;
-      }
-      ec = last_socket_error();
-      return false;
-    }
-    auto n = static_cast<std::size_t>(sent);
-    q.left -= n;
-    if (q.left == 0) {
-      q.iov_at = q.iov.size();
-      return true;
-    }
-    // Resume inside the piece the kernel stopped in (a frame or the output).
-    while (n > 0 && n >= q.iov[q.iov_at].iov_len) n -= q.iov[q.iov_at++].iov_len;
-    if (n > 0) {
-      auto& v = q.iov[q.iov_at];
-      v.iov_base = static_cast<std::byte*>(v.iov_base) + n;
-      v.iov_len -= n;
-    }
-    // A short write means the socket is full: the poller reports room
-    // (edge-triggered: the kernel marked it full when it refused the rest).
-    if (static_cast<std::size_t>(sent) < asked) {
-      wr_wait_ = true;
-      return false;
-    }
-  }
-  return true;
-}
-
-void Session::end_gather() noexcept {
-  auto& q = *wr_refs_;
-  q.sending.clear();  // releases the frames
-  q.iov.clear();
-  q.iov_at = 0;
-  q.total = q.left = 0;
-  inflight_ = 0;
-}
-
-void Session::release_refs() noexcept {
-  if (!wr_refs_) return;
-  end_gather();
-  wr_refs_->queued.clear();
-  wr_ref_queued_ = 0;
 }
 
 void Session::resume_reading_when_drained() {
@@ -1192,7 +888,7 @@ void Session::on_written(std::error_code ec, std::size_t n) {
     }
     return fail(ec);
   }
-  count_sent(n);
+  stats_.count_sent(n);
   publish_stats();
   pump_sends();
   if (conn_->has_output() || wr_ref_queued_ != 0)
@@ -1200,170 +896,6 @@ void Session::on_written(std::error_code ec, std::size_t n) {
   else
     maybe_resume_reading();
   maybe_finish_close();
-}
-
-void Session::finish_closed_connection() {
-  if (writing_ || conn_->has_output()) return;
-  if (failure_) {
-    // We failed the connection (RFC 6455 7.1.7) and our close frame is out.
-    // Closing now, with the peer's bytes unread, would make the kernel send a
-    // reset that can destroy that frame on its way: half-close instead and
-    // discard what arrives until the peer ends TCP (bounded by the close
-    // deadline), so the peer learns the close code.
-    if (!socket_shutdown_) {
-      socket_shutdown_ = true;
-      shutdown_send();
-      // A compliant peer answers within a round trip; one that does not is
-      // not waited for long.
-      const auto drain = std::min<Clock::duration>(cfg_->close_timeout, failure_drain_limit);
-      const auto drain_deadline = Clock::now() + drain;
-      if (close_deadline_ > drain_deadline) set_deadline(close_deadline_, drain_deadline);
-      read_paused_ = false;
-      out_paused_ = false;
-      start_reading();
-    }
-    return;
-  }
-  if (role_ == protocol::Role::server) {
-    // RFC 6455 7.1.1: the server closes the TCP connection first.
-    close_transport();
-    return finish(peer_code_, peer_reason(), {});
-  }
-  // Client: wait (bounded by the close deadline) for the server to end TCP.
-  if (!socket_shutdown_) {
-    socket_shutdown_ = true;
-    if (polled()) shutdown_send();
-    if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_->close_timeout);
-    read_paused_ = false;
-    out_paused_ = false;
-    start_reading();
-  }
-}
-
-void Session::fail(std::error_code ec) {
-  if (phase() == Phase::closed) return;
-  if (!failure_) failure_ = ec;
-  close_transport();
-  finish(protocol::close_code::abnormal, {}, failure_);
-}
-
-void Session::fail_send_timeout() {
-  const auto ec = make_error_code(error::timed_out);
-  if (!failure_) failure_ = ec;
-  // RFC 6455 7.4.1: 1008, the peer broke our policy: it did not read what we
-  // sent for send_timeout.
-  failure_code_ = protocol::close_code::policy_violation;
-  while (!sends_.empty()) {
-    auto op = std::move(sends_.front().op);
-    const auto n = sends_.front().offset;
-    sends_.pop_front();
-    complete(op, ec, n);
-  }
-  (void)conn_->send_close(failure_code_, "send timeout");
-  phase_ = Phase::closing;
-  write_deadline_ = never;
-  // The close frame waits behind the data already queued; the close timeout
-  // bounds how long the peer gets to read its way to it.
-  const auto by = Clock::now() + cfg_->close_timeout;
-  if (close_deadline_ > by) set_deadline(close_deadline_, by);
-  // Read again (discarding nothing): the peer's answer ends the connection.
-  out_paused_ = false;
-  read_paused_ = false;
-  if (input_) {
-    input_->data.clear();
-    input_->pos = 0;
-  }
-  schedule_flush();
-  start_reading();
-}
-
-std::uint16_t Session::failure_close_code() const noexcept {
-  return failure_code_ != 0 ? failure_code_ : close_code_of(failure_);
-}
-
-void Session::finish(std::uint16_t code, std::string reason, std::error_code ec) {
-  if (phase() == Phase::closed && closed_raised_) return;
-  phase_ = Phase::closed;
-  close_transport();
-  release_refs();  // the frames it referenced go back to their loop
-  write_deadline_ = close_deadline_ = ping_due_ = pong_due_ = never;
-  awaiting_pong_ = false;
-  if (input_) input_->deadline = never;
-  // No deadline is left: a user's io_context need not wait for one (run()
-  // returns once its last connection ended).
-  loop_timers(ex_.context()).release(*this);
-  publish_stats();
-  auto self = shared_from_this();
-  if (reconnect_ && reconnect_after_drop(ec)) return;
-  const auto send_error = ec ? ec : make_error_code(error::closed);
-  while (!sends_.empty()) {
-    auto op = std::move(sends_.front().op);
-    sends_.pop_front();
-    complete(op, send_error);
-  }
-  if (input_) {
-    input_->eof = true;
-    if (input_->op) {
-      input_->buffer = {};
-      if (ec)
-        complete(input_->op, ec);
-      else
-        complete(input_->op, {}, 0);
-    }
-  }
-  auto closes = take_close_ops();
-  for (auto& op : closes) complete(op, ec);
-  if (connecting_ && connecting_->op)
-    complete(connecting_->op, ec ? ec : make_error_code(error::closed));
-  raise_closed(code, reason, ec);
-}
-
-// --- close -------------------------------------------------------------------------------------
-
-void Session::do_close(std::uint16_t code, std::string reason, Op op) {
-  if (reconnect_ && reconnect_take_close(op)) return;
-  switch (phase()) {
-    case Phase::idle: return complete(op, {});
-    case Phase::connecting:
-      // Sent as soon as the session opens (become_open), in both roles; a
-      // second request completes with the first.
-      if (pending_close_) {
-        cold().close_ops.push_back(std::move(op));
-        return;
-      }
-      pending_close_ =
-          std::make_unique<PendingClose>(PendingClose{code, std::move(reason), std::move(op)});
-      return;
-    case Phase::closed: return complete(op, failure_);
-    default: break;
-  }
-  if (!conn_->close_sent()) {
-    // A send that waits for room would break the close frame's order: refuse it.
-    while (!sends_.empty()) {
-      auto& p = sends_.front();
-      if (p.offset != 0) break;
-      auto pop = std::move(p.op);
-      sends_.pop_front();
-      complete(pop, make_error_code(error::closed));
-    }
-    conn_->send_close(code, reason);
-  }
-  phase_ = Phase::closing;
-  if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_->close_timeout);
-  cold().close_ops.push_back(std::move(op));
-  if (input_ && !input_->op) {
-    // A stream closed with input unread: that input is dropped, and reading
-    // goes on (backpressure had stopped it) to find the peer's close frame.
-    std::vector<std::byte>().swap(input_->data);
-    input_->pos = 0;
-    read_paused_ = false;
-  }
-  // Our close frame is queued: the output can only shrink now, and the
-  // peer's answer must be read.
-  out_paused_ = false;
-  schedule_flush();
-  maybe_finish_close();
-  start_reading();
 }
 
 // --- stream input -------------------------------------------------------------------------------
@@ -1403,33 +935,6 @@ void Session::do_read(std::span<std::byte> buffer, Op op) {
 // --- connection events
 // ------------------------------------------------------------------------------
 
-DUPLEX_HOT_INLINE BandwidthStatistics Session::loop_counts() const noexcept {
-  const auto& s = conn_->stats();
-  BandwidthStatistics b;
-  b.bytes_sent = stats_.bytes_sent.load(std::memory_order_relaxed);
-  b.bytes_received = stats_.bytes_received.load(std::memory_order_relaxed);
-  b.messages_sent = s.messages_sent;
-  b.messages_received = s.messages_received;
-  b.frames_sent = s.frames_sent;
-  b.frames_received = s.frames_received;
-  return b;
-}
-
-DUPLEX_HOT_INLINE void Session::publish_received() {
-  const auto& s = conn_->stats();
-  stats_.messages_received.store(s.messages_received, std::memory_order_relaxed);
-  stats_.frames_received.store(s.frames_received, std::memory_order_relaxed);
-}
-
-DUPLEX_HOT_INLINE void Session::publish_counts() {
-  if (!conn_) return;
-  const auto& s = conn_->stats();
-  stats_.messages_sent.store(s.messages_sent, std::memory_order_relaxed);
-  stats_.messages_received.store(s.messages_received, std::memory_order_relaxed);
-  stats_.frames_sent.store(s.frames_sent, std::memory_order_relaxed);
-  stats_.frames_received.store(s.frames_received, std::memory_order_relaxed);
-}
-
 void Session::on_message(SocketMessageType type, std::span<const std::byte> data, bool complete_) {
   // A handler may have closed or destroyed the socket during this read.
   if (phase() == Phase::closed) return;
@@ -1453,174 +958,24 @@ void Session::on_message(SocketMessageType type, std::span<const std::byte> data
   // Received counters first: another thread the handler signals sees this
   // message counted (the rest is published once per read; a handler reading
   // the statistics gets the loop's own counters).
-  publish_received();
+  stats_.publish_received(conn_->stats());
   const auto raise = [&] {
-    if (detached_) return;
-    MessageWebSocketMessageReceivedEventArgs args(type, data, complete_);
-    for (auto* h = events_mutex_.head(message_list); h != nullptr && !detached_; h = h->next)
-      if (!h->revoked)
-        static_cast<const HandlerOf<MessageFn>*>(h)->fn(*static_cast<MessageWebSocket*>(owner_),
-                                                        args);
+    if (events_.detached()) return;
+    events_.raise_message(MessageWebSocketMessageReceivedEventArgs(type, data, complete_));
   };
   if (dispatching_) return raise();  // process() holds the event lock
-  EventMutex::DispatchGuard lock(events_mutex_);
+  EventMutex::DispatchGuard lock(events_.mutex());
   EventLoopScope scope;
   raise();
-}
-
-void Session::on_ping(std::span<const std::byte>) {}
-
-void Session::on_pong(std::span<const std::byte>) {
-  if (!awaiting_pong_) return;
-  const auto now = Clock::now();
-  const auto sent_at = ping_due_ - cfg_->keep_alive_timeout;
-  {
-    std::lock_guard lock(config_mutex_);
-    info_rest().rtt = std::chrono::duration_cast<std::chrono::microseconds>(now - sent_at);
-  }
-  awaiting_pong_ = false;
-  ping_due_ = never;
-  if (cfg_->keep_alive_interval.count() > 0)
-    set_deadline(ping_due_, now + cfg_->keep_alive_interval);
-}
-
-void Session::on_close(std::uint16_t code, std::string_view reason) {
-  peer_code_ = code;
-  // The cold block only for a reason (most closes have none).
-  if (!reason.empty())
-    cold().peer_reason.assign(reason);
-  else if (cold_)
-    cold_->peer_reason.clear();
-  phase_ = Phase::closing;
-  if (input_) {
-    input_->eof = true;
-    if (input_->op && input_->pos == input_->data.size()) {
-      input_->buffer = {};
-      input_->deadline = never;
-      complete(input_->op, {}, 0);
-    }
-  }
-  if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_->close_timeout);
-}
-
-void Session::on_error(std::error_code ec) {
-  if (!failure_) failure_ = ec;
-  phase_ = Phase::closing;
-  if (close_deadline_ == never) set_deadline(close_deadline_, Clock::now() + cfg_->close_timeout);
-}
-
-// --- deadlines
-// ------------------------------------------------------------------------------------------
-
-void Session::on_deadline(Clock::time_point now) {
-  auto self = shared_from_this();
-  const auto timed_out = make_error_code(error::timed_out);
-  if (connecting_ && connecting_->deadline <= now) {
-    connecting_->deadline = never;
-    connect_failed(timed_out);
-  }
-  if (phase() == Phase::open || phase() == Phase::closing) {
-    if (write_deadline_ <= now || (!sends_.empty() && sends_.front().deadline <= now)) {
-      // First a close frame (1008) behind the queued data; if even that does
-      // not get out within the close timeout, TCP is torn down.
-      if (failure_code_ == 0 && !conn_->close_sent())
-        fail_send_timeout();
-      else
-        fail(timed_out);
-    }
-  }
-  if (input_ && input_->deadline <= now) {
-    input_->deadline = never;
-    if (input_->op) {
-      input_->buffer = {};
-      complete(input_->op, timed_out);
-    }
-  }
-  if (close_deadline_ <= now && phase() != Phase::closed) {
-    if (failure_ && socket_shutdown_) {
-      // The drain after our failing close frame ran out: the failure stands.
-      close_transport();
-      finish(failure_close_code(), {}, failure_);
-    } else {
-      fail(timed_out);
-    }
-  }
-  if (phase() == Phase::open && ping_due_ <= now) {
-    if (awaiting_pong_) {
-      // The pong is late.
-      awaiting_pong_ = false;
-      if (activity_) {
-        // Data arrived since the ping: the peer is alive, its pong may follow.
-        activity_ = false;
-        ping_due_ = now + cfg_->keep_alive_interval;
-      } else {
-        ping_due_ = never;
-        fail(make_error_code(error::dead_peer));
-      }
-    } else if (activity_) {
-      activity_ = false;
-      ping_due_ = now + cfg_->keep_alive_interval;
-    } else {
-      awaiting_pong_ = true;
-      ping_due_ = now + cfg_->keep_alive_timeout;  // the pong's deadline
-      if (!conn_->send_ping({})) schedule_flush();
-    }
-  }
-  if (phase() == Phase::open && pong_due_ <= now) {
-    // RFC 6455 5.5.3: an unsolicited pong is a heartbeat that needs no answer.
-    pong_due_ = now + cfg_->unsolicited_pong_interval;
-    if (!conn_->send_pong({})) schedule_flush();
-  }
-  auto next = std::min({write_deadline_, close_deadline_, ping_due_, pong_due_});
-  if (connecting_) next = std::min(next, connecting_->deadline);
-  if (input_) next = std::min(next, input_->deadline);
-  if (!sends_.empty()) next = std::min(next, sends_.front().deadline);
-  if (phase() == Phase::closed && !connecting_) return;
-  if (next != never) loop_timers(ex_.context()).schedule(*this, next);
 }
 
 // --- statistics
 // --------------------------------------------------------------------------------------------
 
-DUPLEX_HOT_INLINE void Session::publish_stats() {
-  if (!conn_) return;
-  publish_counts();
-  const auto now = loop_now();
-  const auto elapsed = now - rate_window_start_;
-  if (elapsed >= std::chrono::seconds(1)) {
-    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count();
-    const auto rate = [&](std::uint64_t now_bytes, std::uint64_t start_bytes) {
-      return (now_bytes - start_bytes) * 8 * 1'000'000 / static_cast<std::uint64_t>(us);
-    };
-    const auto sent = stats_.bytes_sent.load(std::memory_order_relaxed);
-    const auto received = stats_.bytes_received.load(std::memory_order_relaxed);
-    stats_.out_bps.store(rate(sent, rate_sent_at_start_), std::memory_order_relaxed);
-    stats_.in_bps.store(rate(received, rate_received_at_start_), std::memory_order_relaxed);
-    rate_window_start_ = now;
-    rate_sent_at_start_ = sent;
-    rate_received_at_start_ = received;
-  }
-}
-
 BandwidthStatistics Session::statistics() const {
-  BandwidthStatistics b;
   // On the loop (a handler): the counters as they are now, this message and
   // the sends before included. Elsewhere: as of the loop's last read or write.
-  if (on_loop_thread() && conn_) {
-    b = loop_counts();
-    b.outbound_bits_per_second = stats_.out_bps.load(std::memory_order_relaxed);
-    b.inbound_bits_per_second = stats_.in_bps.load(std::memory_order_relaxed);
-    return b;
-  }
-  b.bytes_sent = stats_.bytes_sent.load(std::memory_order_relaxed);
-  b.bytes_received = stats_.bytes_received.load(std::memory_order_relaxed);
-  b.messages_sent = stats_.messages_sent.load(std::memory_order_relaxed);
-  b.messages_received = stats_.messages_received.load(std::memory_order_relaxed);
-  b.frames_sent = stats_.frames_sent.load(std::memory_order_relaxed);
-  b.frames_received = stats_.frames_received.load(std::memory_order_relaxed);
-  b.outbound_bits_per_second = stats_.out_bps.load(std::memory_order_relaxed);
-  b.inbound_bits_per_second = stats_.in_bps.load(std::memory_order_relaxed);
-  return b;
+  return stats_.read(on_loop_thread() && conn_ ? &conn_->stats() : nullptr);
 }
 
 // --- the compiled operations behind the public templates
@@ -1644,51 +999,15 @@ SocketMessageType message_type_of(const Session& s, std::optional<SocketMessageT
 }
 }  // namespace
 
-void Session::check_frame_order(SendKind kind, SocketMessageType type,
-                                std::span<const std::byte> data) {
-  if (kind == SendKind::whole) {
-    // RFC 6455 5.4: the frames of one message are not interleaved with another
-    // message.
-    if (call_in_message_.load(std::memory_order_acquire))
-      throw std::logic_error(
-          "send_async: a message sent in frames is unfinished; end it with "
-          "send_final_frame_async first (RFC 6455 5.4)");
-    return;
-  }
-  std::call_once(call_frames_once_, [this] { call_frames_ = std::make_unique<CallFrames>(); });
-  std::lock_guard lock(call_frames_->mutex);
-  auto& cf = *call_frames_;
-  const bool first = !call_in_message_.load(std::memory_order_relaxed);
-  // The first piece's type holds for the whole message.
-  const bool text = first ? type == SocketMessageType::utf8 : cf.text;
-  if (text) {
-    // RFC 6455 5.6: a code point may be split between frames, but the message
-    // must be valid UTF-8 and end on a boundary.
-    protocol::Utf8Validator next = first ? protocol::Utf8Validator{} : cf.utf8;
-    if (!next.feed(data))
-      throw std::invalid_argument(std::string(kind == SendKind::final
-                                                  ? "send_final_frame_async"
-                                                  : "send_nonfinal_frame_async") +
-                                  ": a utf8 message must be valid UTF-8 (RFC 6455 5.6)");
-    if (kind == SendKind::final && !next.complete())
-      throw std::invalid_argument(
-          "send_final_frame_async: a utf8 message must end on a whole UTF-8 code point "
-          "(RFC 6455 5.6)");
-    cf.utf8 = next;
-  }
-  cf.text = text;
-  call_in_message_.store(kind == SendKind::nonfinal, std::memory_order_release);
-}
-
 void check_frame(Session& s, SendKind kind, std::span<const std::byte> data,
                  std::optional<SocketMessageType> per_message) {
-  s.check_frame_order(kind, message_type_of(s, per_message), data);
+  s.send_order().check(kind, message_type_of(s, per_message), data);
 }
 
 SocketMessageType check_send(Session& s, SendKind kind, std::span<const std::byte> data,
                              std::optional<SocketMessageType> per_message) {
   const auto type = message_type_of(s, per_message);
-  if (kind == SendKind::whole) s.check_frame_order(kind, type, data);
+  if (kind == SendKind::whole) s.send_order().check(kind, type, data);
   // RFC 6455 5.6: a text message must be UTF-8; a whole one is checked here, at
   // the call; pieces are checked across frames by the connection.
   if (type == SocketMessageType::utf8 && kind == SendKind::whole && !protocol::is_valid_utf8(data))
@@ -1726,8 +1045,8 @@ std::error_code send_plain(PlainSend to, std::span<const std::byte> data, bool c
 bool try_send_now(Session& s, SendKind kind, std::span<const std::byte> data,
                   std::optional<SocketMessageType> per_message, bool compress,
                   std::error_code& ec) {
-  if (kind == SendKind::whole && s.call_in_message_.load(std::memory_order_relaxed))
-    s.check_frame_order(kind, SocketMessageType::binary, data);  // throws
+  if (kind == SendKind::whole && s.send_order().in_message(std::memory_order_relaxed))
+    s.send_order().check(kind, SocketMessageType::binary, data);  // throws
   if (!s.on_loop_thread()) return false;
   if (kind != SendKind::whole) {
     if (auto e = s.reconnect_piece(kind)) {

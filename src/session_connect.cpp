@@ -17,15 +17,12 @@ namespace duplex::detail {
 
 void Session::do_connect(std::string uri, Op op) {
   auto state = std::make_unique<ConnectState>();
-  {
-    std::lock_guard lock(config_mutex_);
-    state->config = *config_;
-  }
+  state->config = controls_.config();
   init_reconnect(uri, state->config);
   auto settings = std::make_shared<LoopSettings>(state->config.loop);
   settings->share(protocol::Role::client);
   cfg_ = std::move(settings);
-  if (detached_) return complete(op, make_error_code(error::operation_aborted));
+  if (events_.detached()) return complete(op, make_error_code(error::operation_aborted));
   phase_ = Phase::connecting;
   connecting_ = std::move(state);
   connecting_->uri = transport::parse_websocket_uri(uri);
@@ -50,8 +47,8 @@ void Session::on_tcp_connected(std::error_code ec, transport::TcpSocket socket) 
   std::error_code ignored;
   socket.set_option(asio::ip::tcp::no_delay(cfg_->no_delay), ignored);
   {
-    std::lock_guard lock(config_mutex_);
-    set_endpoints(socket);
+    auto lock = controls_.lock();
+    controls_.set_endpoints_locked(socket);
   }
   stream_ = std::make_unique<transport::Stream>(std::move(socket));
   if (connecting_->proxy) {
@@ -121,14 +118,14 @@ void Session::on_tls_handshake(std::error_code ec) {
                 : fatal           ? SocketSslErrorSeverity::fatal
                                   : SocketSslErrorSeverity::ignorable;
   {
-    std::lock_guard lock(config_mutex_);
-    info_rest().server_tls = v;
+    auto lock = controls_.lock();
+    controls_.info_locked().server_tls = v;
   }
   if (fatal) return connect_failed(std::error_code(fatal, x509_category()));
   bool asked = false;
   {
-    EventMutex::DispatchGuard lock(events_mutex_);
-    if (has_handlers(Event::validation) && !detached_) {
+    EventMutex::DispatchGuard lock(events_.mutex());
+    if (events_.has(Event::validation) && !events_.detached()) {
       asked = true;
       connecting_->validation = v;
       std::weak_ptr<Session> weak = weak_from_this();
@@ -141,14 +138,16 @@ void Session::on_tls_handshake(std::error_code ec) {
       };
       WebSocketServerCustomValidationRequestedEventArgs args(v);
       EventLoopScope scope;
-      each_handler<ValidationFn>(Event::validation, [&](const ValidationFn& f) {
-        try {
-          f(owner_, args);
-        } catch (...) {
-          // A throwing validator rejects: failing closed is the secure default.
-          v->rejected = true;
-        }
-      });
+      events_.each<SessionEvents::ValidationFn>(Event::validation,
+                                                [&](const SessionEvents::ValidationFn& f) {
+                                                  try {
+                                                    f(events_.owner(), args);
+                                                  } catch (...) {
+                                                    // A throwing validator rejects: failing closed
+                                                    // is the secure default.
+                                                    v->rejected = true;
+                                                  }
+                                                });
     }
   }
   if (!asked) return send_request();
@@ -231,9 +230,9 @@ void Session::on_response_bytes(std::error_code ec, std::size_t n) {
     return connect_failed(dec);
   if (deflate) make_connection(protocol::Role::client, deflate);
   {
-    std::lock_guard lock(config_mutex_);
+    auto lock = controls_.lock();
     if (!result.protocol.empty() || !result.extensions.empty() || deflate) {
-      auto& rest = info_rest();
+      auto& rest = controls_.info_locked();
       rest.protocol = result.protocol;
       rest.extensions = result.extensions;
       rest.deflate = deflate;

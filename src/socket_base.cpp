@@ -88,12 +88,12 @@ void SocketBase<Derived, Control>::close(std::uint16_t code, std::string_view re
 template <class Derived, class Control>
 EventToken SocketBase<Derived, Control>::closed(ClosedHandler handler) {
   if (!handler) throw std::invalid_argument("closed: handler must not be empty");
-  return session_->add_closed_handler(std::move(handler));
+  return session_->events().add_closed(std::move(handler));
 }
 
 template <class Derived, class Control>
 void SocketBase<Derived, Control>::closed(EventToken token) noexcept {
-  if (session_) session_->remove_handler(token);
+  if (session_) session_->events().remove(token);
 }
 
 template <class Derived, class Control>
@@ -101,7 +101,7 @@ EventToken SocketBase<Derived, Control>::server_custom_validation_requested(
     ServerCustomValidationRequestedHandler handler) {
   if (!handler)
     throw std::invalid_argument("server_custom_validation_requested: handler must not be empty");
-  return session_->add_validation_handler(
+  return session_->events().add_validation(
       [h = std::move(handler)](void* owner,
                                const WebSocketServerCustomValidationRequestedEventArgs& a) {
         h(*static_cast<Derived*>(owner), a);
@@ -110,7 +110,7 @@ EventToken SocketBase<Derived, Control>::server_custom_validation_requested(
 
 template <class Derived, class Control>
 void SocketBase<Derived, Control>::server_custom_validation_requested(EventToken token) noexcept {
-  if (session_) session_->remove_handler(token);
+  if (session_) session_->events().remove(token);
 }
 
 template class SocketBase<MessageWebSocket, MessageWebSocketControl>;

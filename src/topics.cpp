@@ -438,7 +438,7 @@ public:
       topics_.clear();
       for (const auto& [ctx, loop] : loops_) loops.push_back(loop);
     }
-    for (auto& [s, token] : handlers) s->remove_handler(token);
+    for (auto& [s, token] : handlers) s->events().remove(token);
     // Each loop drops the references it holds, on its own thread (after the
     // work already handed to it). A loop whose context is gone has none.
     for (const auto& loop : loops)
@@ -459,7 +459,7 @@ private:
       std::lock_guard lock(mutex_);
       if (sessions_.contains(s.get())) return;
     }
-    const auto token = s->add_closed_handler(
+    const auto token = s->events().add_closed(
         [weak = weak_from_this(), raw = s.get()](void*, const WebSocketClosedEventArgs&) {
           if (auto self = weak.lock()) self->forget(raw);
         });
@@ -474,7 +474,7 @@ private:
         ours = true;
       }
     }
-    if (!ours) s->remove_handler(token);
+    if (!ours) s->events().remove(token);
     // Closed before the handler was in place: its closed event will not come.
     if (ours && s->phase() == detail::Phase::closed) {
       std::lock_guard lock(mutex_);

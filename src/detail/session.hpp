@@ -40,6 +40,11 @@
 #include "detail/always_inline.hpp"
 #include "detail/event_loop.hpp"
 #include "detail/event_mutex.hpp"
+#include "detail/send_order.hpp"
+#include "detail/session_config.hpp"
+#include "detail/session_controls.hpp"
+#include "detail/session_events.hpp"
+#include "detail/session_stats.hpp"
 #include "detail/shared_frame.hpp"
 #include "detail/tiny_mutex.hpp"
 #include "transport/connect.hpp"
@@ -51,77 +56,6 @@ class StreamWebSocket;
 }
 
 namespace duplex::detail {
-
-using std::chrono::milliseconds;
-
-/// The settings the loop reads while a connection is open. A client takes a
-/// copy of its controls' at connect; the sessions of a listener share the
-/// listener's. Never changed once a session holds them.
-struct LoopSettings {
-  std::size_t outbound_buffer_size = std::size_t{1} << 20;
-  std::uint64_t max_message_size = std::uint64_t{64} << 20;
-  milliseconds unsolicited_pong_interval{0};
-  milliseconds keep_alive_interval{0};
-  milliseconds keep_alive_timeout{10'000};
-  milliseconds connect_timeout{60'000};
-  milliseconds send_timeout{30'000};
-  milliseconds receive_timeout{30'000};
-  milliseconds close_timeout{5'000};
-  MessageWebSocketReceiveMode receive_mode = MessageWebSocketReceiveMode::full_message;
-  std::size_t partial_message_threshold =
-      MessageWebSocketControl::default_partial_message_threshold;
-  bool no_delay = true;
-  /// The protocol core's settings of the message connections that use these
-  /// settings, derived from the fields above by share(); their connections
-  /// reference it (no copy each). Empty: each connection has its own copy.
-  std::optional<protocol::ConnectionConfig> message_connection;
-  /// Derives message_connection for connections in `role` (once the fields
-  /// above are final).
-  void share(protocol::Role role);
-};
-
-/// Everything the controls set: the loop's settings, and what is only needed
-/// while connecting (it lives in the connect state after connect).
-struct SessionConfig {
-  LoopSettings loop;
-  std::vector<std::string> protocols;
-  std::optional<Credential> server_credential;
-  std::string proxy;
-  std::optional<Credential> proxy_credential;
-  std::vector<ChainValidationResult> ignorable_errors;
-  std::string trusted_ca_file;
-  std::optional<ClientCertificate> client_certificate;
-  protocol::HttpHeaders request_headers;
-  protocol::DeflateConfig deflate;  ///< permessage-deflate offer (off by default)
-  ReconnectOptions reconnect;       ///< auto-reconnect (message client only; off by default)
-};
-
-/// Shared state of a custom certificate validation (event args, deferrals).
-struct ValidationState {
-  Certificate certificate;
-  std::vector<ChainValidationResult> errors;
-  SocketSslErrorSeverity severity = SocketSslErrorSeverity::none;
-  std::vector<Certificate> intermediates;
-  std::atomic<bool> rejected{false};
-  std::atomic<int> deferrals{0};
-  std::function<void()> on_all_complete;  ///< posts the decision to the loop
-};
-
-/// Settings of a server-role session created by the listener.
-struct ServerSessionOptions {
-  std::string protocol;                            ///< negotiated subprotocol ("" if none)
-  std::string extensions;                          ///< negotiated extensions answer ("" if none)
-  std::shared_ptr<const LoopSettings> settings;    ///< the listener's, shared
-  std::optional<protocol::DeflateParams> deflate;  ///< negotiated permessage-deflate
-  /// The connection's IP endpoints as the listener read them (both set or
-  /// neither; null: the session reads them from the socket).
-  const transport::RawEndpoint* local = nullptr;
-  const transport::RawEndpoint* remote = nullptr;
-  /// The caller opens the session (open_server_now) and starts its reading
-  /// (after_open) itself, on the loop, instead of the two handlers
-  /// start_server would post; start_server's `leftover` is then unused.
-  bool open_later = false;
-};
 
 enum class Phase : std::uint8_t { idle, connecting, open, closing, closed };
 
@@ -143,65 +77,39 @@ public:
   /// True on the thread that runs this session's loop (cheapest inside one of
   /// its event handlers).
   [[nodiscard]] bool on_loop_thread() const noexcept {
-    return events_mutex_.held_here() || ex_.running_in_this_thread();
+    return events_.mutex().held_here() || ex_.running_in_this_thread();
   }
   [[nodiscard]] Phase phase() const noexcept { return phase_.load(std::memory_order_acquire); }
 
   // --- Controls (any thread) -------------------------------------------------------
-  /// Runs f(config) under the lock after checking the socket is not connected.
+  /// Runs f(config) under the controls' lock. Throws std::logic_error for a
+  /// server-role session and once connect_async was called.
   template <class F>
   void configure(F&& f) {
-    std::lock_guard lock(config_mutex_);
-    check_configurable();  // a server-role session (no config_) always throws
-    f(*config_);
+    controls_.configure(std::forward<F>(f));
   }
+  /// Runs f(config) under that lock (a server-role session: its listener's
+  /// loop settings).
   template <class F>
   auto read_config(F&& f) const {
-    std::lock_guard lock(config_mutex_);
-    if (config_) return f(*config_);
-    SessionConfig listener;  // server role: the listener's settings
-    listener.loop = *cfg_;
-    return f(std::as_const(listener));
+    return controls_.read_config(std::forward<F>(f), cfg_);
   }
 
   // --- Information (any thread) --------------------------------------------------------
-  struct Info {
-    HostEndpoint local, remote;
-    std::string protocol, extensions;
-    std::optional<std::chrono::microseconds> rtt;
-    /// wss:// client: the server's certificate and how it validated (set
-    /// once, read-only after); null otherwise.
-    std::shared_ptr<const ValidationState> server_tls;
-    std::optional<protocol::DeflateParams> deflate;  ///< negotiated permessage-deflate
-  };
-  /// The information, formatted on each call (the endpoints are kept raw).
-  Info info() const;
+  using Info = SessionInfo;
+  Info info() const { return controls_.info(); }
   BandwidthStatistics statistics() const;
 
   // --- Events (any thread) -------------------------------------------------------
-  /// Message handlers only exist on a MessageWebSocket: stored as given (the
-  /// owner is that socket), one call per message.
-  using MessageFn = MessageWebSocket::MessageReceivedHandler;
-  using ClosedFn = std::function<void(void* owner, const WebSocketClosedEventArgs&)>;
-  /// A socket's own closed handler, stored as given (no wrapper): the owner
-  /// is that socket.
-  using MessageClosedFn = std::function<void(MessageWebSocket&, const WebSocketClosedEventArgs&)>;
-  using StreamClosedFn = std::function<void(StreamWebSocket&, const WebSocketClosedEventArgs&)>;
-  using ValidationFn =
-      std::function<void(void* owner, const WebSocketServerCustomValidationRequestedEventArgs&)>;
-  EventToken add_message_handler(MessageFn f);
-  EventToken add_closed_handler(ClosedFn f);
-  EventToken add_closed_handler(MessageClosedFn f);
-  EventToken add_closed_handler(StreamClosedFn f);
-  EventToken add_validation_handler(ValidationFn f);
-  void remove_handler(EventToken t) noexcept;
+  /// The handlers and the public object they are raised with.
+  [[nodiscard]] SessionEvents& events() noexcept { return events_; }
   /// The public object events are raised with; updated on move.
   void set_owner(void* owner) noexcept;
   /// The public object is being destroyed: no event starts after this returns;
   /// the connection is aborted and pending operations complete as aborted.
   void detach() noexcept;
   /// True once detach() ran: the public object is gone (controls then refuse setters).
-  [[nodiscard]] bool detached() const noexcept { return detached_.load(); }
+  [[nodiscard]] bool detached() const noexcept { return events_.detached(); }
 
   // --- Operations (any thread; see socket_ops.hpp) ---------------------------------
   void check_connect(std::string_view uri);
@@ -225,8 +133,8 @@ public:
     // The lock first: the loop thread's fields are read only on it. Only the
     // innermost lock (no walk): a handler holding another socket's lock takes
     // the slower path.
-    return events_mutex_.held_innermost() && in_process_ && phase() == Phase::open &&
-           !conn_->close_sent() && !call_in_message_.load(std::memory_order_relaxed) &&
+    return events_.mutex().held_innermost() && in_process_ && phase() == Phase::open &&
+           !conn_->close_sent() && !order_.in_message(std::memory_order_relaxed) &&
            sends_.empty() && unsent() < cfg_->outbound_buffer_size &&
            (size < protocol::Connection::direct_min_payload || writing_ || !polled() ||
             wr_ref_queued_ != 0);
@@ -234,11 +142,8 @@ public:
   /// The connection (open sessions only).
   [[nodiscard]] protocol::Connection& connection() noexcept { return *conn_; }
   void close(std::uint16_t code, std::string reason, CancellationToken ct, CompletionHandler h);
-  /// At the call of a send (any thread): throws std::logic_error for a whole
-  /// message while a message sent in frames is unfinished, and
-  /// std::invalid_argument for a text frame that makes the message invalid
-  /// UTF-8 (RFC 6455 5.6); records the frame's place in its message.
-  void check_frame_order(SendKind kind, SocketMessageType type, std::span<const std::byte> data);
+  /// The order of the frame sends made so far (checked at the call).
+  [[nodiscard]] SendOrder& send_order() noexcept { return order_; }
   void read(std::span<std::byte> buffer, CancellationToken ct, CompletionHandler h);
 
   /// What send_prebuilt() did with a frame.
@@ -279,10 +184,6 @@ public:
   void close_on_loop(std::uint16_t code, std::string reason);
 
   // --- Auto-reconnect (src/reconnect.cpp; MessageWebSocket client only) -------------
-  using ReconnectingFn = MessageWebSocket::ReconnectingHandler;
-  using ReconnectedFn = MessageWebSocket::ReconnectedHandler;
-  EventToken add_reconnecting_handler(ReconnectingFn f);
-  EventToken add_reconnected_handler(ReconnectedFn f);
   /// [loop] A frame send (kind nonfinal or final) of a message whose head was
   /// lost with a dropped connection: `error::reconnecting` (a final piece ends
   /// that message); nullopt otherwise.
@@ -333,13 +234,6 @@ private:
     std::uint16_t code;
     std::string reason;
     Op op;
-  };
-  /// The order and text of frame sends as the caller made them (checked at
-  /// the call, before any I/O); made by the first frame send.
-  struct CallFrames {
-    std::mutex mutex;
-    bool text = false;  ///< the message being sent in pieces is utf8
-    protocol::Utf8Validator utf8;
   };
 
   // Loop-side operations.
@@ -461,12 +355,10 @@ private:
   void finish(std::uint16_t code, std::string reason, std::error_code ec);
   void set_deadline(Clock::time_point& slot, Clock::time_point at);
   void on_deadline(Clock::time_point now) override;
-  void publish_stats();   ///< counters and the rates of the last second
-  void publish_counts();  ///< counters only
-  /// The received message and frame counters (per message; conn_ set).
-  void publish_received();
-  /// [loop] The counters from the loop's own fields (conn_ set).
-  BandwidthStatistics loop_counts() const noexcept;
+  /// [loop] Publishes the statistics (per read and write; conn_ may be unset).
+  DUPLEX_ALWAYS_INLINE void publish_stats() {
+    if (conn_) stats_.publish(conn_->stats(), loop_now());
+  }
   void note_activity() noexcept { activity_ = true; }
 
   // ConnectionHandler [loop].
@@ -476,92 +368,40 @@ private:
   void on_close(std::uint16_t code, std::string_view reason) override;
   void on_error(std::error_code ec) override;
 
-  void check_configurable() const;
   void raise_closed(std::uint16_t code, const std::string& reason, std::error_code ec);
 
   const asio::io_context::executor_type ex_;
   const Kind kind_;
   const protocol::Role role_;
   std::atomic<Phase> phase_{Phase::idle};
-  std::atomic<bool> connect_called_{false};
-  std::atomic<bool> detached_{false};
 
 public:
   std::atomic<SocketMessageType> message_type{SocketMessageType::binary};
 
 private:
-  // One lock for the cold state read from any thread: the controls and the
-  // information (never held together with another lock of the session).
-  mutable TinyMutex config_mutex_;
-  std::unique_ptr<SessionConfig> config_;  ///< the controls; client role only
+  int fd_ = -1;  ///< [loop] polled(): the descriptor, owned
+  // The controls and the information, read from any thread under their own
+  // lock (never held together with another lock of the session).
+  SessionControls controls_;
   /// [loop] Taken at connect (client) or shared with the listener (server);
-  /// never changed after: read from any thread under config_mutex_.
+  /// never changed after: read from any thread under controls_' lock.
   std::shared_ptr<const LoopSettings> cfg_ = default_settings();
   static const std::shared_ptr<const LoopSettings>& default_settings();
-  // The information, guarded by config_mutex_: the IP endpoints raw
-  // (formatted by info()), the rest only once something sets it.
-  transport::RawEndpoint local_, remote_;
-  std::unique_ptr<Info> info_rest_;  ///< null: all empty; holds Unix endpoints
-  /// info_rest_, made if need be (config_mutex_ held).
-  Info& info_rest();
-  /// Reads the endpoints of `socket` (config_mutex_ held).
-  void set_endpoints(transport::TcpSocket& socket);
 
-  // Events: handlers run with events_mutex_ held (re-entered by a handler
-  // that registers, revokes or destroys on the loop thread). The mutex keeps
-  // the handler lists: the message handlers in one (walked per message), the
-  // other events' in the other, in the order they were added.
-  EventMutex events_mutex_;
-  void* owner_ = nullptr;
-  /// Ids of tokens and operations, unique in this session (any thread).
-  std::atomic<std::uint64_t> next_id_{1};
-  enum class Event : std::uint8_t {
-    closed,          ///< ClosedFn
-    message_closed,  ///< MessageClosedFn
-    stream_closed,   ///< StreamClosedFn
-    validation,      ///< ValidationFn
-    reconnecting,    ///< ReconnectingFn
-    reconnected,     ///< ReconnectedFn
-    message,         ///< MessageFn (in its own list)
-  };
-  static constexpr std::size_t message_list = 0, other_list = 1;
-  template <class Fn>
-  using HandlerOf = EventMutex::HandlerOf<Fn>;
-  /// Adds `f` for `event`. Throws std::invalid_argument for an empty `f`,
-  /// naming the event as `what`.
-  template <class Fn>
-  EventToken add_handler(Event event, const char* what, Fn f) {
-    if (!f) throw std::invalid_argument(std::string(what) + ": handler must not be empty");
-    // Made outside the lock (moving `f` may run the callable's own code).
-    auto node = std::make_unique<HandlerOf<Fn>>(0, static_cast<std::uint8_t>(event), std::move(f));
-    EventMutex::Guard lock(events_mutex_);
-    const auto id = next_id_.fetch_add(1, std::memory_order_relaxed);
-    node->id = id & EventMutex::max_id;
-    events_mutex_.append(event == Event::message ? message_list : other_list, node.release());
-    return EventToken{id};
-  }
-  /// Calls f(fn) for each handler of `event` as its type Fn, in order, until
-  /// the socket is detached (events_mutex_ held). A handler added meanwhile
-  /// is called too; one revoked meanwhile is not.
-  template <class Fn, class F>
-  void each_handler(Event event, F&& f) {
-    for (auto* h = events_mutex_.head(other_list); h != nullptr && !detached_; h = h->next) {
-      if (h->event != static_cast<std::uint8_t>(event) || h->revoked) continue;
-      f(static_cast<const HandlerOf<Fn>*>(h)->fn);
-    }
-  }
-  [[nodiscard]] bool has_handlers(Event event) const noexcept;
+  // The event handlers. No unique address: the two close codes below sit in
+  // its tail padding (a session is 8 bytes smaller).
+  [[no_unique_address]] SessionEvents events_;
+  std::uint16_t peer_code_ = 1005;  ///< [loop]
+  std::uint16_t failure_code_ = 0;  ///< [loop] close code sent for failure_ (0: the protocol's)
+  using Event = SessionEvents::Event;
 
   // [loop] connection.
   std::optional<protocol::Connection> conn_;
   std::unique_ptr<transport::Stream> stream_;  ///< until open (TLS: for good)
   std::unique_ptr<ConnectState> connecting_;
   std::unique_ptr<std::byte[]> tls_buffer_;  ///< TLS connections read here (not shared)
-  int fd_ = -1;                              ///< polled(): the descriptor, owned
-  std::uint16_t peer_code_ = 1005;
-  std::uint16_t failure_code_ = 0;      ///< close code sent for failure_ (0: the protocol's)
-  std::span<const std::byte> wr_rest_;  ///< polled: the write waiting for room
-  std::size_t wr_done_ = 0;             ///< polled: bytes of it already sent
+  std::span<const std::byte> wr_rest_;       ///< polled: the write waiting for room
+  std::size_t wr_done_ = 0;                  ///< polled: bytes of it already sent
   // Referenced frames (send_prebuilt with a SharedFrame; polled only): the
   // marks of where each goes in the output, and the gathered write in flight
   // (src/session.cpp).
@@ -592,7 +432,7 @@ private:
   bool resume_posted_ = false;     ///< maybe_resume_reading's handler is queued
   bool in_process_ = false;        ///< inside conn_.receive: cork writes
   bool prebuilt_pending_ = false;  ///< send_prebuilt queued: flush_prebuilt() writes
-  bool dispatching_ = false;       ///< process() holds events_mutex_ for the read
+  bool dispatching_ = false;       ///< process() holds the event lock for the read
   bool flush_scheduled_ = false;
   bool writing_ = false;
   bool closed_raised_ = false;
@@ -604,12 +444,7 @@ private:
   std::list<PendingSend> sends_;  ///< (a list holds no memory while empty)
   std::error_code failure_;
   std::unique_ptr<PendingClose> pending_close_;
-  std::unique_ptr<CallFrames> call_frames_;  ///< guarded by call_frames_once_
-public:
-  std::atomic<bool> call_in_message_{false};  ///< a frame send left a message open (any thread)
-
-private:
-  std::once_flag call_frames_once_;
+  SendOrder order_;
 
   // Stream input [loop]: StreamWebSocket only (a message socket has none).
   struct StreamInput {
@@ -669,26 +504,7 @@ private:
   Clock::time_point ping_due_ = Clock::time_point::max();
   Clock::time_point pong_due_ = Clock::time_point::max();
 
-  // Statistics, written on the loop, read anywhere: the transport's byte
-  // counts are kept here only (the loop is their one writer: a relaxed load
-  // and store, no locked add), the message and frame counts are the
-  // protocol connection's, published per message; the rates of the last
-  // second are worked out once a second.
-  struct AtomicStats {
-    std::atomic<std::uint64_t> bytes_sent{0}, bytes_received{0}, messages_sent{0},
-        messages_received{0}, frames_sent{0}, frames_received{0}, out_bps{0}, in_bps{0};
-  } stats_;
-  /// [loop] Counts `n` bytes the transport wrote / read.
-  DUPLEX_ALWAYS_INLINE void count_sent(std::uint64_t n) noexcept {
-    stats_.bytes_sent.store(stats_.bytes_sent.load(std::memory_order_relaxed) + n,
-                            std::memory_order_relaxed);
-  }
-  DUPLEX_ALWAYS_INLINE void count_received(std::uint64_t n) noexcept {
-    stats_.bytes_received.store(stats_.bytes_received.load(std::memory_order_relaxed) + n,
-                                std::memory_order_relaxed);
-  }
-  Clock::time_point rate_window_start_{};
-  std::uint64_t rate_sent_at_start_ = 0, rate_received_at_start_ = 0;
+  SessionStats stats_;  ///< written on the loop, read anywhere
 
   // Cold state [loop], made when first needed: an open idle connection
   // holds none of it.
