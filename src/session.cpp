@@ -4,6 +4,7 @@
 #include "detail/syscalls.hpp"
 
 #include <algorithm>
+#include <cassert>
 #include <cstring>
 #include <stdexcept>
 
@@ -42,6 +43,12 @@ const std::shared_ptr<const LoopSettings>& Session::default_settings() {
 }
 
 Session::~Session() {
+  // The loop's timer list is used only on the loop's thread. A session
+  // leaves it when it finishes (finish(), connect_failed()); until then its
+  // socket holds it, and a dropped socket's last reference is the loop's
+  // (detach() runs on the loop): so a session still in the list is destroyed
+  // on its loop's thread, or once the loop stopped.
+  assert(!timer_linked() || ex_.running_in_this_thread() || ex_.context().stopped());
   // Destroyed by its loop's shutdown while polled: the descriptor is ours.
   if (fd_ >= 0) sys_close(fd_);
 }

@@ -43,9 +43,11 @@ protected:
   TimerClient(const TimerClient&) = delete;
   TimerClient& operator=(const TimerClient&) = delete;
 
+  /// True while in its loop's timer list (a deadline is scheduled).
+  [[nodiscard]] bool timer_linked() const noexcept { return timer_pprev_ != nullptr; }
+
 private:
   friend class LoopTimers;
-  [[nodiscard]] bool timer_linked() const noexcept { return timer_pprev_ != nullptr; }
   void timer_unlink() noexcept {
     if (timer_pprev_ == nullptr) return;
     *timer_pprev_ = timer_next_;
