@@ -1,7 +1,17 @@
-// detail/session.hpp: one WebSocket connection's life (connect, handshake, open,
-// closing, closed) on one event loop: the read loop into the loop's buffer, the
-// corked write queue with backpressure, deadlines through the loop's timer
-// sweep, keep-alive, events, and the state behind controls and information.
+// detail/session.hpp: the connection object a loop drives. One WebSocket
+// connection's life (connect, handshake, open, closing, closed) on one event
+// loop: the read loop into the loop's buffer, the corked write queue with
+// backpressure, deadlines through the loop's timer sweep, keep-alive.
+//
+// Its cold parts are types of their own, each in its header: the controls and
+// information (session_controls.hpp), the event handlers (session_events.hpp),
+// the statistics (session_stats.hpp), the order of frame sends
+// (send_order.hpp), the settings (session_config.hpp), the operations waiting
+// to complete and the cold block (session_ops.hpp), the client's connect state
+// (connect_state.hpp) and the auto-reconnect state (reconnect.hpp). The code:
+// session.cpp (operations, opening, the data path), session_connect.cpp (the
+// client's connect steps), session_close.cpp (close, failure, deadlines,
+// keep-alive), session_shared_frames.cpp (topics' fan-out), reconnect.cpp.
 // Used by MessageWebSocket and StreamWebSocket, client and server role.
 //
 // Threading: members marked [loop] are used only on the loop's thread; the
@@ -9,16 +19,13 @@
 #pragma once
 
 #include <atomic>
+#include <list>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
-#include <list>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
-#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -33,7 +40,6 @@
 #include <duplex/message_websocket.hpp>
 #include <duplex/protocol/connection.hpp>
 #include <duplex/protocol/handshake.hpp>
-#include <duplex/protocol/utf8.hpp>
 #include <duplex/websocket_control.hpp>
 #include <duplex/websocket_events.hpp>
 
@@ -44,9 +50,9 @@
 #include "detail/session_config.hpp"
 #include "detail/session_controls.hpp"
 #include "detail/session_events.hpp"
+#include "detail/session_ops.hpp"
 #include "detail/session_stats.hpp"
 #include "detail/shared_frame.hpp"
-#include "detail/tiny_mutex.hpp"
 #include "transport/connect.hpp"
 #include "transport/stream.hpp"
 #include "transport/unix_socket.hpp"
@@ -209,32 +215,9 @@ public:
   void after_open();
 
 private:
-  struct Op {
-    CompletionHandler handler;
-    CancellationToken token;
-    std::uint64_t token_id = 0;
-    std::uint64_t id = 0;
-    explicit operator bool() const noexcept { return static_cast<bool>(handler); }
-  };
-  struct PendingSend {
-    Op op;
-    SendKind kind;
-    SocketMessageType type;
-    bool stream_write;                ///< write_async: chunked, `view` not owned
-    std::vector<std::byte> data;      ///< copy (message sends)
-    std::span<const std::byte> view;  ///< the bytes to send (into data or the user's)
-    std::size_t offset = 0;           ///< bytes already accepted
-    Clock::time_point deadline;
-    bool compress = true;  ///< permessage-deflate allowed for this message
-  };
+  using Op = SessionOp;
+  using Cold = SessionCold;
   struct ConnectState;
-  /// A close asked for while the session was still connecting: sent as soon
-  /// as it opens (a close request is never dropped).
-  struct PendingClose {
-    std::uint16_t code;
-    std::string reason;
-    Op op;
-  };
 
   // Loop-side operations.
   void do_connect(std::string uri, Op op);
@@ -446,15 +429,7 @@ private:
   std::unique_ptr<PendingClose> pending_close_;
   SendOrder order_;
 
-  // Stream input [loop]: StreamWebSocket only (a message socket has none).
-  struct StreamInput {
-    std::vector<std::byte> data;                            ///< received, not yet read
-    std::size_t pos = 0;                                    ///< next byte of data to hand out
-    bool eof = false;                                       ///< the peer's close arrived
-    Op op;                                                  ///< the pending read_async
-    std::span<std::byte> buffer;                            ///< its buffer
-    Clock::time_point deadline = Clock::time_point::max();  ///< its receive_timeout
-  };
+  // Stream input [loop]: StreamWebSocket only.
   std::unique_ptr<StreamInput> input_;
 
   // Auto-reconnect [loop] (src/reconnect.cpp, detail/reconnect.hpp). The
@@ -506,13 +481,7 @@ private:
 
   SessionStats stats_;  ///< written on the loop, read anywhere
 
-  // Cold state [loop], made when first needed: an open idle connection
-  // holds none of it.
-  struct Cold {
-    std::string peer_reason;          ///< the peer's close reason
-    std::vector<Op> close_ops;        ///< close calls waiting for the end
-    std::vector<std::byte> leftover;  ///< bytes that came with the handshake
-  };
+  // Cold state [loop], made when first needed.
   std::unique_ptr<Cold> cold_;
   Cold& cold();
   [[nodiscard]] const std::string& peer_reason() const noexcept;
