@@ -99,6 +99,24 @@ if(BROKERS)
   endforeach()
 endif()
 
+# An installed shared libduplex (and libduplex_brokers) loads by its path alone,
+# with nothing in the loader's path: its own RUNPATH ($ORIGIN) finds
+# libduplex_protocol (and libduplex) beside it, whatever the prefix.
+if(SHARED)
+  set(libs ${prefix}/lib/libduplex.so.${SOVERSION})
+  if(BROKERS)
+    list(APPEND libs ${prefix}/lib/libduplex_brokers.so.${SOVERSION})
+  endif()
+  foreach(lib IN LISTS libs)
+    execute_process(COMMAND ${CMAKE_COMMAND} -E env --unset=LD_LIBRARY_PATH
+                            python3 -c "import ctypes, sys; ctypes.CDLL(sys.argv[1])" ${lib}
+                    RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+    if(NOT rc EQUAL 0)
+      message(FATAL_ERROR "${lib} does not load by its path alone:\n${out}")
+    endif()
+  endforeach()
+endif()
+
 # A shared consumer must load libduplex through its SONAME.
 function(check_linkage exe)
   execute_process(COMMAND readelf -d ${exe} OUTPUT_VARIABLE dyn RESULT_VARIABLE rc)
