@@ -18,7 +18,7 @@ Scenarios:
 Modes:
   (default)    throughput and memory: rounds alternate the servers, medians
                are reported with ratios against the best peer.
-  --callgrind  every figure of issue 11, from one run (6-7 minutes on 2 shared cores):
+  --callgrind  every figure of issue 11, from one run (7-8 minutes on 2 shared cores):
                - server Ir per echoed message in steady state: Ir of a run of
                  N echoes minus Ir of a run with the same connections and one
                  echo each, over the N - C extra messages (callgrind);
@@ -30,8 +30,11 @@ Modes:
                  and heap bytes from valgrind massif snapshots taken with vgdb;
                - client: Ir per message of `duplex bench` itself, the wire
                  engine and --api (MessageWebSocket), against epoll_echo;
-               - 64 KiB wall-clock MB/s of duplex over epoll_echo's,
-                 alternating rounds.
+               - 64 KiB wall clock: messages/s of duplex over epoll_echo's,
+                 the median ratio of --pairs adjacent pairs of short runs
+                 (AB, BA, ...) against two long-lived servers, with its
+                 spread, and each server's CPU time per message.
+  --wallclock  only that 64 KiB wall clock (about 55 s); replaces its section.
   --smoke      seconds in all, tiny counts, for CI: checks that every part
                runs (with --callgrind, every part of that mode), asserts
                nothing about the figures.
