@@ -641,8 +641,8 @@ def issue11(servers, duplex, smoke, workdir, data, rounds, idle_connections, pai
         data["wallclock_64k"]["run"] = run_stamp(part)
 
 
-
 def wallclock_64k(servers, duplex, pairs, duration):
+    """wallclock() of duplex and epoll_echo, with its one-line summary."""
     table = wallclock({n: servers[n] for n in ("duplex", "epoll_echo")}, duplex, pairs, duration)
     ci = table.get("ratio_ci95")
     ci = f", 95 % interval of the median {ci[0]:.2f}-{ci[1]:.2f}" if ci else ""
