@@ -18,7 +18,7 @@ Scenarios:
 Modes:
   (default)    throughput and memory: rounds alternate the servers, medians
                are reported with ratios against the best peer.
-  --callgrind  every figure of issue 11, from one run (6-7 minutes on 2 shared cores):
+  --callgrind  every figure of issue 11, from one run (7-8 minutes on 2 shared cores):
                - server Ir per echoed message in steady state: Ir of a run of
                  N echoes minus Ir of a run with the same connections and one
                  echo each, over the N - C extra messages (callgrind);
@@ -30,8 +30,11 @@ Modes:
                  and heap bytes from valgrind massif snapshots taken with vgdb;
                - client: Ir per message of `duplex bench` itself, the wire
                  engine and --api (MessageWebSocket), against epoll_echo;
-               - 64 KiB wall-clock MB/s of duplex over epoll_echo's,
-                 alternating rounds.
+               - 64 KiB wall clock: messages/s of duplex over epoll_echo's,
+                 the median ratio of --pairs adjacent pairs of short runs
+                 (AB, BA, ...) against two long-lived servers, with its
+                 spread, and each server's CPU time per message.
+  --wallclock  only that 64 KiB wall clock (about 55 s); replaces its section.
   --smoke      seconds in all, tiny counts, for CI: checks that every part
                runs (with --callgrind, every part of that mode), asserts
                nothing about the figures.
@@ -47,6 +50,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -268,6 +272,113 @@ def throughput(servers, duplex, rounds, duration, scenarios=None):
                 entry["p50_us"] = statistics.median(r["p50_us"] for r in results)
                 entry["p99_us"] = statistics.median(r["p99_us"] for r in results)
             table[scenario][name] = entry
+    return table
+
+
+def cpu_seconds(pid):
+    """(user, system) CPU seconds of a process and all its threads, and how
+    many times its threads blocked (voluntary context switches), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    sleeps = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    sleeps += int(line.split()[1])
+    return int(fields[11]) / tick, int(fields[12]) / tick, sleeps
+
+
+def median_interval(values, confidence=0.95):
+    """The order statistics that bound the median with `confidence` (sign
+    test: the median lies between the k-th smallest and k-th largest of n
+    values with probability 1 - 2 P(Binomial(n, 1/2) < k)); None under 6
+    values, too few for a 95 % interval."""
+    v = sorted(values)
+    n = len(v)
+    k = 0
+    tail = 0.0
+    while True:
+        tail += math.comb(n, k) / 2 ** n
+        if 2 * tail > 1 - confidence:
+            break
+        k += 1
+    return (v[k - 1], v[n - k]) if k >= 1 else None
+
+
+def wallclock(servers, duplex, pairs, duration):
+    """64 KiB wall clock of duplex against epoll_echo, in adjacent pairs.
+
+    Both servers run for the whole measurement (pinned to core 0, warmed up
+    by one unrecorded run each); each pair is one `duplex bench -d DURATION`
+    run against each, in the order AB, BA, AB, ... (so a trend over the run,
+    or an advantage of going first, cancels out), and its ratio is duplex's
+    messages/s over epoll_echo's. On a shared machine the rate of a run
+    follows the other jobs; two adjacent runs share most of that, so the
+    spread of the pair ratios shows how far the comparison can be trusted.
+    Beside the rate, each run records the server's CPU time per message
+    (user and system, from /proc), how often it blocked per message, and
+    the load generator's CPU share."""
+    names = ("duplex", "epoll_echo")
+    args = SCENARIOS["large"]["args"] + ["-d", str(duration)]
+    running = {}
+    runs = {name: [] for name in names}
+    ratios = []
+    try:
+        for name in names:
+            running[name] = Server(name, servers[name])
+            run_load(duplex, running[name].url, args, timeout=duration + 60)
+        for p in range(pairs):
+            pair = {}
+            for name in (names if p % 2 == 0 else names[::-1]):
+                server = running[name]
+                user, system, sleeps = cpu_seconds(server.proc.pid)
+                result, _ = run_load(duplex, server.url, args, timeout=duration + 60)
+                user2, system2, sleeps2 = cpu_seconds(server.proc.pid)
+                # The server's CPU counts from just before the load starts to
+                # after it closed: a few connections' set-up and close more.
+                messages = max(result["messages"], 1)
+                pair[name] = {
+                    "messages_per_s": round(result["messages_per_s"]),
+                    "mb_per_s": result["mb_per_s"],
+                    "server_user_us": round((user2 - user) * 1e6 / messages, 2),
+                    "server_sys_us": round((system2 - system) * 1e6 / messages, 2),
+                    "server_blocks": round((sleeps2 - sleeps) / messages, 4),
+                    "load_cpu_share": round(result["load_cpu_s"] / result["seconds"], 3),
+                }
+            for name in names:
+                runs[name].append(pair[name])
+            ratios.append(pair["duplex"]["messages_per_s"] / pair["epoll_echo"]["messages_per_s"])
+            print(f"  64 KiB     pair {p + 1:2}  duplex {pair['duplex']['messages_per_s']:8,} "
+                  f"epoll_echo {pair['epoll_echo']['messages_per_s']:8,} msg/s  "
+                  f"ratio {ratios[-1]:.2f}", file=sys.stderr)
+    finally:
+        for server in running.values():
+            server.stop()
+    table = {"pairs": pairs, "duration_s": duration, "args": " ".join(args),
+             "ratios": [round(r, 3) for r in ratios], "ratio": statistics.median(ratios),
+             "ratio_min": min(ratios), "ratio_max": max(ratios),
+             "pairs_duplex_faster": sum(r > 1 for r in ratios), "servers": {}}
+    if len(ratios) >= 2:
+        q = statistics.quantiles(ratios, n=4)
+        table["ratio_quartiles"] = [q[0], q[2]]
+    interval = median_interval(ratios)
+    if interval:
+        table["ratio_ci95"] = list(interval)
+    for name in names:
+        rows = runs[name]
+        table["servers"][name] = {
+            "messages_per_s": statistics.median(r["messages_per_s"] for r in rows),
+            "mb_per_s": statistics.median(r["mb_per_s"] for r in rows),
+            "server_cpu_us": statistics.median(r["server_user_us"] + r["server_sys_us"]
+                                               for r in rows),
+            "server_user_us": statistics.median(r["server_user_us"] for r in rows),
+            "server_sys_us": statistics.median(r["server_sys_us"] for r in rows),
+            "server_blocks": statistics.median(r["server_blocks"] for r in rows),
+            "load_cpu_share": statistics.median(r["load_cpu_share"] for r in rows),
+            "runs": rows,
+        }
     return table
 
 
@@ -501,7 +612,7 @@ class Issue11:
         return table
 
 
-def issue11(servers, duplex, smoke, workdir, data, rounds, duration, idle_connections):
+def issue11(servers, duplex, smoke, workdir, data, rounds, idle_connections, pairs, duration):
     """Every figure of issue 11 into `data`, in one run."""
     m = Issue11(servers, duplex, smoke, workdir)
     have_strace = shutil.which("strace") is not None
@@ -525,13 +636,19 @@ def issue11(servers, duplex, smoke, workdir, data, rounds, duration, idle_connec
     if "epoll_echo" in servers:
         data["client"] = m.client()
     if "duplex" in servers and "epoll_echo" in servers:
-        pair = {n: servers[n] for n in ("duplex", "epoll_echo")}
-        table = throughput(pair, duplex, max(rounds, 1), duration, ["large"])["large"]
-        data["wallclock_64k"] = {
-            "rounds": rounds, "duration_s": duration, "servers": table,
-            "ratio": table["duplex"]["mb_per_s"] / table["epoll_echo"]["mb_per_s"]}
-        print(f"  64 KiB wall clock: duplex / epoll_echo = "
-              f"{data['wallclock_64k']['ratio']:.2f}", file=sys.stderr)
+        part = time.monotonic()
+        data["wallclock_64k"] = wallclock_64k(servers, duplex, pairs, duration)
+        data["wallclock_64k"]["run"] = run_stamp(part)
+
+
+def wallclock_64k(servers, duplex, pairs, duration):
+    """wallclock() of duplex and epoll_echo, with its one-line summary."""
+    table = wallclock({n: servers[n] for n in ("duplex", "epoll_echo")}, duplex, pairs, duration)
+    ci = table.get("ratio_ci95")
+    ci = f", 95 % interval of the median {ci[0]:.2f}-{ci[1]:.2f}" if ci else ""
+    print(f"  64 KiB wall clock: duplex / epoll_echo = {table['ratio']:.2f} (median of "
+          f"{pairs} pairs{ci}; duplex faster in {table['pairs_duplex_faster']})", file=sys.stderr)
+    return table
 
 
 ISSUE11_SECTIONS = ("callgrind", "accept", "syscalls", "massif", "memory", "client",
@@ -572,12 +689,20 @@ def get(data, *keys):
     return data
 
 
+def stamp_text(run):
+    """"DATE, at commit C, S s" of a run stamp."""
+    run = run or {}
+    parts = [run["date"]] if run.get("date") else []
+    if run.get("commit"):
+        parts.append(f"at commit {run['commit']}")
+    if run.get("seconds"):
+        parts.append(f"{run['seconds']} s")
+    return ", ".join(parts)
+
+
 def stamp(data, key):
-    run = data.get(f"{key}_run") or {}
-    when = f", {run['date']}" if run.get("date") else ""
-    at = f", at commit {run['commit']}" if run.get("commit") else ""
-    took = f", {run['seconds']} s" if run.get("seconds") else ""
-    return f"`{data.get(f'{key}_command', '?')}`{when}{at}{took}"
+    when = stamp_text(data.get(f"{key}_run"))
+    return f"`{data.get(f'{key}_command', '?')}`" + (f", {when}" if when else "")
 
 
 # Issue 11's required figures: (label, path in the JSON, limit, "max" or "min", digits).
@@ -647,7 +772,9 @@ def print_issue11(data, out):
                          for s in ("pingpong", "pipelined")]
                 print(f"| {label} | {' | '.join(cells)} |", file=out)
     wc = data.get("wallclock_64k")
-    if wc:
+    if wc and "pairs" in wc:
+        print_wallclock(wc, out)
+    elif wc:
         print(f"\n#### 64 KiB wall clock, duplex against epoll_echo\n\n"
               f"{wc['rounds']} alternating rounds of {wc['duration_s']} s, 10 connections × 4 in "
               f"flight, medians; duplex / epoll_echo = **{wc['ratio']:.2f}**.\n", file=out)
@@ -670,9 +797,38 @@ def print_issue11(data, out):
             verdict = "met"
         else:
             verdict = f"missed ({value / limit:.2f}× the target)"
+        ci = get(data, path[0], "ratio_ci95") if path[-1] == "ratio" else None
+        if ci and value is not None:
+            # A median of paired ratios: how sure the verdict is.
+            verdict += f"; 95 % interval of the median {ci[0]:.2f}-{ci[1]:.2f}"
         sign = "≤" if kind == "max" else "≥"
         print(f"| {label} | {sign} {fmt(limit, digits)} | {fmt(value, digits)} | {verdict} |",
               file=out)
+
+
+def print_wallclock(wc, out):
+    run = f"Run: `{wc['command']}`, {stamp_text(wc.get('run'))}.\n\n" if "command" in wc else ""
+    spread = [f"range {wc['ratio_min']:.2f}-{wc['ratio_max']:.2f}"]
+    if "ratio_quartiles" in wc:
+        spread.insert(0, "quartiles {:.2f}-{:.2f}".format(*wc["ratio_quartiles"]))
+    if "ratio_ci95" in wc:
+        spread.append("95 % interval of the median {:.2f}-{:.2f}".format(*wc["ratio_ci95"]))
+    print(f"\n#### 64 KiB wall clock, duplex against epoll_echo\n\n{run}"
+          f"{wc['pairs']} pairs of {wc['duration_s']} s runs of `duplex bench {wc['args']}`, one "
+          f"against each server, in the order AB, BA, AB, ...; both servers run throughout. "
+          f"duplex / epoll_echo = **{wc['ratio']:.2f}**, the median of the pair ratios "
+          f"({', '.join(spread)}; duplex faster in {wc['pairs_duplex_faster']} of "
+          f"{wc['pairs']} pairs).\n", file=out)
+    print("| server | messages/s | MB/s | server CPU µs/message (user + system) "
+          "| server blocks/message | load generator CPU share |", file=out)
+    print("|---|---:|---:|---:|---:|---:|", file=out)
+    for name in duplex_first(wc["servers"]):
+        r = wc["servers"][name]
+        print(f"| {name} | {r['messages_per_s']:,.0f} | {r['mb_per_s']:,.1f} | "
+              f"{r['server_cpu_us']:.1f} ({r['server_user_us']:.1f} + {r['server_sys_us']:.1f}) | "
+              f"{r['server_blocks']:.3f} | {r['load_cpu_share']:.2f} |", file=out)
+    print("\nMedians of the runs. Pair ratios in run order: "
+          f"{', '.join(f'{r:.2f}' for r in wc['ratios'])}.", file=out)
 
 
 def print_tables(data, out=sys.stdout):
@@ -803,6 +959,13 @@ def main():
                         "(for callgrind_annotate)")
     parser.add_argument("--all", action="store_true",
                         help="the throughput rounds, then everything --callgrind measures")
+    parser.add_argument("--wallclock", action="store_true",
+                        help="only the 64 KiB wall clock of duplex against epoll_echo (the pairs "
+                        "of --callgrind's last part; replaces that section alone)")
+    parser.add_argument("--pairs", type=int, default=24,
+                        help="pairs of runs in the 64 KiB wall clock (default 24)")
+    parser.add_argument("--pair-duration", type=float, default=1.0,
+                        help="seconds per run of the 64 KiB wall clock (default 1.0)")
     parser.add_argument("--smoke", action="store_true", help="seconds in all, for CI")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin with taskset (on a machine shared with other jobs, "
@@ -823,8 +986,11 @@ def main():
             sys.exit(f"run.py: unknown scenario {unknown[0]}")
         LOAD_SCENARIOS = [s for s in SCENARIOS if s in wanted]
         run_idle = "idle" in wanted
+    if args.pairs < 1 or args.pair_duration <= 0:
+        parser.error("--pairs must be at least 1 and --pair-duration above 0")
     if args.smoke:
         args.rounds, args.duration, args.idle_connections = 1, 0.3, 200
+        args.pairs, args.pair_duration = 2, 0.3
     if args.report:
         out = args.out or os.path.join(ROOT, "docs")
         with open(os.path.join(out, "benchmarks.json")) as f:
@@ -867,7 +1033,14 @@ def main():
     keep = contextlib.nullcontext(os.path.abspath(args.keep)) if args.keep else None
     with keep or tempfile.TemporaryDirectory(prefix="duplex-bench-") as workdir:
         command = " ".join(["bench/run.py"] + sys.argv[1:])
-        if not args.callgrind or args.all:
+        if args.wallclock and not (args.callgrind or args.all):
+            if "duplex" not in servers or "epoll_echo" not in servers:
+                sys.exit("run.py: --wallclock needs duplex and epoll_echo")
+            part = time.monotonic()
+            data["wallclock_64k"] = wallclock_64k(servers, duplex, args.pairs,
+                                                  args.pair_duration)
+            data["wallclock_64k"].update(command=command, run=run_stamp(part))
+        elif not args.callgrind or args.all:
             part = time.monotonic()
             data.setdefault("throughput", {}).update(
                 throughput(servers, duplex, args.rounds, args.duration))
@@ -881,8 +1054,8 @@ def main():
             # Every figure of this mode comes from this one run: no leftovers.
             for section in ISSUE11_SECTIONS:
                 data.pop(section, None)
-            issue11(servers, duplex, args.smoke, workdir, data, args.rounds, args.duration,
-                    args.idle_connections)
+            issue11(servers, duplex, args.smoke, workdir, data, args.rounds,
+                    args.idle_connections, args.pairs, args.pair_duration)
             data["callgrind_command"] = command
             data["callgrind_run"] = run_stamp(part)
         with open(json_path, "w") as f:

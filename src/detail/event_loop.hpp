@@ -212,10 +212,10 @@ DUPLEX_ALWAYS_INLINE inline LoopTimers& loop_timers(asio::io_context& ctx) {
 /// use and joined at exit.
 asio::io_context& default_io_context();
 
-/// The read buffer of the calling thread (256 KiB), shared by every plain TCP
+/// The read buffer of the calling thread (512 KiB), shared by every plain TCP
 /// connection whose loop runs on this thread: a read fills it and the bytes are
 /// consumed before the next read.
-inline constexpr std::size_t thread_read_buffer_size = std::size_t{256} << 10;
+inline constexpr std::size_t thread_read_buffer_size = std::size_t{512} << 10;
 /// Room behind the read buffer (same allocation) for the rest of a large
 /// message cut off at the end of a read (Connection::receive_holding): a frame
 /// of up to this size, header included, completes there without being moved.
