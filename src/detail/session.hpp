@@ -19,10 +19,10 @@
 #pragma once
 
 #include <atomic>
-#include <list>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <optional>
 #include <span>
