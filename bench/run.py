@@ -18,7 +18,8 @@ Scenarios:
 Modes:
   (default)    throughput and memory: rounds alternate the servers, medians
                are reported with ratios against the best peer.
-  --callgrind  every figure of issue 11, from one run (7-8 minutes on 2 shared cores):
+  --callgrind  every figure of issue 11, from one run (about 2.5 minutes on 2 quiet cores,
+               7-8 minutes while other jobs load them):
                - server Ir per echoed message in steady state: Ir of a run of
                  N echoes minus Ir of a run with the same connections and one
                  echo each, over the N - C extra messages (callgrind);
