@@ -3,18 +3,13 @@
 // quiet (detail/session.hpp).
 #include "detail/session.hpp"
 #include "detail/session_impl.hpp"
-#include "detail/syscalls.hpp"
 
 #include <algorithm>
-#include <cstring>
 #include <utility>
-
-#include <asio/post.hpp>
 
 #include <duplex/protocol/close.hpp>
 
 #include "detail/connect_state.hpp"
-#include "detail/reconnect.hpp"
 
 namespace duplex::detail {
 

@@ -7,15 +7,9 @@
 #include "detail/syscalls.hpp"
 
 #include <algorithm>
-#include <cstring>
-#include <utility>
 
-#include <asio/post.hpp>
-
-#include <duplex/protocol/close.hpp>
-
-#include "detail/connect_state.hpp"
-#include "detail/reconnect.hpp"
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 namespace duplex::detail {
 

@@ -54,17 +54,25 @@ public:
 
   /// Adds a handler (any thread). Throws std::invalid_argument for an empty
   /// one, naming its event.
-  EventToken add_message(MessageFn f) { return add(Event::message, "message_received", f); }
-  EventToken add_closed(ClosedFn f) { return add(Event::closed, "closed", f); }
-  EventToken add_closed(MessageClosedFn f) { return add(Event::message_closed, "closed", f); }
-  EventToken add_closed(StreamClosedFn f) { return add(Event::stream_closed, "closed", f); }
+  EventToken add_message(MessageFn f) {
+    return add(Event::message, "message_received", std::move(f));
+  }
+  EventToken add_closed(ClosedFn f) { return add(Event::closed, "closed", std::move(f)); }
+  EventToken add_closed(MessageClosedFn f) {
+    return add(Event::message_closed, "closed", std::move(f));
+  }
+  EventToken add_closed(StreamClosedFn f) {
+    return add(Event::stream_closed, "closed", std::move(f));
+  }
   EventToken add_validation(ValidationFn f) {
-    return add(Event::validation, "server_custom_validation_requested", f);
+    return add(Event::validation, "server_custom_validation_requested", std::move(f));
   }
   EventToken add_reconnecting(ReconnectingFn f) {
-    return add(Event::reconnecting, "reconnecting", f);
+    return add(Event::reconnecting, "reconnecting", std::move(f));
   }
-  EventToken add_reconnected(ReconnectedFn f) { return add(Event::reconnected, "reconnected", f); }
+  EventToken add_reconnected(ReconnectedFn f) {
+    return add(Event::reconnected, "reconnected", std::move(f));
+  }
   /// Revokes the handler of `t` (any thread): it is not called after this
   /// returns, unless it is the one running.
   void remove(EventToken t) noexcept;
@@ -114,7 +122,7 @@ private:
   template <class Fn>
   using HandlerOf = EventMutex::HandlerOf<Fn>;
   template <class Fn>
-  EventToken add(Event event, const char* what, Fn& f) {
+  EventToken add(Event event, const char* what, Fn f) {
     if (!f) throw std::invalid_argument(std::string(what) + ": handler must not be empty");
     // Made outside the lock (moving `f` may run the callable's own code).
     auto node = std::make_unique<HandlerOf<Fn>>(0, static_cast<std::uint8_t>(event), std::move(f));
